@@ -1,0 +1,129 @@
+"""``create_app``: the one place that wires the Litestar application."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.logging.config import LoggingConfig
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.stores.redis import RedisStore
+
+from paperfeed import __version__
+from paperfeed.api.admin import AdminController
+from paperfeed.api.deps import bearer_token, provide_core
+from paperfeed.api.errors import EXCEPTION_HANDLERS
+from paperfeed.api.events import EventController
+from paperfeed.api.health import HealthController
+from paperfeed.api.installs import InstallController
+from paperfeed.api.me import MeController
+from paperfeed.api.papers import PaperController, TrendingController
+from paperfeed.core import Core
+from paperfeed.logs import logging_config
+from paperfeed.settings import Settings, load_settings
+from paperfeed.store import keys
+
+log = logging.getLogger("paperfeed")
+
+UNLIMITED_PATHS = ["/healthz", "/readyz", "/metrics", "/schema"]
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def rate_limit_identifier(request: Request[Any, Any, Any]) -> str:
+    """Per install when a token is sent, else per client address."""
+    token = bearer_token(request)
+    if token:
+        return "t:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+def create_app(settings: Settings | None = None, core: Core | None = None) -> Litestar:
+    """The api. ``core`` (tests, benchmarks) replaces the one built from ``settings``."""
+    settings = settings or load_settings()
+    core = core or Core.connect(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.core = core
+        if settings.demo_catalog:
+            loaded = await core.load_demo_catalog_if_empty()
+            if loaded:
+                log.info("loaded the demo catalog", extra={"papers": loaded.papers})
+        try:
+            yield
+        finally:
+            await core.close()
+
+    prometheus = PrometheusConfig(
+        app_name="paperfeed", prefix="paperfeed", group_path=True, exclude=UNLIMITED_PATHS
+    )
+    logging_dict = logging_config(settings.log_level, settings.log_json)
+    return Litestar(
+        route_handlers=[
+            InstallController,
+            EventController,
+            PaperController,
+            TrendingController,
+            MeController,
+            AdminController,
+            HealthController,
+            MetricsController,
+        ],
+        dependencies={"core": Provide(provide_core, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[
+            prometheus.middleware,
+            RateLimitConfig(
+                rate_limit=("minute", settings.rate_limit_per_minute),
+                exclude=UNLIMITED_PATHS,
+                identifier_for_request=rate_limit_identifier,
+                store="rate_limit",
+            ).middleware,
+        ],
+        stores={
+            "rate_limit": RedisStore(
+                core.redis, namespace=keys.RATE_LIMIT_NAMESPACE, handle_client_shutdown=False
+            )
+        },
+        cors_config=CORSConfig(
+            allow_origins=[],
+            allow_origin_regex=settings.cors_origin_regex,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=3600,
+        ),
+        openapi_config=OpenAPIConfig(
+            title="paperfeed",
+            version=__version__,
+            description="Personalized trending research papers.",
+            path="/schema",
+        ),
+        logging_config=LoggingConfig(
+            formatters=logging_dict["formatters"],
+            handlers=logging_dict["handlers"],
+            root=logging_dict["root"],
+            loggers=logging_dict["loggers"],
+            log_exceptions="always",
+            disable_stack_trace={404, 400, 401, 403, 413, 429},
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """uvicorn factory (``paperfeed.api.app:app_from_env``)."""
+    return create_app()

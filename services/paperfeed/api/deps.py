@@ -1,0 +1,47 @@
+"""Dependencies every controller may ask for: the core, the caller's user id, admin."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from paperfeed.core import Core
+from paperfeed.errors import Forbidden, Unauthorized
+
+
+def provide_core(state: State) -> Core:
+    core: Core = state.core
+    return core
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def provide_user_id(request: Request[Any, Any, Any], core: Core) -> str:
+    """The user the bearer token belongs to; 401 otherwise."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    user_id = await core.users.authenticate(token)
+    if user_id is None:
+        raise Unauthorized("unknown or revoked token")
+    return user_id
+
+
+async def require_admin(request: Request[Any, Any, Any], core: Core) -> None:
+    expected = core.settings.admin_token
+    if not expected:
+        raise Forbidden("admin endpoints are disabled (PAPERFEED_ADMIN_TOKEN is not set)")
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing admin bearer token")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Forbidden("not the admin token")

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from litestar import Controller, post
+from litestar.di import Provide
+from litestar.status_codes import HTTP_200_OK
+
+from paperfeed.api.deps import provide_user_id
+from paperfeed.api.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE
+from paperfeed.core import Core
+from paperfeed.events import EventBatch, IngestResult
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+    dependencies = {"user_id": Provide(provide_user_id)}
+
+    @post(status_code=HTTP_200_OK, summary="Record a batch of interaction events")
+    async def ingest(self, data: EventBatch, core: Core, user_id: str) -> IngestResult:
+        """Apply the events atomically and idempotently (by ``event_id``).
+
+        ``duplicates`` counts events already applied earlier: a client may drop them.
+        """
+        result = await core.ingestor.ingest(user_id, data.events)
+        EVENTS_ACCEPTED.inc(result.accepted)
+        EVENTS_DUPLICATE.inc(result.duplicates)
+        return result

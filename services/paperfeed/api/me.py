@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from litestar import Controller, delete, get
+from litestar.di import Provide
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from paperfeed.api.deps import provide_user_id
+from paperfeed.core import Core
+from paperfeed.users import UserExport
+
+
+class MeController(Controller):
+    path = "/v1/me"
+    tags = ["privacy"]
+    dependencies = {"user_id": Provide(provide_user_id)}
+
+    @get("/export", summary="Everything paperfeed keeps about the caller")
+    async def export(self, core: Core, user_id: str) -> UserExport:
+        return await core.users.export(user_id)
+
+    @delete(status_code=HTTP_204_NO_CONTENT, summary="Erase the caller everywhere")
+    async def erase(self, core: Core, user_id: str) -> None:
+        """Deletes the install, its token, its events, and takes back its trending weight."""
+        await core.users.erase(user_id)

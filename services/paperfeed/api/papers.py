@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from paperfeed.catalog.papers import Paper, normalize_paper_id
+from paperfeed.core import Core
+from paperfeed.errors import NotFound
+from paperfeed.trending import Window
+
+
+class PaperPage(msgspec.Struct):
+    items: list[Paper]
+    next: str | None
+    """Pass as ``cursor`` for the next page; null on the last page."""
+
+
+class ScoredPaper(msgspec.Struct):
+    paper: Paper
+    score: float
+
+
+class TrendingPage(msgspec.Struct):
+    window: Window
+    items: list[ScoredPaper]
+
+
+Limit = Annotated[int, Parameter(ge=1, le=200, description="How many items (1-200)")]
+
+
+class PaperController(Controller):
+    path = "/v1/papers"
+    tags = ["papers"]
+
+    @get(summary="List the catalog, newest first")
+    async def list_papers(
+        self, core: Core, limit: Limit = 50, cursor: str | None = None
+    ) -> PaperPage:
+        papers, next_cursor = await core.catalog.newest(limit, cursor)
+        return PaperPage(items=papers, next=next_cursor)
+
+    @get("/{paper_id:str}", summary="One paper")
+    async def get_paper(self, core: Core, paper_id: str) -> Paper:
+        paper = await core.catalog.get(normalize_paper_id(paper_id))
+        if paper is None:
+            raise NotFound(f"no paper {paper_id!r}")
+        return paper
+
+
+class TrendingController(Controller):
+    path = "/v1/trending"
+    tags = ["papers"]
+
+    @get(summary="Globally trending papers")
+    async def trending(
+        self, core: Core, window: Window = "week", limit: Limit = 50
+    ) -> TrendingPage:
+        """Papers by time-decayed interaction score (half-life per window)."""
+        ranked = await core.trending.top(window, limit, time.time())
+        papers = await core.catalog.get_many([pid for pid, _ in ranked])
+        items = [ScoredPaper(papers[pid], score) for pid, score in ranked if pid in papers]
+        return TrendingPage(window=window, items=items)

@@ -1,0 +1,196 @@
+"""Readers for the three catalog formats; each returns ``Paper`` records, nothing else.
+
+- ``page``: the text of the Hugging Face trending papers page (the demo catalog):
+  header lines, then alternating title / abstract paragraphs.
+- ``daily_papers``: the Hugging Face ``daily_papers`` JSON, a list of
+  ``{"paper": {"id", "title", "summary", "authors": [{"name"}], "publishedAt",
+  "upvotes"}, "publishedAt", "numComments", ...}``.
+- ``jsonl``: one ``{"id", "title", "abstract", "authors", "published", "upvotes",
+  "url"}`` record a line (only ``title`` is required).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from paperfeed.catalog.papers import Paper, arxiv_id, arxiv_links, clean_text, paper_id_for
+
+Format = Literal["page", "daily_papers", "jsonl"]
+
+TITLE_MAX = 500
+ABSTRACT_MAX = 20_000
+URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+")
+# The page's header ends with the date line ("Mar 13").
+DATE_LINE = re.compile(
+    r"^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* \d{1,2}(, \d{4})?$"
+)
+PAGE_HEADER_LINES = {
+    "new",
+    "get trending papers in your email inbox!",
+    "subscribe",
+    "byak and the research community",
+}
+
+
+class ImportFormatError(ValueError):
+    """The input is not in any catalog format; the message says where it went wrong."""
+
+
+class PaperRecord(msgspec.Struct, kw_only=True):
+    """One paper in the JSON-lines shape (also the body of ``POST /v1/admin/papers``)."""
+
+    id: Annotated[str, Meta(max_length=128)] | None = None
+    title: Annotated[str, Meta(max_length=TITLE_MAX)] = ""
+    abstract: Annotated[str, Meta(max_length=ABSTRACT_MAX)] = ""
+    authors: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=500)] = []
+    published: Annotated[str, Meta(max_length=40)] | None = None
+    upvotes: Annotated[int, Meta(ge=0)] = 0
+    url: Annotated[str, Meta(max_length=2000)] | None = None
+    pdf_url: Annotated[str, Meta(max_length=2000)] | None = None
+    code_url: Annotated[str, Meta(max_length=2000)] | None = None
+    project_url: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+class _DailyAuthor(msgspec.Struct):
+    name: str = ""
+
+
+class _DailyPaper(msgspec.Struct):
+    id: str
+    title: str
+    summary: str = ""
+    authors: list[_DailyAuthor] = []
+    publishedAt: str | None = None
+    upvotes: int = 0
+
+
+class _DailyEntry(msgspec.Struct):
+    paper: _DailyPaper
+    publishedAt: str | None = None
+
+
+def links_in(text: str) -> tuple[str | None, str | None]:
+    """(code URL, project URL) mentioned in an abstract: GitHub/GitLab/HF is code."""
+    code = project = None
+    for raw in URL_IN_TEXT.findall(text):
+        url = raw.rstrip(".,;:")
+        if re.match(r"https?://(www\.)?(github\.com|gitlab\.com|huggingface\.co)/", url):
+            code = code or url
+        else:
+            project = project or url
+    return code, project
+
+
+def paper_from_record(record: PaperRecord, source: str) -> Paper:
+    """A catalog paper from a record; raises ``ImportFormatError`` without id and title."""
+    title = clean_text(record.title, TITLE_MAX)
+    if not title and not (record.id and record.id.strip()):
+        raise ImportFormatError("a paper needs an id or a title")
+    abstract = clean_text(record.abstract, ABSTRACT_MAX)
+    raw_id = record.id or (arxiv_id(record.url) if record.url else None)
+    paper_id = paper_id_for(raw_id, title)
+    abs_url, pdf_url = arxiv_links(paper_id)
+    code, project = links_in(abstract)
+    return Paper(
+        id=paper_id,
+        title=title,
+        abstract=abstract,
+        authors=[clean_text(a, 200) for a in record.authors if a.strip()],
+        published=record.published,
+        upvotes=record.upvotes,
+        url=record.url or abs_url,
+        pdf_url=record.pdf_url or pdf_url,
+        code_url=record.code_url or code,
+        project_url=record.project_url or project,
+        source=source,
+    )
+
+
+def parse_page(text: str) -> list[Paper]:
+    """Papers of the trending page text, in page order (the page's ranking)."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    start = 0
+    for index, paragraph in enumerate(paragraphs[:12]):
+        if DATE_LINE.match(paragraph) or paragraph.lower() in PAGE_HEADER_LINES:
+            start = index + 1
+    body = paragraphs[start:]
+    if len(body) % 2:
+        raise ImportFormatError(
+            f"page text: {len(body)} paragraphs after the header, expected title/abstract pairs"
+        )
+    return [
+        paper_from_record(PaperRecord(title=title, abstract=abstract), "seed")
+        for title, abstract in zip(body[::2], body[1::2], strict=True)
+    ]
+
+
+def parse_daily_papers(data: bytes) -> list[Paper]:
+    try:
+        entries = msgspec.json.decode(data, type=list[_DailyEntry])
+    except msgspec.ValidationError as exc:
+        raise ImportFormatError(f"daily_papers JSON: {exc}") from exc
+    papers = []
+    for entry in entries:
+        p = entry.paper
+        record = PaperRecord(
+            id=p.id,
+            title=p.title,
+            abstract=p.summary,
+            authors=[a.name for a in p.authors],
+            published=p.publishedAt or entry.publishedAt,
+            upvotes=max(p.upvotes, 0),
+        )
+        papers.append(paper_from_record(record, "import"))
+    return papers
+
+
+def parse_jsonl(lines: Iterable[bytes | str]) -> list[Paper]:
+    decoder = msgspec.json.Decoder(PaperRecord)
+    papers = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            papers.append(paper_from_record(decoder.decode(line), "import"))
+        except (msgspec.DecodeError, ImportFormatError) as exc:
+            raise ImportFormatError(f"line {number}: {exc}") from exc
+    return papers
+
+
+def detect_format(data: bytes) -> Format:
+    head = data.lstrip()[:1]
+    if head == b"[":
+        return "daily_papers"
+    if head == b"{":
+        return "jsonl"
+    return "page"
+
+
+def parse(data: bytes, fmt: Format | None = None) -> list[Paper]:
+    """Papers in ``data``, in any of the three formats (detected unless given)."""
+    fmt = fmt or detect_format(data)
+    if fmt == "daily_papers":
+        return parse_daily_papers(data)
+    if fmt == "jsonl":
+        return parse_jsonl(data.splitlines())
+    return parse_page(data.decode("utf-8"))
+
+
+def parse_file(path: Path, fmt: Format | None = None) -> list[Paper]:
+    return parse(path.read_bytes(), fmt)
+
+
+def seed_page_text() -> str:
+    """The demo catalog shipped with the package (a Hugging Face trending page)."""
+    return (
+        resources.files("paperfeed.catalog")
+        .joinpath("data/trending-papers-page.txt")
+        .read_text(encoding="utf-8")
+    )

@@ -1,0 +1,225 @@
+"""The catalog in Redis: papers, their listing order, and papers reported by readers.
+
+Importing is idempotent: a paper keeps its ``added_at`` across re-imports, and only the
+upvotes not yet credited to trending are credited (``pf:papers:seeded``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+
+import msgspec
+import redis.asyncio as aredis
+
+from paperfeed.catalog.papers import Paper, arxiv_id, arxiv_links, clean_text, published_ts
+from paperfeed.errors import InvalidInput
+from paperfeed.settings import Settings
+from paperfeed.store import keys
+from paperfeed.store.scripts import lua
+from paperfeed.trending import Contribution, Trending
+
+_encode = msgspec.json.Encoder().encode
+_decode_paper = msgspec.json.Decoder(Paper).decode
+CHUNK = 1_000
+# Page order of an import is kept among papers of the same date.
+ORDER_STEP_S = 1e-3
+
+
+class ImportResult(msgspec.Struct):
+    papers: int
+    new: int
+    updated: int
+
+
+class Catalog:
+    def __init__(self, redis: aredis.Redis, settings: Settings, trending: Trending) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.trending = trending
+        self._report = redis.register_script(lua("candidate_report"))
+
+    async def count(self) -> int:
+        return int(await self.redis.hlen(keys.PAPERS))
+
+    async def get(self, paper_id: str) -> Paper | None:
+        raw = await self.redis.hget(keys.PAPERS, paper_id)
+        return _decode_paper(raw) if raw else None
+
+    async def get_many(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
+        if not paper_ids:
+            return {}
+        raws = await self.redis.hmget(keys.PAPERS, list(paper_ids))
+        return {pid: _decode_paper(raw) for pid, raw in zip(paper_ids, raws, strict=True) if raw}
+
+    async def exists(self, paper_ids: Sequence[str]) -> list[bool]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in paper_ids:
+                pipe.hexists(keys.PAPERS, pid)
+            return [bool(x) for x in await pipe.execute()]
+
+    async def all_ids(self) -> list[str]:
+        return [str(pid) for pid in await self.redis.zrange(keys.PAPERS_BY_DATE, 0, -1)]
+
+    async def newest(self, limit: int, cursor: str | None = None) -> tuple[list[Paper], str | None]:
+        """Papers newest first; ``cursor`` continues a previous page."""
+        offset = decode_cursor(cursor)
+        ranked = await self.redis.zrevrange(keys.PAPERS_BY_DATE, offset, offset + limit)
+        ids = [str(pid) for pid in ranked]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        found = await self.get_many(ids)
+        papers = [found[pid] for pid in ids if pid in found]
+        return papers, encode_cursor(offset + limit) if more else None
+
+    async def newest_since(self, since: float, limit: int) -> list[str]:
+        """Ids of papers published (or added) after ``since``, newest first."""
+        ids = await self.redis.zrevrangebyscore(
+            keys.PAPERS_BY_DATE, "+inf", since, start=0, num=limit
+        )
+        return [str(pid) for pid in ids]
+
+    async def upsert(
+        self, papers: Iterable[Paper], now: float, credits: Sequence[int] | None = None
+    ) -> ImportResult:
+        """Add or update papers; credits new imported upvotes to trending.
+
+        ``credits`` (one per paper) replaces the upvotes as the trending credit.
+        """
+        unique: dict[str, Paper] = {}
+        credit_of: dict[str, int] = {}
+        for index, paper in enumerate(papers):
+            if paper.id not in unique:
+                unique[paper.id] = paper
+                credit_of[paper.id] = credits[index] if credits is not None else paper.upvotes
+        new = updated = 0
+        items = list(unique.values())
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            ids = [p.id for p in chunk]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(keys.PAPERS, ids)
+                pipe.hmget(keys.PAPERS_SEEDED, ids)
+                existing_raw, seeded_raw = await pipe.execute()
+            contributions: list[Contribution] = []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for rank, (paper, old_raw, seeded) in enumerate(
+                    zip(chunk, existing_raw, seeded_raw, strict=True), start=start
+                ):
+                    old = _decode_paper(old_raw) if old_raw else None
+                    paper.added_at = old.added_at if old and old.added_at else now
+                    when = published_ts(paper)
+                    order = when if when is not None else paper.added_at - rank * ORDER_STEP_S
+                    if old is None:
+                        new += 1
+                    elif old != paper:
+                        updated += 1
+                    pipe.hset(keys.PAPERS, paper.id, _encode(paper))
+                    pipe.zadd(keys.PAPERS_BY_DATE, {paper.id: order})
+                    credit = credit_of[paper.id] - int(seeded or 0)
+                    if credit:
+                        pipe.hset(keys.PAPERS_SEEDED, paper.id, credit_of[paper.id])
+                        contributions.append(
+                            Contribution(
+                                paper.id,
+                                credit * self.settings.upvote_seed_weight,
+                                min(when or now, now),
+                            )
+                        )
+                await self.trending.queue_add(pipe, contributions, now)
+                await pipe.execute()
+        return ImportResult(papers=len(items), new=new, updated=updated)
+
+    async def seed_page_order(self, papers: Sequence[Paper], now: float) -> None:
+        """Trending prior for a page without upvote counts: its order is its ranking.
+
+        The top paper gets ``len(papers)`` upvote-equivalents, the last one 1; credited
+        once (the same ``pf:papers:seeded`` bookkeeping as imported upvotes).
+        """
+        credits = [max(p.upvotes, len(papers) - rank) for rank, p in enumerate(papers)]
+        await self.upsert(papers, now, credits)
+
+    async def report(
+        self, user_id: str, paper_id: str, title: str | None, abstract: str | None, now: float
+    ) -> Paper | None:
+        """A reader met a paper that is not catalogued. Returns it if it was admitted.
+
+        Only arXiv ids are ever admitted, after ``candidate_min_users`` distinct installs
+        reported them, with the first reported title (cleaned, cut) and arXiv links
+        built from the id, never a client-sent URL.
+        """
+        if arxiv_id(paper_id) != paper_id:
+            return None
+        metadata = b""
+        if title and title.strip():
+            abs_url, pdf_url = arxiv_links(paper_id)
+            metadata = _encode(
+                Paper(
+                    id=paper_id,
+                    title=clean_text(title, 500),
+                    abstract=clean_text(abstract or "", 5000),
+                    url=abs_url,
+                    pdf_url=pdf_url,
+                    source="reported",
+                )
+            )
+        reporters, stored = await self._report(
+            keys=[
+                keys.CANDIDATE_PAPERS,
+                keys.CANDIDATE_SCORE,
+                keys.CANDIDATE_SEEN,
+                keys.candidate_reporters(paper_id),
+            ],
+            args=[
+                paper_id,
+                user_id,
+                metadata,
+                now,
+                self.settings.candidate_cap,
+                keys.CANDIDATE_REPORTER_TTL_S,
+                keys.candidate_reporters(""),
+            ],
+        )
+        if int(reporters) < self.settings.candidate_min_users or not stored:
+            return None
+        paper = _decode_paper(stored)
+        await self.upsert([paper], now)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(keys.CANDIDATE_PAPERS, paper_id)
+            pipe.zrem(keys.CANDIDATE_SCORE, paper_id)
+            pipe.zrem(keys.CANDIDATE_SEEN, paper_id)
+            pipe.delete(keys.candidate_reporters(paper_id))
+            await pipe.execute()
+        return paper
+
+    async def forget_reporter(self, user_id: str, paper_ids: Sequence[str]) -> None:
+        """Erase a user from the reporter lists of waiting candidates."""
+        if not paper_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in paper_ids:
+                pipe.srem(keys.candidate_reporters(pid), user_id)
+            removed = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid, gone in zip(paper_ids, removed, strict=True):
+                if gone:
+                    pipe.zincrby(keys.CANDIDATE_SCORE, -1, pid)
+            await pipe.execute()
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, value = text.split(":", 1)
+        offset = int(value)
+        if kind != "o" or offset < 0:
+            raise ValueError(text)
+    except ValueError as exc:
+        raise InvalidInput("cursor", "not a cursor returned by this api") from exc
+    return offset

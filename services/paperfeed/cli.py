@@ -1,0 +1,136 @@
+"""The ``paperfeed`` command and its subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+
+from paperfeed import logs
+from paperfeed.settings import Settings, SettingsError, env_name, load_settings
+from paperfeed.store import client, embedded
+
+log = logging.getLogger("paperfeed")
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """Settings whose ``redis_url`` is usable; the embedded server is released after."""
+    if settings.redis_url:
+        yield settings
+        return
+    url = client.resolve_redis_url(settings)
+    try:
+        yield msgspec.structs.replace(settings, redis_url=url)
+    finally:
+        if embedded.release_server(settings.data_path):
+            log.info("stopped the embedded redis-server", extra={"data_dir": settings.data_dir})
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from paperfeed.api.app import create_app
+
+    with redis_for(settings) as ready:
+        log.info(
+            "paperfeed listening",
+            extra={"url": f"http://{ready.host}:{ready.port}", "redis": ready.redis_url},
+        )
+        if ready.workers > 1:
+            # Each worker builds its app from the environment; they share the embedded
+            # server, already started above.
+            uvicorn.run(
+                "paperfeed.api.app:app_from_env",
+                factory=True,
+                host=ready.host,
+                port=ready.port,
+                workers=ready.workers,
+                log_config=None,
+                proxy_headers=True,
+            )
+        else:
+            uvicorn.run(
+                create_app(ready),
+                host=ready.host,
+                port=ready.port,
+                log_config=None,
+                proxy_headers=True,
+            )
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from paperfeed.catalog import importers
+    from paperfeed.core import Core
+
+    path = Path(args.file)
+    try:
+        papers = importers.parse_file(path, args.format)
+    except (OSError, importers.ImportFormatError, UnicodeDecodeError) as exc:
+        print(f"paperfeed import: {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"read {len(papers)} papers from {path}", file=sys.stderr)
+
+    async def run(ready: Settings) -> None:
+        core = Core.connect(ready)
+        try:
+            result = await core.catalog.upsert(papers, time.time())
+        finally:
+            await core.close()
+        print(msgspec.json.encode(result).decode())
+
+    with redis_for(settings) as ready:
+        asyncio.run(run(ready))
+    return 0
+
+
+def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    for field in Settings.__struct_fields__:
+        value = getattr(settings, field)
+        if field == "admin_token" and value:
+            value = "<set>"
+        print(f"{env_name(field)}={value}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "import": cmd_import,
+    "settings": cmd_settings,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="paperfeed", description="Personalized trending research papers."
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the api (PAPERFEED_HOST:PAPERFEED_PORT)")
+    imp = sub.add_parser("import", help="load papers into the catalog")
+    imp.add_argument("file", help="trending page text, daily_papers JSON or JSON lines")
+    imp.add_argument("--format", choices=["page", "daily_papers", "jsonl"], default=None)
+    sub.add_parser("settings", help="print the settings in force")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"paperfeed: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_json)
+    return COMMANDS[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The parts of paperfeed wired to one Redis client, shared by the api and the CLI."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aredis
+
+from paperfeed.catalog import importers
+from paperfeed.catalog.repository import Catalog, ImportResult
+from paperfeed.events import Ingestor
+from paperfeed.settings import Settings
+from paperfeed.store import client
+from paperfeed.trending import Trending
+from paperfeed.users import Users
+
+
+class Core:
+    def __init__(self, settings: Settings, redis: aredis.Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.trending = Trending(redis, settings)
+        self.catalog = Catalog(redis, settings, self.trending)
+        self.ingestor = Ingestor(redis, settings, self.catalog, self.trending)
+        self.users = Users(redis, self.catalog, self.trending)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Core:
+        return cls(settings, client.connect(settings))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def load_demo_catalog_if_empty(self) -> ImportResult | None:
+        """The shipped trending page becomes the catalog of a brand-new service."""
+        if await self.catalog.count():
+            return None
+        papers = importers.parse_page(importers.seed_page_text())
+        await self.catalog.seed_page_order(papers, time.time())
+        return ImportResult(papers=len(papers), new=len(papers), updated=0)

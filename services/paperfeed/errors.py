@@ -1,0 +1,32 @@
+"""One error tree for the whole service; ``api.errors`` maps it to HTTP."""
+
+from __future__ import annotations
+
+
+class PaperfeedError(Exception):
+    """Base of every error paperfeed raises on purpose."""
+
+
+class InvalidInput(PaperfeedError):
+    """The client sent something wrong; ``field`` names where (``events[3].ts``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFound(PaperfeedError):
+    """The thing asked for does not exist."""
+
+
+class Unauthorized(PaperfeedError):
+    """No valid bearer token."""
+
+
+class Forbidden(PaperfeedError):
+    """A valid caller that may not do this (admin endpoints without the admin token)."""
+
+
+class Unavailable(PaperfeedError):
+    """A dependency (Redis, a model) cannot serve now; retrying later may work."""

@@ -1,0 +1,139 @@
+"""Every setting of paperfeed, read from the environment in one place.
+
+Each field maps to one environment variable: ``REDIS_URL`` for ``redis_url`` and
+``PAPERFEED_<FIELD>`` (upper case) for every other field. ``docs/configuration.md``
+lists them; ``paperfeed settings`` prints the values in force.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+
+EXTENSION_ORIGINS = r"^(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9_.-]+$"
+
+
+class SettingsError(ValueError):
+    """A setting has a wrong value; the message names its environment variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # --- where things are
+    redis_url: str | None = None
+    """Redis to use (``redis://``, ``rediss://`` or ``unix://``). Unset: an embedded
+    redis-server is started with its data (AOF) in ``data_dir``."""
+    redis_cluster: bool = False
+    """Treat ``redis_url`` as a Redis Cluster node (all keys are hash-tagged for it)."""
+    data_dir: str = "./var"
+    """Directory of the embedded Redis (socket, AOF files) and of trainer artefacts."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    workers: PositiveInt = 1
+    """uvicorn worker processes of ``paperfeed serve``."""
+    demo_catalog: bool = True
+    """Load the shipped Hugging Face trending page when the catalog is empty."""
+
+    # --- security
+    admin_token: str | None = None
+    """Bearer token of the admin endpoints. Unset: admin endpoints answer 403."""
+    cors_origin_regex: str = EXTENSION_ORIGINS
+    """Origins allowed by CORS (default: browser-extension origins only)."""
+    rate_limit_per_minute: PositiveInt = 600
+    """Requests a minute per install (per client address when unauthenticated)."""
+    max_body_bytes: PositiveInt = 1_000_000
+    """Largest request body accepted (413 beyond)."""
+
+    # --- events
+    max_batch: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    """Most events one ``POST /v1/events`` may carry."""
+    event_log_cap: PositiveInt = 5_000
+    """Raw events kept per user (newest first) for export and retraining."""
+    user_papers_cap: PositiveInt = 5_000
+    """Papers remembered per user (least recently touched are forgotten first)."""
+    dedupe_days: PositiveFloat = 30.0
+    """How long an ``event_id`` is remembered for idempotent replay."""
+    dedupe_cap: PositiveInt = 20_000
+    """Most event ids remembered per user."""
+    max_clock_skew_s: PositiveFloat = 86_400.0
+    """Events stamped further in the future than this are rejected."""
+    candidate_min_users: PositiveInt = 2
+    """Distinct installs that must report an unknown arXiv paper before it is admitted
+    into the catalog."""
+    candidate_cap: PositiveInt = 10_000
+    """Unknown papers remembered while they wait for admission."""
+
+    # --- trending
+    half_life_day_h: PositiveFloat = 8.0
+    half_life_week_h: PositiveFloat = 48.0
+    half_life_month_h: PositiveFloat = 240.0
+    trending_cap: PositiveInt = 50_000
+    """Papers kept per trending window (the lowest scores are dropped)."""
+    upvote_seed_weight: PositiveFloat = 1.0
+    """Trending weight of one imported upvote (an in-app upvote weighs 4)."""
+
+    # --- recommender
+    model_poll_s: PositiveFloat = 5.0
+    """How often each api process checks for a newly published model."""
+    models_kept: PositiveInt = 3
+    """Published model versions kept in Redis (older ones are pruned)."""
+    train_interval_s: PositiveFloat = 3_600.0
+    """``paperfeed worker``: retrain at least this often ..."""
+    train_min_new_events: PositiveInt = 500
+    """... or as soon as this many new events arrived since the last training."""
+    als_factors: PositiveInt = 64
+    als_iterations: PositiveInt = 15
+    als_regularization: PositiveFloat = 0.05
+    als_alpha: PositiveFloat = 2.0
+    gate_tolerance: Fraction = 0.02
+    """A new model may be this much (relative nDCG) worse than the current one."""
+
+    # --- logs
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def half_lives_s(self) -> dict[str, float]:
+        return {
+            "day": self.half_life_day_h * 3600,
+            "week": self.half_life_week_h * 3600,
+            "month": self.half_life_month_h * 3600,
+        }
+
+
+def env_name(field: str) -> str:
+    return "REDIS_URL" if field == "redis_url" else f"PAPERFEED_{field.upper()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from ``environ`` (default ``os.environ``), then ``overrides``.
+
+    Raises ``SettingsError`` naming the variable at fault.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field in Settings.__struct_fields__:
+        value = environ.get(env_name(field))
+        if value is not None and value != "":
+            raw[field] = value
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        for field in Settings.__struct_fields__:
+            if f"`$.{field}`" in message:
+                message = message.replace(f"`$.{field}`", env_name(field))
+        raise SettingsError(f"invalid setting: {message}") from exc

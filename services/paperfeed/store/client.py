@@ -1,0 +1,37 @@
+"""One Redis client (one connection pool) per process."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+
+from paperfeed.settings import Settings
+from paperfeed.store import embedded
+
+RedisClient: TypeAlias = "aredis.Redis | RedisCluster"
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """The URL to use, starting the embedded server when ``REDIS_URL`` is unset."""
+    if settings.redis_url:
+        return settings.redis_url
+    return embedded.ensure_server(settings.data_path)
+
+
+def connect(settings: Settings, url: str | None = None) -> aredis.Redis:
+    """An asyncio client with string replies; the caller closes it with ``aclose()``.
+
+    Typed as ``Redis``: the cluster client offers the same commands for our keys.
+    """
+    url = url or resolve_redis_url(settings)
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(url, decode_responses=True)
+        return cluster  # type: ignore[return-value]
+    return aredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        client_name=embedded.client_name(),
+        health_check_interval=30,
+    )

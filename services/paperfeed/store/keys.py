@@ -1,0 +1,140 @@
+"""The Redis key layout: every key paperfeed reads or writes is built here.
+
+All keys start with ``pf:``. Keys of one user share the hash tag ``{u:<id>}`` so that
+every multi-key operation on a user (the ingest script, erasure) runs in one
+Redis Cluster slot. Global structures that a script touches together share a tag too.
+
+Key (type) — contents — bound / TTL
+
+Catalog
+- ``pf:papers`` (HASH) paper id -> Paper JSON — one entry per catalogued paper.
+- ``pf:papers:by_date`` (ZSET) paper id -> published (or added) unix time — same members.
+- ``pf:papers:seeded`` (HASH) paper id -> upvotes already credited to trending — same members.
+- ``pf:cand:{c}:papers`` (HASH) paper id -> reported Paper JSON of a paper that is not
+  in the catalog yet — at most ``candidate_cap`` entries (oldest evicted).
+- ``pf:cand:{c}:score`` (ZSET) paper id -> distinct reporting installs — same members.
+- ``pf:cand:{c}:seen`` (ZSET) paper id -> first report time — same members, eviction order.
+- ``pf:cand:{c}:by:<paper>`` (SET) user ids that reported the paper — deleted on admission or
+  eviction, TTL 30 days.
+
+Trending (one tag per window so the decay script owns both keys)
+- ``pf:trend:{<window>}:scores`` (ZSET) paper id -> sum of w * 2^((t - epoch)/half_life) —
+  at most ``trending_cap`` members.
+- ``pf:trend:{<window>}:epoch`` (STRING) the epoch t0 of the scores (unix seconds).
+
+Installs
+- ``pf:token:<sha256(token)>`` (STRING) user id — deleted with the user.
+- ``pf:users`` (ZSET) user id -> last activity unix time — one member per install.
+- ``pf:stats`` (HASH) ``events`` (accepted events, all time), ``installs``.
+
+Per user (tag ``{u:<id>}``)
+- ``pf:{u:<id>}:profile`` (HASH) created_at, token_hash, last_event_at, events.
+- ``pf:{u:<id>}:papers`` (HASH) paper id -> interaction record JSON (see ``store.events``) —
+  at most ``user_papers_cap`` fields.
+- ``pf:{u:<id>}:touched`` (ZSET) paper id -> last event time — same members, eviction order.
+- ``pf:{u:<id>}:log`` (LIST) accepted raw events, newest first — at most ``event_log_cap``.
+- ``pf:{u:<id>}:dedupe`` (ZSET) event id -> ingest time — ``dedupe_days`` and ``dedupe_cap``.
+- ``pf:{u:<id>}:vector`` (STRING) JSON {version, at, factors(base64 float32)} — fold-in cache.
+
+Models
+- ``pf:model:current`` (STRING) version of the published model.
+- ``pf:model:versions`` (ZSET) version -> publish time — at most ``models_kept``.
+- ``pf:model:<version>:meta`` (STRING) model metadata JSON (metrics, ids, shapes).
+- ``pf:model:<version>:blob`` (STRING) the model arrays (``np.savez``, no pickles).
+- ``pf:model:events`` (pub/sub channel) a version is published.
+- ``pf:train:requested`` (STRING) a training request from the admin api, TTL 1 day.
+- ``pf:train:lock`` (STRING) held by the process that trains, TTL 1 hour.
+
+Rate limiting
+- ``pf:ratelimit:*`` Litestar's rate-limit store (keys expire by themselves).
+"""
+
+from __future__ import annotations
+
+PREFIX = "pf:"
+
+PAPERS = "pf:papers"
+PAPERS_BY_DATE = "pf:papers:by_date"
+PAPERS_SEEDED = "pf:papers:seeded"
+
+CANDIDATE_PAPERS = "pf:cand:{c}:papers"
+CANDIDATE_SCORE = "pf:cand:{c}:score"
+CANDIDATE_SEEN = "pf:cand:{c}:seen"
+CANDIDATE_REPORTER_TTL_S = 30 * 86_400
+
+USERS = "pf:users"
+STATS = "pf:stats"
+
+MODEL_CURRENT = "pf:model:current"
+MODEL_VERSIONS = "pf:model:versions"
+MODEL_CHANNEL = "pf:model:events"
+TRAIN_REQUESTED = "pf:train:requested"
+TRAIN_LOCK = "pf:train:lock"
+
+RATE_LIMIT_NAMESPACE = "pf:ratelimit"
+
+WINDOWS = ("day", "week", "month")
+
+
+def candidate_reporters(paper_id: str) -> str:
+    return f"pf:cand:{{c}}:by:{paper_id}"
+
+
+def trend_scores(window: str) -> str:
+    return f"pf:trend:{{{window}}}:scores"
+
+
+def trend_epoch(window: str) -> str:
+    return f"pf:trend:{{{window}}}:epoch"
+
+
+def token(token_hash: str) -> str:
+    return f"pf:token:{token_hash}"
+
+
+def _user(user_id: str, name: str) -> str:
+    return f"pf:{{u:{user_id}}}:{name}"
+
+
+def user_profile(user_id: str) -> str:
+    return _user(user_id, "profile")
+
+
+def user_papers(user_id: str) -> str:
+    return _user(user_id, "papers")
+
+
+def user_touched(user_id: str) -> str:
+    return _user(user_id, "touched")
+
+
+def user_log(user_id: str) -> str:
+    return _user(user_id, "log")
+
+
+def user_dedupe(user_id: str) -> str:
+    return _user(user_id, "dedupe")
+
+
+def user_vector(user_id: str) -> str:
+    return _user(user_id, "vector")
+
+
+def user_keys(user_id: str) -> list[str]:
+    """Every key that belongs to one user (erasure deletes them all)."""
+    return [
+        user_profile(user_id),
+        user_papers(user_id),
+        user_touched(user_id),
+        user_log(user_id),
+        user_dedupe(user_id),
+        user_vector(user_id),
+    ]
+
+
+def model_meta(version: str) -> str:
+    return f"pf:model:{version}:meta"
+
+
+def model_blob(version: str) -> str:
+    return f"pf:model:{version}:blob"

@@ -1,0 +1,88 @@
+"""Global trending: per paper, an exponentially time-decayed sum of weighted interactions.
+
+One sorted set per window (day, week, month), each with its own half-life. Scores are
+kept in log space (``w * 2^((t - epoch) / half_life)``) so adding an event is one
+``ZINCRBY`` and nothing ever has to be decayed in place; the script rescales the set
+when the exponent grows large.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import msgspec
+import redis.asyncio as aredis
+
+from paperfeed.settings import Settings
+from paperfeed.store import keys
+from paperfeed.store.scripts import lua
+
+Window = Literal["day", "week", "month"]
+
+
+class Contribution(msgspec.Struct, array_like=True, frozen=True):
+    """``weight`` credited to ``paper_id`` as of unix time ``at`` (negative undoes)."""
+
+    paper_id: str
+    weight: float
+    at: float
+
+
+class Trending:
+    def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.half_lives = settings.half_lives_s
+        self.cap = settings.trending_cap
+        self._add = redis.register_script(lua("trending_add"))
+
+    async def queue_add(
+        self, pipe: aredis.client.Pipeline, contributions: Sequence[Contribution], now: float
+    ) -> None:
+        """Queue the contributions on ``pipe`` for every window (nothing if empty)."""
+        if not contributions:
+            return
+        args: list[str | float] = []
+        for c in contributions:
+            args.extend((c.paper_id, c.weight, min(c.at, now)))
+        for window, half_life in self.half_lives.items():
+            await self._add(
+                keys=[keys.trend_scores(window), keys.trend_epoch(window)],
+                args=[now, half_life, self.cap, *args],
+                client=pipe,
+            )
+
+    async def add(self, contributions: Sequence[Contribution], now: float) -> None:
+        if not contributions:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self.queue_add(pipe, contributions, now)
+            await pipe.execute()
+
+    async def top(self, window: Window, limit: int, now: float) -> list[tuple[str, float]]:
+        """The ``limit`` hottest papers of ``window`` with their current decayed score."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(keys.trend_scores(window), 0, limit - 1, withscores=True)
+            pipe.get(keys.trend_epoch(window))
+            ranked, epoch = await pipe.execute()
+        scale = self._scale(window, epoch, now)
+        return [(paper_id, score * scale) for paper_id, score in ranked]
+
+    async def scores(
+        self, window: Window, paper_ids: Iterable[str], now: float
+    ) -> dict[str, float]:
+        """Current decayed scores of the given papers (0 for papers not trending)."""
+        ids = list(paper_ids)
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zmscore(keys.trend_scores(window), ids)
+            pipe.get(keys.trend_epoch(window))
+            raw, epoch = await pipe.execute()
+        scale = self._scale(window, epoch, now)
+        return {pid: (s or 0.0) * scale for pid, s in zip(ids, raw, strict=True)}
+
+    def _scale(self, window: str, epoch: str | None, now: float) -> float:
+        if epoch is None:
+            return 0.0
+        return float(2.0 ** (-(now - float(epoch)) / self.half_lives[window]))

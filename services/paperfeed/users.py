@@ -1,0 +1,117 @@
+"""Anonymous installs: registration, bearer tokens, export and erasure.
+
+An install is a random id and a random token; nothing personal is asked or kept. Only
+the SHA-256 of the token is stored, so a copy of the database cannot act as a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Any
+
+import msgspec
+import redis.asyncio as aredis
+
+from paperfeed.catalog.repository import Catalog
+from paperfeed.events import UserPaper, decode_user_paper
+from paperfeed.store import keys
+from paperfeed.trending import Contribution, Trending
+
+
+class Install(msgspec.Struct):
+    user_id: str
+    token: str
+
+
+class UserExport(msgspec.Struct):
+    user_id: str
+    created_at: float
+    last_event_at: float | None
+    events_total: int
+    papers: dict[str, UserPaper]
+    """What the user did with each paper (flags, counts, confidence)."""
+    events: list[dict[str, Any]]
+    """Raw accepted events, newest first (at most ``event_log_cap``)."""
+    vector: dict[str, Any] | None
+    """The user's factor vector, if one was computed."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Users:
+    def __init__(self, redis: aredis.Redis, catalog: Catalog, trending: Trending) -> None:
+        self.redis = redis
+        self.catalog = catalog
+        self.trending = trending
+
+    async def register(self, now: float | None = None) -> Install:
+        now = time.time() if now is None else now
+        user_id = secrets.token_hex(12)
+        token = "pf_" + secrets.token_urlsafe(32)
+        token_hash = hash_token(token)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                keys.user_profile(user_id),
+                mapping={"created_at": f"{now:.3f}", "token_hash": token_hash, "events": 0},
+            )
+            pipe.set(keys.token(token_hash), user_id)
+            pipe.zadd(keys.USERS, {user_id: now})
+            pipe.hincrby(keys.STATS, "installs", 1)
+            await pipe.execute()
+        return Install(user_id=user_id, token=token)
+
+    async def authenticate(self, token: str) -> str | None:
+        """The user id a bearer token belongs to, or None."""
+        if not token or len(token) > 200:
+            return None
+        user_id = await self.redis.get(keys.token(hash_token(token)))
+        return str(user_id) if user_id else None
+
+    async def papers(self, user_id: str) -> dict[str, UserPaper]:
+        raw = await self.redis.hgetall(keys.user_papers(user_id))
+        return {str(pid): decode_user_paper(value) for pid, value in raw.items()}
+
+    async def last_event_at(self, user_id: str) -> float | None:
+        value = await self.redis.hget(keys.user_profile(user_id), "last_event_at")
+        return float(value) if value else None
+
+    async def export(self, user_id: str) -> UserExport:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.user_profile(user_id))
+            pipe.hgetall(keys.user_papers(user_id))
+            pipe.lrange(keys.user_log(user_id), 0, -1)
+            pipe.get(keys.user_vector(user_id))
+            profile, papers, log, vector = await pipe.execute()
+        return UserExport(
+            user_id=user_id,
+            created_at=float(profile.get("created_at", 0)),
+            last_event_at=float(profile["last_event_at"]) if "last_event_at" in profile else None,
+            events_total=int(profile.get("events", 0)),
+            papers={pid: decode_user_paper(value) for pid, value in papers.items()},
+            events=[msgspec.json.decode(line) for line in log],
+            vector=msgspec.json.decode(vector) if vector else None,
+        )
+
+    async def erase(self, user_id: str, now: float | None = None) -> None:
+        """Forget the user everywhere: their keys, token, trending weight, reports."""
+        now = time.time() if now is None else now
+        token_hash = await self.redis.hget(keys.user_profile(user_id), "token_hash")
+        if token_hash:
+            # The token goes first: no request can act as the user while we erase.
+            await self.redis.delete(keys.token(str(token_hash)))
+        papers = await self.papers(user_id)
+        contributions = [
+            Contribution(c.paper_id, -c.weight, c.at)
+            for pid, record in papers.items()
+            for c in record.trending_contributions(pid)
+        ]
+        await self.trending.add(contributions, now)
+        await self.catalog.forget_reporter(user_id, list(papers))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*keys.user_keys(user_id))
+            pipe.zrem(keys.USERS, user_id)
+            await pipe.execute()
