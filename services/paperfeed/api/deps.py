@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+import re
+from typing import Any, TypeVar
 
+import msgspec
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from paperfeed.core import Core
-from paperfeed.errors import Forbidden, Unauthorized
+from paperfeed.errors import Forbidden, InvalidInput, Unauthorized
 
 
 def provide_core(state: State) -> Core:
@@ -25,7 +28,7 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
     return token.strip()
 
 
-async def provide_user_id(request: Request[Any, Any, Any], core: Core) -> str:
+async def provide_user_id(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> str:
     """The user the bearer token belongs to; 401 otherwise."""
     token = bearer_token(request)
     if token is None:
@@ -36,7 +39,7 @@ async def provide_user_id(request: Request[Any, Any, Any], core: Core) -> str:
     return user_id
 
 
-async def require_admin(request: Request[Any, Any, Any], core: Core) -> None:
+async def require_admin(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> None:
     expected = core.settings.admin_token
     if not expected:
         raise Forbidden("admin endpoints are disabled (PAPERFEED_ADMIN_TOKEN is not set)")
@@ -45,3 +48,20 @@ async def require_admin(request: Request[Any, Any, Any], core: Core) -> None:
         raise Unauthorized("missing admin bearer token")
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise Forbidden("not the admin token")
+
+
+T = TypeVar("T")
+_AT_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$")
+
+
+def decode_json(data: bytes, kind: type[T]) -> T:
+    """Decode a request body; a 400 names the field at fault (``[3].upvotes``)."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        match = _AT_PATH.match(str(exc))
+        if match:
+            raise InvalidInput(match["path"].lstrip(".") or "body", match["message"]) from exc
+        raise InvalidInput("body", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("body", f"not valid JSON ({exc})") from exc

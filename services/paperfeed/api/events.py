@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from paperfeed.api.deps import provide_user_id
@@ -16,7 +17,9 @@ class EventController(Controller):
     dependencies = {"user_id": Provide(provide_user_id)}
 
     @post(status_code=HTTP_200_OK, summary="Record a batch of interaction events")
-    async def ingest(self, data: EventBatch, core: Core, user_id: str) -> IngestResult:
+    async def ingest(
+        self, data: JSONBody[EventBatch], core: NamedDependency[Core], user_id: NamedDependency[str]
+    ) -> IngestResult:
         """Apply the events atomically and idempotently (by ``event_id``).
 
         ``duplicates`` counts events already applied earlier: a client may drop them.

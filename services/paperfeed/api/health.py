@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
 
@@ -22,7 +23,7 @@ class HealthController(Controller):
         return Health(status="ok")
 
     @get("/readyz", summary="Redis is reachable")
-    async def readyz(self, core: Core) -> Response[Health]:
+    async def readyz(self, core: NamedDependency[Core]) -> Response[Health]:
         try:
             await core.redis.ping()
         except (RedisError, OSError) as exc:

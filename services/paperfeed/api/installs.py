@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from litestar import Controller, post
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_201_CREATED
 
 from paperfeed.core import Core
@@ -12,6 +13,6 @@ class InstallController(Controller):
     tags = ["installs"]
 
     @post(status_code=HTTP_201_CREATED, summary="Register an anonymous install")
-    async def register(self, core: Core) -> Install:
+    async def register(self, core: NamedDependency[Core]) -> Install:
         """A new anonymous user id and its bearer token. Nothing personal is asked."""
         return await core.users.register()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from paperfeed.api.deps import provide_user_id
@@ -15,10 +15,12 @@ class MeController(Controller):
     dependencies = {"user_id": Provide(provide_user_id)}
 
     @get("/export", summary="Everything paperfeed keeps about the caller")
-    async def export(self, core: Core, user_id: str) -> UserExport:
+    async def export(
+        self, core: NamedDependency[Core], user_id: NamedDependency[str]
+    ) -> UserExport:
         return await core.users.export(user_id)
 
     @delete(status_code=HTTP_204_NO_CONTENT, summary="Erase the caller everywhere")
-    async def erase(self, core: Core, user_id: str) -> None:
+    async def erase(self, core: NamedDependency[Core], user_id: NamedDependency[str]) -> None:
         """Deletes the install, its token, its events, and takes back its trending weight."""
         await core.users.erase(user_id)

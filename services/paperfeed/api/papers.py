@@ -5,7 +5,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from paperfeed.catalog.papers import Paper, normalize_paper_id
 from paperfeed.core import Core
@@ -29,7 +30,7 @@ class TrendingPage(msgspec.Struct):
     items: list[ScoredPaper]
 
 
-Limit = Annotated[int, Parameter(ge=1, le=200, description="How many items (1-200)")]
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="How many items (1-200)")]
 
 
 class PaperController(Controller):
@@ -38,13 +39,13 @@ class PaperController(Controller):
 
     @get(summary="List the catalog, newest first")
     async def list_papers(
-        self, core: Core, limit: Limit = 50, cursor: str | None = None
+        self, core: NamedDependency[Core], limit: Limit = 50, cursor: FromQuery[str | None] = None
     ) -> PaperPage:
         papers, next_cursor = await core.catalog.newest(limit, cursor)
         return PaperPage(items=papers, next=next_cursor)
 
     @get("/{paper_id:str}", summary="One paper")
-    async def get_paper(self, core: Core, paper_id: str) -> Paper:
+    async def get_paper(self, core: NamedDependency[Core], paper_id: FromPath[str]) -> Paper:
         paper = await core.catalog.get(normalize_paper_id(paper_id))
         if paper is None:
             raise NotFound(f"no paper {paper_id!r}")
@@ -57,7 +58,7 @@ class TrendingController(Controller):
 
     @get(summary="Globally trending papers")
     async def trending(
-        self, core: Core, window: Window = "week", limit: Limit = 50
+        self, core: NamedDependency[Core], window: FromQuery[Window] = "week", limit: Limit = 50
     ) -> TrendingPage:
         """Papers by time-decayed interaction score (half-life per window)."""
         ranked = await core.trending.top(window, limit, time.time())

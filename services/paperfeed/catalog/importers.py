@@ -49,7 +49,7 @@ class PaperRecord(msgspec.Struct, kw_only=True):
     id: Annotated[str, Meta(max_length=128)] | None = None
     title: Annotated[str, Meta(max_length=TITLE_MAX)] = ""
     abstract: Annotated[str, Meta(max_length=ABSTRACT_MAX)] = ""
-    authors: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=500)] = []
+    authors: Annotated[list[Annotated[str, Meta(max_length=300)]], Meta(max_length=5_000)] = []
     published: Annotated[str, Meta(max_length=40)] | None = None
     upvotes: Annotated[int, Meta(ge=0)] = 0
     url: Annotated[str, Meta(max_length=2000)] | None = None
