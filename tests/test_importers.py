@@ -24,7 +24,9 @@ def test_seed_page_has_136_papers_with_titles_abstracts_and_links() -> None:
     autodiffusion = next(p for p in papers if p.title.startswith("AutoDiffusion"))
     # A trailing full stop belongs to the sentence, not to the URL.
     assert autodiffusion.code_url == "https://github.com/lilijiangg/AutoDiffusion"
-    recipe = by_id[slugify("A Recipe for Scaling up Text-to-Video Generation with Text-free Videos")]
+    recipe = by_id[
+        slugify("A Recipe for Scaling up Text-to-Video Generation with Text-free Videos")
+    ]
     assert recipe.project_url == "https://tf-t2v.github.io/"
     assert sum(1 for p in papers if p.code_url) >= 40
 
@@ -89,3 +91,12 @@ def test_ids_are_stable() -> None:
     assert normalize_paper_id("p42") == "p42"
     assert slugify("Ünïcode: Title — With *Symbols*!") == "unicode-title-with-symbols"
     assert len(slugify("word " * 100)) <= 80
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    from pathlib import Path
+
+    from scripts.settings_doc import render
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert doc.read_text() == render(), "regenerate: python scripts/settings_doc.py"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,12 +35,24 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
             log.info("stopped the embedded redis-server", extra={"data_dir": settings.data_dir})
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT reached the process."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from paperfeed.api.app import create_app
 
-    with redis_for(settings) as ready:
+    # uvicorn shuts down gracefully, then re-raises the signal it caught; these handlers
+    # turn that into an exception so the embedded Redis is released before exiting.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with contextlib.suppress(Stopped), redis_for(settings) as ready:
         log.info(
             "paperfeed listening",
             extra={"url": f"http://{ready.host}:{ready.port}", "redis": ready.redis_url},

@@ -36,7 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "./var"
     """Directory of the embedded Redis (socket, AOF files) and of trainer artefacts."""
     host: str = "127.0.0.1"
+    """Address ``paperfeed serve`` listens on (``0.0.0.0`` in containers)."""
     port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    """Port ``paperfeed serve`` listens on."""
     workers: PositiveInt = 1
     """uvicorn worker processes of ``paperfeed serve``."""
     demo_catalog: bool = True
@@ -73,8 +75,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # --- trending
     half_life_day_h: PositiveFloat = 8.0
+    """Half-life (hours) of the ``day`` trending window."""
     half_life_week_h: PositiveFloat = 48.0
+    """Half-life (hours) of the ``week`` trending window."""
     half_life_month_h: PositiveFloat = 240.0
+    """Half-life (hours) of the ``month`` trending window."""
     trending_cap: PositiveInt = 50_000
     """Papers kept per trending window (the lowest scores are dropped)."""
     upvote_seed_weight: PositiveFloat = 1.0
@@ -90,15 +95,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     train_min_new_events: PositiveInt = 500
     """... or as soon as this many new events arrived since the last training."""
     als_factors: PositiveInt = 64
+    """ALS latent factors."""
     als_iterations: PositiveInt = 15
+    """ALS sweeps."""
     als_regularization: PositiveFloat = 0.05
+    """ALS L2 regularization."""
     als_alpha: PositiveFloat = 2.0
+    """Confidence scaling: the matrix holds ``alpha * log1p(weight)``."""
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""
 
     # --- logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe log level written."""
     log_json: bool = True
+    """JSON lines on stderr (false: plain text for people)."""
 
     @property
     def data_path(self) -> Path:

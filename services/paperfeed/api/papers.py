@@ -30,6 +30,10 @@ class TrendingPage(msgspec.Struct):
     items: list[ScoredPaper]
 
 
+# Trending is the same for everyone and moves slowly: each process answers from a
+# response cache for a couple of seconds (Litestar's response cache, in memory).
+TRENDING_CACHE_S = 2
+
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="How many items (1-200)")]
 
 
@@ -56,7 +60,7 @@ class TrendingController(Controller):
     path = "/v1/trending"
     tags = ["papers"]
 
-    @get(summary="Globally trending papers")
+    @get(summary="Globally trending papers", cache=TRENDING_CACHE_S)
     async def trending(
         self, core: NamedDependency[Core], window: FromQuery[Window] = "week", limit: Limit = 50
     ) -> TrendingPage:

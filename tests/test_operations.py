@@ -1,0 +1,77 @@
+"""Health, readiness, metrics, OpenAPI, CORS and rate limiting."""
+
+from __future__ import annotations
+
+import httpx
+import redis
+
+from tests.conftest import live_server, make_settings, register
+from tests.test_events import event
+
+
+def test_health_and_readiness(http: httpx.Client) -> None:
+    assert http.get("/healthz").json()["status"] == "ok"
+    assert http.get("/readyz").json()["status"] == "ok"
+
+
+def test_readiness_fails_without_redis_but_health_does_not() -> None:
+    settings = make_settings("redis://127.0.0.1:1/0")
+    with live_server(settings) as down, httpx.Client(base_url=down.url) as http:
+        assert http.get("/healthz").status_code == 200
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        # A request that needs Redis is a clean 503, not a 500.
+        failing = http.post("/v1/installs")
+        assert failing.status_code == 503
+        assert failing.headers["retry-after"] == "5"
+
+
+def test_metrics_count_requests_and_events(http: httpx.Client) -> None:
+    _, auth = register(http)
+    http.post("/v1/events", json={"events": [event("2411.00001")]}, headers=auth)
+    text = http.get("/metrics").text
+    assert "paperfeed_requests_total" in text
+    assert "paperfeed_request_duration_seconds" in text
+    assert "paperfeed_events_accepted_total" in text
+    assert 'path="/v1/events"' in text
+
+
+def test_openapi_schema_lists_the_api(http: httpx.Client) -> None:
+    schema = http.get("/schema/openapi.json").json()
+    for path in ["/v1/installs", "/v1/events", "/v1/trending", "/v1/papers/{paper_id}"]:
+        assert path in schema["paths"], path
+    assert "/v1/me/export" in schema["paths"]
+
+
+def test_cors_admits_extension_origins_only(http: httpx.Client) -> None:
+    for origin in ["chrome-extension://abcdefghijklmnop", "moz-extension://1234-abcd"]:
+        preflight = http.options(
+            "/v1/events",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == origin
+    evil = http.get("/v1/trending", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in evil.headers
+    preflight = http.options(
+        "/v1/events",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_rate_limit_is_per_install(redis_url: str, r: redis.Redis) -> None:
+    with live_server(make_settings(redis_url, rate_limit_per_minute=5)) as limited:
+        with httpx.Client(base_url=limited.url) as http:
+            statuses = [http.post("/v1/installs").status_code for _ in range(6)]
+            assert statuses == [201] * 5 + [429]
+            token = r.keys("pf:token:*")
+            assert token  # installs were created before the limit hit
+            assert http.get("/healthz").status_code == 200  # never limited
+        keys = list(r.scan_iter("pf:ratelimit*"))
+        assert keys, "the limiter keeps its counters in Redis"
