@@ -2,8 +2,9 @@
 
 The api is driven over HTTP by ``bench.loadgen``; the direct side makes the same Redis
 reads (top 50 + the papers) with redis-py in this process; ``/healthz`` is the
-bare-endpoint ceiling of the HTTP stack. The catalog holds the 753 Hugging Face papers plus synthetic ones (default 20,000), with
-interactions spread over all of them; each request asks for the top 50 of a window.
+bare-endpoint ceiling of the HTTP stack. The catalog holds the 753 Hugging Face papers
+plus synthetic ones (default 20,000), with interactions spread over all of them; each
+request asks for the top 50 of a window.
 Run: ``python -m bench.trending``.
 """
 
