@@ -77,6 +77,8 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "rate_limit_per_minute": 100_000,
         "log_json": False,
         "log_level": "WARNING",
+        "trending_cache_s": 0,
+        "model_poll_s": 0.2,
     }
     values.update(overrides)
     return load_settings({}, **values)

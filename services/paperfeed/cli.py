@@ -131,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="trending page text, daily_papers JSON or JSON lines")
     imp.add_argument("--format", choices=["page", "daily_papers", "jsonl"], default=None)
     sub.add_parser("settings", help="print the settings in force")
+    from paperfeed.recsys import cli as recsys_cli
+
+    recsys_cli.add_commands(sub, COMMANDS)
     return root
 
 

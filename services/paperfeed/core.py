@@ -9,6 +9,9 @@ import redis.asyncio as aredis
 from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
 from paperfeed.events import Ingestor
+from paperfeed.recsys.feed import FeedService
+from paperfeed.recsys.repository import ModelRepository
+from paperfeed.recsys.serving import ModelHolder
 from paperfeed.settings import Settings
 from paperfeed.store import client
 from paperfeed.trending import Trending
@@ -16,17 +19,22 @@ from paperfeed.users import Users
 
 
 class Core:
-    def __init__(self, settings: Settings, redis: aredis.Redis) -> None:
+    def __init__(self, settings: Settings, redis: aredis.Redis, redis_url: str) -> None:
         self.settings = settings
         self.redis = redis
+        self.redis_url = redis_url
         self.trending = Trending(redis, settings)
         self.catalog = Catalog(redis, settings, self.trending)
         self.ingestor = Ingestor(redis, settings, self.catalog, self.trending)
         self.users = Users(redis, self.catalog, self.trending)
+        self.models = ModelRepository(redis, settings.models_kept)
+        self.holder = ModelHolder(self.models, settings.model_poll_s)
+        self.feeds = FeedService(self.catalog, self.trending, self.users, self.holder, self.models)
 
     @classmethod
     def connect(cls, settings: Settings) -> Core:
-        return cls(settings, client.connect(settings))
+        url = client.resolve_redis_url(settings)
+        return cls(settings, client.connect(settings, url), url)
 
     async def close(self) -> None:
         await self.redis.aclose()

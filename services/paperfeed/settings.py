@@ -82,6 +82,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Half-life (hours) of the ``month`` trending window."""
     trending_cap: PositiveInt = 50_000
     """Papers kept per trending window (the lowest scores are dropped)."""
+    trending_cache_s: Annotated[int, Meta(ge=0)] = 2
+    """Seconds each api process answers ``GET /v1/trending`` from its response cache
+    (0: no cache)."""
     upvote_seed_weight: PositiveFloat = 1.0
     """Trending weight of one imported upvote (an in-app upvote weighs 4)."""
 
@@ -94,13 +97,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """``paperfeed worker``: retrain at least this often ..."""
     train_min_new_events: PositiveInt = 500
     """... or as soon as this many new events arrived since the last training."""
-    als_factors: PositiveInt = 64
-    """ALS latent factors."""
+    als_factors: PositiveInt = 256
+    """ALS latent factors (tuned on citeulike-t, see docs/evaluation.md)."""
     als_iterations: PositiveInt = 15
     """ALS sweeps."""
-    als_regularization: PositiveFloat = 0.05
+    als_regularization: PositiveFloat = 20.0
     """ALS L2 regularization."""
-    als_alpha: PositiveFloat = 2.0
+    als_alpha: PositiveFloat = 80.0
     """Confidence scaling: the matrix holds ``alpha * log1p(weight)``."""
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""

@@ -10,18 +10,21 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
+from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.redis import RedisStore
+from redis.exceptions import RedisError
 
 from paperfeed import __version__
 from paperfeed.api.admin import AdminController
 from paperfeed.api.deps import bearer_token, provide_core
 from paperfeed.api.errors import EXCEPTION_HANDLERS
 from paperfeed.api.events import EventController
+from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.me import MeController
@@ -57,13 +60,20 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.core = core
-        if settings.demo_catalog:
-            loaded = await core.load_demo_catalog_if_empty()
-            if loaded:
-                log.info("loaded the demo catalog", extra={"papers": loaded.papers})
+        try:
+            await core.holder.refresh()
+            if settings.demo_catalog:
+                loaded = await core.load_demo_catalog_if_empty()
+                if loaded:
+                    log.info("loaded the demo catalog", extra={"papers": loaded.papers})
+        except RedisError as exc:
+            # Start anyway: /readyz says not ready until Redis answers.
+            log.error("redis unavailable at start-up", extra={"error": repr(exc)})
+        core.holder.start()
         try:
             yield
         finally:
+            await core.holder.stop()
             await core.close()
 
     prometheus = PrometheusConfig(
@@ -78,6 +88,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             TrendingController,
             MeController,
             AdminController,
+            FeedController,
             HealthController,
             MetricsController,
         ],
@@ -120,6 +131,12 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             disable_stack_trace={404, 400, 401, 403, 413, 429},
         ),
         request_max_body_size=settings.max_body_bytes,
+        response_cache_config=ResponseCacheConfig(
+            default_expiration=settings.trending_cache_s,
+            cache_response_filter=lambda _scope, status: (
+                settings.trending_cache_s > 0 and 200 <= status < 300
+            ),
+        ),
         debug=False,
     )
 

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from paperfeed.catalog.papers import Paper, normalize_paper_id
 from paperfeed.core import Core
 from paperfeed.errors import NotFound
+from paperfeed.recsys.feed import Similar
 from paperfeed.trending import Window
 
 
@@ -29,10 +30,6 @@ class TrendingPage(msgspec.Struct):
     window: Window
     items: list[ScoredPaper]
 
-
-# Trending is the same for everyone and moves slowly: each process answers from a
-# response cache for a couple of seconds (Litestar's response cache, in memory).
-TRENDING_CACHE_S = 2
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="How many items (1-200)")]
 
@@ -55,16 +52,27 @@ class PaperController(Controller):
             raise NotFound(f"no paper {paper_id!r}")
         return paper
 
+    @get("/{paper_id:str}/similar", summary="Papers like this one")
+    async def similar(
+        self, core: NamedDependency[Core], paper_id: FromPath[str], limit: Limit = 10
+    ) -> Similar:
+        """Nearest papers by the model's factors and by text (text only before a model)."""
+        return await core.feeds.similar(normalize_paper_id(paper_id), limit)
+
 
 class TrendingController(Controller):
     path = "/v1/trending"
     tags = ["papers"]
 
-    @get(summary="Globally trending papers", cache=TRENDING_CACHE_S)
+    @get(summary="Globally trending papers", cache=True)
     async def trending(
         self, core: NamedDependency[Core], window: FromQuery[Window] = "week", limit: Limit = 50
     ) -> TrendingPage:
-        """Papers by time-decayed interaction score (half-life per window)."""
+        """Papers by time-decayed interaction score (half-life per window).
+
+        The same for everyone: answered from a short response cache
+        (``PAPERFEED_TRENDING_CACHE_S``).
+        """
         ranked = await core.trending.top(window, limit, time.time())
         papers = await core.catalog.get_many([pid for pid, _ in ranked])
         items = [ScoredPaper(papers[pid], score) for pid, score in ranked if pid in papers]

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from litestar import Controller, get
+from litestar.di import NamedDependency, Provide
+
+from paperfeed.api.deps import provide_user_id
+from paperfeed.api.metrics import FEEDS_SERVED
+from paperfeed.api.papers import Limit
+from paperfeed.core import Core
+from paperfeed.recsys.feed import Feed
+
+
+class FeedController(Controller):
+    path = "/v1/feed"
+    tags = ["feed"]
+    dependencies = {"user_id": Provide(provide_user_id)}
+
+    @get(summary="The caller's personalized trending feed")
+    async def feed(
+        self, core: NamedDependency[Core], user_id: NamedDependency[str], limit: Limit = 30
+    ) -> Feed:
+        """Today's papers ranked for the caller, each with its score and the reasons.
+
+        A new install gets trending papers; every interaction changes the next answer.
+        """
+        feed = await core.feeds.feed(user_id, limit)
+        FEEDS_SERVED.labels(kind="personal" if feed.model_version else "trending").inc()
+        return feed

@@ -1,0 +1,190 @@
+"""Offline evaluation: data sets in the common layout, splits, baselines and metrics.
+
+Splits:
+- ``warm``: for every user with at least 5 papers, 20% of their papers (at least one)
+  are held out; the model trains on the rest.
+- ``cold``: 20% of the papers are held out whole (every interaction with them); each
+  user is ranked over the held-out papers only.
+
+Metrics at k over users with held-out papers: Recall@k = hits / min(|held out|, k), and
+nDCG@k with binary relevance (the ideal ranking puts min(|held out|, k) hits first).
+Train papers are never ranked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from paperfeed.recsys.content import FloatArray, paper_text
+from paperfeed.recsys.matrix import Indexer, build_matrix
+
+Split = Literal["warm", "cold"]
+# A scorer gives (n_batch, n_items) scores for a batch of users from their train rows.
+Scorer = Callable[[npt.NDArray[np.int64], sparse.csr_matrix], FloatArray]
+
+
+class Dataset(msgspec.Struct):
+    user_ids: list[str]
+    item_ids: list[str]
+    item_texts: list[str]
+    weights: sparse.csr_matrix
+    """(n_users, n_items) float32 interaction weights (1 where the file has none)."""
+
+
+class Metrics(msgspec.Struct):
+    recall: float
+    ndcg: float
+    users: int
+
+
+def load_dataset(interactions: Path, items: Path) -> Dataset:
+    """The common layout: ``interactions.tsv`` (user, item[, weight, ts]) and ``items.jsonl``."""
+    item_index = Indexer()
+    texts: list[str] = []
+    with open(items, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            item_index.add(str(record["id"]))
+            texts.append(paper_text(record.get("title") or "", record.get("abstract") or ""))
+    users = Indexer()
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
+    with open(interactions, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        weight_col = header.index("weight") if "weight" in header else None
+        for line in handle:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 2:
+                continue
+            item = item_index.index.get(fields[1])
+            if item is None:
+                continue  # an interaction with a paper we know nothing of
+            rows.append(users.add(fields[0]))
+            cols.append(item)
+            values.append(float(fields[weight_col]) if weight_col is not None else 1.0)
+    weights = build_matrix(rows, cols, values, (len(users), len(item_index)))
+    weights.data = np.minimum(weights.data, 1.0) if weight_col is None else weights.data
+    return Dataset(users.ids, item_index.ids, texts, weights)
+
+
+def warm_split(
+    weights: sparse.csr_matrix, seed: int, fraction: float = 0.2, min_items: int = 5
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """(train, test): ``fraction`` of the papers of each user with >= ``min_items``."""
+    rng = np.random.default_rng(seed)
+    weights = weights.tocsr()
+    test_mask = np.zeros(weights.nnz, dtype=bool)
+    for user in range(weights.shape[0]):
+        start, end = weights.indptr[user], weights.indptr[user + 1]
+        n = end - start
+        if n < min_items:
+            continue
+        held = rng.choice(n, size=max(1, round(fraction * n)), replace=False)
+        test_mask[start + held] = True
+    return _mask_split(weights, test_mask)
+
+
+def cold_split(
+    weights: sparse.csr_matrix, seed: int, fraction: float = 0.2
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix, npt.NDArray[np.bool_]]:
+    """(train, test, held-out paper mask): ``fraction`` of the papers held out whole."""
+    rng = np.random.default_rng(seed)
+    n_items = weights.shape[1]
+    held = np.zeros(n_items, dtype=bool)
+    held[rng.choice(n_items, size=round(fraction * n_items), replace=False)] = True
+    weights = weights.tocsr()
+    train, test = _mask_split(weights, held[weights.indices])
+    return train, test, held
+
+
+def _mask_split(
+    weights: sparse.csr_matrix, test_mask: npt.NDArray[np.bool_]
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    coo = weights.tocoo()
+    order = np.lexsort((coo.col, coo.row))  # csr order, matching test_mask
+    rows, cols, data = coo.row[order], coo.col[order], coo.data[order]
+
+    def part(mask: npt.NDArray[np.bool_]) -> sparse.csr_matrix:
+        return sparse.csr_matrix((data[mask], (rows[mask], cols[mask])), shape=weights.shape)
+
+    return part(~test_mask), part(test_mask)
+
+
+def batches(users: npt.NDArray[np.int64], size: int) -> Iterator[npt.NDArray[np.int64]]:
+    for start in range(0, len(users), size):
+        yield users[start : start + size]
+
+
+def ranking_metrics(
+    scorer: Scorer,
+    train: sparse.csr_matrix,
+    test: sparse.csr_matrix,
+    k: int,
+    candidates: npt.NDArray[np.bool_] | None = None,
+    batch_size: int = 512,
+    progress: Callable[[int], None] | None = None,
+) -> Metrics:
+    """Recall@k and nDCG@k of ``scorer`` over the users with held-out papers."""
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    recall_sum = ndcg_sum = 0.0
+    for batch in batches(users, batch_size):
+        scores = np.array(scorer(batch, train[batch]), dtype=np.float32, copy=True)
+        if candidates is not None:
+            scores[:, ~candidates] = -np.inf
+        seen = train[batch]
+        scores[seen.nonzero()] = -np.inf
+        top = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        top = np.take_along_axis(top, np.argsort(-top_scores, axis=1), axis=1)
+        truth = test[batch]
+        for row, user_top in enumerate(top):
+            relevant = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
+            hits = np.isin(user_top, relevant)
+            ideal = min(len(relevant), k)
+            recall_sum += hits.sum() / ideal
+            ndcg_sum += float(discounts[: len(hits)][hits].sum()) / float(discounts[:ideal].sum())
+        if progress:
+            progress(len(batch))
+    n = max(len(users), 1)
+    return Metrics(recall=recall_sum / n, ndcg=ndcg_sum / n, users=len(users))
+
+
+def popularity_scorer(train: sparse.csr_matrix) -> Scorer:
+    counts = np.asarray((train > 0).sum(axis=0), dtype=np.float32).ravel()
+
+    def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
+        return np.broadcast_to(counts, (len(users), counts.shape[0]))
+
+    return score
+
+
+def content_scorer(item_content: FloatArray) -> Scorer:
+    """Cosine between each paper's text vector and the reader's text profile."""
+    from paperfeed.recsys.ranker import content_profiles
+
+    def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
+        profiles = content_profiles(item_content, rows)
+        return (profiles @ item_content.T).astype(np.float32)
+
+    return score
+
+
+def factor_scorer(user_factors: FloatArray, item_factors: FloatArray) -> Scorer:
+    """Plain matrix factorisation: the users' trained factors dotted with the items'."""
+
+    def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
+        return (user_factors[users] @ item_factors.T).astype(np.float32)
+
+    return score

@@ -1,0 +1,267 @@
+"""The personalized trending feed and similar papers.
+
+Candidates: the week's top ``TRENDING_CANDIDATES`` and the day's top
+``TODAY_CANDIDATES`` trending papers, the ``RECENT_CANDIDATES`` newest papers, and (for
+a reader with a history) the model's ``CF_CANDIDATES`` best papers for them. They are
+ranked by ``ranker.blend`` (the same code ``paperfeed eval`` measures as
+``production``), then:
+
+- dismissed papers never appear;
+- papers the reader already opened, upvoted, saved or shared are dropped (they have
+  them); papers only shown to them sink by ``IMPRESSION_PENALTY`` a showing;
+- papers published in the last week get up to ``FRESH_BOOST`` (halving every 2 days).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+from scipy import sparse
+
+from paperfeed.catalog.papers import Paper, published_ts
+from paperfeed.catalog.repository import Catalog
+from paperfeed.errors import NotFound
+from paperfeed.events import UserPaper
+from paperfeed.recsys.content import FloatArray, l2_normalize, paper_text
+from paperfeed.recsys.matrix import confidence
+from paperfeed.recsys.model import RecModel
+from paperfeed.recsys.ranker import Signals, standardize
+from paperfeed.recsys.repository import ModelRepository
+from paperfeed.recsys.serving import ModelHolder
+from paperfeed.recsys.train import DISMISS_WEIGHT
+from paperfeed.trending import Trending
+from paperfeed.users import Users
+
+TRENDING_CANDIDATES = 300
+TODAY_CANDIDATES = 100
+RECENT_CANDIDATES = 200
+CF_CANDIDATES = 200
+IMPRESSION_PENALTY = 0.25
+FRESH_BOOST = 0.5
+FRESH_DAYS = 7.0
+ANCHOR_SIMILARITY = 0.3
+ANCHORS = 100
+
+
+class FeedItem(msgspec.Struct):
+    paper: Paper
+    score: float
+    reasons: list[str]
+
+
+class Feed(msgspec.Struct):
+    items: list[FeedItem]
+    model_version: str | None
+
+
+class SimilarItem(msgspec.Struct):
+    paper: Paper
+    score: float
+
+
+class Similar(msgspec.Struct):
+    items: list[SimilarItem]
+    model_version: str | None
+
+
+def verb(record: UserPaper) -> str:
+    if record.saved:
+        return "saved"
+    if record.upvoted:
+        return "upvoted"
+    return "read"
+
+
+def freshness(paper: Paper, now: float) -> float:
+    """Days since publication (or since it entered the catalog)."""
+    when = published_ts(paper) or paper.added_at or 0.0
+    return max(0.0, (now - when) / 86_400)
+
+
+class FeedService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        trending: Trending,
+        users: Users,
+        holder: ModelHolder,
+        repository: ModelRepository,
+    ) -> None:
+        self.catalog = catalog
+        self.trending = trending
+        self.users = users
+        self.holder = holder
+        self.repository = repository
+
+    async def feed(self, user_id: str, limit: int, now: float | None = None) -> Feed:
+        now = time.time() if now is None else now
+        model = self.holder.model
+        records = await self.users.papers(user_id)
+        week = await self.trending.top("week", TRENDING_CANDIDATES, now)
+        today = await self.trending.top("day", TODAY_CANDIDATES, now)
+        candidate_ids = [pid for pid, _ in week] + [pid for pid, _ in today]
+        candidate_ids += await self.catalog.newest_since(0, RECENT_CANDIDATES)
+
+        row = self._user_row(model, records) if model else None
+        vector = None
+        if model is not None and row is not None and row.nnz:
+            vector = await self._user_vector(user_id, model, row)
+            cf = model.item_factors @ vector
+            best = np.argpartition(-cf, min(CF_CANDIDATES, len(cf) - 1))[:CF_CANDIDATES]
+            candidate_ids += [model.item_ids[i] for i in best]
+
+        def hidden(pid: str) -> bool:
+            record = records.get(pid)
+            return record is not None and (record.dismissed or record.opened or record.f != 0)
+
+        unique = [pid for pid in dict.fromkeys(candidate_ids) if not hidden(pid)]
+        papers_by_id = await self.catalog.get_many(unique)
+        papers = [papers_by_id[pid] for pid in unique if pid in papers_by_id]
+        if not papers:
+            return Feed(items=[], model_version=model.version if model else None)
+        trend = await self.trending.scores("week", [p.id for p in papers], now)
+        trend_raw = np.array([trend[p.id] for p in papers], dtype=np.float32)
+
+        signals: Signals | None = None
+        if model is not None and row is not None:
+            factors, content = self.holder.item_vectors(model, papers)
+            user_vectors = vector[None, :] if vector is not None else None
+            if user_vectors is None:
+                user_vectors = np.zeros((1, factors.shape[1]), dtype=np.float32)
+            scores, signals = model.rank(row, factors, content, trend_raw, user_vectors)
+            score = scores[0]
+        else:
+            score = standardize(np.log1p(trend_raw)[None, :])[0]
+            content = None
+        score = score + self._adjustments(papers, records, now)
+        order = np.argsort(-score)[:limit]
+        hot_today = {pid for pid, _ in today[:20]}
+        hot_week = {pid for pid, _ in week[:50]}
+        anchors = await self._anchors(model, records) if signals is not None else []
+        items = []
+        for i in order:
+            paper = papers[i]
+            reasons = self._reasons(paper, i, signals, content, anchors, hot_today, hot_week, now)
+            items.append(FeedItem(paper=paper, score=round(float(score[i]), 4), reasons=reasons))
+        return Feed(items=items, model_version=model.version if model else None)
+
+    def _user_row(self, model: RecModel, records: dict[str, UserPaper]) -> sparse.csr_matrix:
+        """(1, n_items) confidence row of the reader over the model's papers."""
+        cols, values = [], []
+        for pid, record in records.items():
+            index = model.index.get(pid)
+            weight = DISMISS_WEIGHT if record.dismissed else record.w
+            if index is not None and weight != 0:
+                cols.append(index)
+                values.append(weight)
+        weights = sparse.csr_matrix(
+            (np.array(values, dtype=np.float32), (np.zeros(len(cols), dtype=np.int64), cols)),
+            shape=(1, len(model.item_ids)),
+        )
+        return confidence(weights, model.meta.als.alpha)
+
+    async def _user_vector(
+        self, user_id: str, model: RecModel, row: sparse.csr_matrix
+    ) -> FloatArray:
+        """The cached vector when nothing happened since it was computed, else a fold-in."""
+        cached = await self.repository.user_vector(user_id)
+        last_event = await self.users.last_event_at(user_id) or 0.0
+        if cached is not None and cached.version == model.version and cached.at >= last_event:
+            return cached.array()
+        vector: FloatArray = model.fold_in(row)[0]
+        await self.repository.save_user_vector(user_id, model.version, vector)
+        return vector
+
+    def _adjustments(
+        self, papers: Sequence[Paper], records: dict[str, UserPaper], now: float
+    ) -> FloatArray:
+        out: FloatArray = np.zeros(len(papers), dtype=np.float32)
+        for i, paper in enumerate(papers):
+            record = records.get(paper.id)
+            if record is not None:
+                out[i] -= IMPRESSION_PENALTY * record.i
+            age = freshness(paper, now)
+            if age <= FRESH_DAYS:
+                out[i] += FRESH_BOOST * 2 ** (-age / 2)
+        return out
+
+    async def _anchors(
+        self, model: RecModel | None, records: dict[str, UserPaper]
+    ) -> list[tuple[str, str, FloatArray]]:
+        """(verb, title, text vector) of the reader's strongest papers, for reasons."""
+        if model is None:
+            return []
+        positive = sorted((r.w, pid) for pid, r in records.items() if r.w > 0 and not r.dismissed)[
+            -ANCHORS:
+        ]
+        ids = [pid for _, pid in positive if pid in model.index]
+        papers = await self.catalog.get_many(ids)
+        return [
+            (verb(records[pid]), papers[pid].title, model.item_content[model.index[pid]])
+            for pid in ids
+            if pid in papers
+        ]
+
+    def _reasons(
+        self,
+        paper: Paper,
+        index: int,
+        signals: Signals | None,
+        content: FloatArray | None,
+        anchors: list[tuple[str, str, FloatArray]],
+        hot_today: set[str],
+        hot_week: set[str],
+        now: float,
+    ) -> list[str]:
+        reasons: list[str] = []
+        if anchors and content is not None:
+            similarity = [float(vector @ content[index]) for _, _, vector in anchors]
+            best = int(np.argmax(similarity))
+            if similarity[best] >= ANCHOR_SIMILARITY:
+                action, title, _ = anchors[best]
+                reasons.append(f"because you {action} “{title}”")
+        if signals is not None and signals.cf[0, index] > 1.0 and signals.personal > 0.3:
+            reasons.append("popular with readers like you")
+        if paper.id in hot_today:
+            reasons.append("trending today")
+        elif paper.id in hot_week:
+            reasons.append("trending this week")
+        age = freshness(paper, now)
+        if age < 1:
+            reasons.append("new today")
+        elif age <= FRESH_DAYS:
+            reasons.append("new this week")
+        if not reasons:
+            reasons.append("matches your interests" if signals is not None else "trending")
+        return reasons
+
+    async def similar(self, paper_id: str, limit: int) -> Similar:
+        paper = await self.catalog.get(paper_id)
+        if paper is None:
+            raise NotFound(f"no paper {paper_id!r}")
+        model = self.holder.model
+        if model is not None:
+            factors, content = self.holder.item_vectors(model, [paper])
+            ids = model.item_ids
+            by_factors = l2_normalize(model.item_factors) @ l2_normalize(factors)[0]
+            by_text = model.item_content @ content[0]
+            score = 0.5 * by_factors + 0.5 * by_text
+        else:
+            all_ids = await self.catalog.all_ids()
+            papers = await self.catalog.get_many(all_ids)
+            ids = [pid for pid in all_ids if pid in papers]
+            texts = [paper_text(papers[pid].title, papers[pid].abstract) for pid in ids]
+            encoder = self.holder.fallback_encoder(texts)
+            vectors = encoder.encode(texts)
+            score = vectors @ encoder.encode([paper_text(paper.title, paper.abstract)])[0]
+        order = [i for i in np.argsort(-score)[: limit + 1] if ids[i] != paper_id][:limit]
+        found = await self.catalog.get_many([ids[i] for i in order])
+        items = [
+            SimilarItem(paper=found[ids[i]], score=round(float(score[i]), 4))
+            for i in order
+            if ids[i] in found
+        ]
+        return Similar(items=items, model_version=model.version if model else None)

@@ -1,0 +1,134 @@
+"""Models and user vectors in Redis: publish, load, prune, and the fold-in cache."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+import redis.asyncio as aredis
+
+from paperfeed.recsys.content import FloatArray
+from paperfeed.recsys.model import ModelMeta, RecModel
+from paperfeed.store import keys
+
+log = logging.getLogger(__name__)
+VECTOR_CHUNK = 2_000
+
+
+class UserVector(msgspec.Struct):
+    version: str
+    at: float
+    """When it was computed: a user with events after this needs a fresh fold-in."""
+    factors: str
+    """base64 of float32 little-endian."""
+
+    def array(self) -> FloatArray:
+        return np.frombuffer(base64.b64decode(self.factors), dtype="<f4").astype(np.float32)
+
+
+def encode_vector(version: str, at: float, vector: FloatArray) -> bytes:
+    raw = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    return msgspec.json.encode(UserVector(version=version, at=at, factors=raw))
+
+
+_decode_vector = msgspec.json.Decoder(UserVector).decode
+_decode_meta = msgspec.json.Decoder(ModelMeta).decode
+
+
+class ModelRepository:
+    def __init__(self, redis: aredis.Redis, models_kept: int = 3) -> None:
+        self.redis = redis
+        self.models_kept = models_kept
+        # Only users that still exist: a trainer must not undo an erasure.
+        self._set_if_user = redis.register_script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], ARGV[1]) end"
+        )
+
+    async def current_version(self) -> str | None:
+        version = await self.redis.get(keys.MODEL_CURRENT)
+        return str(version) if version else None
+
+    async def meta(self, version: str) -> ModelMeta | None:
+        raw = await self.redis.get(keys.model_meta(version))
+        return _decode_meta(raw) if raw else None
+
+    async def load(self, version: str) -> RecModel:
+        """The model of ``version``; raises LookupError when it is gone."""
+        meta = await self.meta(version)
+        blob = await self._blob(version)
+        if meta is None or blob is None:
+            raise LookupError(f"model {version} is not in Redis")
+        return RecModel.from_bytes(meta, blob)
+
+    async def _blob(self, version: str) -> bytes | None:
+        # The blob is binary: read it with a connection that does not decode replies.
+        pool = self.redis.connection_pool
+        raw_client = aredis.Redis(
+            connection_pool=aredis.ConnectionPool(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "decode_responses": False},
+            )
+        )
+        try:
+            blob = await raw_client.get(keys.model_blob(version))
+        finally:
+            await raw_client.aclose()
+            await raw_client.connection_pool.disconnect()
+        return blob if isinstance(blob, bytes) else None
+
+    async def publish(
+        self,
+        model: RecModel,
+        user_ids: Sequence[str] = (),
+        user_factors: FloatArray | None = None,
+    ) -> None:
+        """Store the model and its users' vectors, then point every api process at it."""
+        version = model.version
+        await self.redis.set(keys.model_blob(version), model.to_bytes())
+        await self.redis.set(keys.model_meta(version), msgspec.json.encode(model.meta))
+        if user_factors is not None:
+            await self.store_vectors(version, user_ids, user_factors, model.meta.trained_at)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.MODEL_VERSIONS, {version: time.time()})
+            pipe.set(keys.MODEL_CURRENT, version)
+            await pipe.execute()
+        await self.redis.publish(keys.MODEL_CHANNEL, version)
+        await self.prune()
+        log.info("model published", extra={"version": version, "metrics": model.meta.metrics})
+
+    async def store_vectors(
+        self, version: str, user_ids: Sequence[str], factors: FloatArray, at: float
+    ) -> None:
+        for start in range(0, len(user_ids), VECTOR_CHUNK):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for offset, user_id in enumerate(user_ids[start : start + VECTOR_CHUNK]):
+                    vector = encode_vector(version, at, factors[start + offset])
+                    await self._set_if_user(
+                        keys=[keys.user_profile(user_id), keys.user_vector(user_id)],
+                        args=[vector],
+                        client=pipe,
+                    )
+                await pipe.execute()
+
+    async def prune(self) -> list[str]:
+        """Drop all but the newest ``models_kept`` versions (never the current one)."""
+        current = await self.current_version()
+        versions = [str(v) for v in await self.redis.zrevrange(keys.MODEL_VERSIONS, 0, -1)]
+        dropped = [v for v in versions[self.models_kept :] if v != current]
+        for version in dropped:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.model_blob(version), keys.model_meta(version))
+                pipe.zrem(keys.MODEL_VERSIONS, version)
+                await pipe.execute()
+        return dropped
+
+    async def user_vector(self, user_id: str) -> UserVector | None:
+        raw = await self.redis.get(keys.user_vector(user_id))
+        return _decode_vector(raw) if raw else None
+
+    async def save_user_vector(self, user_id: str, version: str, vector: FloatArray) -> None:
+        await self.redis.set(keys.user_vector(user_id), encode_vector(version, time.time(), vector))

@@ -1,0 +1,113 @@
+"""The model an api process serves with, kept current without restarts.
+
+Each process polls ``pf:model:current`` every ``model_poll_s``; a new version is loaded
+beside the old one and swapped in only when it loaded completely, so a broken or
+missing blob leaves the process serving the model it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from paperfeed.catalog.papers import Paper
+from paperfeed.recsys.content import ContentEncoder, FloatArray, paper_text
+from paperfeed.recsys.model import RecModel
+from paperfeed.recsys.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+EXTRA_CACHE = 20_000
+
+
+class ModelHolder:
+    def __init__(self, repository: ModelRepository, poll_s: float) -> None:
+        self.repository = repository
+        self.poll_s = poll_s
+        self.model: RecModel | None = None
+        self.failed_version: str | None = None
+        # Text vectors and projected factors of papers newer than the model.
+        self._extra: OrderedDict[str, tuple[FloatArray, FloatArray]] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._fallback: tuple[int, ContentEncoder] | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.model.version if self.model else None
+
+    async def refresh(self) -> bool:
+        """Load the current version if it is new; True when the model changed."""
+        version = await self.repository.current_version()
+        if version is None or version == self.version or version == self.failed_version:
+            return False
+        try:
+            model = await self.repository.load(version)
+        except Exception:
+            log.exception(
+                "loading model failed; keeping the current one", extra={"version": version}
+            )
+            self.failed_version = version
+            return False
+        self.model = model
+        self._extra.clear()
+        log.info("model loaded", extra={"version": version, "items": len(model.item_ids)})
+        return True
+
+    async def _poll(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.refresh()
+                failing = False
+            except Exception as exc:  # Redis down for a moment: keep serving, try again
+                if not failing:
+                    log.warning("model poll failed", extra={"error": repr(exc)})
+                failing = True
+            await asyncio.sleep(self.poll_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="model-poll")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def item_vectors(
+        self, model: RecModel, papers: Sequence[Paper]
+    ) -> tuple[FloatArray, FloatArray]:
+        """(factors, text vectors) of papers: the model's own, or projected from text."""
+        factors = np.zeros((len(papers), model.item_factors.shape[1]), dtype=np.float32)
+        content = np.zeros((len(papers), model.item_content.shape[1]), dtype=np.float32)
+        missing: list[int] = []
+        for row, paper in enumerate(papers):
+            index = model.index.get(paper.id)
+            if index is not None:
+                factors[row] = model.item_factors[index]
+                content[row] = model.item_content[index]
+            elif paper.id in self._extra:
+                content[row], factors[row] = self._extra[paper.id]
+                self._extra.move_to_end(paper.id)
+            else:
+                missing.append(row)
+        if missing:
+            texts = [paper_text(papers[r].title, papers[r].abstract) for r in missing]
+            new_content, new_factors = model.text_vectors(texts)
+            for offset, row in enumerate(missing):
+                content[row], factors[row] = new_content[offset], new_factors[offset]
+                self._extra[papers[row].id] = (new_content[offset], new_factors[offset])
+            while len(self._extra) > EXTRA_CACHE:
+                self._extra.popitem(last=False)
+        return factors, content
+
+    def fallback_encoder(self, catalog_texts: Sequence[str]) -> ContentEncoder:
+        """A text model fitted on the catalog, for similar papers before any model exists."""
+        if self._fallback is None or self._fallback[0] != len(catalog_texts):
+            self._fallback = (len(catalog_texts), ContentEncoder.fit(catalog_texts, dims=64))
+        return self._fallback[1]
