@@ -131,6 +131,16 @@ def env_name(field: str) -> str:
     return "REDIS_URL" if field == "redis_url" else f"PAPERFEED_{field.upper()}"
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` in another process."""
+    env = {}
+    for field in Settings.__struct_fields__:
+        value = getattr(settings, field)
+        if value is not None:
+            env[env_name(field)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Settings from ``environ`` (default ``os.environ``), then ``overrides``.
 

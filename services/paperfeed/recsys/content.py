@@ -58,23 +58,36 @@ class ContentEncoder:
     def fit(
         cls, texts: Sequence[str], dims: int = 128, max_terms: int = 40_000, seed: int = 0
     ) -> ContentEncoder:
-        tfidf = TfidfVectorizer(
-            stop_words="english",
-            sublinear_tf=True,
-            min_df=2,
-            max_df=0.5,
-            max_features=max_terms,
-            dtype=np.float32,
-        )
-        weighted = tfidf.fit_transform(texts)
-        dims = max(1, min(dims, weighted.shape[1] - 1, weighted.shape[0] - 1))
-        svd = TruncatedSVD(n_components=dims, random_state=seed, algorithm="randomized")
-        svd.fit(weighted)
+        # Terms in at least two papers and at most half of them; a tiny catalog keeps all.
+        for min_df, max_df in ((2, 0.5), (1, 1.0)):
+            tfidf = TfidfVectorizer(
+                stop_words="english",
+                sublinear_tf=True,
+                min_df=min_df,
+                max_df=max_df,
+                max_features=max_terms,
+                dtype=np.float32,
+            )
+            try:
+                weighted = tfidf.fit_transform(texts)
+            except ValueError:  # no term at all
+                continue
+            if weighted.shape[1] >= 2:
+                break
+        else:
+            log.warning("no text to learn from: the content signal is off")
+            return cls(["<none>"], np.ones(1, np.float32), np.zeros((1, 1), np.float32))
         vocabulary = [""] * len(tfidf.vocabulary_)
         for term, index in tfidf.vocabulary_.items():
             vocabulary[index] = term
-        log.info("content model fitted", extra={"terms": len(vocabulary), "dims": dims})
-        return cls(vocabulary, tfidf.idf_, svd.components_)
+        n_papers, n_terms = weighted.shape
+        if n_terms <= dims or n_papers <= dims:
+            components = np.eye(n_terms, dtype=np.float32)  # too small to reduce
+        else:
+            svd = TruncatedSVD(n_components=dims, random_state=seed, algorithm="randomized")
+            components = svd.fit(weighted).components_
+        log.info("content model fitted", extra={"terms": n_terms, "dims": len(components)})
+        return cls(vocabulary, tfidf.idf_, components)
 
     def tfidf(self, texts: Sequence[str]) -> sparse.csr_matrix:
         counts = self._counter.transform(texts).astype(np.float32)

@@ -41,8 +41,11 @@ class Dataset(msgspec.Struct):
 
 class Metrics(msgspec.Struct):
     recall: float
+    """Mean over users of hits / min(|held out|, k)."""
     ndcg: float
     users: int
+    pooled_recall: float = 0.0
+    """All hits / sum of min(|held out|, k): implicit's ``precision``."""
 
 
 def load_dataset(interactions: Path, items: Path) -> Dataset:
@@ -139,6 +142,7 @@ def ranking_metrics(
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall_sum = ndcg_sum = 0.0
+    hits_total = ideal_total = 0
     for batch in batches(users, batch_size):
         scores = np.array(scorer(batch, train[batch]), dtype=np.float32, copy=True)
         if candidates is not None:
@@ -154,11 +158,18 @@ def ranking_metrics(
             hits = np.isin(user_top, relevant)
             ideal = min(len(relevant), k)
             recall_sum += hits.sum() / ideal
+            hits_total += int(hits.sum())
+            ideal_total += ideal
             ndcg_sum += float(discounts[: len(hits)][hits].sum()) / float(discounts[:ideal].sum())
         if progress:
             progress(len(batch))
     n = max(len(users), 1)
-    return Metrics(recall=recall_sum / n, ndcg=ndcg_sum / n, users=len(users))
+    return Metrics(
+        recall=recall_sum / n,
+        ndcg=ndcg_sum / n,
+        users=len(users),
+        pooled_recall=hits_total / max(ideal_total, 1),
+    )
 
 
 def popularity_scorer(train: sparse.csr_matrix) -> Scorer:

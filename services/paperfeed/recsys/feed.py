@@ -9,7 +9,9 @@ ranked by ``ranker.blend`` (the same code ``paperfeed eval`` measures as
 - dismissed papers never appear;
 - papers the reader already opened, upvoted, saved or shared are dropped (they have
   them); papers only shown to them sink by ``IMPRESSION_PENALTY`` a showing;
-- papers published in the last week get up to ``FRESH_BOOST`` (halving every 2 days).
+- papers published in the last week count as at least as trending as the median
+  candidate (trending cannot know them yet) and get up to ``FRESH_BOOST`` (halving
+  every 2 days).
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ class FeedService:
             return Feed(items=[], model_version=model.version if model else None)
         trend = await self.trending.scores("week", [p.id for p in papers], now)
         trend_raw = np.array([trend[p.id] for p in papers], dtype=np.float32)
+        # Trending cannot know yet what a paper of this week is worth: a fresh paper
+        # counts as at least as hot as the median candidate, and competes on relevance.
+        fresh = np.array([freshness(p, now) <= FRESH_DAYS for p in papers])
+        trend_raw[fresh] = np.maximum(trend_raw[fresh], np.median(trend_raw))
 
         signals: Signals | None = None
         if model is not None and row is not None:

@@ -11,6 +11,7 @@ import os
 import sys
 
 from paperfeed.core import Core
+from paperfeed.settings import settings_env
 from paperfeed.store import keys
 
 
@@ -19,7 +20,8 @@ async def start_training(core: Core) -> bool:
     if await core.redis.exists(keys.TRAIN_LOCK):
         return False
     await core.redis.set(keys.TRAIN_REQUESTED, "api", ex=86_400)
-    env = {**os.environ, "REDIS_URL": core.redis_url}
+    # The trainer runs with this process's settings, whatever its environment says.
+    env = {**os.environ, **settings_env(core.settings), "REDIS_URL": core.redis_url}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

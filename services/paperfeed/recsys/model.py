@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 
@@ -50,14 +51,16 @@ class ModelMeta(msgspec.Struct, kw_only=True):
 def new_als(params: AlsParams) -> object:
     from implicit.cpu.als import AlternatingLeastSquares
 
-    return AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=1.0,  # confidences are scaled by ``matrix.confidence``
-        iterations=params.iterations,
-        random_state=params.seed,
-        num_threads=0,
-    )
+    # implicit checks the BLAS thread count when a model is made; it is 1 where we use it.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=1.0,  # confidences are scaled by ``matrix.confidence``
+            iterations=params.iterations,
+            random_state=params.seed,
+            num_threads=0,
+        )
 
 
 def fit_als(
@@ -212,7 +215,7 @@ def build_model(
     projected = (item_content @ projection).astype(np.float32)
     factors = effective_item_factors(als_items, projected, counts, blend_params.shrink)
     meta = ModelMeta(
-        version=time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid() % 10000:04d}",
+        version=time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3),
         trained_at=time.time(),
         als=als,
         blend=blend_params,

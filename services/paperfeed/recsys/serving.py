@@ -34,6 +34,7 @@ class ModelHolder:
         # Text vectors and projected factors of papers newer than the model.
         self._extra: OrderedDict[str, tuple[FloatArray, FloatArray]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._fallback: tuple[int, ContentEncoder] | None = None
 
     @property
@@ -60,7 +61,7 @@ class ModelHolder:
 
     async def _poll(self) -> None:
         failing = False
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.refresh()
                 failing = False
@@ -68,16 +69,19 @@ class ModelHolder:
                 if not failing:
                     log.warning("model poll failed", extra={"error": repr(exc)})
                 failing = True
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.poll_s)
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._poll(), name="model-poll")
 
     async def stop(self) -> None:
+        # An event, not a cancel: redis-py may turn a cancel inside a command into a
+        # ConnectionError, which the loop would take for a Redis hiccup and go on.
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task
 
     def item_vectors(
         self, model: RecModel, papers: Sequence[Paper]
