@@ -29,7 +29,14 @@ class Core:
         self.users = Users(redis, self.catalog, self.trending)
         self.models = ModelRepository(redis, settings.models_kept)
         self.holder = ModelHolder(self.models, settings.model_poll_s)
-        self.feeds = FeedService(self.catalog, self.trending, self.users, self.holder, self.models)
+        self.feeds = FeedService(
+            self.catalog,
+            self.trending,
+            self.users,
+            self.holder,
+            self.models,
+            snapshot_s=settings.trending_cache_s,
+        )
 
     @classmethod
     def connect(cls, settings: Settings) -> Core:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from datetime import UTC, datetime
@@ -80,10 +81,13 @@ def arxiv_links(paper_id: str) -> tuple[str | None, str | None]:
 
 def published_ts(paper: Paper) -> float | None:
     """Publication as unix time, or None when unknown or unreadable."""
-    if not paper.published:
-        return None
+    return _parse_time(paper.published) if paper.published else None
+
+
+@functools.lru_cache(maxsize=65_536)
+def _parse_time(value: str) -> float | None:
     try:
-        when = datetime.fromisoformat(paper.published.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
     if when.tzinfo is None:

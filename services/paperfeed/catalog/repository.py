@@ -7,6 +7,7 @@ upvotes not yet credited to trending are credited (``pf:papers:seeded``).
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -22,6 +23,8 @@ from paperfeed.trending import Contribution, Trending
 _encode = msgspec.json.Encoder().encode
 _decode_paper = msgspec.json.Decoder(Paper).decode
 CHUNK = 1_000
+PAPER_CACHE_S = 30.0
+PAPER_CACHE_SIZE = 200_000
 # Page order of an import is kept among papers of the same date.
 ORDER_STEP_S = 1e-3
 
@@ -38,6 +41,7 @@ class Catalog:
         self.settings = settings
         self.trending = trending
         self._report = redis.register_script(lua("candidate_report"))
+        self._cache: dict[str, tuple[float, Paper]] = {}
 
     async def count(self) -> int:
         return int(await self.redis.hlen(keys.PAPERS))
@@ -47,10 +51,30 @@ class Catalog:
         return _decode_paper(raw) if raw else None
 
     async def get_many(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
-        if not paper_ids:
-            return {}
-        raws = await self.redis.hmget(keys.PAPERS, list(paper_ids))
-        return {pid: _decode_paper(raw) for pid, raw in zip(paper_ids, raws, strict=True) if raw}
+        """Papers by id (missing ids are left out), through a short in-process cache.
+
+        A feed reads hundreds of candidates; papers change rarely, so each process keeps
+        decoded papers for ``PAPER_CACHE_S`` (an import shows everywhere after that).
+        """
+        now = time.monotonic()
+        found: dict[str, Paper] = {}
+        wanted = []
+        for pid in paper_ids:
+            cached = self._cache.get(pid)
+            if cached is not None and cached[0] > now:
+                found[pid] = cached[1]
+            else:
+                wanted.append(pid)
+        if wanted:
+            raws = await self.redis.hmget(keys.PAPERS, wanted)
+            for pid, raw in zip(wanted, raws, strict=True):
+                if raw:
+                    paper = _decode_paper(raw)
+                    found[pid] = paper
+                    self._cache[pid] = (now + PAPER_CACHE_S, paper)
+            if len(self._cache) > PAPER_CACHE_SIZE:
+                self._cache.clear()
+        return found
 
     async def exists(self, paper_ids: Sequence[str]) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -128,6 +152,8 @@ class Catalog:
                         )
                 await self.trending.queue_add(pipe, contributions, now)
                 await pipe.execute()
+        for paper in items:
+            self._cache.pop(paper.id, None)
         return ImportResult(papers=len(items), new=new, updated=updated)
 
     async def seed_page_order(self, papers: Sequence[Paper], now: float) -> None:

@@ -9,6 +9,8 @@ ranked by ``ranker.blend`` (the same code ``paperfeed eval`` measures as
 - dismissed papers never appear;
 - papers the reader already opened, upvoted, saved or shared are dropped (they have
   them); papers only shown to them sink by ``IMPRESSION_PENALTY`` a showing;
+- trending comes from a snapshot of the windows each process keeps for
+  ``PAPERFEED_TRENDING_CACHE_S``;
 - papers published in the last week count as at least as trending as the median
   candidate (trending cannot know them yet) and get up to ``FRESH_BOOST`` (halving
   every 2 days).
@@ -38,6 +40,8 @@ from paperfeed.trending import Trending
 from paperfeed.users import Users
 
 TRENDING_CANDIDATES = 300
+# Week scores of this many papers are known to a feed (the rest count as 0).
+SNAPSHOT_SIZE = 5_000
 TODAY_CANDIDATES = 100
 RECENT_CANDIDATES = 200
 CF_CANDIDATES = 200
@@ -46,6 +50,10 @@ FRESH_BOOST = 0.5
 FRESH_DAYS = 7.0
 ANCHOR_SIMILARITY = 0.3
 ANCHORS = 100
+
+
+# (the week's top with scores, the same as a dict, the day's top)
+TrendSnapshot = tuple[list[tuple[str, float]], dict[str, float], list[tuple[str, float]]]
 
 
 class FeedItem(msgspec.Struct):
@@ -91,7 +99,10 @@ class FeedService:
         users: Users,
         holder: ModelHolder,
         repository: ModelRepository,
+        snapshot_s: float = 2.0,
     ) -> None:
+        self.snapshot_s = snapshot_s
+        self._snapshot: tuple[float, TrendSnapshot] | None = None
         self.catalog = catalog
         self.trending = trending
         self.users = users
@@ -102,9 +113,8 @@ class FeedService:
         now = time.time() if now is None else now
         model = self.holder.model
         records = await self.users.papers(user_id)
-        week = await self.trending.top("week", TRENDING_CANDIDATES, now)
-        today = await self.trending.top("day", TODAY_CANDIDATES, now)
-        candidate_ids = [pid for pid, _ in week] + [pid for pid, _ in today]
+        week, week_scores, today = await self._trending_snapshot(now)
+        candidate_ids = [pid for pid, _ in week[:TRENDING_CANDIDATES]] + [pid for pid, _ in today]
         candidate_ids += await self.catalog.newest_since(0, RECENT_CANDIDATES)
 
         row = self._user_row(model, records) if model else None
@@ -124,11 +134,11 @@ class FeedService:
         papers = [papers_by_id[pid] for pid in unique if pid in papers_by_id]
         if not papers:
             return Feed(items=[], model_version=model.version if model else None)
-        trend = await self.trending.scores("week", [p.id for p in papers], now)
-        trend_raw = np.array([trend[p.id] for p in papers], dtype=np.float32)
+        trend_raw = np.array([week_scores.get(p.id, 0.0) for p in papers], dtype=np.float32)
+        ages = np.array([freshness(p, now) for p in papers], dtype=np.float32)
         # Trending cannot know yet what a paper of this week is worth: a fresh paper
         # counts as at least as hot as the median candidate, and competes on relevance.
-        fresh = np.array([freshness(p, now) <= FRESH_DAYS for p in papers])
+        fresh = ages <= FRESH_DAYS
         trend_raw[fresh] = np.maximum(trend_raw[fresh], np.median(trend_raw))
 
         signals: Signals | None = None
@@ -142,7 +152,7 @@ class FeedService:
         else:
             score = standardize(np.log1p(trend_raw)[None, :])[0]
             content = None
-        score = score + self._adjustments(papers, records, now)
+        score = score + self._adjustments(papers, records, ages)
         order = np.argsort(-score)[:limit]
         hot_today = {pid for pid, _ in today[:20]}
         hot_week = {pid for pid, _ in week[:50]}
@@ -150,7 +160,9 @@ class FeedService:
         items = []
         for i in order:
             paper = papers[i]
-            reasons = self._reasons(paper, i, signals, content, anchors, hot_today, hot_week, now)
+            reasons = self._reasons(
+                paper, i, signals, content, anchors, hot_today, hot_week, float(ages[i])
+            )
             items.append(FeedItem(paper=paper, score=round(float(score[i]), 4), reasons=reasons))
         return Feed(items=items, model_version=model.version if model else None)
 
@@ -182,17 +194,23 @@ class FeedService:
         return vector
 
     def _adjustments(
-        self, papers: Sequence[Paper], records: dict[str, UserPaper], now: float
+        self, papers: Sequence[Paper], records: dict[str, UserPaper], ages: FloatArray
     ) -> FloatArray:
-        out: FloatArray = np.zeros(len(papers), dtype=np.float32)
-        for i, paper in enumerate(papers):
-            record = records.get(paper.id)
-            if record is not None:
-                out[i] -= IMPRESSION_PENALTY * record.i
-            age = freshness(paper, now)
-            if age <= FRESH_DAYS:
-                out[i] += FRESH_BOOST * 2 ** (-age / 2)
-        return out
+        shown = np.array([records[p.id].i if p.id in records else 0 for p in papers])
+        boost = np.where(ages <= FRESH_DAYS, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
+        adjusted: FloatArray = (boost - IMPRESSION_PENALTY * shown).astype(np.float32)
+        return adjusted
+
+    async def _trending_snapshot(self, now: float) -> TrendSnapshot:
+        """(week's top, their scores, day's top), shared by requests for a few seconds."""
+        cached = self._snapshot
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        week = await self.trending.top("week", SNAPSHOT_SIZE, now)
+        today = await self.trending.top("day", TODAY_CANDIDATES, now)
+        snapshot = (week, dict(week), today)
+        self._snapshot = (now + self.snapshot_s, snapshot)
+        return snapshot
 
     async def _anchors(
         self, model: RecModel | None, records: dict[str, UserPaper]
@@ -220,11 +238,11 @@ class FeedService:
         anchors: list[tuple[str, str, FloatArray]],
         hot_today: set[str],
         hot_week: set[str],
-        now: float,
+        age: float,
     ) -> list[str]:
         reasons: list[str] = []
         if anchors and content is not None:
-            similarity = [float(vector @ content[index]) for _, _, vector in anchors]
+            similarity = np.stack([vector for _, _, vector in anchors]) @ content[index]
             best = int(np.argmax(similarity))
             if similarity[best] >= ANCHOR_SIMILARITY:
                 action, title, _ = anchors[best]
@@ -235,7 +253,6 @@ class FeedService:
             reasons.append("trending today")
         elif paper.id in hot_week:
             reasons.append("trending this week")
-        age = freshness(paper, now)
         if age < 1:
             reasons.append("new today")
         elif age <= FRESH_DAYS:

@@ -87,21 +87,22 @@ class ModelHolder:
         self, model: RecModel, papers: Sequence[Paper]
     ) -> tuple[FloatArray, FloatArray]:
         """(factors, text vectors) of papers: the model's own, or projected from text."""
+        indexes = np.array([model.index.get(p.id, -1) for p in papers], dtype=np.int64)
+        known = indexes >= 0
         factors = np.zeros((len(papers), model.item_factors.shape[1]), dtype=np.float32)
         content = np.zeros((len(papers), model.item_content.shape[1]), dtype=np.float32)
+        factors[known] = model.item_factors[indexes[known]]
+        content[known] = model.item_content[indexes[known]]
         missing: list[int] = []
-        for row, paper in enumerate(papers):
-            index = model.index.get(paper.id)
-            if index is not None:
-                factors[row] = model.item_factors[index]
-                content[row] = model.item_content[index]
-            elif paper.id in self._extra:
+        for row in np.flatnonzero(~known).tolist():
+            paper = papers[row]
+            if paper.id in self._extra:
                 content[row], factors[row] = self._extra[paper.id]
                 self._extra.move_to_end(paper.id)
             else:
                 missing.append(row)
         if missing:
-            texts = [paper_text(papers[r].title, papers[r].abstract) for r in missing]
+            texts = [paper_text(papers[row].title, papers[row].abstract) for row in missing]
             new_content, new_factors = model.text_vectors(texts)
             for offset, row in enumerate(missing):
                 content[row], factors[row] = new_content[offset], new_factors[offset]

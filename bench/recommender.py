@@ -1,0 +1,190 @@
+"""Recommender at a realistic scale: training time and feed latency.
+
+Synthetic data (default: 100,000 readers, 50,000 papers on 50 topics, 5,000,000
+interactions, 50 a reader, mostly within the reader's two topics) is bulk-loaded into a
+private redis-server in the layout the ingest script writes (the event path has its own
+benchmark). Then, side by side in one run:
+
+- training: ``train_and_publish`` (Redis -> matrix -> content model -> ALS -> gate ->
+  published model and reader vectors) against a bare ``implicit`` ALS fit of the same
+  confidence matrix with the same parameters;
+- feed: ``GET /v1/feed`` on one api process, 50 connections, random readers, against
+  ``GET /readyz`` (one Redis round trip) on the same process.
+
+Run: ``python -m bench.recommender [--users N --papers N --per-user N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from bench.common import api_server, redis_server, summary
+from bench.loadgen import drive
+from paperfeed.catalog.papers import Paper
+from paperfeed.core import Core
+from paperfeed.recsys.matrix import build_matrix, confidence
+from paperfeed.recsys.model import fit_als
+from paperfeed.recsys.train import als_params, train_and_publish
+from paperfeed.settings import load_settings
+from paperfeed.store import keys
+
+WORDS_PER_TOPIC = 40
+TOPICS = 50
+
+
+def topic_words(rng: random.Random) -> list[list[str]]:
+    return [[f"t{t}w{w}" for w in range(WORDS_PER_TOPIC)] for t in range(TOPICS)]
+
+
+async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    words = topic_words(rng)
+    common = [f"c{w}" for w in range(300)]
+    core = Core.connect(load_settings({}, redis_url=redis_url))
+    now = time.time()
+    catalog = []
+    for n in range(papers):
+        topic = n % TOPICS
+        text = rng.choices(words[topic], k=40) + rng.choices(common, k=60)
+        catalog.append(
+            Paper(
+                id=f"{2400 + n // 90000}.{n % 90000:05d}",
+                title=" ".join(rng.choices(words[topic], k=8)),
+                abstract=" ".join(text),
+                published="2024-06-01T00:00:00Z",
+            )
+        )
+    await core.catalog.upsert(catalog, now)
+    by_topic = [[p.id for i, p in enumerate(catalog) if i % TOPICS == t] for t in range(TOPICS)]
+    record = {
+        w: msgspec.json.encode({"w": w, "f": 0, "v": 1, "c": 0, "i": 0, "dw": 0.0, "t": now - 3600})
+        for w in (1.0, 3.0, 5.0, 11.0)
+    }
+    tokens: list[str] = []
+    rows, cols, vals = [], [], []
+    index = {p.id: i for i, p in enumerate(catalog)}
+    chunk = 1000
+    for start in range(0, users, chunk):
+        async with core.redis.pipeline(transaction=False) as pipe:
+            for u in range(start, min(start + chunk, users)):
+                user_id = f"bench{u:07d}"
+                token = f"pf_bench_{u}"
+                tokens.append(token)
+                token_hash = hashlib.sha256(token.encode()).hexdigest()
+                favourite = rng.sample(range(TOPICS), 2)
+                chosen: dict[str, float] = {}
+                while len(chosen) < per_user:
+                    topic = (
+                        favourite[0]
+                        if rng.random() < 0.6
+                        else (favourite[1] if rng.random() < 0.7 else rng.randrange(TOPICS))
+                    )
+                    chosen[rng.choice(by_topic[topic])] = rng.choice((1.0, 1.0, 3.0, 5.0, 11.0))
+                pipe.hset(
+                    keys.user_papers(user_id), mapping={p: record[w] for p, w in chosen.items()}
+                )
+                pipe.zadd(keys.user_touched(user_id), dict.fromkeys(chosen, now - 3600))
+                pipe.hset(keys.user_profile(user_id), mapping={
+                    "created_at": now - 86400, "token_hash": token_hash, "events": per_user,
+                    "last_event_at": now - 3600})  # fmt: skip
+                pipe.set(keys.token(token_hash), user_id)
+                pipe.zadd(keys.USERS, {user_id: now - 3600})
+                for pid, w in chosen.items():
+                    rows.append(u)
+                    cols.append(index[pid])
+                    vals.append(w)
+            await pipe.execute()
+    trending = [(p.id, float(rng.paretovariate(1.2)), now - rng.random() * 86400 * 5)
+                for p in rng.sample(catalog, min(papers, 5000))]  # fmt: skip
+    from paperfeed.trending import Contribution
+
+    await core.trending.add([Contribution(*t) for t in trending], now)
+    await core.close()
+    weights = build_matrix(rows, cols, vals, (users, papers))
+    return {"tokens": tokens, "weights": weights}
+
+
+def bare_fit_seconds(weights: Any) -> float:
+    params = als_params(load_settings({}))
+    started = time.perf_counter()
+    fit_als(confidence(weights, params.alpha), params)
+    return time.perf_counter() - started
+
+
+async def end_to_end_seconds(redis_url: str) -> tuple[float, dict[str, Any]]:
+    settings = load_settings({}, redis_url=redis_url)
+    core = Core.connect(settings)
+    started = time.perf_counter()
+    report = await train_and_publish(core.redis, settings)
+    elapsed = time.perf_counter() - started
+    await core.close()
+    return elapsed, msgspec.to_builtins(report)
+
+
+def feed_load(url: str, tokens: list[str], requests: int, concurrency: int) -> dict[str, Any]:
+    rng = random.Random(1)
+
+    def feed_request(i: int) -> tuple[str, str, dict[str, str], bytes]:
+        token = tokens[rng.randrange(len(tokens))]
+        return "GET", "/v1/feed?limit=20", {"Authorization": f"Bearer {token}"}, b""
+
+    def bare_request(i: int) -> tuple[str, str, dict[str, str], bytes]:
+        return "GET", "/readyz", {}, b""
+
+    def ok(status: int, body: bytes) -> None:
+        assert status == 200, body[:200]
+
+    out: dict[str, Any] = {}
+    for name, make in (("bare_readyz", bare_request), ("feed", feed_request)):
+        asyncio.run(drive(url, make, 200, concurrency, ok))  # warm-up
+        rate, latencies = asyncio.run(drive(url, make, requests, concurrency, ok))
+        out[name] = {"requests_per_s": round(rate), **summary(latencies)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--papers", type=int, default=50_000)
+    parser.add_argument("--per-user", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {
+        "users": args.users, "papers": args.papers, "interactions": args.users * args.per_user,
+    }  # fmt: skip
+    with redis_server() as redis_url:
+        started = time.perf_counter()
+        data = asyncio.run(load(redis_url, args.users, args.papers, args.per_user, 0))
+        report["load_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"loaded in {report['load_seconds']} s", flush=True)
+        bare = bare_fit_seconds(data["weights"])
+        print(f"bare fit {bare:.1f} s", flush=True)
+        e2e, train_report = asyncio.run(end_to_end_seconds(redis_url))
+        print(f"end to end {e2e:.1f} s", flush=True)
+        report["training"] = {
+            "bare_implicit_fit_s": round(bare, 1),
+            "end_to_end_s": round(e2e, 1),
+            "end_to_end_over_bare": round(e2e / bare, 2),
+            "published": train_report["published"],
+            "metrics": train_report["metrics"],
+        }
+        with api_server(redis_url, PAPERFEED_MODEL_POLL_S="1") as url:
+            report["feed"] = feed_load(url, data["tokens"], args.requests, args.concurrency)
+    report["feed"]["concurrency"] = args.concurrency
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
