@@ -20,6 +20,7 @@ test: $(STAMP)
 	scripts/test-setup.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
+	scripts/test-extension.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

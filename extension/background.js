@@ -1,0 +1,126 @@
+// The service worker only wires listeners; the work is in lib/. It may be stopped at
+// any moment: everything it knows lives in chrome.storage.local.
+import * as api from "./lib/api.js";
+import { enqueue, flush, newEvent } from "./lib/queue.js";
+import { newCount } from "./lib/render.js";
+import { read, tracking } from "./lib/settings.js";
+
+const storage = chrome.storage.local;
+const FLUSH_ALARM = "flush";
+const BADGE_ALARM = "badge";
+const FOR_YOU_TTL_MS = 10 * 60_000;
+// Passive signals stop while tracking is paused; explicit actions still count.
+const PASSIVE = new Set(["impression", "view", "click"]);
+
+async function ensureInstall() {
+  const settings = await read(storage, ["backendUrl", "token"]);
+  if (settings.token) return settings;
+  const install = await api.register(settings.backendUrl);
+  await storage.set({ token: install.token, userId: install.user_id });
+  return { ...settings, token: install.token };
+}
+
+let delivering = null;
+
+function deliver(force = false) {
+  delivering ??= (async () => {
+    try {
+      const settings = await ensureInstall();
+      return await flush(
+        storage,
+        async (batch) => {
+          try {
+            return await api.sendEvents(settings.backendUrl, settings.token, batch);
+          } catch (error) {
+            // Unknown token (data deleted elsewhere): register anew on the next try.
+            if (error.kind === "unauthorized") await storage.remove(["token", "userId"]);
+            throw error;
+          }
+        },
+        { force },
+      );
+    } catch (error) {
+      return { sent: 0, error: error.kind ?? "network" };
+    } finally {
+      delivering = null;
+    }
+  })();
+  return delivering;
+}
+
+async function track(message, sender) {
+  const settings = await read(storage, ["paused", "sites"]);
+  const fromPage = Boolean(sender.tab);
+  const events = [];
+  for (const item of message.events ?? []) {
+    if (fromPage && !tracking(settings, message.site ?? null)) continue;
+    if (!fromPage && settings.paused && PASSIVE.has(item.type)) continue;
+    const { type, paper_id: paperId, ...extra } = item;
+    events.push(newEvent(type, paperId, { source: message.site ?? "popup", ...extra }));
+  }
+  if (events.length === 0) return { queued: 0 };
+  const result = await enqueue(storage, events);
+  deliver();
+  return result;
+}
+
+async function updateBadge() {
+  const settings = await read(storage, ["backendUrl", "token", "seenFeedIds"]);
+  if (!settings.token) return;
+  try {
+    const feed = await api.getFeed(settings.backendUrl, settings.token, 20);
+    const count = newCount(feed.items.map((i) => i.paper.id), settings.seenFeedIds);
+    await chrome.action.setBadgeText({ text: count ? String(count) : "" });
+  } catch {
+    // offline: keep the badge as it is
+  }
+}
+
+async function forYou() {
+  const settings = await read(storage, ["backendUrl", "forYou"]);
+  const cached = settings.forYou;
+  if (cached && Date.now() - cached.at < FOR_YOU_TTL_MS) return cached;
+  const { token } = await ensureInstall();
+  const feed = await api.getFeed(settings.backendUrl, token, 50);
+  const picked = feed.items.slice(0, 15).map((i) => ({ id: i.paper.id, reason: i.reasons[0] ?? "" }));
+  const fresh = { at: Date.now(), papers: picked };
+  await storage.set({ forYou: fresh });
+  return fresh;
+}
+
+const handlers = {
+  track,
+  flush: () => deliver(true),
+  "feed-seen": async (message) => {
+    await storage.set({ seenFeedIds: message.ids ?? [] });
+    await chrome.action.setBadgeText({ text: "" });
+    return { ok: true };
+  },
+  "for-you": () => forYou(),
+  install: () => ensureInstall().then((s) => ({ token: s.token, backendUrl: s.backendUrl })),
+};
+
+chrome.runtime.onMessage.addListener((message, sender, respond) => {
+  const handler = handlers[message?.kind];
+  if (!handler) return false;
+  handler(message, sender).then(respond, (error) => respond({ error: error.kind ?? String(error) }));
+  return true; // the answer comes asynchronously
+});
+
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === FLUSH_ALARM) deliver();
+  if (alarm.name === BADGE_ALARM) updateBadge();
+});
+
+chrome.runtime.onInstalled.addListener(() => {
+  ensureInstall().catch(() => {});
+});
+chrome.runtime.onStartup.addListener(() => deliver(true));
+self.addEventListener("online", () => deliver(true));
+
+chrome.alarms.get(FLUSH_ALARM).then((alarm) => {
+  if (!alarm) chrome.alarms.create(FLUSH_ALARM, { periodInMinutes: 1 });
+});
+chrome.alarms.get(BADGE_ALARM).then((alarm) => {
+  if (!alarm) chrome.alarms.create(BADGE_ALARM, { periodInMinutes: 30 });
+});

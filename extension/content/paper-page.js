@@ -1,0 +1,71 @@
+// On an arXiv abstract/PDF/HTML page or a Hugging Face paper page: one `view` event for
+// the visit, with the time the page was visible. A single file (not a module), as
+// content scripts declared in a manifest must be.
+(() => {
+  const ARXIV_ID = /^(\d{4}\.\d{4,5})(v\d+)?$/;
+  const MIN_DWELL_MS = 1000;
+  const CHECKPOINT_MS = 15_000;
+
+  function paperId() {
+    const parts = location.pathname.split("/").filter(Boolean);
+    let candidate = null;
+    if (location.hostname.endsWith("arxiv.org") && ["abs", "pdf", "html"].includes(parts[0])) {
+      candidate = (parts[1] ?? "").replace(/\.pdf$/, "");
+    } else if (location.hostname === "huggingface.co" && parts[0] === "papers" && parts.length === 2) {
+      candidate = parts[1];
+    }
+    const match = ARXIV_ID.exec(candidate ?? "");
+    return match ? match[1] : null;
+  }
+
+  function meta(...names) {
+    for (const name of names) {
+      const node = document.querySelector(`meta[name="${name}"], meta[property="${name}"]`);
+      if (node?.content) return node.content.trim();
+    }
+    return null;
+  }
+
+  const id = paperId();
+  if (!id) return;
+  const site = location.hostname === "huggingface.co" ? "huggingface" : "arxiv";
+  let visibleSince = document.visibilityState === "visible" ? performance.now() : null;
+  let dwell = 0;
+  let sent = false;
+
+  function settle() {
+    if (visibleSince !== null) {
+      dwell += performance.now() - visibleSince;
+      visibleSince = document.visibilityState === "visible" ? performance.now() : null;
+    }
+  }
+
+  function send() {
+    settle();
+    if (sent || dwell < MIN_DWELL_MS) return;
+    sent = true;
+    const title = meta("citation_title", "og:title") ?? document.title;
+    const abstract = meta("citation_abstract", "og:description", "description");
+    chrome.runtime.sendMessage({
+      kind: "track",
+      site,
+      events: [
+        {
+          type: "view",
+          paper_id: id,
+          dwell_ms: Math.round(dwell),
+          title: title?.slice(0, 1000) ?? undefined,
+          abstract: abstract?.slice(0, 20000) ?? undefined,
+          url: location.href.slice(0, 2000),
+        },
+      ],
+    });
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") send();
+    else if (visibleSince === null) visibleSince = performance.now();
+  });
+  addEventListener("pagehide", send);
+  setTimeout(send, CHECKPOINT_MS);
+})();

@@ -1,0 +1,62 @@
+// The only module that talks to the network. Every failure becomes an ApiError with
+// one of a few kinds, which the popup and options page show in one way each.
+
+export const KINDS = {
+  offline: "The paperfeed service cannot be reached.",
+  unauthorized: "This install is not known to the service.",
+  rejected: "The service refused the request.",
+  "rate-limited": "Too many requests; trying again soon.",
+  server: "The service had a problem; trying again soon.",
+};
+
+export class ApiError extends Error {
+  constructor(kind, status = 0, detail = "") {
+    super(`${kind}${status ? ` (${status})` : ""}${detail ? `: ${detail}` : ""}`);
+    this.kind = kind;
+    this.status = status;
+  }
+}
+
+function kindOf(status) {
+  if (status === 401 || status === 403) return "unauthorized";
+  if (status === 429) return "rate-limited";
+  if (status >= 500) return "server";
+  return "rejected";
+}
+
+async function call(base, path, { method = "GET", token, body, timeoutMs = 10_000 } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(new URL(path, base), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch {
+    throw new ApiError("offline");
+  }
+  if (!response.ok) {
+    let detail = "";
+    try {
+      detail = (await response.json()).detail ?? "";
+    } catch {
+      // not JSON
+    }
+    throw new ApiError(kindOf(response.status), response.status, detail);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+export const register = (base) => call(base, "/v1/installs", { method: "POST" });
+export const sendEvents = (base, token, events) =>
+  call(base, "/v1/events", { method: "POST", token, body: { events } });
+export const getFeed = (base, token, limit = 30) =>
+  call(base, `/v1/feed?limit=${limit}`, { token });
+export const getTrending = (base, window = "week", limit = 30) =>
+  call(base, `/v1/trending?window=${window}&limit=${limit}`);
+export const exportData = (base, token) => call(base, "/v1/me/export", { token });
+export const deleteData = (base, token) => call(base, "/v1/me", { method: "DELETE", token });

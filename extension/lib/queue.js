@@ -1,0 +1,78 @@
+// The event queue: persisted in chrome.storage.local, so a stopped service worker loses
+// nothing. Events carry client-made ids; the api counts a replayed id once, so a batch
+// that may or may not have arrived is simply sent again.
+
+export const QUEUE_KEY = "queue";
+export const STATE_KEY = "queueState";
+export const MAX_QUEUE = 5000;
+export const BATCH_SIZE = 100;
+const BASE_DELAY_MS = 5_000;
+const MAX_DELAY_MS = 30 * 60_000;
+
+export function newEvent(type, paperId, extra = {}, now = Date.now()) {
+  return {
+    event_id: crypto.randomUUID(),
+    paper_id: paperId,
+    type,
+    ts: now / 1000,
+    ...extra,
+  };
+}
+
+export async function pending(storage) {
+  const got = await storage.get(QUEUE_KEY);
+  return got[QUEUE_KEY] ?? [];
+}
+
+export async function enqueue(storage, events) {
+  const queue = (await pending(storage)).concat(events);
+  // Past the cap the oldest events go first: recent behaviour says more.
+  const dropped = Math.max(0, queue.length - MAX_QUEUE);
+  await storage.set({ [QUEUE_KEY]: queue.slice(dropped) });
+  return { queued: queue.length - dropped, dropped };
+}
+
+export function backoffDelay(failures) {
+  return Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.max(0, failures - 1));
+}
+
+async function state(storage) {
+  const got = await storage.get(STATE_KEY);
+  return got[STATE_KEY] ?? { failures: 0, nextAttemptAt: 0 };
+}
+
+async function remove(storage, ids) {
+  // Read again: events may have been queued while the batch was in flight.
+  const queue = await pending(storage);
+  await storage.set({ [QUEUE_KEY]: queue.filter((e) => !ids.has(e.event_id)) });
+}
+
+// Send queued events in batches with `send(batch)`, which resolves when the api took
+// them and rejects with an error whose `kind` is one of lib/api.js's kinds.
+export async function flush(storage, send, { now = Date.now(), force = false } = {}) {
+  const current = await state(storage);
+  if (!force && now < current.nextAttemptAt) return { sent: 0, waiting: true };
+  let sent = 0;
+  for (;;) {
+    const batch = (await pending(storage)).slice(0, BATCH_SIZE);
+    if (batch.length === 0) break;
+    try {
+      await send(batch);
+    } catch (error) {
+      if (error.kind === "rejected") {
+        // The api refused the batch as malformed: it will never be accepted.
+        await remove(storage, new Set(batch.map((e) => e.event_id)));
+        continue;
+      }
+      const failures = current.failures + 1;
+      await storage.set({
+        [STATE_KEY]: { failures, nextAttemptAt: now + backoffDelay(failures) },
+      });
+      return { sent, error: error.kind ?? "network" };
+    }
+    await remove(storage, new Set(batch.map((e) => e.event_id)));
+    sent += batch.length;
+  }
+  await storage.set({ [STATE_KEY]: { failures: 0, nextAttemptAt: 0 } });
+  return { sent };
+}

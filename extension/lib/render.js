@@ -1,0 +1,54 @@
+// Pure view logic of a feed item: what the popup shows, with no DOM in sight.
+
+export const ABSTRACT_CHARS = 280;
+
+export function shortAbstract(text, limit = ABSTRACT_CHARS) {
+  const clean = (text ?? "").replace(/\s+/g, " ").trim();
+  if (clean.length <= limit) return clean;
+  const cut = clean.slice(0, limit);
+  const space = cut.lastIndexOf(" ");
+  return `${cut.slice(0, space > limit * 0.6 ? space : limit).replace(/[\s,.;:]+$/, "")}…`;
+}
+
+export function paperLinks(paper) {
+  const links = [];
+  const abs = paper.url ?? (/^\d{4}\.\d{4,5}$/.test(paper.id) ? `https://arxiv.org/abs/${paper.id}` : null);
+  if (abs) links.push({ label: "Abstract", href: abs });
+  if (paper.pdf_url) links.push({ label: "PDF", href: paper.pdf_url });
+  if (paper.code_url) links.push({ label: "Code", href: paper.code_url });
+  if (paper.project_url) links.push({ label: "Project", href: paper.project_url });
+  return links.filter((l) => /^https?:\/\//.test(l.href));
+}
+
+export function openUrl(paper) {
+  return paperLinks(paper)[0]?.href ?? null;
+}
+
+export function viewModel(item, state = {}) {
+  const paper = item.paper;
+  return {
+    id: paper.id,
+    title: paper.title || paper.id,
+    abstract: shortAbstract(paper.abstract),
+    authors: (paper.authors ?? []).slice(0, 3).join(", ") + ((paper.authors ?? []).length > 3 ? " et al." : ""),
+    reasons: item.reasons ?? [],
+    links: paperLinks(paper),
+    upvoted: Boolean(state.upvoted),
+    saved: Boolean(state.saved),
+    dismissed: Boolean(state.dismissed),
+  };
+}
+
+// Keyboard: j/k move, o open, s save, u upvote, d dismiss.
+export const KEYS = { j: "next", k: "previous", o: "open", s: "save", u: "upvote", d: "dismiss" };
+
+export function keyAction(event) {
+  if (event.altKey || event.ctrlKey || event.metaKey) return null;
+  return KEYS[event.key] ?? null;
+}
+
+// How many papers of `ids` were not among `seen` (the badge's count).
+export function newCount(ids, seen) {
+  const known = new Set(seen);
+  return ids.filter((id) => !known.has(id)).length;
+}

@@ -1,0 +1,24 @@
+// What the extension keeps in chrome.storage.local, with defaults.
+
+export const DEFAULT_BACKEND = "http://127.0.0.1:8000";
+
+export const DEFAULTS = {
+  backendUrl: DEFAULT_BACKEND,
+  paused: false,
+  sites: { arxiv: true, huggingface: true },
+  token: null,
+  userId: null,
+  seenFeedIds: [],
+  cachedFeed: null,
+  forYou: null,
+};
+
+export async function read(storage, keys = Object.keys(DEFAULTS)) {
+  const got = await storage.get(keys);
+  return Object.fromEntries(keys.map((k) => [k, got[k] ?? DEFAULTS[k]]));
+}
+
+// The paper sites a reader may switch off, and whether a page may be tracked.
+export function tracking(settings, site) {
+  return !settings.paused && site !== null && settings.sites[site] !== false;
+}

@@ -1,0 +1,71 @@
+// Options: the service URL, tracking switches, and the reader's data.
+import * as api from "../lib/api.js";
+import { QUEUE_KEY, STATE_KEY } from "../lib/queue.js";
+import { DEFAULT_BACKEND, read } from "../lib/settings.js";
+
+const storage = chrome.storage.local;
+const status = document.getElementById("status");
+const say = (text) => { status.textContent = text; };
+
+async function fill() {
+  const s = await read(storage, ["backendUrl", "paused", "sites"]);
+  document.getElementById("backend").value = s.backendUrl;
+  document.getElementById("paused").checked = s.paused;
+  document.getElementById("site-arxiv").checked = s.sites.arxiv !== false;
+  document.getElementById("site-huggingface").checked = s.sites.huggingface !== false;
+}
+
+document.getElementById("settings").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const backend = new URL(document.getElementById("backend").value || DEFAULT_BACKEND);
+  const origin = `${backend.origin}/*`;
+  const granted = await chrome.permissions.contains({ origins: [origin] })
+    || await chrome.permissions.request({ origins: [origin] }).catch(() => false);
+  if (!granted) {
+    say(`paperfeed needs permission to reach ${backend.origin}.`);
+    return;
+  }
+  const previous = await read(storage, ["backendUrl"]);
+  const changes = {
+    backendUrl: backend.origin,
+    paused: document.getElementById("paused").checked,
+    sites: {
+      arxiv: document.getElementById("site-arxiv").checked,
+      huggingface: document.getElementById("site-huggingface").checked,
+    },
+  };
+  await storage.set(changes);
+  // Another service knows nothing of this install: register there on next use.
+  if (previous.backendUrl !== backend.origin) await storage.remove(["token", "userId", "cachedFeed", "forYou"]);
+  say("Saved.");
+});
+
+document.getElementById("export").addEventListener("click", async () => {
+  const s = await read(storage, ["backendUrl", "token"]);
+  if (!s.token) return say("Nothing kept yet: this browser has not sent anything.");
+  try {
+    const data = await api.exportData(s.backendUrl, s.token);
+    const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+    const link = Object.assign(document.createElement("a"), {
+      href: URL.createObjectURL(blob), download: "paperfeed-export.json",
+    });
+    link.click();
+    say(`Exported ${data.events.length} events about ${Object.keys(data.papers).length} papers.`);
+  } catch (error) {
+    say(api.KINDS[error.kind] ?? "Export failed.");
+  }
+});
+
+document.getElementById("delete").addEventListener("click", async () => {
+  if (!confirm("Delete everything paperfeed keeps about this browser?")) return;
+  const s = await read(storage, ["backendUrl", "token"]);
+  try {
+    if (s.token) await api.deleteData(s.backendUrl, s.token);
+  } catch (error) {
+    if (error.kind !== "unauthorized") return say(api.KINDS[error.kind] ?? "Delete failed.");
+  }
+  await storage.remove(["token", "userId", "cachedFeed", "forYou", "seenFeedIds", QUEUE_KEY, STATE_KEY]);
+  say("Deleted. paperfeed starts afresh the next time it is used.");
+});
+
+fill();

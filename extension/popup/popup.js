@@ -1,0 +1,157 @@
+// The popup: the personalized feed and the trending lists, with actions and keys.
+import * as api from "../lib/api.js";
+import { keyAction, openUrl, viewModel } from "../lib/render.js";
+import { read } from "../lib/settings.js";
+
+const storage = chrome.storage.local;
+const list = document.getElementById("list");
+const status = document.getElementById("status");
+const template = document.getElementById("item");
+const windowSelect = document.getElementById("window");
+const state = { tab: "feed", items: [], acted: new Map(), current: 0, impressed: new Set() };
+
+function send(events) {
+  return chrome.runtime.sendMessage({ kind: "track", site: "popup", events });
+}
+
+function say(text) {
+  status.textContent = text;
+}
+
+async function load() {
+  say("Loading…");
+  list.replaceChildren();
+  const settings = await read(storage, ["backendUrl", "token", "cachedFeed"]);
+  try {
+    let items;
+    if (state.tab === "feed") {
+      const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
+      if (install.error) throw new api.ApiError(install.error);
+      const feed = await api.getFeed(settings.backendUrl, install.token, 30);
+      items = feed.items;
+      await storage.set({ cachedFeed: feed });
+      chrome.runtime.sendMessage({ kind: "feed-seen", ids: items.map((i) => i.paper.id) });
+    } else {
+      items = (await api.getTrending(settings.backendUrl, windowSelect.value, 30)).items;
+    }
+    say(items.length ? "" : "Nothing here yet: read, upvote or save a few papers.");
+    show(items);
+  } catch (error) {
+    if (error.kind === "offline" && state.tab === "feed" && settings.cachedFeed) {
+      say("Offline: showing your last feed. Your actions are kept and sent later.");
+      show(settings.cachedFeed.items);
+    } else {
+      say(api.KINDS[error.kind] ?? "Something went wrong.");
+    }
+  }
+}
+
+function show(items) {
+  state.items = items;
+  state.current = 0;
+  list.replaceChildren(...items.map((item, index) => render(item, index)));
+  const fresh = items.filter((i) => !state.impressed.has(i.paper.id));
+  fresh.forEach((i) => state.impressed.add(i.paper.id));
+  if (fresh.length) send(fresh.map((i) => ({ type: "impression", paper_id: i.paper.id })));
+}
+
+function render(item, index) {
+  const vm = viewModel(item, state.acted.get(item.paper.id));
+  if (vm.dismissed) return renderDismissed(item, index);
+  const node = template.content.firstElementChild.cloneNode(true);
+  node.dataset.index = String(index);
+  node.dataset.paperId = vm.id;
+  node.querySelector(".title").textContent = vm.title;
+  node.querySelector(".authors").textContent = vm.authors;
+  node.querySelector(".abstract").textContent = vm.abstract;
+  node.querySelector(".reasons").replaceChildren(
+    ...vm.reasons.map((reason) => Object.assign(document.createElement("li"), { textContent: reason })),
+  );
+  node.querySelector(".links").replaceChildren(
+    ...vm.links.map((link) =>
+      Object.assign(document.createElement("a"), {
+        href: link.href, textContent: link.label, target: "_blank", rel: "noopener",
+      }),
+    ),
+  );
+  node.querySelector('[data-action="upvote"]').setAttribute("aria-pressed", String(vm.upvoted));
+  node.querySelector('[data-action="save"]').setAttribute("aria-pressed", String(vm.saved));
+  node.addEventListener("click", (event) => {
+    const action = event.target.closest("[data-action]")?.dataset.action;
+    if (action) act(index, action);
+    if (event.target.closest(".links a")) send([{ type: "click", paper_id: vm.id }]);
+  });
+  node.addEventListener("focus", () => { state.current = index; });
+  return node;
+}
+
+function renderDismissed(item, index) {
+  const node = document.createElement("div");
+  node.className = "dismissed";
+  node.dataset.index = String(index);
+  node.dataset.paperId = item.paper.id;
+  const text = Object.assign(document.createElement("span"), { textContent: "Dismissed." });
+  const undo = Object.assign(document.createElement("button"), { type: "button", textContent: "Undo" });
+  undo.addEventListener("click", () => act(index, "undismiss"));
+  node.append(text, undo);
+  return node;
+}
+
+function act(index, action) {
+  const item = state.items[index];
+  if (!item) return;
+  const id = item.paper.id;
+  const acted = { ...(state.acted.get(id) ?? {}) };
+  let type = action;
+  if (action === "open") {
+    const url = openUrl(item.paper);
+    send([{ type: "click", paper_id: id }]);
+    if (url) chrome.tabs.create({ url });
+    return;
+  }
+  if (action === "upvote") { type = acted.upvoted ? "unvote" : "upvote"; acted.upvoted = !acted.upvoted; }
+  if (action === "save") { type = acted.saved ? "unsave" : "save"; acted.saved = !acted.saved; }
+  if (action === "dismiss") acted.dismissed = true;
+  if (action === "undismiss") acted.dismissed = false;
+  state.acted.set(id, acted);
+  send([{ type, paper_id: id }]);
+  const node = list.querySelector(`[data-index="${index}"]`);
+  const fresh = render(item, index);
+  node.replaceWith(fresh);
+  fresh.querySelector(action === "dismiss" ? "button" : `[data-action="${action}"]`)?.focus();
+}
+
+function focusItem(index) {
+  const nodes = list.querySelectorAll("[data-index]");
+  if (!nodes.length) return;
+  state.current = Math.max(0, Math.min(nodes.length - 1, index));
+  nodes.forEach((n) => n.classList.remove("current"));
+  const node = nodes[state.current];
+  node.classList.add("current");
+  node.focus();
+  node.scrollIntoView({ block: "nearest" });
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.target instanceof HTMLSelectElement) return;
+  const action = keyAction(event);
+  if (!action) return;
+  event.preventDefault();
+  if (action === "next") focusItem(state.current + 1);
+  else if (action === "previous") focusItem(state.current - 1);
+  else act(state.current, action);
+});
+
+function selectTab(tab) {
+  state.tab = tab;
+  for (const [name, button] of [["feed", "tab-feed"], ["trending", "tab-trending"]]) {
+    document.getElementById(button).setAttribute("aria-selected", String(name === tab));
+  }
+  document.getElementById("window-label").hidden = tab !== "trending";
+  load();
+}
+
+document.getElementById("tab-feed").addEventListener("click", () => selectTab("feed"));
+document.getElementById("tab-trending").addEventListener("click", () => selectTab("trending"));
+windowSelect.addEventListener("change", load);
+load();

@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { keyAction, newCount, openUrl, paperLinks, shortAbstract, viewModel } from "../lib/render.js";
+import { tracking } from "../lib/settings.js";
+import { firefoxManifest } from "../tools/firefox-manifest.mjs";
+import { readFileSync } from "node:fs";
+
+const paper = {
+  id: "2401.01234",
+  title: "A paper",
+  abstract: "word ".repeat(100),
+  authors: ["A", "B", "C", "D"],
+  url: "https://arxiv.org/abs/2401.01234",
+  pdf_url: "https://arxiv.org/pdf/2401.01234",
+  code_url: "https://github.com/x/y",
+};
+
+test("abstracts are shortened at a word with an ellipsis", () => {
+  const short = shortAbstract(paper.abstract);
+  assert.ok(short.length <= 281);
+  assert.ok(short.endsWith("word…"));
+  assert.equal(shortAbstract("  short\n text "), "short text");
+});
+
+test("links keep http(s) only, in a fixed order", () => {
+  assert.deepEqual(paperLinks(paper).map((l) => l.label), ["Abstract", "PDF", "Code"]);
+  assert.deepEqual(paperLinks({ id: "slug", code_url: "javascript:alert(1)" }), []);
+  assert.equal(openUrl({ id: "2401.00001" }), "https://arxiv.org/abs/2401.00001");
+});
+
+test("the view model carries reasons, short authors and action state", () => {
+  const vm = viewModel({ paper, score: 1, reasons: ["trending today"] }, { saved: true });
+  assert.equal(vm.authors, "A, B, C et al.");
+  assert.deepEqual(vm.reasons, ["trending today"]);
+  assert.equal(vm.saved, true);
+  assert.equal(vm.upvoted, false);
+});
+
+test("keys map to actions, modified keys do not", () => {
+  assert.equal(keyAction({ key: "j" }), "next");
+  assert.equal(keyAction({ key: "d" }), "dismiss");
+  assert.equal(keyAction({ key: "s", ctrlKey: true }), null);
+  assert.equal(keyAction({ key: "x" }), null);
+});
+
+test("the badge counts papers not seen when the popup was last opened", () => {
+  assert.equal(newCount(["a", "b", "c"], ["b"]), 2);
+  assert.equal(newCount([], ["a"]), 0);
+});
+
+test("tracking respects pause and per-site switches", () => {
+  const on = { paused: false, sites: { arxiv: true, huggingface: false } };
+  assert.equal(tracking(on, "arxiv"), true);
+  assert.equal(tracking(on, "huggingface"), false);
+  assert.equal(tracking({ ...on, paused: true }, "arxiv"), false);
+});
+
+test("the manifest asks for the least, and the Firefox one is generated from it", () => {
+  const manifest = JSON.parse(readFileSync(new URL("../manifest.json", import.meta.url)));
+  assert.deepEqual(manifest.permissions.sort(), ["alarms", "storage"]);
+  assert.ok(!JSON.stringify(manifest.host_permissions).includes("<all_urls>"));
+  const firefox = firefoxManifest(manifest);
+  assert.deepEqual(firefox.background, { scripts: ["background.js"], type: "module" });
+  assert.ok(firefox.browser_specific_settings.gecko.id);
+  assert.ok(firefox.browser_specific_settings.gecko.data_collection_permissions.required.length);
+  assert.equal(manifest.background.service_worker, "background.js");
+});

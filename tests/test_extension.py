@@ -1,0 +1,311 @@
+"""The extension in a real headless Chromium, against ``paperfeed serve`` and its Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import FIXTURES, in_ci
+from tests.test_embedded import Service
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTENSION = ROOT / "extension"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGES = FIXTURES / "pages"
+
+
+def require_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        if in_ci():
+            pytest.fail(f"Chromium is missing at {CHROMIUM} (scripts/test-setup.sh installs it)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("ext") / "var")
+    svc.start()
+    admin = {"Authorization": "Bearer embedded-admin"}
+    daily = json.loads((FIXTURES / "daily_papers.json").read_text())
+    records = [
+        {
+            "id": e["paper"]["id"],
+            "title": e["paper"]["title"],
+            "abstract": e["paper"]["summary"],
+            "upvotes": 1000 + i,
+            "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for i, e in enumerate(daily[:6])
+    ]
+    assert httpx.post(f"{svc.url}/v1/admin/papers", json=records, headers=admin).status_code == 200
+    yield svc
+    if svc.process and svc.process.poll() is None:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(
+    service: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, str]]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                f"--disable-extensions-except={EXTENSION}",
+                f"--load-extension={EXTENSION}",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        worker = context.service_workers[0] if context.service_workers else None
+        if worker is None:
+            worker = context.wait_for_event("serviceworker", timeout=15_000)
+        extension_id = worker.url.split("/")[2]
+        worker.evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
+        for name in ("arxiv-abs.html", "hf-paper.html", "hf-list.html"):
+            assert (PAGES / name).exists()
+        context.route("https://arxiv.org/**", lambda route: fulfill(route, "arxiv-abs.html"))
+        context.route(
+            "https://huggingface.co/papers/**", lambda route: fulfill(route, "hf-paper.html")
+        )
+        context.route("https://huggingface.co/papers", lambda route: fulfill(route, "hf-list.html"))
+        yield context, extension_id
+        context.close()
+
+
+def fulfill(route: Any, name: str) -> None:
+    route.fulfill(status=200, content_type="text/html", body=(PAGES / name).read_text())
+
+
+def worker_of(context: Any) -> Any:
+    return context.service_workers[0]
+
+
+def storage(context: Any, key: str) -> Any:
+    return worker_of(context).evaluate(
+        f"chrome.storage.local.get({key!r}).then((got) => got[{key!r}] ?? null)"
+    )
+
+
+def token(context: Any) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        value = storage(context, "token")
+        if value:
+            return str(value)
+        time.sleep(0.1)
+    raise AssertionError("the extension did not register an install")
+
+
+def export(service: Service, context: Any) -> dict[str, Any]:
+    response = httpx.get(
+        f"{service.url}/v1/me/export", headers={"Authorization": f"Bearer {token(context)}"}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_for(check: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def open_popup(context: Any, extension_id: str, dark: bool = False) -> Any:
+    page = context.new_page()
+    page.set_viewport_size({"width": 440, "height": 600})
+    page.emulate_media(color_scheme="dark" if dark else "light")
+    page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+    page.wait_for_selector("article.paper")
+    return page
+
+
+def test_popup_shows_the_feed_and_actions_reach_redis(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    titles = page.locator("article.paper .title").all_inner_texts()
+    assert len(titles) >= 10
+    first = page.locator("article.paper").first
+    assert first.locator(".reasons li").count() >= 1
+    assert first.locator(".links a").count() >= 1
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "popup-light.png"))
+
+    upvoted = page.locator("article.paper").nth(0).get_attribute("data-paper-id")
+    saved = page.locator("article.paper").nth(1).get_attribute("data-paper-id")
+    dismissed = page.locator("article.paper").nth(2).get_attribute("data-paper-id")
+    page.locator("article.paper").nth(0).locator('[data-action="upvote"]').click()
+    assert (
+        page.locator("article.paper")
+        .nth(0)
+        .locator('[data-action="upvote"]')
+        .get_attribute("aria-pressed")
+        == "true"
+    )
+    # Keyboard: j moves to the second paper, s saves it.
+    page.locator("article.paper").nth(0).focus()
+    page.keyboard.press("j")
+    page.keyboard.press("s")
+    page.locator("article.paper").nth(2).locator('[data-action="dismiss"]').click()
+    assert page.locator(".dismissed").count() == 1
+
+    def applied() -> dict[str, Any] | None:
+        papers = export(service, context)["papers"]
+        done = all(p in papers for p in (upvoted, saved, dismissed))
+        return papers if done else None
+
+    papers = wait_for(applied)
+    assert papers, "the actions reached the service"
+    assert papers[upvoted]["f"] & 1
+    assert papers[saved]["f"] & 2
+    assert papers[dismissed]["f"] & 4
+    impressions = [e for e in export(service, context)["events"] if e["type"] == "impression"]
+    assert len(impressions) >= 10
+
+    page.reload()
+    page.wait_for_selector("article.paper")
+    ids = page.locator("article.paper").evaluate_all(
+        "(nodes) => nodes.map((n) => n.dataset.paperId)"
+    )
+    assert dismissed not in ids
+    dark = open_popup(context, extension_id, dark=True)
+    dark.screenshot(path=str(SCREENSHOTS / "popup-dark.png"))
+    background = dark.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)"
+    dark.close()
+    page.close()
+
+
+def test_trending_tab_has_windows(browser: tuple[Any, str]) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    page.get_by_role("tab", name="Trending").click()
+    page.wait_for_selector("#window-label:not([hidden])")
+    page.select_option("#window", "day")
+    page.wait_for_selector("article.paper")
+    assert page.locator("article.paper").count() >= 10
+    page.close()
+
+
+def test_paper_pages_record_a_view_with_metadata(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, _ = browser
+    page = context.new_page()
+    page.goto("https://arxiv.org/abs/2312.17653v2")
+    page.wait_for_timeout(1500)
+    page.goto("https://huggingface.co/papers/2401.00368")
+    page.wait_for_timeout(1500)
+    page.goto("about:blank")
+
+    def viewed() -> list[dict[str, Any]]:
+        events = export(service, context)["events"]
+        return [e for e in events if e["type"] == "view"]
+
+    views = wait_for(lambda: len(viewed()) >= 2 and viewed())
+    by_paper = {v["paper_id"]: v for v in views}
+    arxiv = by_paper["2312.17653"]
+    assert arxiv["source"] == "arxiv"
+    assert arxiv["dwell_ms"] >= 1000
+    assert arxiv["title"].startswith("LARP")
+    assert "Language agents" in arxiv["abstract"]
+    assert by_paper["2401.00368"]["source"] == "huggingface"
+    page.close()
+
+
+def test_the_hugging_face_list_gets_for_you_marks(browser: tuple[Any, str]) -> None:
+    context, _ = browser
+    page = context.new_page()
+    page.goto("https://huggingface.co/papers")
+    page.wait_for_selector(".paperfeed-for-you", timeout=15_000)
+    marked = page.locator(".paperfeed-for-you").evaluate_all(
+        "(nodes) => nodes.map((n) => n.previousElementSibling.getAttribute('href'))"
+    )
+    on_page = set(
+        page.locator("article a.title").evaluate_all(
+            "(nodes) => nodes.map((n) => n.getAttribute('href'))"
+        )
+    )
+    for_you = {f"/papers/{p['id']}" for p in storage(context, "forYou")["papers"]}
+    # Exactly the listed papers that the reader's feed ranks highly, each marked once.
+    assert sorted(marked) == sorted(on_page & for_you)
+    assert len(marked) >= 2
+    # The page itself is intact: every original link is still there.
+    assert page.locator("article a.title").count() == 8
+    assert page.locator(".paperfeed-for-you").first.inner_text() == "for you"
+    page.close()
+
+
+def test_events_made_offline_are_delivered_exactly_once_after_restart(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    target = page.locator("article.paper").nth(3).get_attribute("data-paper-id")
+    assert service.stop() == 0
+    page.locator("article.paper").nth(3).locator('[data-action="save"]').click()
+    queued = wait_for(lambda: [e for e in storage(context, "queue") or [] if e["type"] == "save"])
+    assert queued, "the save waits in the persisted queue"
+    saved_id = queued[0]["event_id"]
+    service.start()
+    # Coming back online (or the next alarm) delivers the queue.
+    worker_of(context).evaluate("self.dispatchEvent(new Event('online'))")
+    assert wait_for(lambda: not storage(context, "queue")), "the queue drained"
+    # A second delivery attempt of the same events changes nothing.
+    worker_of(context).evaluate("self.dispatchEvent(new Event('online'))")
+    time.sleep(1)
+    events = export(service, context)["events"]
+    assert [e["event_id"] for e in events].count(saved_id) == 1
+    assert export(service, context)["papers"][target]["f"] & 2
+    page.close()
+
+
+def test_options_page_exports_and_deletes(browser: tuple[Any, str], service: Service) -> None:
+    context, extension_id = browser
+    user_token = token(context)
+    page = context.new_page()
+    page.set_viewport_size({"width": 640, "height": 560})
+    page.goto(f"chrome-extension://{extension_id}/options/options.html")
+    assert page.input_value("#backend") == service.url
+    page.screenshot(path=str(SCREENSHOTS / "options.png"))
+    with page.expect_download() as download:
+        page.click("#export")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["user_id"]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete")
+    page.wait_for_selector("#status:has-text('Deleted')")
+    gone = httpx.get(
+        f"{service.url}/v1/me/export", headers={"Authorization": f"Bearer {user_token}"}
+    )
+    assert gone.status_code == 401
+    assert storage(context, "token") is None
+    page.check("#paused")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#status:has-text('Saved')")
+    assert storage(context, "paused") is True
+    page.close()
