@@ -19,8 +19,8 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/test-setup.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest
 	scripts/test-extension.sh
+	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

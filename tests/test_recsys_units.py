@@ -166,3 +166,15 @@ def test_eval_cli_writes_every_model_and_a_plot(tmp_path: Path) -> None:
         assert report["models"]["production"]["ndcg"] > report["models"]["popularity"]["ndcg"]
         assert "production" in done.stdout
         assert (tmp_path / f"{split}.png").stat().st_size > 1000
+
+
+def test_refreshing_all_readers_matches_the_exact_fold_in() -> None:
+    weights = sparse.random(600, 300, density=0.03, format="csr", random_state=1)
+    weights.data[:] = 1
+    texts = [f"w{i % 50} w{i % 7} topic{i % 13}" for i in range(300)]
+    params = AlsParams(factors=16, regularization=1.0, alpha=10.0, iterations=10)
+    conf = confidence(weights, params.alpha)
+    model, users = build_model(conf, [str(i) for i in range(300)], texts, params, BlendParams())
+    exact, fast = model.fold_in(conf), model.refresh_users(conf, users)
+    cosine = (exact * fast).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(fast, axis=1)
+    assert cosine[np.linalg.norm(exact, axis=1) > 0].min() > 0.999

@@ -56,8 +56,18 @@ class ContentEncoder:
 
     @classmethod
     def fit(
-        cls, texts: Sequence[str], dims: int = 128, max_terms: int = 40_000, seed: int = 0
+        cls,
+        texts: Sequence[str],
+        dims: int = 128,
+        max_terms: int = 40_000,
+        seed: int = 0,
+        max_papers: int = 30_000,
     ) -> ContentEncoder:
+        """Fit on the texts (a seeded sample of ``max_papers`` of them when there are more:
+        the vocabulary and basis settle long before, and fitting is the slow part)."""
+        if len(texts) > max_papers:
+            pick = np.random.default_rng(seed).choice(len(texts), max_papers, replace=False)
+            texts = [texts[i] for i in sorted(pick)]
         # Terms in at least two papers and at most half of them; a tiny catalog keeps all.
         for min_df, max_df in ((2, 0.5), (1, 1.0)):
             tfidf = TfidfVectorizer(

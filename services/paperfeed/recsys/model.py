@@ -127,6 +127,27 @@ class RecModel:
             )
         return np.asarray(vectors, dtype=np.float32).reshape(user_items.shape[0], -1)
 
+    def refresh_users(
+        self, user_items: sparse.csr_matrix, start: FloatArray, sweeps: int = 2
+    ) -> FloatArray:
+        """Readers' vectors for all of ``user_items`` (n_users, n_items), fast.
+
+        The same least squares as ``fold_in``, solved by implicit's conjugate-gradient
+        ALS step warm-started from ``start`` (their factors from training): what one
+        more half-iteration of training would give, at a fraction of a Cholesky
+        solve per reader.
+        """
+        vectors = np.ascontiguousarray(start, dtype=np.float32).copy()
+        conf = user_items.astype(np.float32).tocsr()
+        with threadpool_limits(limits=1, user_api="blas"):
+            for _ in range(sweeps):
+                self._als.solver(  # type: ignore[attr-defined]
+                    conf, vectors, self.item_factors, self.meta.als.regularization, num_threads=0
+                )
+        if not np.all(np.isfinite(vectors)):
+            raise FloatingPointError("reader vectors have NaN or inf")
+        return vectors
+
     def text_vectors(self, texts: list[str]) -> tuple[FloatArray, FloatArray]:
         """(content vectors, projected factors) of papers the model has not seen."""
         content = self.encoder.encode(texts)
@@ -204,6 +225,7 @@ def build_model(
     started = time.perf_counter()
     encoder = encoder or ContentEncoder.fit(item_texts, dims=content_dims, seed=als.seed)
     item_content = encoder.encode(item_texts)
+    log.info("content vectors ready", extra={"seconds": round(time.perf_counter() - started, 1)})
     if progress:
         progress("content", 1)
     user_factors, als_items = fit_als(

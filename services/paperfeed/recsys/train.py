@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 GATE_FRACTION = 0.1
 GATE_K = 20
-GATE_MAX_USERS = 3_000
+GATE_MAX_USERS = 2_000
 USERS_CHUNK = 500
 DISMISS_WEIGHT = -1.0
 
@@ -59,6 +59,8 @@ class TrainReport(msgspec.Struct, kw_only=True):
     papers: int
     interactions: int
     seconds: float
+    stages: dict[str, float] = msgspec.field(default_factory=dict)
+    """Seconds spent in each stage (read, train, gate, fold-in, publish)."""
 
 
 def als_params(settings: Settings) -> AlsParams:
@@ -166,8 +168,18 @@ async def train_and_publish(
     seed: int = 0,
 ) -> TrainReport:
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+    mark = started
+
+    def stage(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stages[name] = round(now - mark, 3)
+        mark = now
+
     repository = ModelRepository(redis, settings.models_kept)
     data = await read_interactions(redis, progress)
+    stage("read")
     n_users, n_items = data.weights.shape
     summary = {"users": n_users, "papers": n_items, "interactions": int(data.weights.nnz)}
     positives = data.weights.copy()
@@ -187,7 +199,7 @@ async def train_and_publish(
             **summary,
         )
     params = als_params(settings)
-    model, _ = build_model(
+    model, user_factors = build_model(
         confidence(train_weights, params.alpha),
         data.item_ids,
         data.item_texts,
@@ -197,6 +209,7 @@ async def train_and_publish(
         if progress
         else None,
     )
+    stage("train")
     metrics = {
         "candidate": evaluate.ranking_metrics(
             production_scorer(model, params.alpha), train_weights, test, GATE_K
@@ -222,6 +235,7 @@ async def train_and_publish(
         name: {"recall": float(m.recall), "ndcg": float(m.ndcg), "users": float(m.users)}
         for name, m in metrics.items()
     }
+    stage("gate")
     reason = gate(metrics, settings.gate_tolerance)
     if reason:
         log.warning("model not published", extra={"reason": reason})
@@ -231,13 +245,16 @@ async def train_and_publish(
             reason=reason,
             metrics=model.meta.metrics,
             seconds=time.perf_counter() - started,
+            stages=stages,
             **summary,
         )
     # Readers' vectors from everything they did (the hold-out included), as the feed's
     # fold-in would compute them.
-    user_vectors = model.fold_in(confidence(data.weights, params.alpha))
+    user_vectors = model.refresh_users(confidence(data.weights, params.alpha), user_factors)
+    stage("fold_in")
     model.meta.train_seconds = time.perf_counter() - started
     await repository.publish(model, data.user_ids, user_vectors)
+    stage("publish")
     return TrainReport(
         published=True,
         version=model.version,
@@ -245,6 +262,7 @@ async def train_and_publish(
         + (" and holds up against the current model" if current_version else ""),
         metrics=model.meta.metrics,
         seconds=time.perf_counter() - started,
+        stages=stages,
         **summary,
     )
 
