@@ -200,6 +200,25 @@ def test_popup_shows_the_feed_and_actions_reach_redis(
     page.close()
 
 
+def test_opening_a_paper_reports_a_click(browser: tuple[Any, str], service: Service) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    paper = page.locator("article.paper").nth(4).get_attribute("data-paper-id")
+    page.locator("article.paper").nth(0).focus()
+    for _ in range(4):
+        page.keyboard.press("j")
+    with context.expect_page() as opened:  # a new tab with the paper
+        page.keyboard.press("o")
+
+    def clicked() -> bool:
+        events = export(service, context)["events"]
+        return any(e["type"] == "click" and e["paper_id"] == paper for e in events)
+
+    assert wait_for(clicked)
+    opened.value.close()
+    page.close()
+
+
 def test_trending_tab_has_windows(browser: tuple[Any, str]) -> None:
     context, extension_id = browser
     page = open_popup(context, extension_id)

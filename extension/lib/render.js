@@ -14,6 +14,11 @@ export function paperLinks(paper) {
   const links = [];
   const abs = paper.url ?? (/^\d{4}\.\d{4,5}$/.test(paper.id) ? `https://arxiv.org/abs/${paper.id}` : null);
   if (abs) links.push({ label: "Abstract", href: abs });
+  // Papers known by title only (the demo page has no ids): find them on arXiv.
+  else if (paper.title) {
+    const query = encodeURIComponent(paper.title);
+    links.push({ label: "Find on arXiv", href: `https://arxiv.org/search/?query=${query}&searchtype=title` });
+  }
   if (paper.pdf_url) links.push({ label: "PDF", href: paper.pdf_url });
   if (paper.code_url) links.push({ label: "Code", href: paper.code_url });
   if (paper.project_url) links.push({ label: "Project", href: paper.project_url });

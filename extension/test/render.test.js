@@ -26,6 +26,10 @@ test("abstracts are shortened at a word with an ellipsis", () => {
 test("links keep http(s) only, in a fixed order", () => {
   assert.deepEqual(paperLinks(paper).map((l) => l.label), ["Abstract", "PDF", "Code"]);
   assert.deepEqual(paperLinks({ id: "slug", code_url: "javascript:alert(1)" }), []);
+  assert.equal(
+    openUrl({ id: "a-slug", title: "Attention & more" }),
+    "https://arxiv.org/search/?query=Attention%20%26%20more&searchtype=title",
+  );
   assert.equal(openUrl({ id: "2401.00001" }), "https://arxiv.org/abs/2401.00001");
 });
 
