@@ -68,3 +68,41 @@ async def drive(
     for conn in connections:
         conn.writer.close()
     return requests / elapsed, latencies
+
+
+async def drive_rate(
+    url: str,
+    make_request: Callable[[int], tuple[str, str, dict[str, str], bytes]],
+    rate: float,
+    duration_s: float,
+    connections: int,
+) -> tuple[float, list[float]]:
+    """Open loop: requests start at ``rate`` a second (evenly spaced) whatever the
+    answers do, on up to ``connections`` connections; latency counts from the planned
+    start, so queueing shows. Returns (achieved requests/s, latencies)."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await connect(url))
+    latencies: list[float] = []
+    started = time.perf_counter()
+    total = int(rate * duration_s)
+
+    async def one(i: int, planned: float) -> None:
+        conn = await pool.get()
+        method, path, headers, body = make_request(i)
+        await conn.request(method, path, headers, body)
+        latencies.append(time.perf_counter() - planned)
+        pool.put_nowait(conn)
+
+    tasks = []
+    for i in range(total):
+        planned = started + i / rate
+        delay = planned - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, planned)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    while not pool.empty():
+        pool.get_nowait().writer.close()
+    return total / elapsed, latencies

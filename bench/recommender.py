@@ -9,7 +9,9 @@ benchmark). Then, side by side in one run:
   published model and reader vectors) against a bare ``implicit`` ALS fit of the same
   confidence matrix with the same parameters;
 - feed: ``GET /v1/feed`` on one api process, 50 connections, random readers, against
-  ``GET /readyz`` (one Redis round trip) on the same process.
+  ``GET /readyz`` (one Redis round trip) on the same process: closed loop (50 requests
+  always in flight: throughput, and the latency of a saturated process), then open loop
+  at half the closed-loop throughput (the latency of one request when not queueing).
 
 Run: ``python -m bench.recommender [--users N --papers N --per-user N]``.
 """
@@ -28,7 +30,7 @@ import msgspec
 import numpy as np
 
 from bench.common import api_server, redis_server, summary
-from bench.loadgen import drive
+from bench.loadgen import drive, drive_rate
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
 from paperfeed.recsys.matrix import build_matrix, confidence
@@ -38,6 +40,7 @@ from paperfeed.settings import load_settings
 from paperfeed.store import keys
 
 WORDS_PER_TOPIC = 40
+OPEN_LOOP_SHARE = 0.5
 TOPICS = 50
 
 
@@ -148,6 +151,13 @@ def feed_load(url: str, tokens: list[str], requests: int, concurrency: int) -> d
         asyncio.run(drive(url, make, 200, concurrency, ok))  # warm-up
         rate, latencies = asyncio.run(drive(url, make, requests, concurrency, ok))
         out[name] = {"requests_per_s": round(rate), **summary(latencies)}
+    # The same requests offered at a fixed rate below saturation (open loop), to show
+    # what one request costs when the process is not queueing them.
+    for name, make in (("bare_readyz_open_loop", bare_request), ("feed_open_loop", feed_request)):
+        offered = OPEN_LOOP_SHARE * out[name.removesuffix("_open_loop")]["requests_per_s"]
+        rate, latencies = asyncio.run(drive_rate(url, make, offered, 20.0, concurrency))
+        out[name] = {"offered_per_s": round(offered), "requests_per_s": round(rate),
+                     **summary(latencies)}  # fmt: skip
     return out
 
 
@@ -176,6 +186,7 @@ def main() -> None:
             "bare_implicit_fit_s": round(bare, 1),
             "end_to_end_s": round(e2e, 1),
             "end_to_end_over_bare": round(e2e / bare, 2),
+            "stages_s": train_report["stages"],
             "published": train_report["published"],
             "metrics": train_report["metrics"],
         }
