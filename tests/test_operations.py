@@ -75,3 +75,15 @@ def test_rate_limit_is_per_install(redis_url: str, r: redis.Redis) -> None:
             assert http.get("/healthz").status_code == 200  # never limited
         keys = list(r.scan_iter("pf:ratelimit*"))
         assert keys, "the limiter keeps its counters in Redis"
+
+
+def test_each_install_has_its_own_rate_limit_budget(redis_url: str, r: redis.Redis) -> None:
+    with (
+        live_server(make_settings(redis_url, rate_limit_per_minute=4)) as limited,
+        httpx.Client(base_url=limited.url) as http,
+    ):
+        _, first = register(http)
+        _, second = register(http)
+        statuses = [http.get("/v1/me/export", headers=first).status_code for _ in range(5)]
+        assert statuses == [200] * 4 + [429]
+        assert http.get("/v1/me/export", headers=second).status_code == 200

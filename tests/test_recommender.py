@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -298,3 +299,36 @@ def test_admin_trains_in_the_background_and_reports_the_model(
         time.sleep(0.5)
     assert status["version"] != trained, "the background training published a new model"
     assert status["users"] == 3 * READERS_PER_TOPIC
+
+
+async def test_the_worker_trains_when_asked(core: Core, redis_url: str, r: redis.Redis) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    await populate(core)
+    r.set("pf:train:requested", "test")
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "PAPERFEED_ALS_FACTORS": "32",
+        "PAPERFEED_TRAIN_INTERVAL_S": "86400",
+        "PAPERFEED_LOG_JSON": "true",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "paperfeed.cli", "worker", "--once", "--poll", "0.1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert r.get("pf:model:current")
+    assert not r.exists("pf:train:requested")
+    assert not r.exists("pf:train:lock")
+    # Its logs are JSON lines.
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(line["msg"] == "model published" for line in lines)
