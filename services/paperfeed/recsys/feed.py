@@ -2,7 +2,8 @@
 
 Candidates: the week's top ``TRENDING_CANDIDATES`` and the day's top
 ``TODAY_CANDIDATES`` trending papers, the ``RECENT_CANDIDATES`` newest papers, and (for
-a reader with a history) the model's ``CF_CANDIDATES`` best papers for them. They are
+a reader with a history) the model's ``CF_CANDIDATES`` best papers for them among the
+``CF_POOL`` newest it knows (a trending feed looks for what is new). They are
 ranked by ``ranker.blend`` (the same code ``paperfeed eval`` measures as
 ``production``), then:
 
@@ -32,7 +33,7 @@ from paperfeed.events import UserPaper
 from paperfeed.recsys.content import FloatArray, l2_normalize, paper_text
 from paperfeed.recsys.matrix import confidence
 from paperfeed.recsys.model import RecModel
-from paperfeed.recsys.ranker import Signals, standardize
+from paperfeed.recsys.ranker import IntArray, Signals, standardize
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.recsys.serving import ModelHolder
 from paperfeed.recsys.train import DISMISS_WEIGHT
@@ -45,6 +46,7 @@ SNAPSHOT_SIZE = 5_000
 TODAY_CANDIDATES = 100
 RECENT_CANDIDATES = 200
 CF_CANDIDATES = 200
+CF_POOL = 10_000
 IMPRESSION_PENALTY = 0.25
 FRESH_BOOST = 0.5
 FRESH_DAYS = 7.0
@@ -103,6 +105,8 @@ class FeedService:
     ) -> None:
         self.snapshot_s = snapshot_s
         self._snapshot: tuple[float, TrendSnapshot] | None = None
+        self._recent_ids: tuple[float, list[str]] | None = None
+        self._pool: tuple[str, IntArray, FloatArray] | None = None
         self.catalog = catalog
         self.trending = trending
         self.users = users
@@ -115,15 +119,17 @@ class FeedService:
         records = await self.users.papers(user_id)
         week, week_scores, today = await self._trending_snapshot(now)
         candidate_ids = [pid for pid, _ in week[:TRENDING_CANDIDATES]] + [pid for pid, _ in today]
-        candidate_ids += await self.catalog.newest_since(0, RECENT_CANDIDATES)
+        recent = await self._recent(now)
+        candidate_ids += recent[:RECENT_CANDIDATES]
 
         row = self._user_row(model, records) if model else None
         vector = None
         if model is not None and row is not None and row.nnz:
             vector = await self._user_vector(user_id, model, row)
-            cf = model.item_factors @ vector
+            pool, pool_factors = self._cf_pool(model, recent)
+            cf = pool_factors @ vector
             best = np.argpartition(-cf, min(CF_CANDIDATES, len(cf) - 1))[:CF_CANDIDATES]
-            candidate_ids += [model.item_ids[i] for i in best]
+            candidate_ids += [model.item_ids[pool[i]] for i in best]
 
         def hidden(pid: str) -> bool:
             record = records.get(pid)
@@ -200,6 +206,24 @@ class FeedService:
         boost = np.where(ages <= FRESH_DAYS, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
         adjusted: FloatArray = (boost - IMPRESSION_PENALTY * shown).astype(np.float32)
         return adjusted
+
+    async def _recent(self, now: float) -> list[str]:
+        """The ``CF_POOL`` newest papers, refreshed with the trending snapshot."""
+        if self._recent_ids is None or self._recent_ids[0] <= now:
+            ids = await self.catalog.newest_since(0, CF_POOL)
+            self._recent_ids = (now + self.snapshot_s, ids)
+            self._pool = None
+        return self._recent_ids[1]
+
+    def _cf_pool(self, model: RecModel, recent: list[str]) -> tuple[IntArray, FloatArray]:
+        """Model indexes and factors of the recent papers (contiguous, for one matmul)."""
+        if self._pool is None or self._pool[0] != model.version:
+            indexes = np.array([model.index[p] for p in recent if p in model.index], dtype=np.int64)
+            if len(indexes) == 0:
+                indexes = np.arange(len(model.item_ids), dtype=np.int64)
+            factors = np.ascontiguousarray(model.item_factors[indexes])
+            self._pool = (model.version, indexes, factors)
+        return self._pool[1], self._pool[2]
 
     async def _trending_snapshot(self, now: float) -> TrendSnapshot:
         """(week's top, their scores, day's top), shared by requests for a few seconds."""

@@ -21,7 +21,7 @@ import redis.asyncio as aredis
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
-from paperfeed.events import decode_user_paper
+from paperfeed.events import DISMISSED
 from paperfeed.recsys import evaluate
 from paperfeed.recsys.content import FloatArray, paper_text
 from paperfeed.recsys.matrix import Indexer, build_matrix, confidence
@@ -35,11 +35,21 @@ log = logging.getLogger(__name__)
 
 GATE_FRACTION = 0.1
 GATE_K = 20
-GATE_MAX_USERS = 2_000
+GATE_MAX_USERS = 1_000
 USERS_CHUNK = 500
 DISMISS_WEIGHT = -1.0
 
 Progress = Callable[[str, int, int], None]
+
+
+class Cell(msgspec.Struct):
+    """The two fields of a reader's per-paper record that training reads."""
+
+    w: float = 0.0
+    f: int = 0
+
+
+decode_cell = msgspec.json.Decoder(Cell).decode
 
 
 class Interactions(msgspec.Struct):
@@ -103,8 +113,8 @@ async def read_interactions(redis: aredis.Redis, progress: Progress | None = Non
                 item = item_index.index.get(str(paper_id))
                 if item is None:
                     continue
-                record = decode_user_paper(raw)
-                weight = DISMISS_WEIGHT if record.dismissed else record.w
+                record = decode_cell(raw)
+                weight = DISMISS_WEIGHT if record.f & DISMISSED else record.w
                 if weight == 0:
                     continue  # impressions alone say nothing yet
                 rows.append(users.add(user_id))
