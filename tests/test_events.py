@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from typing import Any
 
 import httpx
@@ -12,18 +10,9 @@ import pytest
 import redis
 
 from tests.conftest import LiveServer, admin_headers, register
+from tests.personas import event
 
 PAPERS = [{"id": f"2411.{n:05d}", "title": f"Paper {n}"} for n in range(1, 21)]
-
-
-def event(paper_id: str, kind: str = "view", **extra: Any) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4().hex,
-        "paper_id": paper_id,
-        "type": kind,
-        "ts": time.time(),
-        **extra,
-    }
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ when the exponent grows large.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -67,20 +67,6 @@ class Trending:
             ranked, epoch = await pipe.execute()
         scale = self._scale(window, epoch, now)
         return [(paper_id, score * scale) for paper_id, score in ranked]
-
-    async def scores(
-        self, window: Window, paper_ids: Iterable[str], now: float
-    ) -> dict[str, float]:
-        """Current decayed scores of the given papers (0 for papers not trending)."""
-        ids = list(paper_ids)
-        if not ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zmscore(keys.trend_scores(window), ids)
-            pipe.get(keys.trend_epoch(window))
-            raw, epoch = await pipe.execute()
-        scale = self._scale(window, epoch, now)
-        return {pid: (s or 0.0) * scale for pid, s in zip(ids, raw, strict=True)}
 
     def _scale(self, window: str, epoch: str | None, now: float) -> float:
         if epoch is None:

@@ -76,12 +76,6 @@ class Catalog:
                 self._cache.clear()
         return found
 
-    async def exists(self, paper_ids: Sequence[str]) -> list[bool]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pid in paper_ids:
-                pipe.hexists(keys.PAPERS, pid)
-            return [bool(x) for x in await pipe.execute()]
-
     async def all_ids(self) -> list[str]:
         return [str(pid) for pid in await self.redis.zrange(keys.PAPERS_BY_DATE, 0, -1)]
 
