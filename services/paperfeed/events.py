@@ -224,7 +224,8 @@ class Ingestor:
         known = replies[3 * bool(contributions) : 3 * bool(contributions) + len(touched_ids)]
         unknown = [pid for pid, exists in zip(touched_ids, known, strict=True) if not exists]
         admitted = await self._report_unknown(user_id, unknown, events, now)
-        unknown_events = sum(1 for pid in touched if pid in set(unknown))
+        unknown_set = set(unknown)
+        unknown_events = sum(1 for pid in touched if pid in unknown_set)
         return IngestResult(
             accepted=int(accepted),
             duplicates=int(duplicates),

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 
 from paperfeed.settings import Settings
 from paperfeed.store import embedded
-
-RedisClient: TypeAlias = "aredis.Redis | RedisCluster"
 
 
 def resolve_redis_url(settings: Settings) -> str:
