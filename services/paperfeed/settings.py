@@ -31,8 +31,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     """Redis to use (``redis://``, ``rediss://`` or ``unix://``). Unset: an embedded
     redis-server is started with its data (AOF) in ``data_dir``."""
-    redis_cluster: bool = False
-    """Treat ``redis_url`` as a Redis Cluster node (all keys are hash-tagged for it)."""
     data_dir: str = "./var"
     """Directory of the embedded Redis (socket, AOF files) and of trainer artefacts."""
     host: str = "127.0.0.1"

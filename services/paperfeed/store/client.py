@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import redis.asyncio as aredis
-from redis.asyncio.cluster import RedisCluster
 
 from paperfeed.settings import Settings
 from paperfeed.store import embedded
@@ -19,12 +18,10 @@ def resolve_redis_url(settings: Settings) -> str:
 def connect(settings: Settings, url: str | None = None) -> aredis.Redis:
     """An asyncio client with string replies; the caller closes it with ``aclose()``.
 
-    Typed as ``Redis``: the cluster client offers the same commands for our keys.
+    Keys are laid out for Redis Cluster (hash tags), but the cluster client is not wired
+    in yet: ``REDIS_URL`` names one Redis server.
     """
     url = url or resolve_redis_url(settings)
-    if settings.redis_cluster:
-        cluster = RedisCluster.from_url(url, decode_responses=True)
-        return cluster  # type: ignore[return-value]
     return aredis.Redis.from_url(
         url,
         decode_responses=True,
