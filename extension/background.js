@@ -65,11 +65,11 @@ async function track(message, sender) {
 }
 
 async function updateBadge() {
-  const settings = await read(storage, ["backendUrl", "token", "seenFeedIds"]);
+  const settings = await read(storage, ["backendUrl", "token", "seenFeedIds", "openedAt"]);
   if (!settings.token) return;
   try {
     const feed = await api.getFeed(settings.backendUrl, settings.token, 20);
-    const count = newCount(feed.items.map((i) => i.paper.id), settings.seenFeedIds);
+    const count = newCount(feed.items, settings.seenFeedIds, settings.openedAt);
     await chrome.action.setBadgeText({ text: count ? String(count) : "" });
   } catch {
     // offline: keep the badge as it is
@@ -92,7 +92,7 @@ const handlers = {
   track,
   flush: () => deliver(true),
   "feed-seen": async (message) => {
-    await storage.set({ seenFeedIds: message.ids ?? [] });
+    await storage.set({ seenFeedIds: message.ids ?? [], openedAt: Date.now() / 1000 });
     await chrome.action.setBadgeText({ text: "" });
     return { ok: true };
   },

@@ -219,6 +219,29 @@ def test_opening_a_paper_reports_a_click(browser: tuple[Any, str], service: Serv
     page.close()
 
 
+def test_the_badge_counts_new_recommendations(browser: tuple[Any, str], service: Service) -> None:
+    context, extension_id = browser
+    open_popup(context, extension_id).close()  # the reader has seen their feed
+    worker = worker_of(context)
+
+    def badge_after_tick() -> str:
+        worker.evaluate("chrome.alarms.create('badge', {when: Date.now() + 50})")
+        time.sleep(1.5)
+        return str(worker.evaluate("chrome.action.getBadgeText({})"))
+
+    assert badge_after_tick() == ""
+    fresh = [
+        {"id": f"2411.8000{n}", "title": f"Fresh paper {n}", "upvotes": 5000 + n,
+         "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        for n in range(3)
+    ]  # fmt: skip
+    admin = {"Authorization": "Bearer embedded-admin"}
+    assert httpx.post(f"{service.url}/v1/admin/papers", json=fresh, headers=admin).is_success
+    assert wait_for(lambda: badge_after_tick() == "3", timeout=20)
+    open_popup(context, extension_id).close()
+    assert wait_for(lambda: worker.evaluate("chrome.action.getBadgeText({})") == "")
+
+
 def test_trending_tab_has_windows(browser: tuple[Any, str]) -> None:
     context, extension_id = browser
     page = open_popup(context, extension_id)

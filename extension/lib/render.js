@@ -52,8 +52,10 @@ export function keyAction(event) {
   return KEYS[event.key] ?? null;
 }
 
-// How many papers of `ids` were not among `seen` (the badge's count).
-export function newCount(ids, seen) {
+// The badge's count: recommended papers that reached paperfeed after the popup was last
+// opened (`since`, unix seconds) and were not shown then. Papers that merely moved up
+// the feed do not count.
+export function newCount(items, seen, since) {
   const known = new Set(seen);
-  return ids.filter((id) => !known.has(id)).length;
+  return items.filter((i) => !known.has(i.paper.id) && (i.paper.added_at ?? 0) > since).length;
 }

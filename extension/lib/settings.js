@@ -9,6 +9,7 @@ export const DEFAULTS = {
   token: null,
   userId: null,
   seenFeedIds: [],
+  openedAt: 0,
   cachedFeed: null,
   forYou: null,
 };

@@ -48,9 +48,11 @@ test("keys map to actions, modified keys do not", () => {
   assert.equal(keyAction({ key: "x" }), null);
 });
 
-test("the badge counts papers not seen when the popup was last opened", () => {
-  assert.equal(newCount(["a", "b", "c"], ["b"]), 2);
-  assert.equal(newCount([], ["a"]), 0);
+test("the badge counts papers new since the popup was last opened", () => {
+  const item = (id, added) => ({ paper: { id, added_at: added } });
+  const feed = [item("old-unseen", 90), item("new", 150), item("new-but-shown", 160), item("x", 200)];
+  assert.equal(newCount(feed, ["new-but-shown"], 100), 2);
+  assert.equal(newCount([], ["a"], 0), 0);
 });
 
 test("tracking respects pause and per-site switches", () => {
