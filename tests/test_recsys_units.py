@@ -178,3 +178,24 @@ def test_refreshing_all_readers_matches_the_exact_fold_in() -> None:
     exact, fast = model.fold_in(conf), model.refresh_users(conf, users)
     cosine = (exact * fast).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(fast, axis=1)
     assert cosine[np.linalg.norm(exact, axis=1) > 0].min() > 0.999
+
+
+def test_the_gate_scores_a_current_model_that_lacks_new_papers() -> None:
+    """Papers imported after the current model have no column in it (-1 in the map)."""
+    records = papers()
+    texts = [f"{p['title']}. {p['abstract']}" for p in records]
+    weights = sparse.random(60, len(records), density=0.1, format="csr", random_state=2)
+    weights.data[:] = 1
+    old = len(records) - 10
+    current, _ = build_model(
+        confidence(weights[:, :old], SMALL.alpha),
+        [p["id"] for p in records[:old]],
+        texts[:old],
+        SMALL,
+        BlendParams(),
+    )
+    column_map = np.array([current.index.get(p["id"], -1) for p in records])
+    scores = production_scorer(current, SMALL.alpha, column_map)(np.arange(5), weights[:5])
+    assert scores.shape == (5, len(records))
+    assert np.all(np.isneginf(scores[:, old:]))
+    assert np.all(np.isfinite(scores[:, :old]))

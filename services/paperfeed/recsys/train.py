@@ -142,12 +142,12 @@ def production_scorer(
             scores, _ = model.rank(conf, model.item_factors, model.item_content, popularity)
             return scores
         known = column_map >= 0
+        coo = conf.tocoo()
+        keep = known[coo.col]  # papers newer than the model have no column in it
         remapped = sparse.csr_matrix(
-            (conf.data, column_map[conf.indices], conf.indptr),
+            (coo.data[keep], (coo.row[keep], column_map[coo.col[keep]])),
             shape=(conf.shape[0], len(model.item_ids)),
         )
-        remapped.data[column_map[conf.indices] < 0] = 0
-        remapped.eliminate_zeros()
         mapped = column_map[known]
         ranked, _ = model.rank(
             remapped, model.item_factors[mapped], model.item_content[mapped], popularity[mapped]
