@@ -82,19 +82,16 @@ class Catalog:
     async def newest(self, limit: int, cursor: str | None = None) -> tuple[list[Paper], str | None]:
         """Papers newest first; ``cursor`` continues a previous page."""
         offset = decode_cursor(cursor)
-        ranked = await self.redis.zrevrange(keys.PAPERS_BY_DATE, offset, offset + limit)
-        ids = [str(pid) for pid in ranked]
+        ids = await self.newest_ids(limit + 1, offset)
         more = len(ids) > limit
         ids = ids[:limit]
         found = await self.get_many(ids)
         papers = [found[pid] for pid in ids if pid in found]
         return papers, encode_cursor(offset + limit) if more else None
 
-    async def newest_since(self, since: float, limit: int) -> list[str]:
-        """Ids of papers published (or added) after ``since``, newest first."""
-        ids = await self.redis.zrevrangebyscore(
-            keys.PAPERS_BY_DATE, "+inf", since, start=0, num=limit
-        )
+    async def newest_ids(self, limit: int, offset: int = 0) -> list[str]:
+        """Ids of the newest papers (by publication, else import), from ``offset``."""
+        ids = await self.redis.zrevrange(keys.PAPERS_BY_DATE, offset, offset + limit - 1)
         return [str(pid) for pid in ids]
 
     async def upsert(

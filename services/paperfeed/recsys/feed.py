@@ -31,12 +31,11 @@ from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import NotFound
 from paperfeed.events import UserPaper
 from paperfeed.recsys.content import FloatArray, l2_normalize, paper_text
-from paperfeed.recsys.matrix import confidence
+from paperfeed.recsys.matrix import cell_weight, confidence
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import IntArray, Signals, standardize
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.recsys.serving import ModelHolder
-from paperfeed.recsys.train import DISMISS_WEIGHT
 from paperfeed.trending import Trending
 from paperfeed.users import Users
 
@@ -133,7 +132,8 @@ class FeedService:
 
         def hidden(pid: str) -> bool:
             record = records.get(pid)
-            return record is not None and (record.dismissed or record.opened or record.f != 0)
+            # Any flag (upvoted, saved, shared, dismissed) or an opening hides the paper.
+            return record is not None and (record.opened or record.f != 0)
 
         unique = [pid for pid in dict.fromkeys(candidate_ids) if not hidden(pid)]
         papers_by_id = await self.catalog.get_many(unique)
@@ -177,7 +177,7 @@ class FeedService:
         cols, values = [], []
         for pid, record in records.items():
             index = model.index.get(pid)
-            weight = DISMISS_WEIGHT if record.dismissed else record.w
+            weight = cell_weight(record.w, record.f)
             if index is not None and weight != 0:
                 cols.append(index)
                 values.append(weight)
@@ -210,7 +210,7 @@ class FeedService:
     async def _recent(self, now: float) -> list[str]:
         """The ``CF_POOL`` newest papers, refreshed with the trending snapshot."""
         if self._recent_ids is None or self._recent_ids[0] <= now:
-            ids = await self.catalog.newest_since(0, CF_POOL)
+            ids = await self.catalog.newest_ids(CF_POOL)
             self._recent_ids = (now + self.snapshot_s, ids)
             self._pool = None
         return self._recent_ids[1]

@@ -7,6 +7,16 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import sparse
 
+from paperfeed.events import DISMISSED
+
+# A dismissed paper is a confident "not for me" (implicit reads negatives so).
+DISMISS_WEIGHT = -1.0
+
+
+def cell_weight(weight: float, flags: int) -> float:
+    """What a reader's record of a paper puts in the matrix (0: leave the cell out)."""
+    return DISMISS_WEIGHT if flags & DISMISSED else weight
+
 
 def confidence(weights: sparse.csr_matrix, alpha: float) -> sparse.csr_matrix:
     """``alpha * log1p(w)`` for positive weights, ``-alpha`` for dismissals (w < 0).

@@ -21,10 +21,9 @@ import redis.asyncio as aredis
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
-from paperfeed.events import DISMISSED
 from paperfeed.recsys import evaluate
 from paperfeed.recsys.content import FloatArray, paper_text
-from paperfeed.recsys.matrix import Indexer, build_matrix, confidence
+from paperfeed.recsys.matrix import Indexer, build_matrix, cell_weight, confidence
 from paperfeed.recsys.model import AlsParams, RecModel, build_model
 from paperfeed.recsys.ranker import BlendParams
 from paperfeed.recsys.repository import ModelRepository
@@ -37,7 +36,6 @@ GATE_FRACTION = 0.1
 GATE_K = 20
 GATE_MAX_USERS = 1_000
 USERS_CHUNK = 500
-DISMISS_WEIGHT = -1.0
 
 Progress = Callable[[str, int, int], None]
 
@@ -114,7 +112,7 @@ async def read_interactions(redis: aredis.Redis, progress: Progress | None = Non
                 if item is None:
                     continue
                 record = decode_cell(raw)
-                weight = DISMISS_WEIGHT if record.f & DISMISSED else record.w
+                weight = cell_weight(record.w, record.f)
                 if weight == 0:
                     continue  # impressions alone say nothing yet
                 rows.append(users.add(user_id))
