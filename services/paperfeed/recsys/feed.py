@@ -293,17 +293,22 @@ class FeedService:
         if model is not None:
             factors, content = self.holder.item_vectors(model, [paper])
             ids = model.item_ids
-            by_factors = l2_normalize(model.item_factors) @ l2_normalize(factors)[0]
+            by_factors = model.unit_factors @ l2_normalize(factors)[0]
             by_text = model.item_content @ content[0]
             score = 0.5 * by_factors + 0.5 * by_text
         else:
             all_ids = await self.catalog.all_ids()
-            papers = await self.catalog.get_many(all_ids)
-            ids = [pid for pid in all_ids if pid in papers]
-            texts = [paper_text(papers[pid].title, papers[pid].abstract) for pid in ids]
-            encoder = self.holder.fallback_encoder(texts)
-            vectors = encoder.encode(texts)
-            score = vectors @ encoder.encode([paper_text(paper.title, paper.abstract)])[0]
+            index = self.holder.text_index(all_ids)
+            if index is None:
+                papers = await self.catalog.get_many(all_ids)
+                texts = [
+                    paper_text(papers[p].title, papers[p].abstract) if p in papers else ""
+                    for p in all_ids
+                ]
+                index = self.holder.build_text_index(all_ids, texts)
+            ids = index.ids
+            query = index.encoder.encode([paper_text(paper.title, paper.abstract)])[0]
+            score = index.vectors @ query
         order = [i for i in np.argsort(-score)[: limit + 1] if ids[i] != paper_id][:limit]
         found = await self.catalog.get_many([ids[i] for i in order])
         items = [

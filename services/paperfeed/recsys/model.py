@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -15,7 +16,7 @@ import numpy.typing as npt
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from paperfeed.recsys.content import ContentEncoder, FloatArray, fit_projection
+from paperfeed.recsys.content import ContentEncoder, FloatArray, fit_projection, l2_normalize
 from paperfeed.recsys.ranker import (
     BlendParams,
     Signals,
@@ -116,6 +117,11 @@ class RecModel:
     @property
     def version(self) -> str:
         return self.meta.version
+
+    @functools.cached_property
+    def unit_factors(self) -> FloatArray:
+        """(n_items, k) item factors scaled to unit length (cosine similarity)."""
+        return l2_normalize(self.item_factors)
 
     def fold_in(self, user_items: sparse.csr_matrix) -> FloatArray:
         """(n_users, k) factors of readers from their confidence rows (n_users, n_items)."""

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 EXTRA_CACHE = 20_000
 
 
+class TextIndex(NamedTuple):
+    ids: list[str]
+    encoder: ContentEncoder
+    vectors: FloatArray
+    """(len(ids), dims) float32, L2-normalised."""
+
+
 class ModelHolder:
     def __init__(self, repository: ModelRepository, poll_s: float) -> None:
         self.repository = repository
@@ -35,7 +43,7 @@ class ModelHolder:
         self._extra: OrderedDict[str, tuple[FloatArray, FloatArray]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._fallback: tuple[int, ContentEncoder] | None = None
+        self._fallback: TextIndex | None = None
 
     @property
     def version(self) -> str | None:
@@ -111,8 +119,15 @@ class ModelHolder:
                 self._extra.popitem(last=False)
         return factors, content
 
-    def fallback_encoder(self, catalog_texts: Sequence[str]) -> ContentEncoder:
-        """A text model fitted on the catalog, for similar papers before any model exists."""
-        if self._fallback is None or self._fallback[0] != len(catalog_texts):
-            self._fallback = (len(catalog_texts), ContentEncoder.fit(catalog_texts, dims=64))
-        return self._fallback[1]
+    def text_index(self, ids: Sequence[str]) -> TextIndex | None:
+        """The catalog's text index for similar papers before any model exists, if it was
+        built for exactly these ids."""
+        if self._fallback is not None and self._fallback.ids == list(ids):
+            return self._fallback
+        return None
+
+    def build_text_index(self, ids: Sequence[str], texts: Sequence[str]) -> TextIndex:
+        """Fit a text model on the catalog and encode it once (kept until it changes)."""
+        encoder = ContentEncoder.fit(texts, dims=64)
+        self._fallback = TextIndex(list(ids), encoder, encoder.encode(texts))
+        return self._fallback
