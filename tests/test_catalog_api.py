@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import httpx
 import redis
 
-from tests.conftest import FIXTURES, LiveServer, admin_headers, live_server, make_settings
+from tests.conftest import (
+    FIXTURES,
+    LiveServer,
+    admin_headers,
+    live_server,
+    make_settings,
+    paperfeed_cli,
+)
 
 
 def jsonl_records(n: int) -> list[dict[str, object]]:
@@ -110,22 +115,10 @@ def test_cli_import_of_every_format(server: LiveServer, r: redis.Redis) -> None:
         (FIXTURES / "daily_papers.json", 6),
         (FIXTURES / "hf-daily-papers.jsonl", 753),
     ]:
-        done = subprocess.run(
-            [sys.executable, "-m", "paperfeed.cli", "import", str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = paperfeed_cli("import", str(path), env=env)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["papers"] == expected
     assert r.hlen("pf:papers") == 753  # the daily_papers fixture is a subset
-    broken = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "import", str(FIXTURES / "nope.jsonl")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    broken = paperfeed_cli("import", str(FIXTURES / "nope.jsonl"), env=env)
     assert broken.returncode == 2
     assert "nope.jsonl" in broken.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES, free_port
+from tests.conftest import FIXTURES, free_port, paperfeed_cli
 from tests.test_events import event
 
 pytestmark = pytest.mark.slow
@@ -89,13 +89,8 @@ def test_serve_loads_demo_catalog_keeps_data_across_restarts_and_shares_redis(
     assert http.post("/v1/events", json={"events": [saved]}, headers=auth).json()["accepted"] == 1
 
     # `paperfeed import` beside the running service uses the same embedded Redis.
-    imported = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "import", str(FIXTURES / "daily_papers.json")],
-        env=service.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    imported = paperfeed_cli("import", str(FIXTURES / "daily_papers.json"), env=service.env)
+    assert imported.returncode == 0, imported.stderr
     assert json.loads(imported.stdout)["new"] == 6
     assert http.get("/v1/papers/2312.17653").status_code == 200
 
@@ -120,30 +115,18 @@ def test_serve_loads_demo_catalog_keeps_data_across_restarts_and_shares_redis(
 
 def test_import_alone_starts_and_stops_the_embedded_redis(tmp_path: Path) -> None:
     env = paperfeed_env(tmp_path / "var", free_port())
-    done = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "import", str(FIXTURES / "daily_papers.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = paperfeed_cli("import", str(FIXTURES / "daily_papers.json"), env=env)
+    assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["papers"] == 6
     assert not (tmp_path / "var" / "redis.sock").exists()
-    again = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "import", str(FIXTURES / "daily_papers.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    again = paperfeed_cli("import", str(FIXTURES / "daily_papers.json"), env=env)
+    assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {"papers": 6, "new": 0, "updated": 0}
 
 
 def test_a_wrong_setting_stops_with_a_clear_message(tmp_path: Path) -> None:
     env = paperfeed_env(tmp_path / "var", free_port())
     env["PAPERFEED_PORT"] = "eighty"
-    done = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "serve"], env=env, capture_output=True, text=True
-    )
+    done = paperfeed_cli("serve", env=env)
     assert done.returncode == 2
     assert "PAPERFEED_PORT" in done.stderr

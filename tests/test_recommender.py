@@ -20,7 +20,14 @@ from paperfeed.events import Event
 from paperfeed.recsys.ranker import BlendParams
 from paperfeed.recsys.train import train_and_publish
 from paperfeed.settings import Settings
-from tests.conftest import LiveServer, admin_headers, live_server, make_settings, register
+from tests.conftest import (
+    LiveServer,
+    admin_headers,
+    live_server,
+    make_settings,
+    paperfeed_cli,
+    register,
+)
 from tests.personas import history, paper_id, papers, topic_of
 
 pytestmark = pytest.mark.slow
@@ -304,8 +311,6 @@ def test_admin_trains_in_the_background_and_reports_the_model(
 async def test_the_worker_trains_when_asked(core: Core, redis_url: str, r: redis.Redis) -> None:
     import asyncio
     import os
-    import subprocess
-    import sys
 
     await populate(core)
     r.set("pf:train:requested", "test")
@@ -316,15 +321,7 @@ async def test_the_worker_trains_when_asked(core: Core, redis_url: str, r: redis
         "PAPERFEED_TRAIN_INTERVAL_S": "86400",
         "PAPERFEED_LOG_JSON": "true",
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "paperfeed.cli", "worker", "--once", "--poll", "0.1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = await asyncio.to_thread(paperfeed_cli, "worker", "--once", "--poll", "0.1", env=env)
     assert done.returncode == 0, done.stderr
     assert r.get("pf:model:current")
     assert not r.exists("pf:train:requested")

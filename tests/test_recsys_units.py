@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from paperfeed.recsys.matrix import confidence
 from paperfeed.recsys.model import AlsParams, RecModel, build_model, fit_als, new_als
 from paperfeed.recsys.ranker import BlendParams
 from paperfeed.recsys.train import production_scorer
+from tests.conftest import paperfeed_cli
 from tests.personas import TOPICS, papers
 
 SMALL = AlsParams(factors=8, regularization=0.1, alpha=10.0, iterations=15, seed=0)
@@ -147,13 +147,13 @@ def test_eval_cli_writes_every_model_and_a_plot(tmp_path: Path) -> None:
     (tmp_path / "interactions.tsv").write_text("\n".join(lines) + "\n")
     for split in ("warm", "cold"):
         out = tmp_path / f"{split}.json"
-        done = subprocess.run(
-            [sys.executable, "-m", "paperfeed.cli", "eval",
-             "--interactions", str(tmp_path / "interactions.tsv"),
-             "--items", str(tmp_path / "items.jsonl"),
-             "--split", split, "--k", "10", "--seed", "0", "--factors", "16",
-             "--json", str(out), "--plot", str(tmp_path / f"{split}.png")],
-            capture_output=True, text=True, check=False,
+        done = paperfeed_cli(
+            "eval",
+            "--interactions", str(tmp_path / "interactions.tsv"),
+            "--items", str(tmp_path / "items.jsonl"),
+            "--split", split, "--k", "10", "--seed", "0", "--factors", "16",
+            "--json", str(out), "--plot", str(tmp_path / f"{split}.png"),
+            env=dict(os.environ),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         report = json.loads(out.read_text())
