@@ -225,7 +225,7 @@ async def test_a_model_that_does_not_beat_popularity_is_not_published(
     )
     assert not trending_only.published
     assert "popularity" in trending_only.reason
-    assert r.get("pf:model:current") is None
+    assert r.get("pf:{model}:current") is None
 
 
 async def test_a_model_worse_than_the_current_one_is_not_published(
@@ -239,7 +239,7 @@ async def test_a_model_worse_than_the_current_one_is_not_published(
     assert not worse.published, worse.metrics
     assert worse.metrics["candidate"]["ndcg"] > worse.metrics["popularity"]["ndcg"]
     assert "worse than the current" in worse.reason
-    assert r.get("pf:model:current") == trained
+    assert r.get("pf:{model}:current") == trained
 
 
 def test_both_api_processes_switch_to_a_new_version(
@@ -279,9 +279,9 @@ def test_both_api_processes_switch_to_a_new_version(
         assert versions == {newer}
 
         # A version whose blob cannot be loaded: both keep serving the one they have.
-        r.set("pf:model:broken:meta", msgspec.json.encode({"version": "broken"}))
-        r.set("pf:model:broken:blob", b"not a model")
-        r.set("pf:model:current", "broken")
+        r.set("pf:{model}:broken:meta", msgspec.json.encode({"version": "broken"}))
+        r.set("pf:{model}:broken:blob", b"not a model")
+        r.set("pf:{model}:current", "broken")
         time.sleep(1.0)
         versions = {feed(c, a)["model_version"] for c, a in zip(clients, auths, strict=True)}
         assert versions == {newer}
@@ -323,7 +323,7 @@ async def test_the_worker_trains_when_asked(core: Core, redis_url: str, r: redis
     }
     done = await asyncio.to_thread(paperfeed_cli, "worker", "--once", "--poll", "0.1", env=env)
     assert done.returncode == 0, done.stderr
-    assert r.get("pf:model:current")
+    assert r.get("pf:{model}:current")
     assert not r.exists("pf:train:requested")
     assert not r.exists("pf:train:lock")
     # Its logs are JSON lines.

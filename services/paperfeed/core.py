@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import redis.asyncio as aredis
-
 from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
 from paperfeed.events import Ingestor
@@ -14,12 +12,13 @@ from paperfeed.recsys.repository import ModelRepository
 from paperfeed.recsys.serving import ModelHolder
 from paperfeed.settings import Settings
 from paperfeed.store import client
+from paperfeed.store.client import RedisClient
 from paperfeed.trending import Trending
 from paperfeed.users import Users
 
 
 class Core:
-    def __init__(self, settings: Settings, redis: aredis.Redis, redis_url: str) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient, redis_url: str) -> None:
         self.settings = settings
         self.redis = redis
         self.redis_url = redis_url

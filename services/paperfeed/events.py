@@ -9,13 +9,13 @@ See ``docs/events.md``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
-import redis.asyncio as aredis
 from msgspec import Meta
 
 from paperfeed.catalog.papers import PAPER_ID_PATTERN, normalize_paper_id
@@ -23,7 +23,8 @@ from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput
 from paperfeed.settings import Settings
 from paperfeed.store import keys
-from paperfeed.store.scripts import lua
+from paperfeed.store.client import RedisClient
+from paperfeed.store.scripts import lua, run_replicated
 from paperfeed.trending import Contribution, Trending
 
 EventType = Literal[
@@ -152,7 +153,7 @@ def ingest_script() -> str:
 
 class Ingestor:
     def __init__(
-        self, redis: aredis.Redis, settings: Settings, catalog: Catalog, trending: Trending
+        self, redis: RedisClient, settings: Settings, catalog: Catalog, trending: Trending
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -198,7 +199,9 @@ class Ingestor:
                     json.dumps(raw, separators=(",", ":")),
                 )
             )
-        accepted, duplicates, flat, touched = await self._ingest(
+        accepted, duplicates, flat, touched = await run_replicated(
+            self.redis,
+            self._ingest,
             keys=[
                 keys.user_dedupe(user_id),
                 keys.user_papers(user_id),
@@ -207,6 +210,8 @@ class Ingestor:
                 keys.user_profile(user_id),
             ],
             args=args,
+            replicas=self.settings.redis_wait_replicas,
+            timeout_ms=self.settings.redis_wait_timeout_ms,
         )
         contributions = [
             Contribution(flat[i], float(flat[i + 1]), float(flat[i + 2]))
@@ -214,14 +219,13 @@ class Ingestor:
         ]
         touched_ids = list(dict.fromkeys(touched))
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self.trending.queue_add(pipe, contributions, now)
             for pid in touched_ids:
                 pipe.hexists(keys.PAPERS, pid)
             if accepted:
                 pipe.zadd(keys.USERS, {user_id: now}, xx=True)
                 pipe.hincrby(keys.STATS, "events", int(accepted))
-            replies = await pipe.execute()
-        known = replies[3 * bool(contributions) : 3 * bool(contributions) + len(touched_ids)]
+            replies, _ = await asyncio.gather(pipe.execute(), self.trending.add(contributions, now))
+        known = replies[: len(touched_ids)]
         unknown = [pid for pid, exists in zip(touched_ids, known, strict=True) if not exists]
         admitted = await self._report_unknown(user_id, unknown, events, now)
         unknown_set = set(unknown)

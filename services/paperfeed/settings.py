@@ -31,6 +31,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     """Redis to use (``redis://``, ``rediss://`` or ``unix://``). Unset: an embedded
     redis-server is started with its data (AOF) in ``data_dir``."""
+    redis_cluster: bool = False
+    """``REDIS_URL`` names one node of a Redis Cluster: use the cluster client (slots,
+    redirections, failover). Every multi-key command stays inside one hash slot."""
+    redis_wait_replicas: Annotated[int, Meta(ge=0, le=16)] = 0
+    """Replicas that must have an event batch before it is acknowledged (Redis ``WAIT``).
+    0: acknowledged once the primary has it. Set 1 with replicas, so that a failover
+    cannot lose an acknowledged event; unacknowledged batches answer 503 and are retried."""
+    redis_wait_timeout_ms: PositiveInt = 500
+    """How long an event batch waits for ``redis_wait_replicas`` before answering 503."""
     data_dir: str = "./var"
     """Directory of the embedded Redis (socket, AOF files) and of trainer artefacts."""
     host: str = "127.0.0.1"

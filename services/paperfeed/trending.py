@@ -8,14 +8,15 @@ when the exponent grows large.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
-import redis.asyncio as aredis
 
 from paperfeed.settings import Settings
 from paperfeed.store import keys
+from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
 
 Window = Literal["day", "week", "month"]
@@ -30,34 +31,29 @@ class Contribution(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Trending:
-    def __init__(self, redis: aredis.Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self.redis = redis
         self.half_lives = settings.half_lives_s
         self.cap = settings.trending_cap
         self._add = redis.register_script(lua("trending_add"))
 
-    async def queue_add(
-        self, pipe: aredis.client.Pipeline, contributions: Sequence[Contribution], now: float
-    ) -> None:
-        """Queue the contributions on ``pipe`` for every window (nothing if empty)."""
+    async def add(self, contributions: Sequence[Contribution], now: float) -> None:
+        """Add the contributions to every window (one script call per window, concurrently:
+        each window lives in its own hash slot)."""
         if not contributions:
             return
         args: list[str | float] = []
         for c in contributions:
             args.extend((c.paper_id, c.weight, min(c.at, now)))
-        for window, half_life in self.half_lives.items():
-            await self._add(
-                keys=[keys.trend_scores(window), keys.trend_epoch(window)],
-                args=[now, half_life, self.cap, *args],
-                client=pipe,
+        await asyncio.gather(
+            *(
+                self._add(
+                    keys=[keys.trend_scores(window), keys.trend_epoch(window)],
+                    args=[now, half_life, self.cap, *args],
+                )
+                for window, half_life in self.half_lives.items()
             )
-
-    async def add(self, contributions: Sequence[Contribution], now: float) -> None:
-        if not contributions:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self.queue_add(pipe, contributions, now)
-            await pipe.execute()
+        )
 
     async def top(self, window: Window, limit: int, now: float) -> list[tuple[str, float]]:
         """The ``limit`` hottest papers of ``window`` with their current decayed score."""

@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 import msgspec
-import redis.asyncio as aredis
 
 from paperfeed.catalog.repository import Catalog
 from paperfeed.events import UserPaper, decode_user_paper
 from paperfeed.store import keys
+from paperfeed.store.client import RedisClient
 from paperfeed.trending import Contribution, Trending
 
 
@@ -43,7 +43,7 @@ def hash_token(token: str) -> str:
 
 
 class Users:
-    def __init__(self, redis: aredis.Redis, catalog: Catalog, trending: Trending) -> None:
+    def __init__(self, redis: RedisClient, catalog: Catalog, trending: Trending) -> None:
         self.redis = redis
         self.catalog = catalog
         self.trending = trending

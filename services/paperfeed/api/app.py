@@ -17,7 +17,7 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.redis import RedisStore
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed import __version__
 from paperfeed.api.admin import AdminController
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
                 loaded = await core.load_demo_catalog_if_empty()
                 if loaded:
                     log.info("loaded the demo catalog", extra={"papers": loaded.papers})
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             # Start anyway: /readyz says not ready until Redis answers.
             log.error("redis unavailable at start-up", extra={"error": repr(exc)})
         core.holder.start()
@@ -105,8 +105,12 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             ).middleware,
         ],
         stores={
+            # RedisStore uses single-key commands and a single-key script only, so the
+            # cluster client serves it as well (its annotation names the plain client).
             "rate_limit": RedisStore(
-                core.redis, namespace=keys.RATE_LIMIT_NAMESPACE, handle_client_shutdown=False
+                core.redis,  # type: ignore[arg-type]
+                namespace=keys.RATE_LIMIT_NAMESPACE,
+                handle_client_shutdown=False,
             )
         },
         cors_config=CORSConfig(

@@ -15,7 +15,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.errors import (
     Forbidden,
@@ -49,11 +49,17 @@ def paperfeed_error(_: Request[Any, Any, Any], error: PaperfeedError) -> Respons
     body: dict[str, object] = {"status_code": status, "detail": str(error)}
     if isinstance(error, InvalidInput):
         body["extra"] = [{"key": error.field, "message": error.message}]
-    headers = {"WWW-Authenticate": "Bearer"} if status == HTTP_401_UNAUTHORIZED else None
+    headers: dict[str, str] | None = None
+    if status == HTTP_401_UNAUTHORIZED:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == HTTP_503_SERVICE_UNAVAILABLE:
+        headers = {"Retry-After": "5"}
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def redis_error(request: Request[Any, Any, Any], error: RedisError) -> Response[object]:
+def redis_error(
+    request: Request[Any, Any, Any], error: RedisError | RedisClusterException
+) -> Response[object]:
     log.error("redis unavailable", extra={"path": request.url.path, "error": repr(error)})
     body = {"status_code": HTTP_503_SERVICE_UNAVAILABLE, "detail": "storage unavailable, retry"}
     return Response(
@@ -64,6 +70,10 @@ def redis_error(request: Request[Any, Any, Any], error: RedisError) -> Response[
     )
 
 
-EXCEPTION_HANDLERS = {PaperfeedError: paperfeed_error, RedisError: redis_error}
+EXCEPTION_HANDLERS = {
+    PaperfeedError: paperfeed_error,
+    RedisError: redis_error,
+    RedisClusterException: redis_error,
+}
 
 __all__ = ["EXCEPTION_HANDLERS", "HTTPException"]

@@ -4,7 +4,7 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.core import Core
 
@@ -26,7 +26,7 @@ class HealthController(Controller):
     async def readyz(self, core: NamedDependency[Core]) -> Response[Health]:
         try:
             await core.redis.ping()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             return Response(
                 Health("unavailable", repr(exc)), status_code=HTTP_503_SERVICE_UNAVAILABLE
             )

@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterable, Sequence
 
 import msgspec
-import redis.asyncio as aredis
 
 from paperfeed.catalog.papers import Paper, arxiv_id, arxiv_links, clean_text, published_ts
 from paperfeed.errors import InvalidInput
 from paperfeed.settings import Settings
 from paperfeed.store import keys
+from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
 from paperfeed.trending import Contribution, Trending
 
@@ -36,7 +36,7 @@ class ImportResult(msgspec.Struct):
 
 
 class Catalog:
-    def __init__(self, redis: aredis.Redis, settings: Settings, trending: Trending) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings, trending: Trending) -> None:
         self.redis = redis
         self.settings = settings
         self.trending = trending
@@ -141,8 +141,8 @@ class Catalog:
                                 min(when or now, now),
                             )
                         )
-                await self.trending.queue_add(pipe, contributions, now)
                 await pipe.execute()
+            await self.trending.add(contributions, now)
         for paper in items:
             self._cache.pop(paper.id, None)
         return ImportResult(papers=len(items), new=new, updated=updated)

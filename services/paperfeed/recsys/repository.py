@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import msgspec
 import numpy as np
-import redis.asyncio as aredis
 
 from paperfeed.recsys.content import FloatArray
 from paperfeed.recsys.model import ModelMeta, RecModel
-from paperfeed.store import keys
+from paperfeed.store import client, keys
+from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
 VECTOR_CHUNK = 2_000
@@ -40,7 +40,7 @@ _decode_meta = msgspec.json.Decoder(ModelMeta).decode
 
 
 class ModelRepository:
-    def __init__(self, redis: aredis.Redis, models_kept: int = 3) -> None:
+    def __init__(self, redis: RedisClient, models_kept: int = 3) -> None:
         self.redis = redis
         self.models_kept = models_kept
         # Only users that still exist: a trainer must not undo an erasure.
@@ -65,19 +65,12 @@ class ModelRepository:
         return RecModel.from_bytes(meta, blob)
 
     async def _blob(self, version: str) -> bytes | None:
-        # The blob is binary: read it with a connection that does not decode replies.
-        pool = self.redis.connection_pool
-        raw_client = aredis.Redis(
-            connection_pool=aredis.ConnectionPool(
-                connection_class=pool.connection_class,
-                **{**pool.connection_kwargs, "decode_responses": False},
-            )
-        )
+        # The blob is binary: read it with a client that does not decode replies.
+        raw_client = client.bytes_client(self.redis)
         try:
             blob = await raw_client.get(keys.model_blob(version))
         finally:
             await raw_client.aclose()
-            await raw_client.connection_pool.disconnect()
         return blob if isinstance(blob, bytes) else None
 
     async def publish(
@@ -103,14 +96,18 @@ class ModelRepository:
     async def store_vectors(
         self, version: str, user_ids: Sequence[str], factors: FloatArray, at: float
     ) -> None:
+        # Scripts queued in a pipeline must be loaded already (on every cluster primary).
+        await self.redis.script_load(self._set_if_user.script)
         for start in range(0, len(user_ids), VECTOR_CHUNK):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for offset, user_id in enumerate(user_ids[start : start + VECTOR_CHUNK]):
                     vector = encode_vector(version, at, factors[start + offset])
-                    await self._set_if_user(
-                        keys=[keys.user_profile(user_id), keys.user_vector(user_id)],
-                        args=[vector],
-                        client=pipe,
+                    pipe.evalsha(
+                        self._set_if_user.sha,
+                        2,
+                        keys.user_profile(user_id),
+                        keys.user_vector(user_id),
+                        vector,
                     )
                 await pipe.execute()
 

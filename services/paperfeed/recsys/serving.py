@@ -1,6 +1,6 @@
 """The model an api process serves with, kept current without restarts.
 
-Each process polls ``pf:model:current`` every ``model_poll_s``; a new version is loaded
+Each process polls ``pf:{model}:current`` every ``model_poll_s``; a new version is loaded
 beside the old one and swapped in only when it loaded completely, so a broken or
 missing blob leaves the process serving the model it had.
 """

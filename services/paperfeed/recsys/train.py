@@ -17,7 +17,6 @@ from collections.abc import Callable
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import redis.asyncio as aredis
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
@@ -29,6 +28,7 @@ from paperfeed.recsys.ranker import BlendParams
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.settings import Settings
 from paperfeed.store import keys
+from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def als_params(settings: Settings) -> AlsParams:
     )
 
 
-async def read_interactions(redis: aredis.Redis, progress: Progress | None = None) -> Interactions:
+async def read_interactions(redis: RedisClient, progress: Progress | None = None) -> Interactions:
     """Every reader's per-paper records, over the catalog's papers."""
     item_index = Indexer()
     texts: list[str] = []
@@ -169,7 +169,7 @@ def gate_users(test: sparse.csr_matrix, seed: int) -> sparse.csr_matrix:
 
 
 async def train_and_publish(
-    redis: aredis.Redis,
+    redis: RedisClient,
     settings: Settings,
     progress: Progress | None = None,
     blend: BlendParams | None = None,

@@ -1,11 +1,21 @@
-"""One Redis client (one connection pool) per process."""
+"""One Redis client (one connection pool per node) per process: a server or a cluster."""
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import redis.asyncio as aredis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from paperfeed.settings import Settings
 from paperfeed.store import embedded
+
+RedisClient: TypeAlias = aredis.Redis | aredis.RedisCluster
+"""What every part of paperfeed talks to. Code written against it runs unchanged on one
+Redis and on a Redis Cluster because every multi-key command keeps to one hash slot
+(see ``store.keys``) and scripts are never queued in a pipeline without being loaded."""
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -15,16 +25,58 @@ def resolve_redis_url(settings: Settings) -> str:
     return embedded.ensure_server(settings.data_path)
 
 
-def connect(settings: Settings, url: str | None = None) -> aredis.Redis:
-    """An asyncio client with string replies; the caller closes it with ``aclose()``.
+def connect(settings: Settings, url: str | None = None, *, decode: bool = True) -> RedisClient:
+    """An asyncio client; the caller closes it with ``aclose()``.
 
-    Keys are laid out for Redis Cluster (hash tags), but the cluster client is not wired
-    in yet: ``REDIS_URL`` names one Redis server.
+    ``decode=False`` gives bytes replies (model blobs are binary).
     """
     url = url or resolve_redis_url(settings)
+    if settings.redis_cluster:
+        return aredis.RedisCluster.from_url(
+            url,
+            decode_responses=decode,
+            client_name=embedded.client_name(),
+            # A failover takes a few seconds: retry with backoff for about that long, then
+            # the api answers 503 and the extension retries the same events later.
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+            socket_connect_timeout=2,
+            socket_timeout=5,
+        )
     return aredis.Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=decode,
         client_name=embedded.client_name(),
         health_check_interval=30,
     )
+
+
+def is_cluster(redis: RedisClient) -> bool:
+    return isinstance(redis, aredis.RedisCluster)
+
+
+def bytes_client(redis: RedisClient) -> RedisClient:
+    """A client to the same server or cluster whose replies are bytes, not str.
+
+    The caller closes it with ``aclose()``.
+    """
+    if isinstance(redis, aredis.RedisCluster):
+        nodes = [ClusterNode(node.host, node.port) for node in redis.get_primaries()]
+        return aredis.RedisCluster(
+            startup_nodes=nodes,
+            decode_responses=False,
+            socket_connect_timeout=2,
+            socket_timeout=30,
+            **_credentials(redis.get_primaries()[0].connection_kwargs),
+        )
+    pool = redis.connection_pool
+    # from_pool: closing the client closes the pool too.
+    return aredis.Redis.from_pool(
+        aredis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "decode_responses": False},
+        )
+    )
+
+
+def _credentials(connection_kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in connection_kwargs.items() if k in ("username", "password", "ssl")}

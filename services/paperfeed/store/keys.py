@@ -36,11 +36,11 @@ Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:dedupe`` (ZSET) event id -> ingest time — ``dedupe_days`` and ``dedupe_cap``.
 - ``pf:{u:<id>}:vector`` (STRING) JSON {version, at, factors(base64 float32)} — fold-in cache.
 
-Models
-- ``pf:model:current`` (STRING) version of the published model.
-- ``pf:model:versions`` (ZSET) version -> publish time — at most ``models_kept``.
-- ``pf:model:<version>:meta`` (STRING) model metadata JSON (metrics, ids, shapes).
-- ``pf:model:<version>:blob`` (STRING) the model arrays (``np.savez``, no pickles).
+Models (one tag: publishing switches versions and current in one transaction)
+- ``pf:{model}:current`` (STRING) version of the published model.
+- ``pf:{model}:versions`` (ZSET) version -> publish time — at most ``models_kept``.
+- ``pf:{model}:<version>:meta`` (STRING) model metadata JSON (metrics, ids, shapes).
+- ``pf:{model}:<version>:blob`` (STRING) the model arrays (``np.savez``, no pickles).
 - ``pf:model:events`` (pub/sub channel) a version is published.
 - ``pf:train:requested`` (STRING) a training request from the admin api, TTL 1 day.
 - ``pf:train:lock`` (STRING) held by the process that trains, TTL 1 hour.
@@ -65,8 +65,8 @@ CANDIDATE_REPORTER_TTL_S = 30 * 86_400
 USERS = "pf:users"
 STATS = "pf:stats"
 
-MODEL_CURRENT = "pf:model:current"
-MODEL_VERSIONS = "pf:model:versions"
+MODEL_CURRENT = "pf:{model}:current"
+MODEL_VERSIONS = "pf:{model}:versions"
 MODEL_CHANNEL = "pf:model:events"
 TRAIN_REQUESTED = "pf:train:requested"
 TRAIN_LOCK = "pf:train:lock"
@@ -133,8 +133,8 @@ def user_keys(user_id: str) -> list[str]:
 
 
 def model_meta(version: str) -> str:
-    return f"pf:model:{version}:meta"
+    return f"pf:{{model}}:{version}:meta"
 
 
 def model_blob(version: str) -> str:
-    return f"pf:model:{version}:blob"
+    return f"pf:{{model}}:{version}:blob"
