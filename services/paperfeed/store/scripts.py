@@ -42,7 +42,8 @@ async def run_replicated(
         return await script(keys=list(keys), args=list(args))
     for _ in range(2):
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # execute_command: the cluster pipeline blocks .evalsha() but routes EVALSHA.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             if is_cluster(redis):
                 node = redis.get_node_from_key(keys[0])  # type: ignore[union-attr]
                 pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
