@@ -126,9 +126,7 @@ def test_killed_primary_fails_over_and_no_acknowledged_event_is_lost(
             t > rejoined_at for t in sender.acknowledged_at
         )
         assert set(sender.statuses) <= {200, 503}, sender.statuses  # never a 5xx but 503
-    outage = max(
-        min(t for t in s.acknowledged_at if t > killed_at) - killed_at for s in senders
-    )
+    outage = max(min(t for t in s.acknowledged_at if t > killed_at) - killed_at for s in senders)
     print(f"longest wait of an install after the kill: {outage:.2f} s")
     assert outage < 15
     assert any(on_victim)

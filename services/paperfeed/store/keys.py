@@ -41,7 +41,8 @@ Models (one tag: publishing switches versions and current in one transaction)
 - ``pf:{model}:versions`` (ZSET) version -> publish time — at most ``models_kept``.
 - ``pf:{model}:<version>:meta`` (STRING) model metadata JSON (metrics, ids, shapes).
 - ``pf:{model}:<version>:blob`` (STRING) the model arrays (``np.savez``, no pickles).
-- ``pf:model:events`` (pub/sub channel) a version is published.
+- ``pf:model:events`` (pub/sub channel) a version is published (PUBLISH reaches every
+  cluster node, so it needs no tag).
 - ``pf:train:requested`` (STRING) a training request from the admin api, TTL 1 day.
 - ``pf:train:lock`` (STRING) held by the process that trains, TTL 1 hour.
 

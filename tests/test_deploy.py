@@ -1,0 +1,443 @@
+"""deploy/ and k8s/: what operators run, rendered, validated and exercised here.
+
+No Docker engine on these machines: the image's steps run as they would inside it (the
+project built as a wheel and installed into a clean virtualenv, the image's environment
+and entry command starting the service, its health check run against it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes_validate
+import pytest
+import redis
+import yaml
+from scripts.settings_doc import render_env
+
+from paperfeed.settings import Settings, env_name, load_settings
+from tests.conftest import free_port, in_ci, start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = ROOT / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+KUBERNETES_VERSION = "1.30.0"
+Obj = dict[str, Any]
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        if in_ci():
+            pytest.fail("kubectl is missing (scripts/test-setup.sh installs kubernetes-client)")
+        pytest.skip("kubectl is not installed")
+    return found
+
+
+def render(overlay: str) -> list[Obj]:
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
+
+
+def by_kind(objects: list[Obj], kind: str) -> dict[str, Obj]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def pod_specs(objects: list[Obj]) -> dict[str, Obj]:
+    specs = {}
+    for obj in objects:
+        if obj["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+            specs[obj["metadata"]["name"]] = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            specs[obj["metadata"]["name"]] = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return specs
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Obj]]:
+    return request.param, render(request.param)
+
+
+def test_there_are_dev_and_prod_overlays() -> None:
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
+def test_every_rendered_object_is_valid_kubernetes(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    assert len(objects) >= 8
+    for obj in objects:
+        # strict: unknown fields (typos) are errors, not silently ignored.
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_pod_runs_unprivileged_with_a_read_only_root(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    _, objects = rendered
+    specs = pod_specs(objects)
+    assert {"paperfeed-api", "paperfeed-worker"} <= set(specs)
+    for name, spec in specs.items():
+        pod = spec.get("securityContext", {})
+        assert spec.get("automountServiceAccountToken") is False, name
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert pod.get("runAsNonRoot") or security.get("runAsNonRoot"), name
+            assert (security.get("runAsUser") or pod.get("runAsUser", 0)) != 0, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security.get("privileged", False) is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            assert "memory" in container["resources"]["limits"], name
+            assert "cpu" in container["resources"]["requests"], name
+
+
+def test_the_api_has_probes_autoscaling_a_budget_and_metrics(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    overlay, objects = rendered
+    api = by_kind(objects, "Deployment")["paperfeed-api"]
+    container = api["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+    labels = api["spec"]["template"]["metadata"]["labels"]
+
+    hpa = by_kind(objects, "HorizontalPodAutoscaler")["paperfeed-api"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "paperfeed-api"
+    pdb = by_kind(objects, "PodDisruptionBudget")["paperfeed-api"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] or overlay == "dev"
+
+    service = by_kind(objects, "Service")["paperfeed-api"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    ingress = by_kind(objects, "Ingress")["paperfeed-api"]
+    backends = [
+        path["backend"]["service"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert {b["name"] for b in backends} == {"paperfeed-api"}
+    # CORS is the app's (extension origins only): the controller must not add its own.
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/enable-cors"] == "false"
+    assert ingress["spec"]["tls"]
+
+
+def config_of(objects: list[Obj], workload: Obj) -> tuple[dict[str, str], str]:
+    """The ConfigMap data and the Secret name a workload reads its settings from."""
+    sources = workload["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    config_name = next(s["configMapRef"]["name"] for s in sources if "configMapRef" in s)
+    secret_name = next(s["secretRef"]["name"] for s in sources if "secretRef" in s)
+    return by_kind(objects, "ConfigMap")[config_name]["data"], secret_name
+
+
+def test_settings_come_from_a_configmap_and_a_secret_that_parse(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    overlay, objects = rendered
+    for name in ("paperfeed-api", "paperfeed-worker"):
+        data, secret_name = config_of(objects, by_kind(objects, "Deployment")[name])
+        secrets = by_kind(objects, "Secret")
+        secret_env = {}
+        if overlay == "prod":
+            assert secret_name == "paperfeed-secrets"  # created outside git
+            assert secret_name not in secrets
+            secret_env = {"REDIS_URL": "redis://redis-cluster:6379/0", "PAPERFEED_ADMIN_TOKEN": "x"}
+        else:
+            import base64
+
+            raw = secrets[secret_name]["data"]
+            secret_env = {k: base64.b64decode(v).decode() for k, v in raw.items()}
+        assert "REDIS_URL" in secret_env
+        assert "PAPERFEED_ADMIN_TOKEN" in secret_env
+        assert not any(k in data for k in ("REDIS_URL", "PAPERFEED_ADMIN_TOKEN"))
+        settings = load_settings({**data, **secret_env})  # every value parses
+        assert settings.host == "0.0.0.0"
+        if overlay == "prod":
+            assert settings.redis_cluster
+            assert settings.redis_wait_replicas == 1
+            assert not settings.demo_catalog
+
+
+def test_dev_runs_its_own_redis_reachable_only_from_paperfeed(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    overlay, objects = rendered
+    statefulsets = by_kind(objects, "StatefulSet")
+    if overlay == "prod":
+        assert statefulsets == {}  # an external Redis Cluster
+        assert by_kind(objects, "NetworkPolicy") == {}
+        return
+    redis_set = statefulsets["redis"]
+    assert redis_set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    container = redis_set["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/data"] == "data"
+    config_volume = next(
+        v for v in redis_set["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"
+    )
+    conf = by_kind(objects, "ConfigMap")[config_volume["configMap"]["name"]]["data"]["redis.conf"]
+    assert conf == (DEPLOY / "redis.conf").read_text()
+
+    policy = by_kind(objects, "NetworkPolicy")["redis-clients-only"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+        redis_set["spec"]["template"]["metadata"]["labels"].items()
+    )
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    clients = [
+        name
+        for name, obj in by_kind(objects, "Deployment").items()
+        if allowed.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert sorted(clients) == ["paperfeed-api", "paperfeed-worker"]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
+
+
+def test_the_redis_conf_copies_are_one_file() -> None:
+    assert (K8S / "redis" / "redis.conf").read_text() == (DEPLOY / "redis.conf").read_text()
+
+
+def test_redis_conf_starts_a_real_redis_that_never_evicts_and_fsyncs_every_write(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "redis.conf"
+    conf.write_text((DEPLOY / "redis.conf").read_text().replace("dir /data", f"dir {tmp_path}"))
+    port = free_port()
+    from paperfeed.store.embedded import redis_server_binary
+
+    process = subprocess.Popen(
+        [redis_server_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, decode_responses=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None, "redis-server rejected deploy/redis.conf"
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        config = {
+            **client.config_get("appendonly"),
+            **client.config_get("appendfsync"),
+            **client.config_get("maxmemory-policy"),
+        }
+        assert config == {
+            "appendonly": "yes",
+            "appendfsync": "always",
+            "maxmemory-policy": "noeviction",
+        }
+        client.set("pf:probe", "1")
+        assert any(tmp_path.rglob("*.aof")), "the append-only file is on disk"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def test_env_example_lists_every_setting_and_its_values_parse() -> None:
+    text = (DEPLOY / ".env.example").read_text()
+    assert text == render_env(), "regenerate: python scripts/settings_doc.py --env"
+    for field in Settings.__struct_fields__:
+        assert re.search(rf"^#? ?{env_name(field)}=", text, re.MULTILINE), field
+    settings = load_settings(parse_env_file(text))
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.admin_token
+
+
+def test_compose_runs_api_worker_and_a_persistent_redis() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["api"]["command"] == ["serve"]
+    assert services["worker"]["command"] == ["worker"]
+    for name in ("api", "worker"):
+        service = services[name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert service["env_file"] == ".env"
+        assert service["read_only"] is True
+        assert service["cap_drop"] == ["ALL"]
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["healthcheck"]["test"]
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    redis_service = services["redis"]
+    assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis_service["volumes"]
+    assert any(v.startswith("redis-data:/data") for v in redis_service["volumes"])
+    assert "redis-data" in compose["volumes"]
+    assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+class Dockerfile:
+    """The instructions of each stage of deploy/Dockerfile."""
+
+    def __init__(self, path: Path) -> None:
+        text = path.read_text().replace("\\\n", " ")
+        self.stages: list[list[tuple[str, str]]] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            word, _, rest = line.partition(" ")
+            if word.upper() == "FROM":
+                self.stages.append([])
+            self.stages[-1].append((word.upper(), rest.strip()))
+
+    def final(self, instruction: str) -> list[str]:
+        return [rest for word, rest in self.stages[-1] if word == instruction]
+
+    def env(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for rest in self.final("ENV"):
+            for key, value in re.findall(r"(\w+)=(\S+)", rest):
+                values[key] = value
+        return values
+
+
+def test_the_image_is_multi_stage_slim_and_not_root() -> None:
+    docker = Dockerfile(DEPLOY / "Dockerfile")
+    assert len(docker.stages) == 2
+    assert docker.stages[-1][0] == ("FROM", "python:3.11-slim")
+    final_runs = " ".join(docker.final("RUN"))
+    for tool in ("apt-get", "gcc", "build-essential", "pip install"):
+        assert tool not in final_runs, f"{tool} in the final image"
+    user = docker.final("USER")
+    assert user == ["10001"]
+    assert "--uid 10001" in final_runs
+    assert docker.final("ENTRYPOINT") == ['["paperfeed"]']
+    assert docker.final("CMD") == ['["serve"]']
+    assert docker.final("COPY") == ["--from=build /opt/paperfeed /opt/paperfeed"]
+    # The build context is the repository root; only what the image needs is sent.
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!services/"]
+
+
+@pytest.fixture(scope="module")
+def image_venv() -> Iterator[Path]:
+    """The build stage's install, here: the project as a wheel in a clean virtualenv.
+
+    Its dependencies come from the test environment (a .pth line): what is checked is
+    that the wheel alone carries paperfeed, its scripts, Lua files and the demo catalog.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="pf-image-"))
+    wheels = workdir / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    env_dir = workdir / "opt-paperfeed"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deps = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    (Path(site) / "zz-test-deps.pth").write_text(deps + "\n")
+    wheel = next(wheels.glob("paperfeed-*.whl"))
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    yield env_dir
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_image_entry_command_serves_the_demo_catalog(image_venv: Path, tmp_path: Path) -> None:
+    docker = Dockerfile(DEPLOY / "Dockerfile")
+    image_env = docker.env()
+    assert image_env["OPENBLAS_NUM_THREADS"] == "1"
+    redis_port = free_port()
+    redis_process = start_redis(tmp_path, redis_port, "--save", "")
+    port = free_port()
+    env = {
+        **image_env,
+        "PATH": f"{image_venv / 'bin'}:/usr/bin:/bin",
+        "PAPERFEED_PORT": str(port),  # the image listens on 8000; here any free port
+        "PAPERFEED_DATA_DIR": str(tmp_path / "data"),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "HOME": str(tmp_path),
+    }
+    command = [*eval_json(docker.final("ENTRYPOINT")[0]), *eval_json(docker.final("CMD")[0])]
+    where = subprocess.run(
+        [str(image_venv / "bin" / "python"), "-c", "import paperfeed; print(paperfeed.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert where.startswith(str(image_venv)), "paperfeed comes from the installed wheel"
+    process = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the image's command did not become ready"
+            time.sleep(0.2)
+        papers = httpx.get(f"{url}/v1/papers", params={"limit": 200}).json()["items"]
+        assert len(papers) == 136  # the demo catalog shipped inside the wheel
+        installed = httpx.post(f"{url}/v1/installs")
+        assert installed.status_code == 201
+        healthcheck = eval_json(
+            re.search(r"CMD (\[.*\])", docker.final("HEALTHCHECK")[0]).group(1)  # type: ignore[union-attr]
+        )
+        healthcheck = [part.replace(":8000", f":{port}") for part in healthcheck]
+        healthcheck[0] = str(image_venv / "bin" / healthcheck[0])
+        assert subprocess.run(healthcheck, env=env, timeout=10, check=False).returncode == 0
+    finally:
+        process.terminate()
+        process.wait(30)
+        redis_process.terminate()
+        redis_process.wait(10)
+
+
+def eval_json(text: str) -> list[str]:
+    import json
+
+    value = json.loads(text)
+    assert isinstance(value, list)
+    return [str(v) for v in value]
