@@ -72,8 +72,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How long an ``event_id`` is remembered for idempotent replay."""
     dedupe_cap: PositiveInt = 20_000
     """Most event ids remembered per user."""
-    max_clock_skew_s: PositiveFloat = 86_400.0
-    """Events stamped further in the future than this are rejected."""
     candidate_min_users: PositiveInt = 2
     """Distinct installs that must report an unknown arXiv paper before it is admitted
     into the catalog."""

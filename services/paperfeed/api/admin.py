@@ -9,6 +9,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from paperfeed.api.deps import decode_json, require_admin
+from paperfeed.api.openapi import ADMIN_AUTH, documented
 from paperfeed.catalog.importers import ImportFormatError, PaperRecord, paper_from_record
 from paperfeed.catalog.repository import ImportResult
 from paperfeed.core import Core
@@ -40,8 +41,14 @@ class AdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
     dependencies = {"admin": Provide(require_admin)}
+    security = ADMIN_AUTH
 
-    @post("/papers", status_code=HTTP_200_OK, summary="Import papers (JSON-lines record shape)")
+    @post(
+        "/papers",
+        status_code=HTTP_200_OK,
+        summary="Import papers (JSON-lines record shape)",
+        responses=documented(400, 401, 403, 413),
+    )
     async def import_papers(
         self,
         request: Request[Any, Any, Any],
@@ -60,7 +67,12 @@ class AdminController(Controller):
                 raise InvalidInput(f"[{index}]", str(exc)) from exc
         return await core.catalog.upsert(papers, time.time())
 
-    @post("/train", status_code=HTTP_202_ACCEPTED, summary="Train a model now (in the background)")
+    @post(
+        "/train",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Train a model now (in the background)",
+        responses=documented(401, 403),
+    )
     async def train(
         self, core: NamedDependency[Core], admin: NamedDependency[None]
     ) -> TrainStarted:
@@ -68,7 +80,11 @@ class AdminController(Controller):
         started = await start_training(core)
         return TrainStarted(status="started" if started else "running")
 
-    @get("/model", summary="The published model and its held-out metrics")
+    @get(
+        "/model",
+        summary="The published model and its held-out metrics",
+        responses=documented(401, 403),
+    )
     async def model(self, core: NamedDependency[Core], admin: NamedDependency[None]) -> ModelStatus:
         version = await core.models.current_version()
         meta = await core.models.meta(version) if version else None

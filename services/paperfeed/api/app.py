@@ -28,6 +28,7 @@ from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.me import MeController
+from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.core import Core
 from paperfeed.logs import logging_config
@@ -125,7 +126,9 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             version=__version__,
             description="Personalized trending research papers.",
             path="/schema",
+            components=COMPONENTS,
         ),
+        plugins=[ClosedStructSchemaPlugin()],
         logging_config=LoggingConfig(
             formatters=logging_dict["formatters"],
             handlers=logging_dict["handlers"],

@@ -7,6 +7,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from paperfeed.api.deps import provide_user_id
 from paperfeed.api.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE
+from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.core import Core
 from paperfeed.events import EventBatch, IngestResult
 
@@ -15,8 +16,13 @@ class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]
     dependencies = {"user_id": Provide(provide_user_id)}
+    security = INSTALL_AUTH
 
-    @post(status_code=HTTP_200_OK, summary="Record a batch of interaction events")
+    @post(
+        status_code=HTTP_200_OK,
+        summary="Record a batch of interaction events",
+        responses=documented(400, 401, 413),
+    )
     async def ingest(
         self, data: JSONBody[EventBatch], core: NamedDependency[Core], user_id: NamedDependency[str]
     ) -> IngestResult:

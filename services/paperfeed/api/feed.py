@@ -5,6 +5,7 @@ from litestar.di import NamedDependency, Provide
 
 from paperfeed.api.deps import provide_user_id
 from paperfeed.api.metrics import FEEDS_SERVED
+from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Limit
 from paperfeed.core import Core
 from paperfeed.recsys.feed import Feed
@@ -14,8 +15,9 @@ class FeedController(Controller):
     path = "/v1/feed"
     tags = ["feed"]
     dependencies = {"user_id": Provide(provide_user_id)}
+    security = INSTALL_AUTH
 
-    @get(summary="The caller's personalized trending feed")
+    @get(summary="The caller's personalized trending feed", responses=documented(400, 401))
     async def feed(
         self, core: NamedDependency[Core], user_id: NamedDependency[str], limit: Limit = 30
     ) -> Feed:

@@ -5,6 +5,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from paperfeed.api.deps import provide_user_id
+from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.core import Core
 from paperfeed.users import UserExport
 
@@ -13,14 +14,23 @@ class MeController(Controller):
     path = "/v1/me"
     tags = ["privacy"]
     dependencies = {"user_id": Provide(provide_user_id)}
+    security = INSTALL_AUTH
 
-    @get("/export", summary="Everything paperfeed keeps about the caller")
+    @get(
+        "/export",
+        summary="Everything paperfeed keeps about the caller",
+        responses=documented(401),
+    )
     async def export(
         self, core: NamedDependency[Core], user_id: NamedDependency[str]
     ) -> UserExport:
         return await core.users.export(user_id)
 
-    @delete(status_code=HTTP_204_NO_CONTENT, summary="Erase the caller everywhere")
+    @delete(
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Erase the caller everywhere",
+        responses=documented(401),
+    )
     async def erase(self, core: NamedDependency[Core], user_id: NamedDependency[str]) -> None:
         """Deletes the install, its token, its events, and takes back its trending weight."""
         await core.users.erase(user_id)

@@ -8,6 +8,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from paperfeed.api.openapi import documented
 from paperfeed.catalog.papers import Paper, normalize_paper_id
 from paperfeed.core import Core
 from paperfeed.errors import NotFound
@@ -32,27 +33,31 @@ class TrendingPage(msgspec.Struct):
 
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="How many items (1-200)")]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(pattern=r"^[0-9]{1,9}$", description="The ``next`` of the previous page"),
+]
 
 
 class PaperController(Controller):
     path = "/v1/papers"
     tags = ["papers"]
 
-    @get(summary="List the catalog, newest first")
+    @get(summary="List the catalog, newest first", responses=documented(400))
     async def list_papers(
-        self, core: NamedDependency[Core], limit: Limit = 50, cursor: FromQuery[str | None] = None
+        self, core: NamedDependency[Core], limit: Limit = 50, cursor: Cursor = None
     ) -> PaperPage:
         papers, next_cursor = await core.catalog.newest(limit, cursor)
         return PaperPage(items=papers, next=next_cursor)
 
-    @get("/{paper_id:str}", summary="One paper")
+    @get("/{paper_id:str}", summary="One paper", responses=documented(400, 404))
     async def get_paper(self, core: NamedDependency[Core], paper_id: FromPath[str]) -> Paper:
         paper = await core.catalog.get(normalize_paper_id(paper_id))
         if paper is None:
             raise NotFound(f"no paper {paper_id!r}")
         return paper
 
-    @get("/{paper_id:str}/similar", summary="Papers like this one")
+    @get("/{paper_id:str}/similar", summary="Papers like this one", responses=documented(400, 404))
     async def similar(
         self, core: NamedDependency[Core], paper_id: FromPath[str], limit: Limit = 10
     ) -> Similar:
@@ -64,7 +69,7 @@ class TrendingController(Controller):
     path = "/v1/trending"
     tags = ["papers"]
 
-    @get(summary="Globally trending papers", cache=True)
+    @get(summary="Globally trending papers", cache=True, responses=documented(400))
     async def trending(
         self, core: NamedDependency[Core], window: FromQuery[Window] = "week", limit: Limit = 50
     ) -> TrendingPage:

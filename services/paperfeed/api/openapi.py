@@ -1,0 +1,85 @@
+"""What the OpenAPI document promises beyond the handlers' own types.
+
+Clients (and the schema fuzzer in the tests) hold the api to this document, so it says
+everything a response can be: the error statuses of each operation, closed request
+objects (unknown fields are refused), and the bearer-token schemes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# Litestar's own Struct schema plugin (not exported): this one only adds to its answer.
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Components, Schema, SecurityScheme
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.typing import FieldDefinition
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    message: str
+    key: str | None = None
+    """The field at fault (``events[3].ts``, ``cursor``)."""
+    source: str | None = None
+    """Where that field was: ``body``, ``query``, ``path``, ``header``."""
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    status_code: int
+    detail: str
+    extra: list[ErrorDetail] | None = None
+
+
+MEANING = {
+    400: "Invalid input; `extra` names the field at fault",
+    401: "Missing, unknown or revoked bearer token",
+    403: "Not allowed (admin endpoints without the admin token)",
+    404: "No such paper",
+    413: "Request body larger than PAPERFEED_MAX_BODY_BYTES",
+    429: "Rate limit of this install (or address) reached; see Retry-After",
+    503: "Storage unavailable or an event batch not yet replicated; retry after Retry-After",
+}
+ALWAYS = (429, 503)
+
+
+def documented(*statuses: int) -> dict[int, ResponseSpec]:
+    """Response specs of ``statuses`` plus the ones every operation may answer."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody, description=MEANING[status], generate_examples=False
+        )
+        for status in sorted({*statuses, *ALWAYS})
+    }
+
+
+INSTALL_AUTH: list[dict[str, list[str]]] = [{"install": []}]
+ADMIN_AUTH: list[dict[str, list[str]]] = [{"admin": []}]
+
+COMPONENTS = Components(
+    security_schemes={
+        "install": SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="The token `POST /v1/installs` returned (stored only as a hash).",
+        ),
+        "admin": SecurityScheme(type="http", scheme="bearer", description="PAPERFEED_ADMIN_TOKEN."),
+    }
+)
+
+
+class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
+    """msgspec Structs that refuse unknown fields say so: ``additionalProperties: false``."""
+
+    _structs = StructSchemaPlugin()
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return self._structs.is_plugin_supported_field(field_definition)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        schema = self._structs.to_openapi_schema(field_definition, schema_creator)
+        if field_definition.type_.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema
