@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -27,11 +27,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(config: Callable[[Path], list[str]] | None = None) -> Iterator[str]:
+    """A private redis-server; ``config(workdir)`` gives leading arguments (a conf file)."""
     workdir = Path(tempfile.mkdtemp(prefix="pf-bench-"))
     port = free_port()
+    leading = config(workdir) if config else ["--save", "", "--dir", str(workdir)]
     process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--save", "", "--dir", str(workdir)],
+        [redis_server_binary(), *leading, "--port", str(port), "--bind", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"

@@ -102,6 +102,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """``paperfeed worker``: retrain at least this often ..."""
     train_min_new_events: PositiveInt = 500
     """... or as soon as this many new events arrived since the last training."""
+    train_lock_ttl_s: PositiveFloat = 60.0
+    """The trainer's lock expires this long after its holder stopped renewing it (died)."""
     als_factors: PositiveInt = 256
     """ALS latent factors (tuned on citeulike-t, see docs/evaluation.md)."""
     als_iterations: PositiveInt = 15

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from redis.exceptions import RedisError
 from tqdm import tqdm
 
 from paperfeed.recsys import evaluate
@@ -25,6 +25,7 @@ from paperfeed.recsys.ranker import BlendParams
 from paperfeed.recsys.train import TrainReport, als_params, production_scorer, train_and_publish
 from paperfeed.settings import Settings
 from paperfeed.store import client, keys
+from paperfeed.store.lease import Lease
 
 log = logging.getLogger("paperfeed.train")
 
@@ -51,19 +52,19 @@ def bars() -> Iterator[Callable[[str, int, int], None]]:
 
 
 async def train_once(settings: Settings, show_progress: bool) -> TrainReport:
-    redis = client.connect(settings)
-    lock = await redis.set(keys.TRAIN_LOCK, os.getpid(), nx=True, ex=3600)
-    if not lock:
-        await redis.aclose()
-        raise RuntimeError("another trainer holds pf:train:lock")
-    try:
-        with bars() as progress:
-            report = await train_and_publish(redis, settings, progress if show_progress else None)
-        await redis.delete(keys.TRAIN_REQUESTED)
-        return report
-    finally:
-        await redis.delete(keys.TRAIN_LOCK)
-        await redis.aclose()
+    with Lease(settings, keys.TRAIN_LOCK, settings.train_lock_ttl_s) as lease:
+        if not lease.acquire():
+            raise RuntimeError("another trainer holds pf:train:lock")
+        redis = client.connect(settings)
+        try:
+            with bars() as progress:
+                report = await train_and_publish(
+                    redis, settings, progress if show_progress else None
+                )
+            await redis.delete(keys.TRAIN_REQUESTED)
+            return report
+        finally:
+            await redis.aclose()
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,12 +95,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     with redis_for(settings) as ready:
         last_events, last_run = -sys.maxsize, 0.0
         while True:
-            go, events = asyncio.run(should_train(ready, last_events, last_run))
+            try:
+                go, events = asyncio.run(should_train(ready, last_events, last_run))
+            except RedisError as exc:  # Redis away for a while: keep waiting for it
+                log.warning("worker cannot reach redis", extra={"error": repr(exc)})
+                time.sleep(args.poll)
+                continue
             if go:
                 try:
                     report = asyncio.run(train_once(ready, show_progress=False))
                     log.info("training done", extra={"report": msgspec.to_builtins(report)})
-                except RuntimeError as exc:
+                except (RuntimeError, RedisError) as exc:
                     log.warning("training skipped", extra={"error": str(exc)})
                 last_events, last_run = events, time.time()
                 if args.once:
