@@ -211,3 +211,7 @@ def paperfeed_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
         check=False,
         timeout=300,
     )
+
+
+# Fixtures of a trained service, shared by the recommender and reliability tests.
+from tests.recsys_fixtures import api, trained  # noqa: E402, F401

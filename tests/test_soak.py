@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
 from bench.soak import run
 
 pytestmark = pytest.mark.slow

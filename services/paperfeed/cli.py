@@ -55,7 +55,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     with contextlib.suppress(Stopped), redis_for(settings) as ready:
         log.info(
             "paperfeed listening",
-            extra={"url": f"http://{ready.host}:{ready.port}", "redis": ready.redis_url},
+            extra={
+                "url": f"http://{ready.host}:{ready.port}",
+                "redis": client.redact(ready.redis_url or ""),
+            },
         )
         if ready.workers > 1:
             # Each worker builds its app from the environment; they share the embedded
@@ -110,6 +113,8 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
         value = getattr(settings, field)
         if field == "admin_token" and value:
             value = "<set>"
+        elif field == "redis_url" and value:
+            value = client.redact(value)
         print(f"{env_name(field)}={value}")
     return 0
 

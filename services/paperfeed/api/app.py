@@ -22,7 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from paperfeed import __version__
 from paperfeed.api.admin import AdminController
 from paperfeed.api.deps import bearer_token, provide_core
-from paperfeed.api.errors import EXCEPTION_HANDLERS
+from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS
 from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
@@ -135,7 +135,9 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             root=logging_dict["root"],
             loggers=logging_dict["loggers"],
             log_exceptions="always",
-            disable_stack_trace={404, 400, 401, 403, 413, 429},
+            # Expected answers, not faults: no traceback in the logs (status codes match
+            # Litestar's own exceptions, classes match paperfeed's by exact type).
+            disable_stack_trace={404, 400, 401, 403, 413, 429, *EXPECTED_ERRORS},
         ),
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(

@@ -6,12 +6,13 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, TooManyRequestsException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
@@ -25,6 +26,7 @@ from paperfeed.errors import (
     Unauthorized,
     Unavailable,
 )
+from paperfeed.store.scripts import NotReplicated
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,48 @@ def redis_error(
     )
 
 
+def too_deep(_: Request[Any, Any, Any], error: RecursionError) -> Response[object]:
+    """JSON nested deeper than the decoder's stack: the client's fault, not ours."""
+    body = {
+        "status_code": HTTP_400_BAD_REQUEST,
+        "detail": "body: nested too deeply",
+        "extra": [{"key": "body", "message": "nested too deeply"}],
+    }
+    return Response(body, status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
+
+
+def too_many_requests(
+    _: Request[Any, Any, Any], error: TooManyRequestsException
+) -> Response[object]:
+    """Litestar's 429 with ``Retry-After`` (clients read it; the draft RateLimit-* headers
+    stay as well)."""
+    headers = dict(error.headers or {})
+    headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
+    body = {"status_code": HTTP_429_TOO_MANY_REQUESTS, "detail": "rate limit reached"}
+    return Response(
+        body,
+        status_code=HTTP_429_TOO_MANY_REQUESTS,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+EXPECTED_ERRORS: set[type[Exception]] = {
+    InvalidInput,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    NotReplicated,
+    RecursionError,
+}
+
 EXCEPTION_HANDLERS = {
     PaperfeedError: paperfeed_error,
     RedisError: redis_error,
     RedisClusterException: redis_error,
+    RecursionError: too_deep,
+    TooManyRequestsException: too_many_requests,
 }
 
 __all__ = ["EXCEPTION_HANDLERS", "HTTPException"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode
@@ -80,3 +81,14 @@ def bytes_client(redis: RedisClient) -> RedisClient:
 
 def _credentials(connection_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in connection_kwargs.items() if k in ("username", "password", "ssl")}
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and ``paperfeed settings``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
