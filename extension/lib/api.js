@@ -10,11 +10,18 @@ export const KINDS = {
 };
 
 export class ApiError extends Error {
-  constructor(kind, status = 0, detail = "") {
+  constructor(kind, status = 0, detail = "", retryAfterMs = 0) {
     super(`${kind}${status ? ` (${status})` : ""}${detail ? `: ${detail}` : ""}`);
     this.kind = kind;
     this.status = status;
+    // The service's Retry-After (429, 503): the queue waits at least that long.
+    this.retryAfterMs = retryAfterMs;
   }
+}
+
+export function retryAfterMs(header) {
+  const seconds = Number.parseInt(header ?? "", 10);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 3600) * 1000 : 0;
 }
 
 function kindOf(status) {
@@ -46,7 +53,8 @@ async function call(base, path, { method = "GET", token, body, timeoutMs = 10_00
     } catch {
       // not JSON
     }
-    throw new ApiError(kindOf(response.status), response.status, detail);
+    const wait = retryAfterMs(response.headers.get("Retry-After"));
+    throw new ApiError(kindOf(response.status), response.status, detail, wait);
   }
   return response.status === 204 ? null : response.json();
 }

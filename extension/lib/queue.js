@@ -65,9 +65,8 @@ export async function flush(storage, send, { now = Date.now(), force = false } =
         continue;
       }
       const failures = current.failures + 1;
-      await storage.set({
-        [STATE_KEY]: { failures, nextAttemptAt: now + backoffDelay(failures) },
-      });
+      const delay = Math.max(backoffDelay(failures), error.retryAfterMs ?? 0);
+      await storage.set({ [STATE_KEY]: { failures, nextAttemptAt: now + delay } });
       return { sent, error: error.kind ?? "network" };
     }
     await remove(storage, new Set(batch.map((e) => e.event_id)));

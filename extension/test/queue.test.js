@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { BATCH_SIZE, MAX_QUEUE, backoffDelay, enqueue, flush, newEvent, pending } from "../lib/queue.js";
+import { ApiError, retryAfterMs } from "../lib/api.js";
 import { memoryStorage } from "./chrome-stub.js";
 
 const events = (n, type = "view") => Array.from({ length: n }, (_, i) => newEvent(type, `2401.0000${i % 10}`));
@@ -81,4 +82,20 @@ test("backoff doubles and is capped", () => {
   assert.equal(backoffDelay(1), 5000);
   assert.equal(backoffDelay(2), 10000);
   assert.equal(backoffDelay(30), 30 * 60_000);
+});
+
+test("a Retry-After longer than the backoff is honoured", async () => {
+  const storage = memoryStorage();
+  await enqueue(storage, events(2));
+  const limited = await flush(storage, async () => {
+    throw new ApiError("rate-limited", 429, "", retryAfterMs("60"));
+  }, { now: 1000 });
+  assert.equal(limited.error, "rate-limited");
+  const early = await flush(storage, async () => assert.fail("must wait"), { now: 1000 + backoffDelay(1) });
+  assert.equal(early.waiting, true);
+  const sent = [];
+  await flush(storage, async (batch) => sent.push(...batch), { now: 1000 + 60_000 });
+  assert.equal(sent.length, 2);
+  assert.equal(retryAfterMs(undefined), 0);
+  assert.equal(retryAfterMs("nonsense"), 0);
 });
