@@ -87,3 +87,26 @@ def test_each_install_has_its_own_rate_limit_budget(redis_url: str, r: redis.Red
         statuses = [http.get("/v1/me/export", headers=first).status_code for _ in range(5)]
         assert statuses == [200] * 4 + [429]
         assert http.get("/v1/me/export", headers=second).status_code == 200
+
+
+def test_behind_a_trusted_proxy_each_client_address_has_its_own_budget(
+    redis_url: str, r: redis.Redis
+) -> None:
+    settings = make_settings(redis_url, rate_limit_per_minute=3, forwarded_allow_ips="127.0.0.1")
+    with live_server(settings) as limited, httpx.Client(base_url=limited.url) as http:
+        first = {"X-Forwarded-For": "203.0.113.7"}
+        statuses = [http.post("/v1/installs", headers=first).status_code for _ in range(4)]
+        assert statuses == [201] * 3 + [429]
+        # Another reader behind the same proxy still gets in.
+        other = http.post("/v1/installs", headers={"X-Forwarded-For": "198.51.100.9"})
+        assert other.status_code == 201
+
+
+def test_an_untrusted_peer_cannot_choose_its_address(redis_url: str, r: redis.Redis) -> None:
+    settings = make_settings(redis_url, rate_limit_per_minute=3, forwarded_allow_ips="10.9.9.9")
+    with live_server(settings) as limited, httpx.Client(base_url=limited.url) as http:
+        statuses = [
+            http.post("/v1/installs", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+            for n in range(4)
+        ]
+        assert statuses == [201] * 3 + [429]  # a new X-Forwarded-For each time did not help

@@ -71,6 +71,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 workers=ready.workers,
                 log_config=None,
                 proxy_headers=True,
+                forwarded_allow_ips=ready.forwarded_allow_ips,
             )
         else:
             uvicorn.run(
@@ -79,6 +80,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 port=ready.port,
                 log_config=None,
                 proxy_headers=True,
+                forwarded_allow_ips=ready.forwarded_allow_ips,
             )
     return 0
 

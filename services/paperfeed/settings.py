@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Address ``paperfeed serve`` listens on (``0.0.0.0`` in containers)."""
     port: Annotated[int, Meta(ge=1, le=65535)] = 8000
     """Port ``paperfeed serve`` listens on."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies whose X-Forwarded-For is believed (comma-separated, ``*`` for any): behind
+    an ingress, its address; otherwise every client shares one rate-limit budget."""
     workers: PositiveInt = 1
     """uvicorn worker processes of ``paperfeed serve``."""
     demo_catalog: bool = True
