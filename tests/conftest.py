@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +141,9 @@ async def core(redis_url: str, r: redis.Redis) -> AsyncIterator[Core]:
 class LiveServer:
     """The real app served by uvicorn on a free port, in a thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = settings
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_app(settings),
@@ -171,8 +172,8 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    server = LiveServer(settings).start()
+def live_server(settings: Settings, port: int | None = None) -> Iterator[LiveServer]:
+    server = LiveServer(settings, port).start()
     try:
         yield server
     finally:
@@ -217,6 +218,69 @@ def paperfeed_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
         check=False,
         timeout=300,
     )
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on a loopback port; what it accepted, parsed."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[EmailMessage] = []
+        self.refuse_next = 0
+        """Answer this many DATA commands with a temporary failure (451) first."""
+        self.hold_after: int | None = None
+        """Hold the DATA of message number ``hold_after + 1`` until ``release`` is set."""
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+        import email
+        from email import policy
+
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            return "451 4.3.0 try again later"
+        if self.hold_after is not None and len(self.messages) >= self.hold_after:
+            self.holding.set()
+            await asyncio.to_thread(self.release.wait, 60)
+            return "451 4.3.0 released"
+        message = email.message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+    def wait_for(self, count: int, timeout: float = 15) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            assert time.monotonic() < deadline, f"{len(self.messages)} of {count} mails arrived"
+            time.sleep(0.05)
+        return self.messages
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.release.set()
+    box.controller.stop()
+
+
+def smtp_settings(mailbox: Mailbox, public_url: str) -> dict[str, Any]:
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": mailbox.port,
+        "smtp_tls": "none",
+        "smtp_from": "paperfeed <digest@paperfeed.test>",
+        "public_url": public_url,
+    }
 
 
 # Fixtures of a trained service, shared by the recommender and reliability tests.

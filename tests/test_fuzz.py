@@ -22,7 +22,14 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import ignored_auth
 
-from tests.conftest import LiveServer, live_server, make_settings, register
+from tests.conftest import (
+    LiveServer,
+    Mailbox,
+    live_server,
+    make_settings,
+    register,
+    smtp_settings,
+)
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 
@@ -31,8 +38,14 @@ FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 def fuzz_server(redis_url: str) -> Iterator[LiveServer]:
     # No admin token: admin endpoints must refuse every generated request (and a fuzzer
     # must not start training runs).
-    with live_server(make_settings(redis_url, admin_token=None)) as live:
+    mailbox = Mailbox()  # digest subscriptions send their confirmation mail here
+    mailbox.controller.start()
+    settings = make_settings(
+        redis_url, admin_token=None, **smtp_settings(mailbox, "http://127.0.0.1:1")
+    )
+    with live_server(settings) as live:
         yield live
+    mailbox.controller.stop()
 
 
 class Fuzzer:

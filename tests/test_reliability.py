@@ -214,7 +214,7 @@ async def test_a_trainer_killed_mid_training_leaves_the_old_model_serving(
         "REDIS_URL": redis_url,
         "PAPERFEED_ALS_FACTORS": "64",
         "PAPERFEED_ALS_ITERATIONS": "100000",  # far longer than the test waits
-        "PAPERFEED_TRAIN_LOCK_TTL_S": "1.5",
+        "PAPERFEED_LOCK_TTL_S": "1.5",
         "PAPERFEED_LOG_LEVEL": "WARNING",
     }
     trainer = await asyncio.to_thread(

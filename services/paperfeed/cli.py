@@ -113,7 +113,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     for field in Settings.__struct_fields__:
         value = getattr(settings, field)
-        if field == "admin_token" and value:
+        if field in ("admin_token", "smtp_password", "secret_key") and value:
             value = "<set>"
         elif field == "redis_url" and value:
             value = client.redact(value)
@@ -141,6 +141,9 @@ def parser() -> argparse.ArgumentParser:
     from paperfeed.recsys import cli as recsys_cli
 
     recsys_cli.add_commands(sub, COMMANDS)
+    from paperfeed.digest import cli as digest_cli
+
+    digest_cli.add_commands(sub, COMMANDS)
     return root
 
 

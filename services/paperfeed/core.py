@@ -6,6 +6,7 @@ import time
 
 from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
+from paperfeed.digest.service import Digests
 from paperfeed.events import Ingestor
 from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
@@ -36,6 +37,7 @@ class Core:
             self.models,
             snapshot_s=settings.trending_cache_s,
         )
+        self.digests = Digests(redis, settings, self.feeds)
 
     @classmethod
     def connect(cls, settings: Settings) -> Core:

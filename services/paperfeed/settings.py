@@ -105,8 +105,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """``paperfeed worker``: retrain at least this often ..."""
     train_min_new_events: PositiveInt = 500
     """... or as soon as this many new events arrived since the last training."""
-    train_lock_ttl_s: PositiveFloat = 60.0
-    """The trainer's lock expires this long after its holder stopped renewing it (died)."""
+    lock_ttl_s: PositiveFloat = 60.0
+    """The locks of the trainer and of the digest run expire this long after their holder
+    stopped renewing them (died)."""
     als_factors: PositiveInt = 256
     """ALS latent factors (tuned on citeulike-t, see docs/evaluation.md)."""
     als_iterations: PositiveInt = 15
@@ -117,6 +118,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Confidence scaling: the matrix holds ``alpha * log1p(weight)``."""
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""
+
+    # --- e-mail digest
+    smtp_host: str | None = None
+    """SMTP server for the e-mail digest. Unset: digests are off (subscribing answers 503)."""
+    smtp_port: Annotated[int, Meta(ge=1, le=65535)] = 587
+    """SMTP port (587 for STARTTLS, 465 for TLS, 25 for none)."""
+    smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    """Transport security to the SMTP server."""
+    smtp_user: str | None = None
+    """SMTP login (unset: no authentication)."""
+    smtp_password: str | None = None
+    """SMTP password."""
+    smtp_from: str = "paperfeed <digest@localhost>"
+    """The digest's From address."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where readers reach this api: the base of the links in mails (confirm, unsubscribe)."""
+    secret_key: str | None = None
+    """Key that signs the links in mails. Unset: one is generated once and kept in Redis."""
+    digest_hour_utc: Annotated[int, Meta(ge=0, le=23)] = 6
+    """A new day's (or week's) digest is due from this hour (UTC) on."""
+    digest_check_s: PositiveFloat = 300.0
+    """How often ``paperfeed worker`` looks for due digests."""
 
     # --- logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

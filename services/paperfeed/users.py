@@ -36,6 +36,8 @@ class UserExport(msgspec.Struct):
     """Raw accepted events, newest first (at most ``event_log_cap``)."""
     vector: dict[str, Any] | None
     """The user's factor vector, if one was computed."""
+    digest: dict[str, Any] | None = None
+    """The e-mail digest subscription (address, frequency, confirmation), if any."""
 
 
 def hash_token(token: str) -> str:
@@ -85,7 +87,8 @@ class Users:
             pipe.hgetall(keys.user_papers(user_id))
             pipe.lrange(keys.user_log(user_id), 0, -1)
             pipe.get(keys.user_vector(user_id))
-            profile, papers, log, vector = await pipe.execute()
+            pipe.get(keys.user_digest(user_id))
+            profile, papers, log, vector, digest = await pipe.execute()
         return UserExport(
             user_id=user_id,
             created_at=float(profile.get("created_at", 0)),
@@ -94,6 +97,7 @@ class Users:
             papers={pid: decode_user_paper(value) for pid, value in papers.items()},
             events=[msgspec.json.decode(line) for line in log],
             vector=msgspec.json.decode(vector) if vector else None,
+            digest=msgspec.json.decode(digest) if digest else None,
         )
 
     async def erase(self, user_id: str, now: float | None = None) -> None:
@@ -114,4 +118,5 @@ class Users:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(*keys.user_keys(user_id))
             pipe.zrem(keys.USERS, user_id)
+            pipe.srem(keys.DIGEST_SUBSCRIBERS, user_id)
             await pipe.execute()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -22,12 +23,14 @@ from redis.exceptions import RedisClusterException, RedisError
 from paperfeed import __version__
 from paperfeed.api.admin import AdminController
 from paperfeed.api.deps import bearer_token, provide_core
+from paperfeed.api.digest import DigestLinkController, MyDigestController
 from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS
 from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.me import MeController
+from paperfeed.api.metrics import mirror_store_metrics
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.core import Core
@@ -71,9 +74,13 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             # Start anyway: /readyz says not ready until Redis answers.
             log.error("redis unavailable at start-up", extra={"error": repr(exc)})
         core.holder.start()
+        stopping = asyncio.Event()
+        mirror = asyncio.create_task(mirror_store_metrics(core.redis, stopping))
         try:
             yield
         finally:
+            stopping.set()
+            await mirror
             await core.holder.stop()
             await core.close()
 
@@ -88,6 +95,8 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             PaperController,
             TrendingController,
             MeController,
+            MyDigestController,
+            DigestLinkController,
             AdminController,
             FeedController,
             HealthController,

@@ -13,6 +13,7 @@ import msgspec
 
 # Litestar's own Struct schema plugin (not exported): this one only adds to its answer.
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.plugins import OpenAPISchemaPlugin
@@ -36,7 +37,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 MEANING = {
     400: "Invalid input; `extra` names the field at fault",
     401: "Missing, unknown or revoked bearer token",
-    403: "Not allowed (admin endpoints without the admin token)",
+    403: "Not allowed (admin endpoints without the admin token; a link with a bad signature)",
     404: "No such paper",
     413: "Request body larger than PAPERFEED_MAX_BODY_BYTES",
     429: "Rate limit of this install (or address) reached; see Retry-After",
@@ -50,6 +51,19 @@ def documented(*statuses: int) -> dict[int, ResponseSpec]:
     return {
         status: ResponseSpec(
             data_container=ErrorBody, description=MEANING[status], generate_examples=False
+        )
+        for status in sorted({*statuses, *ALWAYS})
+    }
+
+
+def html_pages(*statuses: int) -> dict[int, ResponseSpec]:
+    """Statuses answered with a small HTML page (the links in mails open in a browser)."""
+    return {
+        status: ResponseSpec(
+            data_container=str,
+            media_type=MediaType.HTML,
+            description=MEANING.get(status, "A page saying what happened"),
+            generate_examples=False,
         )
         for status in sorted({*statuses, *ALWAYS})
     }

@@ -52,7 +52,7 @@ def bars() -> Iterator[Callable[[str, int, int], None]]:
 
 
 async def train_once(settings: Settings, show_progress: bool) -> TrainReport:
-    with Lease(settings, keys.TRAIN_LOCK, settings.train_lock_ttl_s) as lease:
+    with Lease(settings, keys.TRAIN_LOCK, settings.lock_ttl_s) as lease:
         if not lease.acquire():
             raise RuntimeError("another trainer holds pf:train:lock")
         redis = client.connect(settings)
@@ -89,11 +89,13 @@ async def should_train(settings: Settings, last_events: int, last_run: float) ->
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Retrain on a schedule, when enough new events arrived, or when asked to."""
+    """Retrain on a schedule, when enough new events arrived, or when asked to; send the
+    e-mail digests that are due (every ``digest_check_s``, when SMTP is configured)."""
     from paperfeed.cli import redis_for
+    from paperfeed.digest.cli import run_digests
 
     with redis_for(settings) as ready:
-        last_events, last_run = -sys.maxsize, 0.0
+        last_events, last_run, last_digests = -sys.maxsize, 0.0, 0.0
         while True:
             try:
                 go, events = asyncio.run(should_train(ready, last_events, last_run))
@@ -101,6 +103,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("worker cannot reach redis", extra={"error": repr(exc)})
                 time.sleep(args.poll)
                 continue
+            if ready.smtp_host and time.time() - last_digests >= ready.digest_check_s:
+                last_digests = time.time()
+                try:
+                    sent = asyncio.run(run_digests(ready))
+                    log.info("digests", extra={"report": msgspec.to_builtins(sent)})
+                except (RuntimeError, RedisError) as exc:
+                    log.warning("digests skipped", extra={"error": str(exc)})
             if go:
                 try:
                     report = asyncio.run(train_once(ready, show_progress=False))

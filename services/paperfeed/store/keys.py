@@ -36,6 +36,16 @@ Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:dedupe`` (ZSET) event id -> ingest time — ``dedupe_days`` and ``dedupe_cap``.
 - ``pf:{u:<id>}:vector`` (STRING) JSON {version, at, factors(base64 float32)} — fold-in cache.
 
+E-mail digest (the address is the only personal data; it lives in its own key)
+- ``pf:{u:<id>}:digest`` (STRING) the subscription JSON (address, frequency, size,
+  confirmation, last period sent) — one per subscribed user, erased with the user.
+- ``pf:{u:<id>}:digest:sent`` (ZSET) paper id -> time sent in a digest — at most 2,000.
+- ``pf:{u:<id>}:digest:outbox`` (STRING) the digest being sent (period, Message-ID,
+  papers) — deleted once sent; a run that died mid-send resends exactly this one.
+- ``pf:digest:subscribers`` (SET) user ids with a subscription.
+- ``pf:digest:lock`` (STRING) held by the process sending digests (a renewed lease).
+- ``pf:secret:links`` (STRING) the generated key that signs links in mails.
+
 Models (one tag: publishing switches versions and current in one transaction)
 - ``pf:{model}:current`` (STRING) version of the published model.
 - ``pf:{model}:versions`` (ZSET) version -> publish time — at most ``models_kept``.
@@ -73,6 +83,10 @@ TRAIN_REQUESTED = "pf:train:requested"
 TRAIN_LOCK = "pf:train:lock"
 
 RATE_LIMIT_NAMESPACE = "pf:ratelimit"
+
+DIGEST_SUBSCRIBERS = "pf:digest:subscribers"
+DIGEST_LOCK = "pf:digest:lock"
+LINK_SECRET = "pf:secret:links"
 
 WINDOWS = ("day", "week", "month")
 
@@ -121,6 +135,18 @@ def user_vector(user_id: str) -> str:
     return _user(user_id, "vector")
 
 
+def user_digest(user_id: str) -> str:
+    return _user(user_id, "digest")
+
+
+def user_digest_sent(user_id: str) -> str:
+    return _user(user_id, "digest:sent")
+
+
+def user_digest_outbox(user_id: str) -> str:
+    return _user(user_id, "digest:outbox")
+
+
 def user_keys(user_id: str) -> list[str]:
     """Every key that belongs to one user (erasure deletes them all)."""
     return [
@@ -130,6 +156,9 @@ def user_keys(user_id: str) -> list[str]:
         user_log(user_id),
         user_dedupe(user_id),
         user_vector(user_id),
+        user_digest(user_id),
+        user_digest_sent(user_id),
+        user_digest_outbox(user_id),
     ]
 
 

@@ -1,0 +1,354 @@
+"""The e-mail digest against a real SMTP server (aiosmtpd on a loopback port).
+
+Real parts throughout: the api over HTTP, Redis, a trained model, ``paperfeed digest``
+as a process, and the mails as the SMTP server received them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from paperfeed.core import Core
+from paperfeed.store import keys
+from tests.conftest import (
+    Mailbox,
+    free_port,
+    live_server,
+    make_settings,
+    redis_env,
+    register,
+    smtp_settings,
+)
+from tests.personas import history
+from tests.recsys_fixtures import feed, train_settings
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+LINK = re.compile(r"https?://\S+/v1/digest/\w+\?user=[0-9a-f]+&sig=[0-9a-f]+")
+
+
+def digest_env(redis_url: str, mailbox: Mailbox, public_url: str) -> dict[str, str]:
+    env = {**os.environ, **redis_env(redis_url), "PAPERFEED_LOG_LEVEL": "INFO"}
+    for name, value in smtp_settings(mailbox, public_url).items():
+        env[f"PAPERFEED_{name.upper()}"] = str(value)
+    env["PAPERFEED_ALS_FACTORS"] = "32"
+    return env
+
+
+def run_digest(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "paperfeed.cli", "digest", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    report["stdout"] = done.stdout
+    report["stderr"] = done.stderr
+    return report
+
+
+def body_of(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+def link_in(message: EmailMessage, kind: str) -> str:
+    links = [link for link in LINK.findall(body_of(message, "plain")) if f"/{kind}?" in link]
+    assert links, f"no {kind} link"
+    return links[0]
+
+
+def subscribe(http: httpx.Client, auth: dict[str, str], email: str, size: int = 5) -> None:
+    answer = http.put(
+        "/v1/me/digest", json={"email": email, "frequency": "daily", "size": size}, headers=auth
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["confirmed"] is False
+
+
+def reader(http: httpx.Client, topic: int, seed: int) -> tuple[str, dict[str, str]]:
+    import random
+
+    user_id, auth = register(http)
+    events = history(topic, random.Random(seed))
+    assert http.post("/v1/events", json={"events": events}, headers=auth).status_code == 200
+    return user_id, auth
+
+
+def tomorrow_morning(days: int = 1) -> float:
+    day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)
+    return dt.datetime(day.year, day.month, day.day, 7, tzinfo=dt.UTC).timestamp()
+
+
+def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
+    trained: str,
+    redis_url: str,
+    r: redis.Redis,
+    mailbox: Mailbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
+    address = "Ada.Reader@Example.org"
+    stored_address = "Ada.Reader@example.org"
+    caplog.set_level(logging.DEBUG, logger="paperfeed")
+    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+        user_id, auth = reader(http, topic=0, seed=7)
+        subscribe(http, auth, address)
+
+        # Double opt-in: only the confirmation mail goes out before the link is opened.
+        confirmation = mailbox.wait_for(1)[0]
+        assert confirmation["To"] == stored_address
+        assert "Confirm" in confirmation["Subject"]
+        env = digest_env(redis_url, mailbox, public_url)
+        before = run_digest(env)
+        assert before["sent"] == 0
+        assert len(mailbox.messages) == 1, "no digest to an unconfirmed address"
+
+        confirm = httpx.get(link_in(confirmation, "confirm"))
+        assert confirm.status_code == 200
+        assert "Subscribed" in confirm.text
+        status = http.get("/v1/me/digest", headers=auth).json()
+        assert status["confirmed"] is True
+        assert status["email"] == stored_address
+
+        expected = [item["paper"]["title"] for item in feed(http, auth, limit=5)["items"]]
+        dry = run_digest(env, "--dry-run")
+        assert "A***@example.org" in dry["stdout"]
+        assert len(mailbox.messages) == 1, "a dry run sends nothing"
+        first = run_digest(env)
+        assert first["sent"] == 1
+        digest = mailbox.wait_for(2)[1]
+
+        # Valid MIME: plain text and HTML alternatives, one-click unsubscribe headers.
+        assert digest.get_content_type() == "multipart/alternative"
+        assert digest["To"] == stored_address
+        assert digest["Message-ID"].startswith(f"<digest.{user_id}.")
+        assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        unsubscribe = digest["List-Unsubscribe"].strip("<>")
+        text, html_part = body_of(digest, "plain"), body_of(digest, "html")
+        titles = re.findall(r"^\d+\. (.+)$", text, re.MULTILINE)
+        assert titles == expected, "the digest is the reader's feed"
+        assert all(
+            title in html_part or title.replace("&", "&amp;") in html_part for title in titles
+        )
+        assert "Why: " in text
+        assert text.count("https://arxiv.org/abs/") == len(titles)
+        (Path(os.environ.get("TMPDIR", "/tmp")) / "paperfeed-digest.html").write_text(html_part)
+        screenshot(html_part)
+
+        # The same day again: nothing more.
+        again = run_digest(env)
+        assert again["sent"] == 0
+        assert len(mailbox.messages) == 2
+
+        # The next day: a new digest without the papers already sent.
+        async def next_day(days: int) -> Any:
+            core = Core.connect(settings)
+            try:
+                await core.holder.refresh()
+                return await core.digests.run(now=tomorrow_morning(days))
+            finally:
+                await core.close()
+
+        import asyncio
+
+        second_report = asyncio.run(next_day(1))
+        assert second_report.sent == 1
+        second = mailbox.wait_for(3)[2]
+        second_titles = re.findall(r"^\d+\. (.+)$", body_of(second, "plain"), re.MULTILINE)
+        assert second_titles
+        assert not set(second_titles) & set(titles), "no paper twice"
+
+        # One click (RFC 8058) on the List-Unsubscribe link stops the mails.
+        done = httpx.post(unsubscribe, data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200
+        assert http.get("/v1/me/digest", headers=auth).status_code == 404
+        assert asyncio.run(next_day(2)).sent == 0
+        assert len(mailbox.messages) == 3
+
+    # The address is never logged.
+    for record in caplog.records:
+        rendered = record.getMessage() + json.dumps(record.__dict__, default=str)
+        assert "example.org" not in rendered.lower(), record.getMessage()
+    for output in (before, first, again):
+        assert "example.org" not in (output["stderr"]).lower()
+
+
+def screenshot(html_text: str) -> None:
+    """The rendered HTML part, as a reader's mail program shows it, for docs/."""
+    from tests.test_extension import CHROMIUM, require_chromium
+
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 680, "height": 900})
+        page.set_content(html_text)
+        page.screenshot(path=str(SCREENSHOTS / "digest.png"), full_page=True)
+        browser.close()
+
+
+def confirmed_reader(
+    http: httpx.Client, mailbox: Mailbox, email: str, topic: int, seed: int
+) -> tuple[str, dict[str, str]]:
+    user_id, auth = reader(http, topic, seed)
+    count = len(mailbox.messages)
+    subscribe(http, auth, email)
+    confirmation = mailbox.wait_for(count + 1)[count]
+    assert httpx.get(link_in(confirmation, "confirm")).status_code == 200
+    return user_id, auth
+
+
+def test_a_run_killed_between_two_readers_resumes_without_doubles(
+    trained: str, redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
+    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+        readers = [
+            confirmed_reader(http, mailbox, f"reader{n}@example.net", topic=n, seed=n)
+            for n in range(2)
+        ]
+    confirmations = len(mailbox.messages)
+    mailbox.hold_after = confirmations + 1  # the second digest hangs in the SMTP DATA
+    env = digest_env(redis_url, mailbox, public_url)
+    env["PAPERFEED_LOCK_TTL_S"] = "2"  # the digest lock of a dead run expires soon
+    process = subprocess.Popen(
+        [sys.executable, "-m", "paperfeed.cli", "digest"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert mailbox.holding.wait(60), "the run never reached the second reader"
+    process.send_signal(signal.SIGKILL)  # a crash between the two readers
+    process.wait(10)
+    mailbox.hold_after = None
+    mailbox.release.set()
+    assert len(mailbox.messages) == confirmations + 1
+    # The dead run's lease expires; the next run picks up where it stopped.
+    deadline = time.monotonic() + 90
+    while r.exists(keys.DIGEST_LOCK):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    resumed = run_digest(env)
+    assert resumed["sent"] == 1
+    digests = [m for m in mailbox.messages if m.get("List-Unsubscribe")]
+    by_reader = {addr: [m for m in digests if m["To"] == addr] for addr in
+                 ("reader0@example.net", "reader1@example.net")}  # fmt: skip
+    assert {addr: len(found) for addr, found in by_reader.items()} == {
+        "reader0@example.net": 1,
+        "reader1@example.net": 1,
+    }
+    second_id = readers[1][0]
+    assert by_reader["reader1@example.net"][0]["Message-ID"].startswith(f"<digest.{second_id}.")
+    assert not r.exists(keys.user_digest_outbox(second_id))
+    assert run_digest(env)["sent"] == 0
+
+
+def test_smtp_failures_are_retried_and_counted_in_metrics(
+    trained: str,
+    redis_url: str,
+    r: redis.Redis,
+    mailbox: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from paperfeed.api import metrics
+
+    monkeypatch.setattr(metrics, "STORE_METRICS_S", 0.2)
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
+    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+        confirmed_reader(http, mailbox, "retry@example.net", topic=1, seed=3)
+        mailbox.refuse_next = 2  # two temporary failures, then accepted
+        core = Core.connect(settings)
+
+        async def run() -> Any:
+            await core.holder.refresh()
+            core.digests.mailer.first_delay_s = 0.05
+            report = await core.digests.run()
+            await core.close()
+            return report
+
+        report = asyncio.run(run())
+        assert report.sent == 1
+        assert len(mailbox.to("retry@example.net")) == 2  # confirmation + digest
+        assert r.hget(keys.STATS, "digest_smtp_failures") == "2"
+        deadline = time.monotonic() + 10
+        while "paperfeed_digest_smtp_failures 2.0" not in http.get("/metrics").text:
+            assert time.monotonic() < deadline, "the failures are visible in /metrics"
+            time.sleep(0.2)
+        assert "paperfeed_digest_sent 1.0" in http.get("/metrics").text
+
+
+def test_the_address_is_exported_and_erased_with_the_reader(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    settings = make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1"))
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        user_id, auth = register(http)
+        subscribe(http, auth, "erase.me@example.com")
+        exported = http.get("/v1/me/export", headers=auth).json()
+        assert exported["digest"]["email"] == "erase.me@example.com"
+        assert http.delete("/v1/me", headers=auth).status_code == 204
+    assert not r.sismember(keys.DIGEST_SUBSCRIBERS, user_id)
+    for key in r.scan_iter("*"):
+        kind = r.type(key)
+        if kind == "string":
+            assert "erase.me" not in str(r.get(key)), key
+        assert user_id not in key
+
+
+def test_bad_subscriptions_are_refused_with_the_field_named(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    settings = make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1"))
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        _, auth = register(http)
+        cases = {
+            "email": {"email": "not an address"},
+            "frequency": {"email": "a@example.com", "frequency": "hourly"},
+            "size": {"email": "a@example.com", "size": 500},
+        }
+        for field, body in cases.items():
+            answer = http.put("/v1/me/digest", json=body, headers=auth)
+            assert answer.status_code == 400, (field, answer.text)
+            assert field in answer.text
+        assert http.get("/v1/me/digest", headers=auth).status_code == 404
+        forged = httpx.get(
+            f"{server.url}/v1/digest/confirm", params={"user": "0" * 24, "sig": "0" * 40}
+        )
+        assert forged.status_code == 403
+    with live_server(make_settings(redis_url)) as server, httpx.Client(base_url=server.url) as h:
+        _, auth = register(h)
+        off = h.put("/v1/me/digest", json={"email": "a@example.com"}, headers=auth)
+        assert off.status_code == 503
+        assert "not configured" in off.text
