@@ -142,6 +142,19 @@ def test_the_api_has_probes_autoscaling_a_budget_and_metrics(
     assert ingress["spec"]["tls"]
 
 
+def test_digests_go_out_from_a_cron_job_that_never_overlaps(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    _, objects = rendered
+    cron = by_kind(objects, "CronJob")["paperfeed-digest"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["successfulJobsHistoryLimit"] <= 5
+    assert cron["spec"]["failedJobsHistoryLimit"] <= 5
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["digest"]
+    assert pod["restartPolicy"] == "Never"
+
+
 def config_of(objects: list[Obj], workload: Obj) -> tuple[dict[str, str], str]:
     """The ConfigMap data and the Secret name a workload reads its settings from."""
     sources = workload["spec"]["template"]["spec"]["containers"][0]["envFrom"]
@@ -176,6 +189,8 @@ def test_settings_come_from_a_configmap_and_a_secret_that_parse(
             assert settings.redis_cluster
             assert settings.redis_wait_replicas == 1
             assert not settings.demo_catalog
+            assert settings.smtp_host
+            assert settings.public_url.startswith("https://")
 
 
 def test_dev_runs_its_own_redis_reachable_only_from_paperfeed(

@@ -352,3 +352,18 @@ def test_bad_subscriptions_are_refused_with_the_field_named(
         off = h.put("/v1/me/digest", json={"email": "a@example.com"}, headers=auth)
         assert off.status_code == 503
         assert "not configured" in off.text
+
+
+def test_the_digest_command_without_smtp_has_nothing_to_do(redis_url: str, r: redis.Redis) -> None:
+    env = {**os.environ, **redis_env(redis_url)}
+    env.pop("PAPERFEED_SMTP_HOST", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "paperfeed.cli", "digest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0  # a scheduled run on a service without e-mail is no failure
+    assert "digests are off" in done.stderr

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES, in_ci
+from tests.conftest import FIXTURES, Mailbox, in_ci, smtp_settings
 from tests.test_embedded import Service
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,8 +32,18 @@ def require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def ext_mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, ext_mailbox: Mailbox) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("ext") / "var")
+    for name, value in smtp_settings(ext_mailbox, svc.url).items():
+        svc.env[f"PAPERFEED_{name.upper()}"] = str(value)
     svc.start()
     admin = {"Authorization": "Bearer embedded-admin"}
     daily = json.loads((FIXTURES / "daily_papers.json").read_text())
@@ -347,7 +357,48 @@ def test_options_page_exports_and_deletes(browser: tuple[Any, str], service: Ser
     assert gone.status_code == 401
     assert storage(context, "token") is None
     page.check("#paused")
-    page.click("button[type=submit]")
+    page.click("#settings button[type=submit]")
     page.wait_for_selector("#status:has-text('Saved')")
     assert storage(context, "paused") is True
+    page.close()
+
+
+def test_options_page_subscribes_to_the_digest_and_shows_its_state(
+    browser: tuple[Any, str], service: Service, ext_mailbox: Mailbox
+) -> None:
+    context, extension_id = browser
+    page = context.new_page()
+    page.set_viewport_size({"width": 640, "height": 760})
+    page.goto(f"chrome-extension://{extension_id}/options/options.html")
+    page.wait_for_selector("#digest-state:has-text('Not subscribed')")
+    page.fill("#digest-email", "reader@example.org")
+    page.select_option("#digest-frequency", "weekly")
+    page.fill("#digest-size", "7")
+    page.click("#digest button[type=submit]")
+    page.wait_for_selector("#digest-state:has-text('Waiting for your confirmation')")
+    assert "reader@example.org" in page.inner_text("#digest-state")
+
+    confirmation = ext_mailbox.wait_for(1)[-1]
+    assert confirmation["To"] == "reader@example.org"
+    body = confirmation.get_body(preferencelist=("plain",))
+    assert body is not None
+    link = next(w for w in str(body.get_content()).split() if "/v1/digest/confirm?" in w)
+    assert httpx.get(link).status_code == 200
+    page.reload()
+    page.wait_for_selector("#digest-state:has-text('Confirmed')")
+    assert page.inner_text("#digest-state") == (
+        "Confirmed: a weekly digest of 7 papers goes to reader@example.org."
+    )
+    page.screenshot(path=str(SCREENSHOTS / "options-digest.png"), full_page=True)
+    answer = httpx.get(
+        f"{service.url}/v1/me/digest", headers={"Authorization": f"Bearer {token(context)}"}
+    )
+    assert answer.json()["confirmed"] is True
+
+    page.click("#digest-stop")
+    page.wait_for_selector("#digest-state:has-text('Stopped')")
+    gone = httpx.get(
+        f"{service.url}/v1/me/digest", headers={"Authorization": f"Bearer {token(context)}"}
+    )
+    assert gone.status_code == 404
     page.close()

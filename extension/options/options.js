@@ -68,4 +68,84 @@ document.getElementById("delete").addEventListener("click", async () => {
   say("Deleted. paperfeed starts afresh the next time it is used.");
 });
 
+// --- e-mail digest ---------------------------------------------------------------
+
+const digestState = document.getElementById("digest-state");
+const stopButton = document.getElementById("digest-stop");
+
+export function describeDigest(status) {
+  if (!status) return "Not subscribed.";
+  if (!status.confirmed) {
+    return `Waiting for your confirmation: open the link we sent to ${status.email}.`;
+  }
+  const papers = `${status.size} paper${status.size === 1 ? "" : "s"}`;
+  return `Confirmed: a ${status.frequency} digest of ${papers} goes to ${status.email}.`;
+}
+
+async function install() {
+  const s = await read(storage, ["backendUrl", "token"]);
+  if (s.token) return s;
+  const answer = await chrome.runtime.sendMessage({ kind: "install" });
+  if (answer?.error) throw Object.assign(new Error(answer.error), { kind: answer.error });
+  return answer;
+}
+
+async function showDigest() {
+  const s = await read(storage, ["backendUrl", "token"]);
+  let status = null;
+  if (s.token) {
+    try {
+      status = await api.getDigest(s.backendUrl, s.token);
+    } catch (error) {
+      if (error.status !== 404) {
+        digestState.textContent = api.KINDS[error.kind] ?? "The digest state is unknown.";
+        return;
+      }
+    }
+  }
+  if (status) {
+    document.getElementById("digest-email").value = status.email;
+    document.getElementById("digest-frequency").value = status.frequency;
+    document.getElementById("digest-size").value = String(status.size);
+  }
+  stopButton.hidden = !status;
+  digestState.textContent = describeDigest(status);
+}
+
+document.getElementById("digest").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const choice = {
+    email: document.getElementById("digest-email").value.trim(),
+    frequency: document.getElementById("digest-frequency").value,
+    size: Number(document.getElementById("digest-size").value),
+  };
+  try {
+    const { backendUrl, token } = await install();
+    const status = await api.putDigest(backendUrl, token, choice);
+    stopButton.hidden = false;
+    digestState.textContent = describeDigest(status);
+  } catch (error) {
+    digestState.textContent = error.status === 503
+      ? "This paperfeed service does not send e-mail."
+      : (api.KINDS[error.kind] ?? "Subscribing failed.");
+  }
+});
+
+stopButton.addEventListener("click", async () => {
+  const s = await read(storage, ["backendUrl", "token"]);
+  try {
+    if (s.token) await api.deleteDigest(s.backendUrl, s.token);
+    stopButton.hidden = true;
+    digestState.textContent = "Stopped. paperfeed forgot the address.";
+  } catch (error) {
+    digestState.textContent = api.KINDS[error.kind] ?? "Stopping failed.";
+  }
+});
+
+// The confirmation happens in the mail program: look again when the page is shown.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") showDigest();
+});
+
 fill();
+showDigest();
