@@ -367,3 +367,27 @@ def test_the_digest_command_without_smtp_has_nothing_to_do(redis_url: str, r: re
     )
     assert done.returncode == 0  # a scheduled run on a service without e-mail is no failure
     assert "digests are off" in done.stderr
+
+
+def test_the_worker_sends_due_digests(
+    trained: str, redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
+    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+        confirmed_reader(http, mailbox, "worker@example.net", topic=2, seed=5)
+    r.set(keys.TRAIN_REQUESTED, "test")  # so that --once has a training to end with
+    env = digest_env(redis_url, mailbox, public_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "paperfeed.cli", "worker", "--once", "--poll", "0.1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    digests = [m for m in mailbox.to("worker@example.net") if m.get("List-Unsubscribe")]
+    assert len(digests) == 1
+    assert "worker@example.net" not in done.stderr  # the address is never logged

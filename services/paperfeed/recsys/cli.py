@@ -110,6 +110,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                     log.info("digests", extra={"report": msgspec.to_builtins(sent)})
                 except (RuntimeError, RedisError) as exc:
                     log.warning("digests skipped", extra={"error": str(exc)})
+                except Exception:  # a digest fault must not stop training
+                    log.exception("digest run failed")
             if go:
                 try:
                     report = asyncio.run(train_once(ready, show_progress=False))
