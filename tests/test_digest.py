@@ -391,3 +391,87 @@ def test_the_worker_sends_due_digests(
     digests = [m for m in mailbox.to("worker@example.net") if m.get("List-Unsubscribe")]
     assert len(digests) == 1
     assert "worker@example.net" not in done.stderr  # the address is never logged
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the mailer verifies certificates)."""
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize("tls", ["starttls", "tls"])
+async def test_the_mailer_speaks_starttls_and_tls_with_a_login(
+    tls: str,
+    certificate: tuple[Path, Path],
+    redis_url: str,
+    r: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from paperfeed.digest.mailer import Mailer
+
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this certificate
+
+    def authenticator(*args: Any) -> AuthResult:
+        data = args[-1]
+        ok = isinstance(data, LoginPassword) and data.password == b"s3cret"
+        return AuthResult(success=ok)
+
+    box = Mailbox()
+    from aiosmtpd.controller import Controller
+
+    options: dict[str, Any] = {"authenticator": authenticator, "auth_required": True}
+    if tls == "tls":
+        # The whole connection is TLS (aiosmtpd only counts STARTTLS as TLS for AUTH).
+        options.update(ssl_context=server_context, auth_require_tls=False)
+    else:
+        options.update(tls_context=server_context, require_starttls=True)
+    box.controller = Controller(box, hostname="127.0.0.1", port=box.port, **options)
+    box.controller.start()
+    try:
+        base = {**smtp_settings(box, "http://127.0.0.1:1"), "smtp_tls": tls}
+        core = Core.connect(make_settings(redis_url, **base, smtp_user="digest",
+                                          smtp_password="s3cret"))  # fmt: skip
+        message = EmailMessage()
+        message["To"], message["From"], message["Subject"] = "t@example.net", "f@x.org", "hi"
+        message.set_content("over TLS")
+        await Mailer(core.settings, core.redis).send(message)
+        assert box.wait_for(1)[0]["Subject"] == "hi"
+        await core.close()
+    finally:
+        box.controller.stop()
+
+
+async def test_a_refused_address_is_not_retried_and_not_logged(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    from paperfeed.digest.mailer import DeliveryFailed, Mailer
+
+    core = Core.connect(make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1")))
+    message = EmailMessage()
+    message["To"], message["From"], message["Subject"] = "refused@example.net", "f@x.org", "x"
+    message.set_content("nobody home")
+    caplog.set_level(logging.WARNING, logger="paperfeed")
+    with pytest.raises(DeliveryFailed):
+        await Mailer(core.settings, core.redis, first_delay_s=5).send(message)  # no 5 s wait
+    attempts = [rec for rec in caplog.records if rec.getMessage() == "smtp attempt failed"]
+    assert len(attempts) == 1, "a permanent refusal (550) is not retried"
+    assert getattr(attempts[0], "smtp_code", None) == 550
+    assert all("refused@" not in json.dumps(rec.__dict__, default=str) for rec in caplog.records)
+    assert r.hget(keys.STATS, "digest_smtp_failures") == "1"
+    await core.close()

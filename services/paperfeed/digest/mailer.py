@@ -25,6 +25,10 @@ class DeliveryFailed(Unavailable):
 
 
 def smtp_code(error: BaseException) -> int | None:
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        # every recipient was refused: the lowest code says whether a retry could help
+        codes = [code for code, _ in error.recipients.values()]
+        return min(codes) if codes else None
     code = getattr(error, "smtp_code", None)
     return int(code) if isinstance(code, int) else None
 
