@@ -105,6 +105,14 @@ class LocalCluster:
             time.sleep(0.05)
 
     def start(self) -> LocalCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # no redis-server outlives a cluster that failed to form
+            raise
+        return self
+
+    def _start(self) -> None:
         for port in self.ports:
             self.start_node(port)
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
@@ -116,7 +124,6 @@ class LocalCluster:
             timeout=60,
         )  # fmt: skip
         self.wait_healthy()
-        return self
 
     def wait_healthy(self, timeout_s: float = 30) -> None:
         """Every live node says the cluster is ok and every slot has a live primary."""
