@@ -475,3 +475,21 @@ async def test_a_refused_address_is_not_retried_and_not_logged(
     assert all("refused@" not in json.dumps(rec.__dict__, default=str) for rec in caplog.records)
     assert r.hget(keys.STATS, "digest_smtp_failures") == "1"
     await core.close()
+
+
+def test_nobody_can_flood_an_inbox_with_confirmations(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    settings = make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1"))
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        _, auth = register(http)
+        for _ in range(3):  # the same install asking again and again
+            subscribe(http, auth, "victim@example.com")
+        time.sleep(1.0)
+        assert len(mailbox.to("victim@example.com")) == 1, "one link an hour per install"
+        for _ in range(5):  # fresh installs, all naming the same stranger
+            _, other = register(http)
+            subscribe(http, other, "victim@example.com")
+        time.sleep(1.0)  # confirmations go out after the answers
+    received = mailbox.to("victim@example.com")
+    assert len(received) == 3, "at most three confirmations a day reach one address"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
+CONFIRMATIONS_A_DAY = 3
 FEED_DEPTH = 100
 """Feed items looked at per digest: enough to fill it after removing what was sent."""
 
@@ -74,6 +76,9 @@ class Digests:
         sub = await self.subscriptions.get(user_id)
         if sub is None or sub.confirmed:
             return False
+        if not await self._may_ask(sub.email):
+            log.warning("confirmation limit of the address reached", extra={"user_id": user_id})
+            return False
         link = await self.links.link("confirm", user_id, sub.email)
         message = compose.confirmation_message(
             self.settings.smtp_from, sub.email, link, self.settings.public_url
@@ -87,6 +92,16 @@ class Digests:
         await self.redis.hincrby(keys.STATS, "digest_confirmations", 1)
         log.info("confirmation sent", extra={"user_id": user_id})
         return True
+
+    async def _may_ask(self, email: str) -> bool:
+        """At most ``CONFIRMATIONS_A_DAY`` confirmation mails to one address a day, however
+        many installs ask: nobody can use paperfeed to flood a stranger's inbox."""
+        key = keys.digest_confirmations(hashlib.sha256(email.lower().encode()).hexdigest())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, ex=86_400, nx=True)  # the day starts at the first mail
+            pipe.incr(key)
+            _, count = await pipe.execute()
+        return int(count) <= CONFIRMATIONS_A_DAY
 
     async def send_confirmation_quietly(self, user_id: str) -> None:
         """After the api answered: a failure is logged, and the next run sends it."""

@@ -20,6 +20,7 @@ _ATOM = r'[^@\x00-\x20\x7f<>()\[\],;:"]+'
 EMAIL_PATTERN = rf"^{_ATOM}@{_ATOM}\.{_ATOM}$"
 Email = Annotated[str, Meta(min_length=6, max_length=254, pattern=EMAIL_PATTERN)]
 SENT_KEPT = 2_000
+RESEND_CONFIRMATION_S = 3_600
 
 
 class DigestRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,7 +123,11 @@ class Subscriptions:
             )
         await self.save(user_id, sub)
         await self.redis.sadd(keys.DIGEST_SUBSCRIBERS, user_id)
-        return not sub.confirmed
+        if sub.confirmed:
+            return False
+        # Asking again for the same address resends the link, at most once an hour.
+        sent = sub.confirmation_sent_at
+        return sent is None or now - sent > RESEND_CONFIRMATION_S
 
     async def save(self, user_id: str, sub: Subscription) -> None:
         await self.redis.set(keys.user_digest(user_id), msgspec.json.encode(sub))

@@ -44,6 +44,8 @@ E-mail digest (the address is the only personal data; it lives in its own key)
   papers) — deleted once sent; a run that died mid-send resends exactly this one.
 - ``pf:digest:subscribers`` (SET) user ids with a subscription.
 - ``pf:digest:lock`` (STRING) held by the process sending digests (a renewed lease).
+- ``pf:digest:confirm:<sha256(address)>`` (STRING) confirmation mails sent to an address
+  today, from any install (a cap against mailing a stranger) — TTL 1 day.
 - ``pf:secret:links`` (STRING) the generated key that signs links in mails.
 
 Models (one tag: publishing switches versions and current in one transaction)
@@ -145,6 +147,10 @@ def user_digest_sent(user_id: str) -> str:
 
 def user_digest_outbox(user_id: str) -> str:
     return _user(user_id, "digest:outbox")
+
+
+def digest_confirmations(address_hash: str) -> str:
+    return f"pf:digest:confirm:{address_hash}"
 
 
 def user_keys(user_id: str) -> list[str]:
