@@ -493,3 +493,21 @@ def test_nobody_can_flood_an_inbox_with_confirmations(
         time.sleep(1.0)  # confirmations go out after the answers
     received = mailbox.to("victim@example.com")
     assert len(received) == 3, "at most three confirmations a day reach one address"
+
+
+async def test_a_confirmation_the_api_could_not_send_goes_out_with_the_next_run(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    from paperfeed.digest.subscriptions import DigestRequest
+
+    core = Core.connect(make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1")))
+    user = await core.users.register()
+    # Stored by PUT /v1/me/digest; its background mail never made it (SMTP was down).
+    assert await core.digests.subscribe(user.user_id, DigestRequest(email="late@example.org"))
+    soon = await core.digests.run()
+    assert soon.confirmations == 0  # the api's own attempt gets its grace period
+    later = await core.digests.run(now=time.time() + 600)
+    assert later.confirmations == 1
+    assert len(mailbox.to("late@example.org")) == 1
+    assert (await core.digests.run(now=time.time() + 900)).confirmations == 0  # once
+    await core.close()

@@ -30,6 +30,8 @@ from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
 CONFIRMATIONS_A_DAY = 3
+CONFIRMATION_GRACE_S = 120.0
+"""A run leaves a fresh subscription to the api's own confirmation mail this long."""
 FEED_DEPTH = 100
 """Feed items looked at per digest: enough to fill it after removing what was sent."""
 
@@ -179,7 +181,10 @@ class Digests:
                 await self.redis.srem(keys.DIGEST_SUBSCRIBERS, user_id)
                 continue
             if not sub.confirmed:
-                if sub.confirmation_sent_at is None and not dry_run:
+                # A confirmation the api's background task could not send (SMTP down).
+                asked = sub.confirmation_asked_at or 0.0
+                owed = sub.confirmation_sent_at is None and now - asked > CONFIRMATION_GRACE_S
+                if owed and not dry_run:
                     try:
                         report.confirmations += await self.send_confirmation(user_id)
                     except DeliveryFailed:

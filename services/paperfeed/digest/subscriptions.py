@@ -39,6 +39,8 @@ class Subscription(msgspec.Struct, kw_only=True, omit_defaults=True):
     created_at: float
     confirmed: bool = False
     confirmed_at: float | None = None
+    confirmation_asked_at: float | None = None
+    """When a confirmation mail was last asked for (``PUT``): resends are spaced by this."""
     confirmation_sent_at: float | None = None
     last_period: str | None = None
     """The period (``2026-11-29`` or ``2026-W48``) of the last digest done."""
@@ -121,13 +123,14 @@ class Subscriptions:
             sub = Subscription(
                 email=email, frequency=request.frequency, size=request.size, created_at=now
             )
+        # Asking again for the same address resends the link, at most once an hour.
+        asked = sub.confirmation_asked_at
+        resend = not sub.confirmed and (asked is None or now - asked > RESEND_CONFIRMATION_S)
+        if resend:
+            sub = msgspec.structs.replace(sub, confirmation_asked_at=now)
         await self.save(user_id, sub)
         await self.redis.sadd(keys.DIGEST_SUBSCRIBERS, user_id)
-        if sub.confirmed:
-            return False
-        # Asking again for the same address resends the link, at most once an hour.
-        sent = sub.confirmation_sent_at
-        return sent is None or now - sent > RESEND_CONFIRMATION_S
+        return resend
 
     async def save(self, user_id: str, sub: Subscription) -> None:
         await self.redis.set(keys.user_digest(user_id), msgspec.json.encode(sub))
