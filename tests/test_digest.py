@@ -183,7 +183,12 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
         assert second_titles
         assert not set(second_titles) & set(titles), "no paper twice"
 
-        # One click (RFC 8058) on the List-Unsubscribe link stops the mails.
+        # Opening the link (a GET, as mail scanners do) only asks; one click (RFC 8058
+        # POST) on the List-Unsubscribe link stops the mails.
+        asked = httpx.get(unsubscribe)
+        assert asked.status_code == 200
+        assert "<form method='post'" in asked.text
+        assert http.get("/v1/me/digest", headers=auth).status_code == 200
         done = httpx.post(unsubscribe, data={"List-Unsubscribe": "One-Click"})
         assert done.status_code == 200
         assert http.get("/v1/me/digest", headers=auth).status_code == 404
