@@ -135,7 +135,7 @@ class Digests:
 
     # --- sending ------------------------------------------------------------------
 
-    async def compose(self, user_id: str, sub: Subscription, now: float) -> Outbox | None:
+    async def next_digest(self, user_id: str, sub: Subscription, now: float) -> Outbox | None:
         """The digest due now: a resend of an unfinished one, else the feed minus what
         earlier digests sent. None when nothing new is left."""
         period = period_of(sub.frequency, now)
@@ -193,7 +193,7 @@ class Digests:
             if not is_due(sub, now, self.settings.digest_hour_utc):
                 continue
             report.due += 1
-            outbox = await self.compose(user_id, sub, now)
+            outbox = await self.next_digest(user_id, sub, now)
             if outbox is None:
                 report.empty += 1
                 if not dry_run:
