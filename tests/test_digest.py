@@ -141,6 +141,8 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
         assert len(mailbox.messages) == 1, "a dry run sends nothing"
         first = run_digest(env)
         assert first["sent"] == 1
+        # Receiving digests counts as activity for the retention of inactive installs.
+        assert float(r.zscore(keys.USERS, user_id) or 0) > time.time() - 60
         digest = mailbox.wait_for(2)[1]
 
         # Valid MIME: plain text and HTML alternatives, one-click unsubscribe headers.

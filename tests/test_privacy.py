@@ -49,3 +49,30 @@ def test_export_holds_everything_and_delete_erases_everywhere(
     leftover = [k for k in r.scan_iter("*") if leaves_id in str(k)]
     assert leftover == []
     assert http.get("/v1/me/export", headers=stays).json()["user_id"] == stays_id
+
+
+def test_installs_inactive_for_the_retention_period_are_forgotten(
+    http: httpx.Client, redis_url: str, r: redis.Redis
+) -> None:
+    import os
+    import time
+
+    from tests.conftest import paperfeed_cli, redis_env
+
+    gone_id, gone = register(http)
+    _, kept = register(http)
+    http.post("/v1/events", json={"events": [event("2411.00011", "save")]}, headers=gone)
+    http.post("/v1/events", json={"events": [event("2411.00012", "save")]}, headers=kept)
+    # The first install was last seen 400 days ago.
+    r.zadd("pf:users", {gone_id: time.time() - 400 * 86_400})
+    env = {**os.environ, **redis_env(redis_url), "PAPERFEED_FORGET_INACTIVE_DAYS": "365"}
+    dry = paperfeed_cli("forget-inactive", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would erase 1 installs" in dry.stdout
+    assert http.get("/v1/me/export", headers=gone).status_code == 200  # nothing erased yet
+    done = paperfeed_cli("forget-inactive", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "erased 1 installs" in done.stdout
+    assert http.get("/v1/me/export", headers=gone).status_code == 401
+    assert [k for k in r.scan_iter("*") if gone_id in str(k)] == []
+    assert http.get("/v1/me/export", headers=kept).json()["events_total"] == 1

@@ -121,10 +121,33 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
+    """Erase the installs inactive for ``forget_inactive_days`` (or count them)."""
+    from paperfeed.core import Core
+
+    core = Core.connect(settings)
+    try:
+        days = settings.forget_inactive_days
+        if dry_run:
+            return len(await core.users.inactive(time.time() - days * 86_400, limit=10**9))
+        return await core.users.forget_inactive(days)
+    finally:
+        await core.close()
+
+
+def cmd_forget_inactive(settings: Settings, args: argparse.Namespace) -> int:
+    with redis_for(settings) as ready:
+        count = asyncio.run(forget_inactive(ready, dry_run=args.dry_run))
+    verb = "would erase" if args.dry_run else "erased"
+    print(f"{verb} {count} installs inactive for {settings.forget_inactive_days:g} days")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "import": cmd_import,
     "settings": cmd_settings,
+    "forget-inactive": cmd_forget_inactive,
 }
 
 
@@ -138,6 +161,10 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="trending page text, daily_papers JSON or JSON lines")
     imp.add_argument("--format", choices=["page", "daily_papers", "jsonl"], default=None)
     sub.add_parser("settings", help="print the settings in force")
+    forget = sub.add_parser(
+        "forget-inactive", help="erase installs inactive for PAPERFEED_FORGET_INACTIVE_DAYS"
+    )
+    forget.add_argument("--dry-run", action="store_true", help="count them, erase nothing")
     from paperfeed.recsys import cli as recsys_cli
 
     recsys_cli.add_commands(sub, COMMANDS)

@@ -119,6 +119,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""
 
+    # --- retention
+    forget_inactive_days: PositiveFloat = 365.0
+    """Installs with no event (and no digest sent) for this many days are erased, like
+    ``DELETE /v1/me`` (``paperfeed worker`` daily, or ``paperfeed forget-inactive``)."""
+
     # --- e-mail digest
     smtp_host: str | None = None
     """SMTP server for the e-mail digest. Unset: digests are off (subscribing answers 503)."""

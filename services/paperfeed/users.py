@@ -120,3 +120,18 @@ class Users:
             pipe.zrem(keys.USERS, user_id)
             pipe.srem(keys.DIGEST_SUBSCRIBERS, user_id)
             await pipe.execute()
+
+    async def inactive(self, before: float, limit: int = 1_000) -> list[str]:
+        """Installs whose last activity (registration, event, digest) is before ``before``."""
+        found = await self.redis.zrangebyscore(keys.USERS, "-inf", before, start=0, num=limit)
+        return [str(user_id) for user_id in found]
+
+    async def forget_inactive(self, days: float, now: float | None = None) -> int:
+        """Erase every install inactive for ``days``; returns how many."""
+        now = time.time() if now is None else now
+        forgotten = 0
+        while batch := await self.inactive(now - days * 86_400):
+            for user_id in batch:
+                await self.erase(user_id, now)
+            forgotten += len(batch)
+        return forgotten

@@ -168,6 +168,8 @@ class Subscriptions:
             pipe.set(keys.user_digest(user_id), msgspec.json.encode(done))
             pipe.delete(keys.user_digest_outbox(user_id))
             await pipe.execute()
+        # A reader of digests is active, even without events (retention counts from here).
+        await self.redis.zadd(keys.USERS, {user_id: now}, xx=True)
 
     async def subscribers(self) -> list[str]:
         return sorted(str(u) for u in await self.redis.smembers(keys.DIGEST_SUBSCRIBERS))

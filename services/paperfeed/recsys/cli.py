@@ -90,12 +90,13 @@ async def should_train(settings: Settings, last_events: int, last_run: float) ->
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Retrain on a schedule, when enough new events arrived, or when asked to; send the
-    e-mail digests that are due (every ``digest_check_s``, when SMTP is configured)."""
-    from paperfeed.cli import redis_for
+    e-mail digests that are due (every ``digest_check_s``, when SMTP is configured);
+    once a day, erase the installs inactive for ``forget_inactive_days``."""
+    from paperfeed.cli import forget_inactive, redis_for
     from paperfeed.digest.cli import run_digests
 
     with redis_for(settings) as ready:
-        last_events, last_run, last_digests = -sys.maxsize, 0.0, 0.0
+        last_events, last_run, last_digests, last_forget = -sys.maxsize, 0.0, 0.0, 0.0
         while True:
             try:
                 go, events = asyncio.run(should_train(ready, last_events, last_run))
@@ -112,6 +113,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                     log.warning("digests skipped", extra={"error": str(exc)})
                 except Exception:  # a digest fault must not stop training
                     log.exception("digest run failed")
+            if time.time() - last_forget >= 86_400:
+                last_forget = time.time()
+                try:
+                    forgotten = asyncio.run(forget_inactive(ready))
+                    log.info("forgot inactive installs", extra={"installs": forgotten})
+                except RedisError as exc:
+                    log.warning("forgetting skipped", extra={"error": str(exc)})
             if go:
                 try:
                     report = asyncio.run(train_once(ready, show_progress=False))
