@@ -25,7 +25,7 @@ from paperfeed.api.app import create_app
 from paperfeed.core import Core
 from paperfeed.settings import Settings, load_settings
 from paperfeed.store.embedded import redis_server_binary
-from tests.redis_cluster import LocalCluster, cluster_ports
+from tests.redis_cluster import start_cluster
 
 ADMIN_TOKEN = "test-admin-token"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,11 +79,11 @@ def redis_url(redis_backend: str) -> Iterator[str]:
     """A private redis-server, or Redis Cluster, for the whole run."""
     workdir = Path(tempfile.mkdtemp(prefix="pf-redis-"))
     if redis_backend == "cluster":
-        cluster = LocalCluster(redis_server_binary(), workdir, cluster_ports(6))
-        cluster.start()
+        cluster = start_cluster(redis_server_binary(), workdir)
         CLUSTER_URLS.add(cluster.url)
         yield cluster.url
         cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         return
     port = free_port()
     process = start_redis(workdir, port, "--save", "")

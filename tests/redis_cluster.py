@@ -33,7 +33,9 @@ def _bindable(port: int) -> bool:
 def cluster_ports(count: int) -> list[int]:
     """Free ports below 55535: a node also listens on its port + 10000 (the cluster bus)."""
     ports: list[int] = []
-    candidates = random.Random().sample(range(20_000, 45_000), 2_000)
+    # Below Linux's ephemeral range (32768+), port and bus port alike: an outgoing
+    # connection elsewhere cannot take them between this check and redis-server's bind.
+    candidates = random.Random().sample(range(10_000, 22_000), 2_000)
     for port in candidates:
         if _bindable(port) and _bindable(port + 10_000):
             ports.append(port)
@@ -184,3 +186,17 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_cluster(binary: str, workdir: Path, attempts: int = 3) -> LocalCluster:
+    """A running cluster; a start that failed (a port taken meanwhile) is retried on
+    fresh ports."""
+    failure: Exception | None = None
+    for attempt in range(attempts):
+        cluster = LocalCluster(binary, workdir / f"start-{attempt}", cluster_ports(6))
+        try:
+            return cluster.start()
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            failure = exc
+    assert failure is not None
+    raise failure

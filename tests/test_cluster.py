@@ -7,7 +7,6 @@ cluster through the ``cluster`` marker; this module is about losing a node.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -21,7 +20,7 @@ from paperfeed.store import keys
 from paperfeed.store.embedded import redis_server_binary
 from tests.conftest import CLUSTER_URLS, admin_headers, live_server, make_settings, register
 from tests.personas import event
-from tests.redis_cluster import LocalCluster, cluster_ports
+from tests.redis_cluster import LocalCluster, start_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +29,8 @@ INSTALLS = 12
 
 
 @pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    local = LocalCluster(
-        redis_server_binary(), Path(tempfile.mkdtemp(prefix="pf-cluster-")), cluster_ports(6)
-    )
-    local.start()
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    local = start_cluster(redis_server_binary(), tmp_path)
     CLUSTER_URLS.add(local.url)
     yield local
     local.stop()
