@@ -208,7 +208,9 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def paperfeed_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def paperfeed_cli(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``paperfeed ARGS`` as a user would, in its own process; never raises."""
     return subprocess.run(
         [sys.executable, "-m", "paperfeed.cli", *args],
@@ -216,7 +218,7 @@ def paperfeed_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
         capture_output=True,
         text=True,
         check=False,
-        timeout=300,
+        timeout=timeout,
     )
 
 

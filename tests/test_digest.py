@@ -30,6 +30,7 @@ from tests.conftest import (
     free_port,
     live_server,
     make_settings,
+    paperfeed_cli,
     redis_env,
     register,
     smtp_settings,
@@ -53,14 +54,7 @@ def digest_env(redis_url: str, mailbox: Mailbox, public_url: str) -> dict[str, s
 
 
 def run_digest(env: dict[str, str], *extra: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "digest", *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = paperfeed_cli("digest", *extra, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     report["stdout"] = done.stdout
@@ -364,14 +358,7 @@ def test_bad_subscriptions_are_refused_with_the_field_named(
 def test_the_digest_command_without_smtp_has_nothing_to_do(redis_url: str, r: redis.Redis) -> None:
     env = {**os.environ, **redis_env(redis_url)}
     env.pop("PAPERFEED_SMTP_HOST", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "digest"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = paperfeed_cli("digest", env=env, timeout=60)
     assert done.returncode == 0  # a scheduled run on a service without e-mail is no failure
     assert "digests are off" in done.stderr
 
@@ -386,14 +373,7 @@ def test_the_worker_sends_due_digests(
         confirmed_reader(http, mailbox, "worker@example.net", topic=2, seed=5)
     r.set(keys.TRAIN_REQUESTED, "test")  # so that --once has a training to end with
     env = digest_env(redis_url, mailbox, public_url)
-    done = subprocess.run(
-        [sys.executable, "-m", "paperfeed.cli", "worker", "--once", "--poll", "0.1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = paperfeed_cli("worker", "--once", "--poll", "0.1", env=env)
     assert done.returncode == 0, done.stderr
     digests = [m for m in mailbox.to("worker@example.net") if m.get("List-Unsubscribe")]
     assert len(digests) == 1

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -35,8 +34,10 @@ from tests.conftest import (
     free_port,
     live_server,
     make_settings,
+    paperfeed_cli,
     register,
 )
+from tests.extension_queue import ExtensionQueue, Senders, assert_exactly_once
 from tests.personas import event
 from tests.recsys_fixtures import feed, populate, train_settings
 
@@ -97,71 +98,21 @@ def production_redis(tmp_path: Path) -> Iterator[ProductionRedis]:
         server.stop(signal.SIGTERM)
 
 
-class Extension:
-    """One install's queue: sends batches, retries a refused one with the same ids."""
-
-    def __init__(self, url: str, auth: dict[str, str], user_id: str) -> None:
-        self.http = httpx.Client(base_url=url, headers=auth, timeout=30)
-        self.user_id = user_id
-        self.acknowledged: list[str] = []
-        self.statuses: Counter[int] = Counter()
-        self.retry_after: set[str] = set()
-
-    def deliver(self, batch: list[dict[str, Any]], give_up_at: float) -> None:
-        while time.monotonic() < give_up_at:
-            try:
-                response = self.http.post("/v1/events", json={"events": batch})
-            except httpx.TransportError:
-                self.statuses[0] += 1
-                time.sleep(0.1)
-                continue
-            self.statuses[response.status_code] += 1
-            if response.status_code == 200:
-                self.acknowledged.extend(e["event_id"] for e in batch)
-                return
-            self.retry_after.add(response.headers.get("retry-after", ""))
-            time.sleep(0.1)
-        raise AssertionError("a batch was never acknowledged")
-
-
 def run_extensions(
     server: LiveServer, count: int, hurt: Any, settle_s: float = 1.0
-) -> list[Extension]:
+) -> list[ExtensionQueue]:
     """``count`` installs send batches continuously while ``hurt()`` runs, then settle."""
     with httpx.Client(base_url=server.url) as http:
-        extensions = []
+        queues = []
         for _ in range(count):
             user_id, auth = register(http)
-            extensions.append(Extension(server.url, auth, user_id))
-    stop = threading.Event()
-
-    def loop(ext: Extension) -> None:
-        n = 0
-        while not stop.is_set():
-            batch = [event(PAPERS[(n + i) % len(PAPERS)]["id"]) for i in range(3)]
-            ext.deliver(batch, time.monotonic() + 60)  # finishes its batch after stop
-            n += 1
-
-    threads = [threading.Thread(target=loop, args=(e,), daemon=True) for e in extensions]
-    for thread in threads:
-        thread.start()
+            queues.append(ExtensionQueue(server.url, auth, user_id))
+    senders = Senders(queues, [p["id"] for p in PAPERS])
     time.sleep(settle_s)
     hurt()
     time.sleep(settle_s)
-    stop.set()
-    for thread in threads:
-        thread.join(90)
-    return extensions
-
-
-def assert_exactly_once(client: redis.Redis, extensions: list[Extension]) -> int:
-    for ext in extensions:
-        raw = client.lrange(keys.user_log(ext.user_id), 0, -1)
-        logged = [json.loads(r)["event_id"] for r in raw]
-        assert len(logged) == len(set(logged)), "an event stored twice"
-        assert sorted(logged) == sorted(ext.acknowledged), "stored = acknowledged"
-        assert int(client.hget(keys.user_profile(ext.user_id), "events") or 0) == len(logged)
-    return sum(len(e.acknowledged) for e in extensions)
+    senders.stop()
+    return queues
 
 
 # --- faults -------------------------------------------------------------------------
@@ -245,15 +196,9 @@ async def test_a_trainer_killed_mid_training_leaves_the_old_model_serving(
     while r.exists(keys.TRAIN_LOCK):
         assert time.monotonic() < deadline, "the dead trainer's lock never expired"
         await asyncio.sleep(0.1)
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "paperfeed.cli", "train", "--quiet"],
-        env={**env, "PAPERFEED_ALS_ITERATIONS": "10", "PAPERFEED_ALS_FACTORS": "32",
-             "PAPERFEED_GATE_TOLERANCE": "1.0"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )  # fmt: skip
+    again = {**env, "PAPERFEED_ALS_ITERATIONS": "10", "PAPERFEED_ALS_FACTORS": "32",
+             "PAPERFEED_GATE_TOLERANCE": "1.0"}  # fmt: skip
+    done = await asyncio.to_thread(paperfeed_cli, "train", "--quiet", env=again, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["published"]
     assert r.get(keys.MODEL_CURRENT) != first.version
