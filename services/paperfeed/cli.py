@@ -129,7 +129,7 @@ async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
     try:
         days = settings.forget_inactive_days
         if dry_run:
-            return len(await core.users.inactive(time.time() - days * 86_400, limit=10**9))
+            return await core.users.count_inactive(days)
         return await core.users.forget_inactive(days)
     finally:
         await core.close()

@@ -121,17 +121,19 @@ class Users:
             pipe.srem(keys.DIGEST_SUBSCRIBERS, user_id)
             await pipe.execute()
 
-    async def inactive(self, before: float, limit: int = 1_000) -> list[str]:
-        """Installs whose last activity (registration, event, digest) is before ``before``."""
-        found = await self.redis.zrangebyscore(keys.USERS, "-inf", before, start=0, num=limit)
-        return [str(user_id) for user_id in found]
+    async def count_inactive(self, days: float, now: float | None = None) -> int:
+        """Installs whose last activity (registration, event, digest) is ``days`` old."""
+        cutoff = (time.time() if now is None else now) - days * 86_400
+        return int(await self.redis.zcount(keys.USERS, "-inf", cutoff))
 
     async def forget_inactive(self, days: float, now: float | None = None) -> int:
         """Erase every install inactive for ``days``; returns how many."""
         now = time.time() if now is None else now
+        cutoff = now - days * 86_400
         forgotten = 0
-        while batch := await self.inactive(now - days * 86_400):
+        # Erasing removes an install from pf:users, so each round reads the next ones.
+        while batch := await self.redis.zrangebyscore(keys.USERS, "-inf", cutoff, 0, 1_000):
             for user_id in batch:
-                await self.erase(user_id, now)
+                await self.erase(str(user_id), now)
             forgotten += len(batch)
         return forgotten
