@@ -132,6 +132,7 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
         expected = [item["paper"]["title"] for item in feed(http, auth, limit=5)["items"]]
         dry = run_digest(env, "--dry-run")
         assert "A***@example.org" in dry["stdout"]
+        assert stored_address not in dry["stdout"]  # an operator sees it masked only
         assert len(mailbox.messages) == 1, "a dry run sends nothing"
         first = run_digest(env)
         assert first["sent"] == 1

@@ -203,6 +203,7 @@ class Digests:
             message = await self.message(user_id, sub, outbox)
             if dry_run:
                 if show:
+                    message.replace_header("To", mask_email(sub.email))  # shown, not sent
                     show(f"--- to {mask_email(sub.email)} (user {user_id})\n{message}")
                 continue
             await self.subscriptions.start_sending(user_id, outbox)
