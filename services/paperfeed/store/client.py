@@ -26,16 +26,16 @@ def resolve_redis_url(settings: Settings) -> str:
     return embedded.ensure_server(settings.data_path)
 
 
-def connect(settings: Settings, url: str | None = None, *, decode: bool = True) -> RedisClient:
-    """An asyncio client; the caller closes it with ``aclose()``.
+def connect(settings: Settings, url: str | None = None) -> RedisClient:
+    """An asyncio client with str replies; the caller closes it with ``aclose()``.
 
-    ``decode=False`` gives bytes replies (model blobs are binary).
+    Binary values (model blobs) are read through ``bytes_client``.
     """
     url = url or resolve_redis_url(settings)
     if settings.redis_cluster:
         return aredis.RedisCluster.from_url(
             url,
-            decode_responses=decode,
+            decode_responses=True,
             client_name=embedded.client_name(),
             # A failover takes a few seconds: retry with backoff for about that long, then
             # the api answers 503 and the extension retries the same events later.
@@ -45,7 +45,7 @@ def connect(settings: Settings, url: str | None = None, *, decode: bool = True) 
         )
     return aredis.Redis.from_url(
         url,
-        decode_responses=decode,
+        decode_responses=True,
         client_name=embedded.client_name(),
         health_check_interval=30,
     )
