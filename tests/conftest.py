@@ -23,7 +23,7 @@ import uvicorn
 
 from paperfeed.api.app import create_app
 from paperfeed.core import Core
-from paperfeed.settings import Settings, load_settings
+from paperfeed.settings import Settings, env_name, load_settings
 from paperfeed.store.embedded import redis_server_binary
 from tests.redis_cluster import start_cluster
 
@@ -290,6 +290,13 @@ def smtp_settings(mailbox: Mailbox, public_url: str) -> dict[str, Any]:
         "smtp_tls": "none",
         "smtp_from": "paperfeed <digest@paperfeed.test>",
         "public_url": public_url,
+    }
+
+
+def smtp_env(mailbox: Mailbox, public_url: str) -> dict[str, str]:
+    """The same, as the environment of a ``paperfeed`` process."""
+    return {
+        env_name(name): str(value) for name, value in smtp_settings(mailbox, public_url).items()
     }
 
 

@@ -33,6 +33,7 @@ from tests.conftest import (
     paperfeed_cli,
     redis_env,
     register,
+    smtp_env,
     smtp_settings,
 )
 from tests.personas import history
@@ -46,11 +47,13 @@ LINK = re.compile(r"https?://\S+/v1/digest/\w+\?user=[0-9a-f]+&sig=[0-9a-f]+")
 
 
 def digest_env(redis_url: str, mailbox: Mailbox, public_url: str) -> dict[str, str]:
-    env = {**os.environ, **redis_env(redis_url), "PAPERFEED_LOG_LEVEL": "INFO"}
-    for name, value in smtp_settings(mailbox, public_url).items():
-        env[f"PAPERFEED_{name.upper()}"] = str(value)
-    env["PAPERFEED_ALS_FACTORS"] = "32"
-    return env
+    return {
+        **os.environ,
+        **redis_env(redis_url),
+        **smtp_env(mailbox, public_url),
+        "PAPERFEED_LOG_LEVEL": "INFO",
+        "PAPERFEED_ALS_FACTORS": "32",
+    }
 
 
 def run_digest(env: dict[str, str], *extra: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES, Mailbox, in_ci, smtp_settings
+from tests.conftest import FIXTURES, Mailbox, in_ci, smtp_env
 from tests.test_embedded import Service
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,8 +42,7 @@ def ext_mailbox() -> Iterator[Mailbox]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, ext_mailbox: Mailbox) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("ext") / "var")
-    for name, value in smtp_settings(ext_mailbox, svc.url).items():
-        svc.env[f"PAPERFEED_{name.upper()}"] = str(value)
+    svc.env.update(smtp_env(ext_mailbox, svc.url))
     svc.start()
     admin = {"Authorization": "Bearer embedded-admin"}
     daily = json.loads((FIXTURES / "daily_papers.json").read_text())
