@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/paperfeed serve
+	$(BIN)/paperfeed run
 
 test: $(STAMP)
 	scripts/test-setup.sh

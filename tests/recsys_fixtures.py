@@ -20,7 +20,7 @@ from paperfeed.events import Event
 from paperfeed.recsys.train import train_and_publish
 from paperfeed.settings import Settings
 from tests.conftest import LiveServer, live_server, make_settings
-from tests.personas import history, papers
+from tests.personas import event, history, papers
 
 READERS_PER_TOPIC = 30
 
@@ -40,6 +40,61 @@ async def populate(core: Core) -> None:
             user = await core.users.register()
             events = [Event(**e) for e in history(topic, rng)]
             await core.ingestor.ingest(user.user_id, events)
+
+
+MANY_TOPICS = 12
+MANY_PAPERS_PER_TOPIC = 50
+WORDS_PER_TOPIC = 30
+
+
+def many_papers() -> list[dict[str, Any]]:
+    """A larger synthetic catalog: each topic has its own vocabulary."""
+    rng = random.Random(11)
+    common = [f"common{w}" for w in range(60)]
+    out = []
+    for topic in range(MANY_TOPICS):
+        words = [f"t{topic}word{w}" for w in range(WORDS_PER_TOPIC)]
+        for n in range(MANY_PAPERS_PER_TOPIC):
+            out.append(
+                {
+                    "id": many_id(topic, n),
+                    "title": " ".join(rng.sample(words, 4) + rng.sample(common, 2)),
+                    "abstract": " ".join(rng.choices(words, k=25) + rng.choices(common, k=25)),
+                    "published": "2024-09-01T00:00:00Z",
+                }
+            )
+    return out
+
+
+def many_id(topic: int, n: int) -> str:
+    return f"2409.{topic:02d}{n:03d}"
+
+
+def many_events(topic: int, rng: random.Random, size: int, kind: str = "save") -> list[Event]:
+    """A reader of one topic (with an occasional paper of another): views and saves."""
+    chosen: set[str] = set()
+    while len(chosen) < size:
+        other = rng.random() < 0.1
+        t = rng.randrange(MANY_TOPICS) if other else topic
+        chosen.add(many_id(t, rng.randrange(MANY_PAPERS_PER_TOPIC)))
+    events = []
+    for pid in sorted(chosen):
+        events.append(Event(**event(pid, "view", dwell_ms=rng.randint(5_000, 120_000))))
+        events.append(Event(**event(pid, kind)))
+    return events
+
+
+async def populate_many(core: Core, readers: int, size: int = 8, seed: int = 3) -> list[str]:
+    """``readers`` synthetic readers (one topic each) over ``many_papers``; their ids."""
+    records = [paper_from_record(PaperRecord(**p), "admin") for p in many_papers()]
+    await core.catalog.upsert(records, time.time())
+    rng = random.Random(seed)
+    users = []
+    for n in range(readers):
+        user = await core.users.register()
+        await core.ingestor.ingest(user.user_id, many_events(n % MANY_TOPICS, rng, size))
+        users.append(user.user_id)
+    return users
 
 
 @pytest.fixture

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from scipy import sparse
 
-from paperfeed.recsys import evaluate
-from paperfeed.recsys.content import ContentEncoder
-from paperfeed.recsys.matrix import confidence
-from paperfeed.recsys.model import AlsParams, RecModel, build_model, fit_als, new_als
-from paperfeed.recsys.ranker import BlendParams
-from paperfeed.recsys.train import production_scorer
+from paperfeed.recsys import evaluate, learn
+from paperfeed.recsys.content import TextFeatures, neighbour_factors, tokenize
+from paperfeed.recsys.matrix import ConfidenceScale, confidence
+from paperfeed.recsys.model import AlsParams, RecModel, continue_als, fit_als, new_als
+from paperfeed.recsys.ranker import BlendParams, blend
 from tests.conftest import paperfeed_cli
-from tests.personas import TOPICS, papers
+from tests.personas import papers
 
 SMALL = AlsParams(factors=8, regularization=0.1, alpha=10.0, iterations=15, seed=0)
 
@@ -34,6 +35,29 @@ def checkerboard(users: int = 40, items: int = 20) -> sparse.csr_matrix:
     return sparse.csr_matrix((data, (rows, cols)), shape=(users, items))
 
 
+def persona_data(
+    readers_per_topic: int = 40, size: int = 10
+) -> tuple[sparse.csr_matrix, list[str], list[list[str]]]:
+    """Readers of one topic each over the persona catalog: (weights, ids, tokens)."""
+    from tests.personas import PAPERS_PER_TOPIC
+
+    records = papers()
+    rng = random.Random(0)
+    rows, cols = [], []
+    reader = 0
+    for topic in range(3):
+        for _ in range(readers_per_topic):
+            for n in rng.sample(range(PAPERS_PER_TOPIC), size):
+                rows.append(reader)
+                cols.append(topic * PAPERS_PER_TOPIC + n)
+            reader += 1
+    weights = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(reader, len(records))
+    )
+    tokens = tokenize([f"{p['title']}. {p['title']}. {p['abstract']}" for p in records])
+    return weights, [p["id"] for p in records], tokens
+
+
 def test_als_on_a_checkerboard_recommends_the_missing_item_of_the_right_parity() -> None:
     weights = checkerboard()
     users, items = fit_als(confidence(weights, SMALL.alpha), SMALL)
@@ -43,22 +67,18 @@ def test_als_on_a_checkerboard_recommends_the_missing_item_of_the_right_parity()
         assert np.argmax(scores[user]) == user % 20
 
 
-def test_fold_in_of_a_new_reader_follows_their_one_item() -> None:
-    texts = [f"{'even' if i % 2 == 0 else 'odd'} topic words paper {i}" for i in range(20)]
-    model, _ = build_model(
-        confidence(checkerboard(), SMALL.alpha),
-        [str(i) for i in range(20)],
-        texts,
-        SMALL,
-        BlendParams(),
-    )
-    one_click = confidence(sparse.csr_matrix(([1.0], ([0], [3])), shape=(1, 20)), SMALL.alpha)
-    vector = model.fold_in(one_click)
-    cf = (vector @ model.item_factors.T)[0]
-    odd, even = cf[1::2], cf[0::2]
-    assert np.delete(odd, 1).mean() > even.mean() + 0.2  # item 3 is odd[1]
-    cf[3] = -np.inf
-    assert sum(i % 2 == 1 for i in np.argsort(-cf)[:5]) >= 4
+def test_continuing_als_converges_to_the_fold_in() -> None:
+    """After a warm-started sweep (items, then readers), readers' vectors are exactly
+    what a fold-in against the final item factors gives."""
+    weights = checkerboard()
+    conf = confidence(weights, SMALL.alpha)
+    users, items = fit_als(conf, SMALL, iterations=5)
+    users, items = continue_als(conf, users, items, SMALL, 2)
+    model = new_als(SMALL)
+    model.item_factors = items
+    exact = model.recalculate_user(np.arange(weights.shape[0]), conf)
+    cosine = (exact * users).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(users, axis=1)
+    assert cosine.min() > 0.99
 
 
 def test_ranking_metrics_agree_with_implicit() -> None:
@@ -70,14 +90,15 @@ def test_ranking_metrics_agree_with_implicit() -> None:
     train, test = evaluate.warm_split(weights, seed=0)
     conf = confidence(train, SMALL.alpha)
     model = new_als(SMALL)
-    model.fit(conf, show_progress=False)  # type: ignore[attr-defined]
+    model.fit(conf, show_progress=False)
     theirs = ranking_metrics_at_k(model, conf, test, K=10, show_progress=False)
-    users = np.asarray(model.user_factors)  # type: ignore[attr-defined]
-    items = np.asarray(model.item_factors)  # type: ignore[attr-defined]
+    users = np.asarray(model.user_factors)
+    items = np.asarray(model.item_factors)
     ours = evaluate.ranking_metrics(evaluate.factor_scorer(users, items), train, test, 10)
     # implicit's "precision" divides all hits by the sum of min(k, held out).
     assert ours.pooled_recall == pytest.approx(theirs["precision"], abs=1e-6)
     assert ours.ndcg == pytest.approx(theirs["ndcg"], abs=1e-6)
+    assert np.mean(ours.per_user_ndcg) == pytest.approx(ours.ndcg)
 
 
 def test_splits_hold_out_what_they_promise() -> None:
@@ -97,43 +118,166 @@ def test_splits_hold_out_what_they_promise() -> None:
     assert train.nnz + test.nnz == weights.nnz
 
 
-def test_a_model_saves_and_loads_without_pickles() -> None:
-    records = papers()
-    texts = [f"{p['title']}. {p['abstract']}" for p in records]
-    weights = sparse.random(50, len(records), density=0.1, format="csr", random_state=0)
-    model, _ = build_model(
-        confidence(weights, SMALL.alpha), [p["id"] for p in records], texts, SMALL, BlendParams()
+def test_validation_is_carved_from_training_data_only_and_never_from_judged_cells() -> None:
+    rng = np.random.default_rng(4)
+    weights = sparse.csr_matrix((rng.random((400, 600)) < 0.04).astype(np.float32))
+    weights.data[rng.random(weights.nnz) < 0.05] = -1.0  # some dismissals
+    judged = sparse.csr_matrix(
+        (np.ones(100, dtype=np.float32), (np.arange(100), np.arange(100) * 3)), shape=weights.shape
+    ).multiply(weights > 0)
+    validation = learn.carve_validation(weights, seed=0, judged=sparse.csr_matrix(judged))
+    held = validation.warm + validation.cold
+    assert held.nnz > 0
+    assert validation.cold_items.sum() >= learn.COLD_MIN
+    # Disjoint: fit, validation, judged; together no more than the data.
+    assert validation.fit.multiply(held).nnz == 0
+    assert held.multiply(judged).nnz == 0
+    assert validation.fit.multiply(judged).nnz == 0
+    assert held.nnz <= learn.TUNE_MAX_SHARE * (weights > 0).sum() + 1
+    # A cold paper is unknown to the fit, dismissals included; warm cells are liked.
+    assert validation.fit[:, validation.cold_items].nnz == 0
+    assert validation.warm[:, validation.cold_items].nnz == 0
+    assert (held.data > 0).all()
+
+
+def test_bm25_confidence_keeps_order_and_scale() -> None:
+    weights = sparse.csr_matrix(
+        np.array([[1.0, 3.0, 0.0, -1.0], [1.0, 0.0, 0.0, 0.0], [1.0, 5.0, 2.0, 0.0]], np.float32)
     )
+    scale = ConfidenceScale.fit(weights, alpha=10.0, scaling="bm25")
+    conf = scale(weights).toarray()
+    log = ConfidenceScale.fit(weights, alpha=10.0, scaling="log")(weights).toarray()
+    assert conf[0, 3] == -10.0  # a dismissal stays a confident "no"
+    assert conf[0, 1] > conf[0, 0]  # more interest, more confidence
+    # Paper 0, liked by everyone, counts less than paper 1 for the same weight.
+    assert conf[2, 0] < conf[2, 2] * np.log1p(1) / np.log1p(2)
+    assert conf[conf > 0].mean() == pytest.approx(log[log > 0].mean(), rel=1e-5)
+    arrays = scale.to_arrays()
+    again = ConfidenceScale.from_arrays(10.0, "bm25", arrays)
+    np.testing.assert_allclose(again(weights).toarray(), conf)
+
+
+def test_text_features_separate_topics_and_reload_without_pickles() -> None:
+    records = papers()
+    tokens = tokenize([p["abstract"] for p in records])
+    for kind, features in TextFeatures.fit(tokens).items():
+        vectors = features.vectors(tokens)
+        same = float((vectors[0] @ vectors[1].T).toarray()[0, 0])
+        other = float((vectors[0] @ vectors[-1].T).toarray()[0, 0])
+        assert same > other + 0.3, kind
+        again = TextFeatures.from_arrays(features.to_arrays())
+        assert again.kind == kind
+        assert abs(again.transform([records[0]["abstract"]]) - vectors[0]).max() < 1e-6
+        assert features.transform([""]).nnz == 0
+
+
+def test_a_paper_without_interactions_borrows_its_text_neighbours_factors() -> None:
+    text = sparse.csr_matrix(np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32))
+    factors = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)  # of rows 0 and 2
+    borrowed = neighbour_factors(text[[1, 3]], text[[0, 2]], factors, neighbours=1)
+    np.testing.assert_allclose(borrowed, [[1.0, 0.0], [0.0, 1.0]])
+    mixed = neighbour_factors(text[[1]], text[[0, 2]], factors, neighbours=2)
+    assert mixed[0, 0] > mixed[0, 1] > 0
+    nothing = neighbour_factors(sparse.csr_matrix((1, 2), dtype=np.float32), text[[0]], factors[:1])
+    assert not nothing.any()
+
+
+def test_the_blend_orders_by_its_weights_and_a_new_reader_by_trending() -> None:
+    cf = np.array([[3.0, 2.0, 1.0]], np.float32)
+    content = np.array([[1.0, 2.0, 3.0]], np.float32)
+    trending = np.array([0.0, 1.0, 100.0], np.float32)
+    cold = np.zeros(3, dtype=bool)
+    by_cf, _ = blend(cf, content, trending, np.array([5.0]), cold, BlendParams())
+    assert list(np.argsort(-by_cf[0])) == [0, 1, 2]
+    by_content, _ = blend(cf, content, trending, np.array([5.0]), cold, BlendParams(content=3.0))
+    assert list(np.argsort(-by_content[0])) == [2, 1, 0]
+    nobody = np.zeros((1, 3), np.float32)
+    new, _ = blend(nobody, nobody, trending, np.array([0.0]), cold, BlendParams())
+    assert list(np.argsort(-new[0])) == [2, 1, 0]
+    # A paper without interactions: its collaborative signal counts cold_cf times.
+    cf = np.array([[3.0, 2.5, 0.0]], np.float32)
+    muted, _ = blend(cf, nobody, trending * 0, np.array([5.0]), np.array([True, False, False]),
+                     BlendParams(cold_cf=0.0))  # fmt: skip
+    assert np.argmax(muted[0]) == 1
+
+
+def test_the_learned_blend_finds_the_signal_that_predicts() -> None:
+    """Validation pools where content predicts and the collaborative signal is noise: the
+    fitted blend leans on content, and scores better than collaborative alone."""
+    rng = np.random.default_rng(0)
+    n, width = 400, 60
+    relevant = np.zeros((n, width), dtype=bool)
+    relevant[:, 0] = True
+    content = rng.normal(size=(n, width)).astype(np.float32)
+    content[:, 0] += 2.5
+    pools = learn.Pools(
+        cf=rng.normal(size=(n, width)).astype(np.float32),
+        content=content,
+        trending=rng.normal(size=(n, width)).astype(np.float32),
+        cold=np.zeros((n, width), dtype=bool),
+        relevant=relevant,
+        valid=np.ones((n, width), dtype=bool),
+        n_relevant=np.ones(n, dtype=np.int64),
+        history=rng.integers(1, 30, size=n).astype(np.float64),
+    )
+    fitted = learn.fit_blend(pools, None, BlendParams())
+    assert fitted.content >= 2.0
+    assert learn.pool_ndcg(pools, fitted) > learn.pool_ndcg(pools, BlendParams()) + 0.2
+
+
+def test_the_search_keeps_the_current_parameters_unless_clearly_beaten() -> None:
+    rng = np.random.default_rng(1)
+    best = rng.random(300)
+    assert not learn.clearly_better(best + rng.normal(0, 0.05, 300), best)
+    assert learn.clearly_better(best + 0.05 + rng.normal(0, 0.05, 300), best)
+    space = learn.search_space(AlsParams(), 8, seed=0)
+    assert space[0] == AlsParams()
+    assert len(space) == 8
+    assert len({msgspec.json.encode(p) for p in space}) == 8
+    assert all(p.factors <= learn.SEARCH_MAX_FACTORS for p in space)
+
+
+def test_learn_publishes_a_model_that_reloads_and_ranks_the_same() -> None:
+    weights, ids, tokens = persona_data()
+    learned = learn.learn(weights, ids, tokens, SMALL, search_trials=3)
+    model = learned.model
+    assert model.meta.choices.search is not None
+    assert len(model.meta.choices.search.trials) == 3
+    assert model.meta.choices.text in ("words", "bigrams")
     again = RecModel.from_bytes(model.meta, model.to_bytes())
     assert again.item_ids == model.item_ids
     np.testing.assert_array_equal(again.item_factors, model.item_factors)
-    np.testing.assert_allclose(
-        again.encoder.encode(texts[:5]), model.encoder.encode(texts[:5]), atol=1e-6
-    )
-    rows = confidence(weights[:3], SMALL.alpha)
-    np.testing.assert_allclose(
-        production_scorer(again, SMALL.alpha)(np.arange(3), weights[:3]),
-        production_scorer(model, SMALL.alpha)(np.arange(3), weights[:3]),
-        atol=1e-5,
-    )
-    assert rows.nnz > 0
+    popularity = np.asarray((weights > 0).sum(axis=0), dtype=np.float64).ravel()
+    scores = [
+        learn.production_scorer(learn.column_view(m, ids, m.text.vectors(tokens)), popularity)(
+            np.arange(5), weights[:5]
+        )
+        for m in (model, again)
+    ]
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+    # Readers of topic 0 are ranked papers of topic 0 first.
+    top = np.argsort(-scores[0][0])[:10]
+    assert sum(i < 40 for i in top) >= 9
 
 
-def test_content_encoder_separates_topics() -> None:
-    records = papers()
-    encoder = ContentEncoder.fit([p["abstract"] for p in records], dims=16)
-    vectors = encoder.encode([p["abstract"] for p in records])
-    same = float(vectors[0] @ vectors[1])
-    other = float(vectors[0] @ vectors[-1])
-    assert same > other + 0.3
-    assert len(TOPICS) == 3
-    empty = encoder.encode([""])
-    assert not np.any(empty)
+def test_the_gate_scores_a_current_model_that_lacks_new_papers() -> None:
+    """Papers imported after the current model get text neighbours' factors."""
+    weights, ids, tokens = persona_data()
+    old = len(ids) - 10
+    keep = [i for i in range(len(ids)) if i % 40 < 30]  # the current model lacks some
+    current = learn.learn(
+        weights[:, keep], [ids[i] for i in keep], [tokens[i] for i in keep], SMALL
+    ).model
+    view = learn.column_view(current, ids, current.text.vectors(tokens))
+    assert view.cold.sum() == len(ids) - len(keep)
+    popularity = np.ones(len(ids))
+    scores = learn.production_scorer(view, popularity)(np.arange(5), weights[:5])
+    assert scores.shape == (5, len(ids))
+    assert np.all(np.isfinite(scores))
+    assert old > 0
 
 
 def test_eval_cli_writes_every_model_and_a_plot(tmp_path: Path) -> None:
-    import random
-
     from tests.personas import history
 
     records = papers()
@@ -145,57 +289,29 @@ def test_eval_cli_writes_every_model_and_a_plot(tmp_path: Path) -> None:
             for event in history(topic, rng, size=10):
                 lines.append(f"t{topic}u{u}\t{event['paper_id']}")
     (tmp_path / "interactions.tsv").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "PAPERFEED_ALS_FACTORS": "16", "PAPERFEED_SEARCH_TRIALS": "3"}
     for split in ("warm", "cold"):
         out = tmp_path / f"{split}.json"
         done = paperfeed_cli(
             "eval",
             "--interactions", str(tmp_path / "interactions.tsv"),
             "--items", str(tmp_path / "items.jsonl"),
-            "--split", split, "--k", "10", "--seed", "0", "--factors", "16",
+            "--split", split, "--k", "10", "--seed", "0",
             "--json", str(out), "--plot", str(tmp_path / f"{split}.png"),
-            env=dict(os.environ),
+            env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         report = json.loads(out.read_text())
         assert report["split"] == split
         assert report["k"] == 10
-        assert set(report["models"]) == {"popularity", "content", "als", "production"}
+        assert set(report["models"]) == {
+            "popularity", "content-lsa", "content-words", "content-bigrams", "als", "production",
+        }  # fmt: skip
         for metrics in report["models"].values():
             assert 0 <= metrics["recall"] <= 1
             assert 0 <= metrics["ndcg"] <= 1
         assert report["models"]["production"]["ndcg"] > report["models"]["popularity"]["ndcg"]
+        assert len(report["params"]["choices"]["search"]["trials"]) == 3
+        assert report["params"]["choices"]["text"] in ("words", "bigrams")
         assert "production" in done.stdout
         assert (tmp_path / f"{split}.png").stat().st_size > 1000
-
-
-def test_refreshing_all_readers_matches_the_exact_fold_in() -> None:
-    weights = sparse.random(600, 300, density=0.03, format="csr", random_state=1)
-    weights.data[:] = 1
-    texts = [f"w{i % 50} w{i % 7} topic{i % 13}" for i in range(300)]
-    params = AlsParams(factors=16, regularization=1.0, alpha=10.0, iterations=10)
-    conf = confidence(weights, params.alpha)
-    model, users = build_model(conf, [str(i) for i in range(300)], texts, params, BlendParams())
-    exact, fast = model.fold_in(conf), model.refresh_users(conf, users)
-    cosine = (exact * fast).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(fast, axis=1)
-    assert cosine[np.linalg.norm(exact, axis=1) > 0].min() > 0.999
-
-
-def test_the_gate_scores_a_current_model_that_lacks_new_papers() -> None:
-    """Papers imported after the current model have no column in it (-1 in the map)."""
-    records = papers()
-    texts = [f"{p['title']}. {p['abstract']}" for p in records]
-    weights = sparse.random(60, len(records), density=0.1, format="csr", random_state=2)
-    weights.data[:] = 1
-    old = len(records) - 10
-    current, _ = build_model(
-        confidence(weights[:, :old], SMALL.alpha),
-        [p["id"] for p in records[:old]],
-        texts[:old],
-        SMALL,
-        BlendParams(),
-    )
-    column_map = np.array([current.index.get(p["id"], -1) for p in records])
-    scores = production_scorer(current, SMALL.alpha, column_map)(np.arange(5), weights[:5])
-    assert scores.shape == (5, len(records))
-    assert np.all(np.isneginf(scores[:, old:]))
-    assert np.all(np.isfinite(scores[:, :old]))

@@ -165,22 +165,32 @@ async def test_a_trainer_killed_mid_training_leaves_the_old_model_serving(
         "REDIS_URL": redis_url,
         "PAPERFEED_ALS_FACTORS": "64",
         "PAPERFEED_ALS_ITERATIONS": "100000",  # far longer than the test waits
+        "PAPERFEED_SEARCH_TRIALS": "0",
         "PAPERFEED_LOCK_TTL_S": "1.5",
-        "PAPERFEED_LOG_LEVEL": "WARNING",
+        "PAPERFEED_LOG_JSON": "true",
     }
     trainer = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "paperfeed.cli", "train", "--quiet"],
+        [sys.executable, "-m", "paperfeed.cli", "train", "--log-progress"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.monotonic() + 60
-    while not r.exists(keys.TRAIN_LOCK):
-        assert time.monotonic() < deadline, "the trainer never started"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(2.0)  # reading, fitting ...
-    assert r.pttl(keys.TRAIN_LOCK) > 0, "the lease is being renewed"
+    assert trainer.stderr is not None
+    # Wait until it is fitting the ALS (it says so), then past the lease's TTL.
+    while True:
+        line = await asyncio.to_thread(trainer.stderr.readline)
+        assert line, "the trainer ended before fitting"
+        if line.startswith("{") and json.loads(line).get("stage") == "als":
+            break
+    held = r.get(keys.TRAIN_LOCK)
+    assert held
+    acquired = time.monotonic()
+    while time.monotonic() - acquired < 2 * 1.5:
+        assert r.get(keys.TRAIN_LOCK) == held, "the lease is renewed while it trains"
+        await asyncio.sleep(0.1)
+    assert trainer.poll() is None
     trainer.send_signal(signal.SIGKILL)
     trainer.wait(10)
 

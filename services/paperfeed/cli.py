@@ -6,33 +6,22 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 from paperfeed import logs
-from paperfeed.settings import Settings, SettingsError, env_name, load_settings
-from paperfeed.store import client, embedded
+from paperfeed.runtime import redis_for
+from paperfeed.settings import Settings, SettingsError, env_name, load_settings, settings_env
+from paperfeed.store import client
 
 log = logging.getLogger("paperfeed")
-
-
-@contextlib.contextmanager
-def redis_for(settings: Settings) -> Iterator[Settings]:
-    """Settings whose ``redis_url`` is usable; the embedded server is released after."""
-    if settings.redis_url:
-        yield settings
-        return
-    url = client.resolve_redis_url(settings)
-    try:
-        yield msgspec.structs.replace(settings, redis_url=url)
-    finally:
-        if embedded.release_server(settings.data_path):
-            log.info("stopped the embedded redis-server", extra={"data_dir": settings.data_dir})
 
 
 class Stopped(Exception):
@@ -85,6 +74,68 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+RESTART_CAP_S = 30.0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """The whole product on one machine: ``paperfeed serve`` and ``paperfeed worker`` as
+    child processes over one Redis (the embedded one when ``REDIS_URL`` is unset). A
+    child that dies is restarted (with backoff); Ctrl-C or SIGTERM stops both."""
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    with contextlib.suppress(Stopped), redis_for(settings) as ready:
+        env = {**os.environ, **settings_env(ready)}
+        commands = {"api": "serve", "worker": "worker"}
+        failures = dict.fromkeys(commands, 0)
+        restart_at = dict.fromkeys(commands, 0.0)
+        log.info(
+            "paperfeed running: api and worker",
+            extra={
+                "url": f"http://{ready.host}:{ready.port}",
+                "redis": client.redact(ready.redis_url or ""),
+            },
+        )
+        try:
+            while True:
+                now = time.monotonic()
+                for name, command in commands.items():
+                    child = children.get(name)
+                    if child is not None and child.poll() is None:
+                        continue
+                    if child is not None:
+                        failures[name] += 1
+                        delay = min(RESTART_CAP_S, 2.0 ** failures[name])
+                        log.error(
+                            "child process exited; restarting",
+                            extra={"process": name, "status": child.returncode, "in_s": delay},
+                        )
+                        children.pop(name)
+                        restart_at[name] = now + delay
+                    if now >= restart_at[name]:
+                        children[name] = subprocess.Popen(
+                            [sys.executable, "-m", "paperfeed.cli", command], env=env
+                        )
+                time.sleep(0.5)
+        finally:
+            _stop_children(children)
+    return 0
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + 20
+    for child in children.values():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from paperfeed.catalog import importers
     from paperfeed.core import Core
@@ -121,21 +172,9 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
-    """Erase the installs inactive for ``forget_inactive_days`` (or count them)."""
-    from paperfeed.core import Core
-
-    core = Core.connect(settings)
-    try:
-        days = settings.forget_inactive_days
-        if dry_run:
-            return await core.users.count_inactive(days)
-        return await core.users.forget_inactive(days)
-    finally:
-        await core.close()
-
-
 def cmd_forget_inactive(settings: Settings, args: argparse.Namespace) -> int:
+    from paperfeed.core import forget_inactive
+
     with redis_for(settings) as ready:
         count = asyncio.run(forget_inactive(ready, dry_run=args.dry_run))
     verb = "would erase" if args.dry_run else "erased"
@@ -145,6 +184,7 @@ def cmd_forget_inactive(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": cmd_serve,
+    "run": cmd_run,
     "import": cmd_import,
     "settings": cmd_settings,
     "forget-inactive": cmd_forget_inactive,
@@ -157,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = root.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the api (PAPERFEED_HOST:PAPERFEED_PORT)")
+    sub.add_parser("run", help="run the api and the worker together (what `make run` does)")
     imp = sub.add_parser("import", help="load papers into the catalog")
     imp.add_argument("file", help="trending page text, daily_papers JSON or JSON lines")
     imp.add_argument("--format", choices=["page", "daily_papers", "jsonl"], default=None)
@@ -171,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     from paperfeed.digest import cli as digest_cli
 
     digest_cli.add_commands(sub, COMMANDS)
+    from paperfeed import worker
+
+    worker.add_commands(sub, COMMANDS)
     return root
 
 

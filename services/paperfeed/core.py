@@ -10,7 +10,7 @@ from paperfeed.digest.service import Digests
 from paperfeed.events import Ingestor
 from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
-from paperfeed.recsys.serving import ModelHolder
+from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.settings import Settings
 from paperfeed.store import client
 from paperfeed.store.client import RedisClient
@@ -28,15 +28,16 @@ class Core:
         self.ingestor = Ingestor(redis, settings, self.catalog, self.trending)
         self.users = Users(redis, self.catalog, self.trending)
         self.models = ModelRepository(redis, settings.models_kept)
-        self.holder = ModelHolder(self.models, settings.model_poll_s)
-        self.feeds = FeedService(
-            self.catalog,
-            self.trending,
-            self.users,
-            self.holder,
+        self.offload = Offload(settings.feed_threads)
+        self.holder = ModelHolder(
+            redis,
             self.models,
-            snapshot_s=settings.trending_cache_s,
+            self.trending,
+            self.offload,
+            poll_s=settings.model_poll_s,
+            trend_s=settings.trending_snapshot_s,
         )
+        self.feeds = FeedService(self.catalog, self.users, self.holder, self.models, self.offload)
         self.digests = Digests(redis, settings, self.feeds)
 
     @classmethod
@@ -54,3 +55,15 @@ class Core:
         papers = importers.parse_page(importers.seed_page_text())
         await self.catalog.seed_page_order(papers, time.time())
         return ImportResult(papers=len(papers), new=len(papers), updated=0)
+
+
+async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
+    """Erase the installs inactive for ``forget_inactive_days`` (or count them)."""
+    core = Core.connect(settings)
+    try:
+        days = settings.forget_inactive_days
+        if dry_run:
+            return await core.users.count_inactive(days)
+        return await core.users.forget_inactive(days)
+    finally:
+        await core.close()

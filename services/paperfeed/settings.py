@@ -98,24 +98,46 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # --- recommender
     model_poll_s: PositiveFloat = 5.0
-    """How often each api process checks for a newly published model."""
+    """How often each api process checks for a newly published model and catalog changes."""
+    trending_snapshot_s: PositiveFloat = 60.0
+    """How long the feed ranks with one snapshot of trending (each api process takes its
+    own)."""
+    feed_threads: Annotated[int, Meta(ge=1, le=64)] = 2
+    """Feeds ranked at once by each api process (in threads, off the event loop); more
+    wait their turn."""
     models_kept: PositiveInt = 3
     """Published model versions kept in Redis (older ones are pruned)."""
     train_interval_s: PositiveFloat = 3_600.0
-    """``paperfeed worker``: retrain at least this often ..."""
+    """The worker retrains at least this often when events arrived since the last run ..."""
     train_min_new_events: PositiveInt = 500
     """... or as soon as this many new events arrived since the last training."""
+    train_min_readers: Annotated[int, Meta(ge=2)] = 2
+    """Readers with a liked paper needed before a first model is trained; until then, and
+    while it trains, the feed ranks by each reader's content profile."""
+    first_train_delay_s: Annotated[float, Meta(ge=0)] = 30.0
+    """Before the first model, the worker tries again this long after new events."""
+    search_trials: Annotated[int, Meta(ge=0, le=100)] = 8
+    """ALS hyperparameter settings tried by a search (0 or 1: never search; the
+    ``PAPERFEED_ALS_*`` values are used as they are)."""
+    search_interval_s: PositiveFloat = 86_400.0
+    """A training searches the hyperparameters again when the last search is this old;
+    retrainings in between reuse its result."""
     lock_ttl_s: PositiveFloat = 60.0
     """The locks of the trainer and of the digest run expire this long after their holder
     stopped renewing them (died)."""
-    als_factors: PositiveInt = 256
-    """ALS latent factors (tuned on citeulike-t, see docs/evaluation.md)."""
-    als_iterations: PositiveInt = 15
-    """ALS sweeps."""
+    als_factors: Annotated[int, Meta(ge=1, le=1024)] = 256
+    """ALS latent factors: where the hyperparameter search starts (and what is used when
+    ``PAPERFEED_SEARCH_TRIALS`` is 0)."""
+    als_iterations: Annotated[int, Meta(ge=3)] = 15
+    """ALS sweeps (each training and each search trial's final model)."""
     als_regularization: PositiveFloat = 20.0
-    """ALS L2 regularization."""
+    """ALS L2 regularization (where the search starts)."""
     als_alpha: PositiveFloat = 80.0
-    """Confidence scaling: the matrix holds ``alpha * log1p(weight)``."""
+    """Confidence scaling: the matrix holds ``alpha * log1p(weight)`` (where the search
+    starts)."""
+    als_scaling: Literal["log", "bm25"] = "log"
+    """Confidence form: ``log`` or ``bm25`` (log1p re-weighted by BM25; where the search
+    starts)."""
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -14,27 +14,46 @@ from paperfeed.catalog.importers import ImportFormatError, PaperRecord, paper_fr
 from paperfeed.catalog.repository import ImportResult
 from paperfeed.core import Core
 from paperfeed.errors import InvalidInput
-from paperfeed.recsys.launch import start_training
 
 MAX_PAPERS_PER_REQUEST = 5_000
+DECISIONS_SHOWN = 10
 
 
-class TrainStarted(msgspec.Struct):
-    status: str
-    """``started`` (a trainer process was launched) or ``running`` (one already is)."""
+class TrainRequest(msgspec.Struct):
+    status: Literal["queued", "already queued"]
+    """``queued``: the worker will train on its next check; ``already queued``: a request
+    was waiting already (one training answers both)."""
+    running: bool
+    """A training is running now (a request made meanwhile is served by the next one)."""
+    worker_seen_s: float | None
+    """Seconds since a worker was last alive (null: none seen; nothing will train)."""
 
 
-class ModelStatus(msgspec.Struct):
+class ModelStatus(msgspec.Struct, kw_only=True):
     version: str | None
     """Published version (null before the first model)."""
     served_version: str | None
     """Version this api process serves with."""
     trained_at: float | None = None
+    age_s: float | None = None
+    """Seconds since the published model was trained."""
+    data_until: float | None = None
+    """Newest interaction the model learned from: the next gate judges on later ones."""
     metrics: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    """The published model's gate metrics (candidate, popularity, current)."""
     users: int = 0
     papers: int = 0
     interactions: int = 0
-    params: dict[str, object] = msgspec.field(default_factory=dict)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    """What this deployment learned: ALS hyperparameters (and the search they came
+    from), text features, blend weights, their validation scores."""
+    training: bool = False
+    """A training runs now."""
+    search: dict[str, Any] | None = None
+    """The last hyperparameter search (when, trials, best); the next is due
+    ``PAPERFEED_SEARCH_INTERVAL_S`` after it."""
+    decisions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """The latest training runs, newest first: published or not, why, the metrics."""
 
 
 class AdminController(Controller):
@@ -70,33 +89,55 @@ class AdminController(Controller):
     @post(
         "/train",
         status_code=HTTP_202_ACCEPTED,
-        summary="Train a model now (in the background)",
+        summary="Ask the worker to train a model now",
         responses=documented(401, 403),
     )
     async def train(
         self, core: NamedDependency[Core], admin: NamedDependency[None]
-    ) -> TrainStarted:
-        """Launches ``paperfeed train`` beside the api; a model is published if it is better."""
-        started = await start_training(core)
-        return TrainStarted(status="started" if started else "running")
+    ) -> TrainRequest:
+        """Queues a training for the worker (``paperfeed worker``, or the one ``make run``
+        starts); a model is published if the gate finds it better. Asking again while one
+        is queued changes nothing."""
+        queued, running, heartbeat = await core.models.request_training()
+        return TrainRequest(
+            status="queued" if queued else "already queued",
+            running=running,
+            worker_seen_s=round(time.time() - heartbeat, 1) if heartbeat else None,
+        )
 
     @get(
         "/model",
-        summary="The published model and its held-out metrics",
+        summary="The published model, what it learned, and the latest training decisions",
         responses=documented(401, 403),
     )
     async def model(self, core: NamedDependency[Core], admin: NamedDependency[None]) -> ModelStatus:
         version = await core.models.current_version()
         meta = await core.models.meta(version) if version else None
-        if meta is None:
-            return ModelStatus(version=None, served_version=core.holder.version)
-        return ModelStatus(
-            version=meta.version,
+        decisions = await core.models.decisions(DECISIONS_SHOWN)
+        search = await core.models.last_search()
+        running = await core.models.training()
+        status = ModelStatus(
+            version=None,
             served_version=core.holder.version,
+            training=running,
+            search=msgspec.to_builtins(search) if search else None,
+            decisions=decisions,
+        )
+        if meta is None:
+            return status
+        return msgspec.structs.replace(
+            status,
+            version=meta.version,
             trained_at=meta.trained_at,
+            age_s=round(time.time() - meta.trained_at, 1),
+            data_until=meta.data_until or None,
             metrics=meta.metrics,
             users=meta.n_users,
             papers=meta.n_items,
             interactions=meta.n_interactions,
-            params={"als": msgspec.to_builtins(meta.als), "blend": msgspec.to_builtins(meta.blend)},
+            params={
+                "als": msgspec.to_builtins(meta.als),
+                "blend": msgspec.to_builtins(meta.blend),
+                "choices": msgspec.to_builtins(meta.choices),
+            },
         )

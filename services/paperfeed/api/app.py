@@ -30,7 +30,7 @@ from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.me import MeController
-from paperfeed.api.metrics import mirror_store_metrics
+from paperfeed.api.metrics import mirror_store_metrics, watch_model
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.core import Core
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             # Start anyway: /readyz says not ready until Redis answers.
             log.error("redis unavailable at start-up", extra={"error": repr(exc)})
         core.holder.start()
+        watch_model(core.holder)
         stopping = asyncio.Event()
         mirror = asyncio.create_task(mirror_store_metrics(core.redis, stopping))
         try:

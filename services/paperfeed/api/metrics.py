@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
+from typing import Any
 
+import msgspec
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisClusterException, RedisError
 
+from paperfeed.recsys.serving import ModelHolder
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
@@ -28,7 +33,36 @@ DIGEST_COUNTERS = {
         "paperfeed_digest_failed", "Digests given up after every retry (sent on the next run)"
     ),
 }
-STORE_METRICS_S = 15.0
+MODEL_AGE = Gauge(
+    "paperfeed_model_age_seconds", "Seconds since the served model was trained (NaN: none)"
+)
+GATE_PUBLISHED = Gauge(
+    "paperfeed_model_gate_published", "The last training's gate decision: 1 published, 0 not"
+)
+GATE_AT = Gauge(
+    "paperfeed_model_gate_decision_timestamp_seconds", "When the last gate decision was made"
+)
+GATE_NDCG = Gauge(
+    "paperfeed_model_gate_ndcg", "nDCG@20 on the last gate's judged interactions", ["model"]
+)
+STORE_METRICS_S = 5.0
+
+
+def watch_model(holder: ModelHolder) -> None:
+    """Report the age of the model ``holder`` serves (measured at each scrape)."""
+
+    def age() -> float:
+        model = holder.model
+        return time.time() - model.meta.trained_at if model is not None else math.nan
+
+    MODEL_AGE.set_function(age)
+
+
+def mirror_decision(decision: dict[str, Any]) -> None:
+    GATE_PUBLISHED.set(1.0 if decision.get("published") else 0.0)
+    GATE_AT.set(float(decision.get("at", 0.0)))
+    for name, values in (decision.get("metrics") or {}).items():
+        GATE_NDCG.labels(model=name).set(float(values.get("ndcg", math.nan)))
 
 
 async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> None:
@@ -38,6 +72,9 @@ async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> N
             values = await redis.hmget(keys.STATS, list(DIGEST_COUNTERS))
             for gauge, value in zip(DIGEST_COUNTERS.values(), values, strict=True):
                 gauge.set(float(value or 0))
+            last = await redis.lindex(keys.MODEL_DECISIONS, 0)
+            if last:
+                mirror_decision(msgspec.json.decode(last))
         except (RedisError, RedisClusterException):
             pass  # readiness reports Redis; the gauges keep their last values
         with contextlib.suppress(TimeoutError):

@@ -144,6 +144,8 @@ class Catalog:
             await self.trending.add(contributions, now)
         for paper in items:
             self._cache.pop(paper.id, None)
+        if new or updated:
+            await self.redis.incr(keys.PAPERS_VERSION)
         return ImportResult(papers=len(items), new=new, updated=updated)
 
     async def seed_page_order(self, papers: Sequence[Paper], now: float) -> None:

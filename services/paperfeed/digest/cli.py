@@ -12,6 +12,7 @@ import msgspec
 
 from paperfeed.core import Core
 from paperfeed.digest.service import RunReport
+from paperfeed.runtime import redis_for
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from paperfeed.store.lease import Lease
@@ -19,11 +20,15 @@ from paperfeed.store.lease import Lease
 log = logging.getLogger("paperfeed.digest")
 
 
+class DigestsBusy(RuntimeError):
+    """Another process holds the digest lock."""
+
+
 async def run_digests(settings: Settings, dry_run: bool = False) -> RunReport:
     """One run over every subscriber, under the digest lock (never two runs at once)."""
     with Lease(settings, keys.DIGEST_LOCK, settings.lock_ttl_s) as lease:
         if not dry_run and not lease.acquire():
-            raise RuntimeError("another process is sending digests (pf:digest:lock)")
+            raise DigestsBusy("another process is sending digests (pf:digest:lock)")
         core = Core.connect(settings)
         try:
             await core.holder.refresh()  # the feed's model, as the api serves it
@@ -35,8 +40,6 @@ async def run_digests(settings: Settings, dry_run: bool = False) -> RunReport:
 
 
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
-    from paperfeed.cli import redis_for
-
     if not settings.smtp_host and not args.dry_run:
         # Not an error: a scheduled run on a service without e-mail has nothing to do.
         print("paperfeed: digests are off (PAPERFEED_SMTP_HOST is not set)", file=sys.stderr)

@@ -1,28 +1,25 @@
-"""``paperfeed train``, ``paperfeed worker`` and ``paperfeed eval``."""
+"""``paperfeed train`` and ``paperfeed eval``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import numpy as np
-from redis.exceptions import RedisError
-from tqdm import tqdm
 
-from paperfeed.recsys import evaluate
-from paperfeed.recsys.content import ContentEncoder
-from paperfeed.recsys.matrix import confidence
-from paperfeed.recsys.model import AlsParams, build_model, fit_als
-from paperfeed.recsys.ranker import BlendParams
-from paperfeed.recsys.train import TrainReport, als_params, production_scorer, train_and_publish
+from paperfeed.recsys import evaluate, learn
+from paperfeed.recsys.content import TextFeatures, tokenize
+from paperfeed.recsys.matrix import ConfidenceScale
+from paperfeed.recsys.model import fit_als
+from paperfeed.recsys.train import Decision, als_params, train_and_publish
+from paperfeed.runtime import Progress, bars, redis_for
 from paperfeed.settings import Settings
 from paperfeed.store import client, keys
 from paperfeed.store.lease import Lease
@@ -32,104 +29,57 @@ log = logging.getLogger("paperfeed.train")
 Command = Callable[[Settings, argparse.Namespace], int]
 
 
-@contextlib.contextmanager
-def bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A progress callback drawing one tqdm bar per stage on stderr."""
-    open_bars: dict[str, tqdm] = {}
+TRAINER_BUSY = 3
+"""Exit status of ``paperfeed train`` when another trainer holds the lease."""
+PROGRESS_LOG_S = 10.0
+
+
+class TrainerBusy(RuntimeError):
+    """Another process holds the trainer's lease."""
+
+
+def progress_log() -> Progress:
+    """Progress as log lines (at most one a stage every ``PROGRESS_LOG_S``), for the
+    worker's child trainer whose stderr is the worker's log."""
+    last: dict[str, float] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
-        bar = open_bars.get(stage)
-        if bar is None:
-            bar = open_bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True)
-        bar.n = done
-        bar.refresh()
+        now = time.monotonic()
+        if done < total and now - last.get(stage, 0.0) < PROGRESS_LOG_S:
+            return
+        last[stage] = now
+        log.info("training progress", extra={"stage": stage, "done": done, "total": total})
 
-    try:
-        yield progress
-    finally:
-        for bar in open_bars.values():
-            bar.close()
+    return progress
 
 
-async def train_once(settings: Settings, show_progress: bool) -> TrainReport:
+async def train_once(
+    settings: Settings, progress: Progress | None, search: bool | None = None
+) -> Decision:
+    """One training run under the trainer's lease (never two at once)."""
     with Lease(settings, keys.TRAIN_LOCK, settings.lock_ttl_s) as lease:
         if not lease.acquire():
-            raise RuntimeError("another trainer holds pf:train:lock")
+            raise TrainerBusy("another trainer holds pf:train:lock")
         redis = client.connect(settings)
         try:
-            with bars() as progress:
-                report = await train_and_publish(
-                    redis, settings, progress if show_progress else None
-                )
-            await redis.delete(keys.TRAIN_REQUESTED)
-            return report
+            return await train_and_publish(redis, settings, progress, search=search)
         finally:
             await redis.aclose()
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    from paperfeed.cli import redis_for
-
-    with redis_for(settings) as ready:
-        report = asyncio.run(train_once(ready, show_progress=not args.quiet))
-    print(msgspec.json.encode(report).decode())
-    return 0 if report.published or not args.strict else 1
-
-
-async def should_train(settings: Settings, last_events: int, last_run: float) -> tuple[bool, int]:
-    redis = client.connect(settings)
-    try:
-        events = int(await redis.hget(keys.STATS, "events") or 0)
-        requested = bool(await redis.exists(keys.TRAIN_REQUESTED))
-    finally:
-        await redis.aclose()
-    due = time.time() - last_run >= settings.train_interval_s
-    enough = events - last_events >= settings.train_min_new_events
-    return requested or due or enough, events
-
-
-def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Retrain on a schedule, when enough new events arrived, or when asked to; send the
-    e-mail digests that are due (every ``digest_check_s``, when SMTP is configured);
-    once a day, erase the installs inactive for ``forget_inactive_days``."""
-    from paperfeed.cli import forget_inactive, redis_for
-    from paperfeed.digest.cli import run_digests
-
-    with redis_for(settings) as ready:
-        last_events, last_run, last_digests, last_forget = -sys.maxsize, 0.0, 0.0, 0.0
-        while True:
-            try:
-                go, events = asyncio.run(should_train(ready, last_events, last_run))
-            except RedisError as exc:  # Redis away for a while: keep waiting for it
-                log.warning("worker cannot reach redis", extra={"error": repr(exc)})
-                time.sleep(args.poll)
-                continue
-            if ready.smtp_host and time.time() - last_digests >= ready.digest_check_s:
-                last_digests = time.time()
-                try:
-                    sent = asyncio.run(run_digests(ready))
-                    log.info("digests", extra={"report": msgspec.to_builtins(sent)})
-                except (RuntimeError, RedisError) as exc:
-                    log.warning("digests skipped", extra={"error": str(exc)})
-                except Exception:  # a digest fault must not stop training
-                    log.exception("digest run failed")
-            if time.time() - last_forget >= 86_400:
-                last_forget = time.time()
-                try:
-                    forgotten = asyncio.run(forget_inactive(ready))
-                    log.info("forgot inactive installs", extra={"installs": forgotten})
-                except RedisError as exc:
-                    log.warning("forgetting skipped", extra={"error": str(exc)})
-            if go:
-                try:
-                    report = asyncio.run(train_once(ready, show_progress=False))
-                    log.info("training done", extra={"report": msgspec.to_builtins(report)})
-                except (RuntimeError, RedisError) as exc:
-                    log.warning("training skipped", extra={"error": str(exc)})
-                last_events, last_run = events, time.time()
-                if args.once:
-                    return 0
-            time.sleep(args.poll)
+    search = True if args.search else (False if args.no_search else None)
+    with redis_for(settings) as ready, bars() as progress_bars:
+        progress = progress_log() if args.log_progress else None
+        if progress is None and not args.quiet:
+            progress = progress_bars
+        try:
+            decision = asyncio.run(train_once(ready, progress, search=search))
+        except TrainerBusy as exc:
+            print(f"paperfeed train: {exc}", file=sys.stderr)
+            return TRAINER_BUSY
+    print(msgspec.json.encode(decision).decode())
+    return 0 if decision.published or not args.strict else 1
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -141,35 +91,33 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         train, test = evaluate.warm_split(data.weights, seed=args.seed)
     else:
         train, test, candidates = evaluate.cold_split(data.weights, seed=args.seed)
-    als = AlsParams(
-        factors=args.factors or settings.als_factors,
-        regularization=args.regularization or settings.als_regularization,
-        alpha=args.alpha or settings.als_alpha,
-        iterations=args.iterations or settings.als_iterations,
-        seed=args.seed,
-    )
+    start = msgspec.structs.replace(als_params(settings), seed=args.seed)
+    trials = settings.search_trials if args.trials is None else args.trials
     with bars() as progress:
-        encoder = ContentEncoder.fit(data.item_texts, seed=args.seed)
-        model, _ = build_model(
-            confidence(train, als.alpha),
-            data.item_ids,
-            data.item_texts,
-            als,
-            BlendParams(),
-            encoder=encoder,
-            progress=lambda stage, step: progress(f"train {stage}", step, als.iterations),
-        )
-        # Plain ALS: the same hyperparameters, its own user factors, nothing else.
+        tokens = tokenize(data.item_texts)
+        # production: exactly what a training run does, on the training part only.
+        learned = learn.learn(
+            train, data.item_ids, tokens, start, search_trials=trials, seed=args.seed,
+            progress=lambda stage, done, total: progress(f"production {stage}", done, total),
+        )  # fmt: skip
+        model = learned.model
+        chosen = model.meta.als
+        # Plain ALS: the searched hyperparameters, its own user factors, nothing else.
+        scale = ConfidenceScale.fit(train, chosen.alpha, chosen.scaling)
         plain_users, plain_items = fit_als(
-            confidence(train, als.alpha),
-            als,
-            lambda step: progress("train plain als", step, als.iterations),
+            scale(train), chosen, lambda it: progress("plain als", it, chosen.iterations)
         )
-        scorers = {
+        features = TextFeatures.fit(tokens, seed=args.seed)
+        text = {kind: f.vectors(tokens) for kind, f in features.items()}
+        popularity = np.asarray((train > 0).sum(axis=0), dtype=np.float64).ravel()
+        view = learn.column_view(model, data.item_ids, model.text.vectors(tokens))
+        scorers: dict[str, evaluate.Scorer] = {
             "popularity": evaluate.popularity_scorer(train),
-            "content": evaluate.content_scorer(model.item_content),
+            "content-lsa": evaluate.lsa_scorer(text["words"], seed=args.seed),
+            "content-words": evaluate.content_scorer(text["words"]),
+            "content-bigrams": evaluate.content_scorer(text["bigrams"]),
             "als": evaluate.factor_scorer(plain_users, plain_items),
-            "production": production_scorer(model, als.alpha),
+            "production": learn.production_scorer(view, popularity),
         }
         results: dict[str, dict[str, float]] = {}
         n_eval = int((np.diff(test.indptr) > 0).sum())
@@ -191,7 +139,11 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         "seed": args.seed,
         "users": n_eval,
         "models": results,
-        "params": {"als": msgspec.to_builtins(als), "blend": msgspec.to_builtins(BlendParams())},
+        "params": {
+            "als": msgspec.to_builtins(chosen),
+            "blend": msgspec.to_builtins(model.meta.blend),
+            "choices": msgspec.to_builtins(model.meta.choices),
+        },
     }
     print_table(report)
     if args.json:
@@ -204,11 +156,11 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 def print_table(report: dict[str, object]) -> None:
     k = report["k"]
     print(f"{report['split']} split, k={k}, {report['users']} users")
-    print(f"{'model':<12} {'recall@' + str(k):>10} {'ndcg@' + str(k):>10}")
+    print(f"{'model':<16} {'recall@' + str(k):>10} {'ndcg@' + str(k):>10}")
     models = report["models"]
     assert isinstance(models, dict)
     for name, metrics in models.items():
-        print(f"{name:<12} {metrics['recall']:>10.4f} {metrics['ndcg']:>10.4f}")
+        print(f"{name:<16} {metrics['recall']:>10.4f} {metrics['ndcg']:>10.4f}")
 
 
 def plot(report: dict[str, object], path: Path) -> None:
@@ -221,10 +173,10 @@ def plot(report: dict[str, object], path: Path) -> None:
     assert isinstance(models, dict)
     names = list(models)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for offset, metric in [(-0.2, "recall"), (0.2, "ndcg")]:
         ax.bar(x + offset, [models[n][metric] for n in names], width=0.4, label=f"{metric}@k")
-    ax.set_xticks(x, names)
+    ax.set_xticks(x, names, rotation=15)
     ax.set_title(f"{report['split']} split, k={report['k']}")
     ax.legend()
     fig.tight_layout()
@@ -232,26 +184,23 @@ def plot(report: dict[str, object], path: Path) -> None:
     plt.close(fig)
 
 
-def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Command]) -> None:  # type: ignore[type-arg]
-    train = sub.add_parser("train", help="train, evaluate and (if better) publish a model")
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], commands: dict[str, Command]
+) -> None:
+    train = sub.add_parser("train", help="train, judge and (if better) publish a model")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--strict", action="store_true", help="exit 1 if not published")
-    worker = sub.add_parser("worker", help="retrain on a schedule and on demand")
-    worker.add_argument("--poll", type=float, default=10.0, help="seconds between checks")
-    worker.add_argument("--once", action="store_true", help="train once when due, then exit")
+    train.add_argument("--log-progress", action="store_true", help="progress as log lines")
+    how = train.add_mutually_exclusive_group()
+    how.add_argument("--search", action="store_true", help="search the ALS hyperparameters")
+    how.add_argument("--no-search", action="store_true", help="reuse the last search")
     ev = sub.add_parser("eval", help="offline evaluation on a data set (common layout)")
     ev.add_argument("--interactions", required=True)
     ev.add_argument("--items", required=True)
     ev.add_argument("--split", choices=["warm", "cold"], default="warm")
     ev.add_argument("--k", type=int, default=20)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--trials", type=int, help="search trials (default PAPERFEED_SEARCH_TRIALS)")
     ev.add_argument("--json", help="write the results here")
     ev.add_argument("--plot", help="write a bar chart (PNG) here")
-    ev.add_argument("--factors", type=int)
-    ev.add_argument("--regularization", type=float)
-    ev.add_argument("--alpha", type=float)
-    ev.add_argument("--iterations", type=int)
-    commands.update({"train": cmd_train, "worker": cmd_worker, "eval": cmd_eval})
-
-
-__all__ = ["add_commands", "als_params"]
+    commands.update({"train": cmd_train, "eval": cmd_eval})

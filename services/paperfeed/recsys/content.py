@@ -1,28 +1,38 @@
-"""The content model: title and abstract as a dense vector, and its map into ALS space.
+"""The content model: a paper's title and abstract as a sparse TF-IDF vector.
 
-``ContentEncoder``: TF-IDF (sublinear tf, English stop words) over title + abstract,
-reduced by truncated SVD (LSA) to ``dims`` dimensions and L2-normalised. It is stored as
-plain arrays (vocabulary, idf, SVD components), so it reloads without pickles and
-encodes a new paper with no fitting.
+``TextFeatures``: TF-IDF (sublinear tf, English stop words, L2-normalised rows) over the
+words of title and abstract, or over words and word pairs (``bigrams``); which of the
+two a deployment uses is learned at training time (``recsys.learn``). Stored as plain
+arrays (vocabulary, idf), so it reloads without pickles and encodes a new paper with no
+fitting.
 
-``fit_projection``: ridge regression from content vectors to the item factors of
-well-known papers, so a paper nobody has touched yet gets factors on the day it appears.
+Sparse vectors keep what short texts have: a titles-only catalog loses most of its
+signal in a dense reduction (LSA), measured in docs/evaluation.md.
+
+``neighbour_factors``: a paper nobody has touched yet gets collaborative factors from
+the papers nearest to it in text that have interactions (their factors averaged,
+weighted by text similarity), so it can be ranked for a reader on the day it appears.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+TextKind = Literal["words", "bigrams"]
+TEXT_KINDS: tuple[TextKind, ...] = ("words", "bigrams")
+NGRAMS: dict[TextKind, tuple[int, int]] = {"words": (1, 1), "bigrams": (1, 2)}
+MAX_TERMS: dict[TextKind, int] = {"words": 60_000, "bigrams": 200_000}
+NEIGHBOURS = 50
 
 
 def paper_text(title: str, abstract: str) -> str:
@@ -36,113 +46,161 @@ def l2_normalize(matrix: FloatArray) -> FloatArray:
     return normalized
 
 
-class ContentEncoder:
-    """Text -> L2-normalised float32 vector of ``dims`` dimensions."""
+def normalize_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Rows scaled to unit L2 norm (empty rows stay empty), float32 CSR."""
+    matrix = sparse.csr_matrix(matrix, dtype=np.float32)
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    scale = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    return sparse.csr_matrix(sparse.diags(scale) @ matrix, dtype=np.float32)
 
-    def __init__(self, vocabulary: Sequence[str], idf: FloatArray, components: FloatArray) -> None:
+
+Tokens = list[list[str]]
+
+
+def tokenize(texts: Sequence[str]) -> Tokens:
+    """Each text's words and word pairs (lower case, English stop words removed): the
+    one pass over the text that every kind of features counts from."""
+    analyze = CountVectorizer(ngram_range=(1, 2), stop_words="english").build_analyzer()
+    return [analyze(text) for text in texts]
+
+
+def _terms_of(kind: TextKind, tokens: list[str]) -> list[str]:
+    return tokens if kind == "bigrams" else [t for t in tokens if " " not in t]
+
+
+class TextFeatures:
+    """Text -> L2-normalised sparse TF-IDF row over a fixed vocabulary."""
+
+    def __init__(self, kind: TextKind, vocabulary: Sequence[str], idf: FloatArray) -> None:
+        self.kind: TextKind = kind
         self.vocabulary = list(vocabulary)
-        self.idf = idf.astype(np.float32)
-        self.components = components.astype(np.float32)
-        """(dims, len(vocabulary)) float32: the SVD basis."""
-        self._counter = CountVectorizer(
-            vocabulary={term: i for i, term in enumerate(self.vocabulary)},
-            stop_words="english",
-            dtype=np.float32,
-        )
+        self.index = {term: i for i, term in enumerate(self.vocabulary)}
+        self.idf = np.asarray(idf, dtype=np.float32)
 
     @property
-    def dims(self) -> int:
-        return int(self.components.shape[0])
+    def terms(self) -> int:
+        return len(self.vocabulary)
 
     @classmethod
     def fit(
-        cls,
-        texts: Sequence[str],
-        dims: int = 128,
-        max_terms: int = 40_000,
-        seed: int = 0,
-        max_papers: int = 30_000,
-    ) -> ContentEncoder:
-        """Fit on the texts (a seeded sample of ``max_papers`` of them when there are more:
-        the vocabulary and basis settle long before, and fitting is the slow part)."""
-        if len(texts) > max_papers:
-            pick = np.random.default_rng(seed).choice(len(texts), max_papers, replace=False)
-            texts = [texts[i] for i in sorted(pick)]
-        # Terms in at least two papers and at most half of them; a tiny catalog keeps all.
-        for min_df, max_df in ((2, 0.5), (1, 1.0)):
-            tfidf = TfidfVectorizer(
-                stop_words="english",
-                sublinear_tf=True,
-                min_df=min_df,
-                max_df=max_df,
-                max_features=max_terms,
-                dtype=np.float32,
-            )
-            try:
-                weighted = tfidf.fit_transform(texts)
-            except ValueError:  # no term at all
+        cls, tokens: Tokens, seed: int = 0, max_papers: int = 30_000
+    ) -> dict[TextKind, TextFeatures]:
+        """Every kind of features, fitted on the papers' tokens (a seeded sample of
+        ``max_papers`` when there are more: the vocabulary and idf settle long before).
+
+        Terms in at least two papers and at most half of them (a tiny catalog keeps
+        all), the most frequent ``MAX_TERMS`` of each kind; smoothed idf."""
+        if len(tokens) > max_papers:
+            pick = np.random.default_rng(seed).choice(len(tokens), max_papers, replace=False)
+            tokens = [tokens[i] for i in sorted(pick)]
+        fitted: dict[TextKind, TextFeatures] = {}
+        for kind in TEXT_KINDS:
+            docs = [set(_terms_of(kind, doc)) for doc in tokens]
+            df: dict[str, int] = {}
+            for doc in docs:
+                for term in doc:
+                    df[term] = df.get(term, 0) + 1
+            n = len(docs)
+            chosen: list[tuple[int, str]] = []
+            for min_df, max_df in ((2, 0.5), (1, 1.0)):
+                chosen = [(c, t) for t, c in df.items() if min_df <= c <= max_df * n]
+                if len(chosen) >= 2:
+                    break
+            if len(chosen) < 2:
+                if any(tokens):  # an empty catalog has nothing to say yet
+                    log.warning("no text to learn from: the content signal is off")
+                fitted[kind] = cls(kind, ["<none>"], np.ones(1, np.float32))
                 continue
-            if weighted.shape[1] >= 2:
-                break
-        else:
-            log.warning("no text to learn from: the content signal is off")
-            return cls(["<none>"], np.ones(1, np.float32), np.zeros((1, 1), np.float32))
-        vocabulary = [""] * len(tfidf.vocabulary_)
-        for term, index in tfidf.vocabulary_.items():
-            vocabulary[index] = term
-        n_papers, n_terms = weighted.shape
-        if n_terms <= dims or n_papers <= dims:
-            components = np.eye(n_terms, dtype=np.float32)  # too small to reduce
-        else:
-            svd = TruncatedSVD(n_components=dims, random_state=seed, algorithm="randomized")
-            components = svd.fit(weighted).components_
-        log.info("content model fitted", extra={"terms": n_terms, "dims": len(components)})
-        return cls(vocabulary, tfidf.idf_, components)
+            chosen.sort(key=lambda pair: (-pair[0], pair[1]))
+            chosen = sorted(chosen[: MAX_TERMS[kind]], key=lambda pair: pair[1])
+            counts = np.array([c for c, _ in chosen], dtype=np.float64)
+            idf = np.log((1.0 + n) / (1.0 + counts)) + 1.0
+            fitted[kind] = cls(kind, [t for _, t in chosen], idf.astype(np.float32))
+        return fitted
 
-    def tfidf(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        counts = self._counter.transform(texts).astype(np.float32)
+    def vectors(self, tokens: Tokens) -> sparse.csr_matrix:
+        """(len(tokens), terms) float32 CSR, rows L2-normalised (empty for no known term)."""
+        indptr = [0]
+        indices: list[int] = []
+        index = self.index
+        for doc in tokens:
+            indices.extend(index[t] for t in _terms_of(self.kind, doc) if t in index)
+            indptr.append(len(indices))
+        counts = sparse.csr_matrix(
+            (np.ones(len(indices), dtype=np.float32), np.array(indices, dtype=np.int64), indptr),
+            shape=(len(tokens), self.terms),
+        )
+        counts.sum_duplicates()
         counts.data = 1.0 + np.log(counts.data)
-        weighted = counts.multiply(self.idf).tocsr()
-        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
-        return sparse.diags(1.0 / np.maximum(norms, 1e-12)).dot(weighted).tocsr()
+        return normalize_rows(counts.multiply(self.idf[None, :]).tocsr())
 
-    def encode(self, texts: Sequence[str], batch: int = 4096) -> FloatArray:
-        """(len(texts), dims) float32, rows L2-normalised (all zero for empty text)."""
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for start in range(0, len(texts), batch):
-            weighted = self.tfidf(texts[start : start + batch])
-            out[start : start + batch] = weighted @ self.components.T
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.where(norms > 0, out / np.maximum(norms, 1e-12), 0).astype(np.float32)
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        return self.vectors(tokenize(texts))
 
     def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        # One joined string, not a fixed-width array of strings (200k terms of up to
+        # 40 characters would take 32 MB as numpy UCS-4).
+        joined = "\n".join(self.vocabulary).encode()
         return {
-            "content_vocabulary": np.array(self.vocabulary, dtype=np.str_),
-            "content_idf": self.idf,
-            "content_components": self.components,
+            "text_kind": np.array(self.kind),
+            "text_vocabulary": np.frombuffer(joined, dtype=np.uint8),
+            "text_idf": self.idf,
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, npt.NDArray[np.generic]]) -> ContentEncoder:
-        return cls(
-            [str(t) for t in arrays["content_vocabulary"]],
-            np.asarray(arrays["content_idf"], dtype=np.float32),
-            np.asarray(arrays["content_components"], dtype=np.float32),
-        )
+    def from_arrays(cls, arrays: dict[str, npt.NDArray[np.generic]]) -> TextFeatures:
+        kind = str(arrays["text_kind"])
+        if kind not in TEXT_KINDS:
+            raise ValueError(f"unknown text features {kind!r}")
+        vocabulary = bytes(np.asarray(arrays["text_vocabulary"], dtype=np.uint8)).decode()
+        return cls(kind, vocabulary.split("\n"), np.asarray(arrays["text_idf"], dtype=np.float32))
 
 
-def fit_projection(
-    content: FloatArray, factors: FloatArray, weights: npt.NDArray[np.float64], ridge: float
+def profiles(text: sparse.csr_matrix, user_items: sparse.csr_matrix) -> sparse.csr_matrix:
+    """(n_users, terms): each reader's sum of the text vectors of the papers they liked
+    (dismissals left out), weighted by log1p(weight) as ALS confidence is, L2-normalised."""
+    liked = sparse.csr_matrix(user_items, dtype=np.float32, copy=True)
+    liked.data = np.log1p(np.maximum(liked.data, 0))
+    liked.eliminate_zeros()
+    return normalize_rows(liked @ text)
+
+
+def similarity(
+    user_profiles: sparse.csr_matrix, text: sparse.csr_matrix, batch: int = 128
 ) -> FloatArray:
-    """(dims, k) float32 W minimising sum_i w_i |c_i W - y_i|^2 + ridge |W|^2.
+    """(n_users, n_papers) cosine between profiles and paper text vectors, dense."""
+    out = np.zeros((user_profiles.shape[0], text.shape[0]), dtype=np.float32)
+    transposed = text.T.tocsr()
+    for start in range(0, user_profiles.shape[0], batch):
+        part = user_profiles[start : start + batch] @ transposed
+        out[start : start + batch] = part.toarray()
+    return out
 
-    ``content`` (n, dims), ``factors`` (n, k), ``weights`` (n,): how much each paper's
-    factors can be trusted (papers with more interactions have better factors).
-    """
-    weighted = content * weights[:, None]
-    gram = content.T @ weighted + ridge * np.eye(content.shape[1], dtype=np.float64)
-    rhs = weighted.T @ factors
-    projection = np.linalg.solve(gram, rhs).astype(np.float32)
-    if not np.all(np.isfinite(projection)):
-        raise FloatingPointError("content projection has NaN or inf")
-    return projection
+
+def neighbour_factors(
+    new_text: sparse.csr_matrix,
+    known_text: sparse.csr_matrix,
+    known_factors: FloatArray,
+    neighbours: int = NEIGHBOURS,
+    batch: int = 256,
+) -> FloatArray:
+    """(n_new, k): for each new paper, the mean of the factors of its ``neighbours``
+    nearest known papers in text, weighted by cosine (zero when no word is shared)."""
+    n_new, k = new_text.shape[0], known_factors.shape[1]
+    out = np.zeros((n_new, k), dtype=np.float32)
+    n_known = known_text.shape[0]
+    if n_new == 0 or n_known == 0:
+        return out
+    transposed = known_text.T.tocsr()
+    take = min(neighbours, n_known)
+    for start in range(0, n_new, batch):
+        sims = (new_text[start : start + batch] @ transposed).toarray()
+        if take < n_known:
+            top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+        else:
+            top = np.broadcast_to(np.arange(n_known), (sims.shape[0], n_known))
+        weights = np.maximum(np.take_along_axis(sims, top, axis=1), 0)
+        total = weights.sum(axis=1, keepdims=True)
+        mixed = np.einsum("nk,nkf->nf", weights, known_factors[top])
+        out[start : start + batch] = np.where(total > 0, mixed / np.maximum(total, 1e-12), 0)
+    return out

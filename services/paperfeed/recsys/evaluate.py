@@ -46,6 +46,8 @@ class Metrics(msgspec.Struct):
     users: int
     pooled_recall: float = 0.0
     """All hits / sum of min(|held out|, k): implicit's ``precision``."""
+    per_user_ndcg: list[float] = msgspec.field(default_factory=list)
+    """Each user's nDCG@k (in user order), for paired comparisons."""
 
 
 def load_dataset(interactions: Path, items: Path) -> Dataset:
@@ -124,6 +126,16 @@ def _mask_split(
     return part(~test_mask), part(test_mask)
 
 
+def sample_users(test: sparse.csr_matrix, n: int, seed: int) -> sparse.csr_matrix:
+    """``test`` with the held-out cells of at most ``n`` of its users (seeded choice)."""
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    if len(users) <= n:
+        return test
+    keep = np.zeros(test.shape[0], dtype=bool)
+    keep[np.random.default_rng(seed).choice(users, n, replace=False)] = True
+    return sparse.csr_matrix(sparse.diags(keep.astype(np.float32)) @ test, dtype=np.float32)
+
+
 def batches(users: npt.NDArray[np.int64], size: int) -> Iterator[npt.NDArray[np.int64]]:
     for start in range(0, len(users), size):
         yield users[start : start + size]
@@ -143,6 +155,7 @@ def ranking_metrics(
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall_sum = ndcg_sum = 0.0
     hits_total = ideal_total = 0
+    per_user: list[float] = []
     for batch in batches(users, batch_size):
         scores = np.array(scorer(batch, train[batch]), dtype=np.float32, copy=True)
         if candidates is not None:
@@ -160,15 +173,18 @@ def ranking_metrics(
             recall_sum += hits.sum() / ideal
             hits_total += int(hits.sum())
             ideal_total += ideal
-            ndcg_sum += float(discounts[: len(hits)][hits].sum()) / float(discounts[:ideal].sum())
+            user_ndcg = float(discounts[: len(hits)][hits].sum()) / float(discounts[:ideal].sum())
+            ndcg_sum += user_ndcg
+            per_user.append(user_ndcg)
         if progress:
             progress(len(batch))
     n = max(len(users), 1)
     return Metrics(
-        recall=recall_sum / n,
-        ndcg=ndcg_sum / n,
+        recall=float(recall_sum / n),
+        ndcg=float(ndcg_sum / n),
         users=len(users),
-        pooled_recall=hits_total / max(ideal_total, 1),
+        pooled_recall=float(hits_total / max(ideal_total, 1)),
+        per_user_ndcg=per_user,
     )
 
 
@@ -181,13 +197,37 @@ def popularity_scorer(train: sparse.csr_matrix) -> Scorer:
     return score
 
 
-def content_scorer(item_content: FloatArray) -> Scorer:
-    """Cosine between each paper's text vector and the reader's text profile."""
-    from paperfeed.recsys.ranker import content_profiles
+def content_scorer(text: sparse.csr_matrix) -> Scorer:
+    """Cosine between each paper's text vector and the reader's text profile (the sum of
+    the text vectors of their papers)."""
+    from paperfeed.recsys.content import profiles, similarity
 
     def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
-        profiles = content_profiles(item_content, rows)
-        return (profiles @ item_content.T).astype(np.float32)
+        return similarity(profiles(text, rows), text)
+
+    return score
+
+
+def lsa_scorer(text: sparse.csr_matrix, dims: int = 128, seed: int = 0) -> Scorer:
+    """The same over a dense reduction (LSA: truncated SVD) of the text vectors."""
+    from sklearn.decomposition import TruncatedSVD
+
+    from paperfeed.recsys.content import l2_normalize
+
+    n_papers, n_terms = text.shape
+    if min(n_papers, n_terms) <= dims:
+        dense = np.asarray(text.toarray(), dtype=np.float32)
+    else:
+        svd = TruncatedSVD(n_components=dims, random_state=seed, algorithm="randomized")
+        dense = np.asarray(svd.fit_transform(text), dtype=np.float32)
+    vectors = l2_normalize(dense)
+
+    def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
+        liked = rows.copy()
+        liked.data = np.maximum(liked.data, 0)
+        return (l2_normalize(np.asarray(liked @ vectors, dtype=np.float32)) @ vectors.T).astype(
+            np.float32
+        )
 
     return score
 

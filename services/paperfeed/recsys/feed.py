@@ -1,60 +1,61 @@
-"""The personalized trending feed and similar papers.
+"""The personalized trending feed and similar papers, ranked on the catalog index.
 
-Candidates: the week's top ``TRENDING_CANDIDATES`` and the day's top
-``TODAY_CANDIDATES`` trending papers, the ``RECENT_CANDIDATES`` newest papers, and (for
-a reader with a history) the model's ``CF_CANDIDATES`` best papers for them among the
-``CF_POOL`` newest it knows (a trending feed looks for what is new). They are
-ranked by ``ranker.blend`` (the same code ``paperfeed eval`` measures as
-``production``), then:
+One feed is four stages, each a plain function on arrays (``rank`` runs them, in the
+api's bounded thread pool):
 
-- dismissed papers never appear;
-- papers the reader already opened, upvoted, saved or shared are dropped (they have
-  them); papers only shown to them sink by ``IMPRESSION_PENALTY`` a showing;
-- trending comes from a snapshot of the windows each process keeps for
-  ``PAPERFEED_TRENDING_CACHE_S``;
-- papers published in the last week count as at least as trending as the median
-  candidate (trending cannot know them yet) and get up to ``FRESH_BOOST`` (halving
-  every 2 days).
+1. ``candidates``: positions of the week's ``TRENDING_CANDIDATES`` and the day's
+   ``TODAY_CANDIDATES`` hottest papers, the ``RECENT_CANDIDATES`` newest, and among the
+   ``POOL`` newest the reader's best ``PERSONAL_CANDIDATES`` by their vector and by their
+   text profile (a trending feed looks for what is new).
+2. ``visible``: dismissed papers never appear; papers the reader opened, upvoted, saved
+   or shared are dropped (they have them).
+3. ``scores``: ``ranker.blend`` (the code ``paperfeed eval`` measures as
+   ``production``, with the weights the deployment learned; before any model, content
+   and trending), then two rules of a trending product: papers of the last
+   ``FRESH_DAYS`` count as at least as trending as the median candidate (trending
+   cannot know them yet) and get up to ``FRESH_BOOST`` (halving every 2 days); papers
+   only shown sink by ``IMPRESSION_PENALTY`` a showing (both in units of the spread of
+   the blended scores, whose scale the learned weights set).
+4. ``reasons``: for the returned papers only.
+
+Only the returned papers are read from Redis.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
 from scipy import sparse
 
-from paperfeed.catalog.papers import Paper, published_ts
+from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import NotFound
-from paperfeed.events import UserPaper
-from paperfeed.recsys.content import FloatArray, l2_normalize, paper_text
-from paperfeed.recsys.matrix import cell_weight, confidence
+from paperfeed.events import UserPaper, decode_user_paper
+from paperfeed.recsys.content import FloatArray, profiles
+from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
+from paperfeed.recsys.matrix import cell_weight
 from paperfeed.recsys.model import RecModel
-from paperfeed.recsys.ranker import IntArray, Signals, standardize
-from paperfeed.recsys.repository import ModelRepository
-from paperfeed.recsys.serving import ModelHolder
-from paperfeed.trending import Trending
+from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
+from paperfeed.recsys.repository import ModelRepository, decode_vector
+from paperfeed.recsys.serving import ModelHolder, Offload
+from paperfeed.store import keys
 from paperfeed.users import Users
 
 TRENDING_CANDIDATES = 300
-# Week scores of this many papers are known to a feed (the rest count as 0).
-SNAPSHOT_SIZE = 5_000
 TODAY_CANDIDATES = 100
 RECENT_CANDIDATES = 200
-CF_CANDIDATES = 200
-CF_POOL = 10_000
+PERSONAL_CANDIDATES = 200
+POOL = 10_000
 IMPRESSION_PENALTY = 0.25
-FRESH_BOOST = 0.5
+FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
 ANCHOR_SIMILARITY = 0.3
 ANCHORS = 100
-
-
-# (the week's top with scores, the same as a dict, the day's top)
-TrendSnapshot = tuple[list[tuple[str, float]], dict[str, float], list[tuple[str, float]]]
+HOT_TODAY = 20
+HOT_WEEK = 50
 
 
 class FeedItem(msgspec.Struct):
@@ -78,6 +79,36 @@ class Similar(msgspec.Struct):
     model_version: str | None
 
 
+class Reader(NamedTuple):
+    """What the feed knows of a reader, over the catalog index."""
+
+    positions: IntArray
+    """Catalog positions of the papers they have a record of."""
+    weights: FloatArray
+    """Their matrix weight (confidence; -1 dismissed; 0 only shown)."""
+    verbs: list[str]
+    hidden: IntArray
+    """Positions never to show: opened, flagged (upvoted, saved, shared, dismissed)."""
+    shown: dict[int, int]
+    """Position -> times only shown."""
+
+    @property
+    def liked(self) -> IntArray:
+        return self.positions[self.weights > 0]
+
+    @property
+    def positives(self) -> int:
+        return int((self.weights > 0).sum())
+
+
+class Ranked(NamedTuple):
+    positions: IntArray
+    scores: FloatArray
+    reasons: list[list[str]]
+    vector: FloatArray | None
+    """The reader's vector, when it was folded in for this feed."""
+
+
 def verb(record: UserPaper) -> str:
     if record.saved:
         return "saved"
@@ -86,234 +117,320 @@ def verb(record: UserPaper) -> str:
     return "read"
 
 
-def freshness(paper: Paper, now: float) -> float:
-    """Days since publication (or since it entered the catalog)."""
-    when = published_ts(paper) or paper.added_at or 0.0
-    return max(0.0, (now - when) / 86_400)
+def reader_of(index: CatalogIndex, records: dict[str, UserPaper]) -> Reader:
+    ids = list(records)
+    positions = index.positions(ids)
+    weights = np.array([cell_weight(records[p].w, records[p].f) for p in ids], dtype=np.float32)
+    hidden = np.array(
+        [
+            pos
+            for pos, pid in zip(positions, ids, strict=True)
+            if records[pid].opened or records[pid].f
+        ],
+        dtype=np.int64,
+    )
+    shown = {
+        int(pos): records[pid].i
+        for pos, pid in zip(positions, ids, strict=True)
+        if pos >= 0 and records[pid].i
+    }
+    known = positions >= 0
+    return Reader(
+        positions=positions[known],
+        weights=weights[known],
+        verbs=[verb(records[pid]) for pid, k in zip(ids, known, strict=True) if k],
+        hidden=hidden[hidden >= 0],
+        shown=shown,
+    )
+
+
+def fold_in(model: RecModel, index: CatalogIndex, reader: Reader) -> FloatArray:
+    """The reader's vector from everything they did with papers the model knows."""
+    rows = index.model_rows[reader.positions]
+    keep = (rows >= 0) & (reader.weights != 0)
+    weights = sparse.csr_matrix(
+        (reader.weights[keep], (np.zeros(int(keep.sum()), dtype=np.int64), rows[keep])),
+        shape=(1, len(model.item_ids)),
+    )
+    vector: FloatArray = model.fold_in(weights)[0]
+    return vector
+
+
+def profile(index: CatalogIndex, reader: Reader) -> sparse.csr_matrix:
+    """(1, terms) the reader's text profile: their liked papers' text, weighted."""
+    liked = reader.weights > 0
+    weights = np.zeros((1, len(index)), dtype=np.float32)
+    weights[0, reader.positions[liked]] = reader.weights[liked]
+    return profiles(index.text, sparse.csr_matrix(weights))
+
+
+# --- 1. candidates ------------------------------------------------------------------
+
+
+def candidates(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    vector: FloatArray | None,
+    text_profile: sparse.csr_matrix,
+) -> IntArray:
+    parts = [
+        trend.week_top[:TRENDING_CANDIDATES],
+        trend.today_top[:TODAY_CANDIDATES],
+        index.newest[:RECENT_CANDIDATES],
+    ]
+    pool = index.newest[:POOL]
+    if vector is not None and index.factors is not None and len(pool):
+        parts.append(pool[_best(index.factors[pool] @ vector, PERSONAL_CANDIDATES)])
+    if text_profile.nnz and len(pool):
+        similarity = np.asarray((index.text[pool] @ text_profile.T).todense()).ravel()
+        parts.append(pool[_best(similarity, PERSONAL_CANDIDATES)])
+    return np.unique(np.concatenate(parts)).astype(np.int64)
+
+
+def _best(scores: FloatArray, n: int) -> IntArray:
+    if len(scores) <= n:
+        return np.arange(len(scores), dtype=np.int64)
+    return np.argpartition(-scores, n)[:n].astype(np.int64)
+
+
+# --- 2. filters ---------------------------------------------------------------------
+
+
+def visible(positions: IntArray, reader: Reader) -> IntArray:
+    return positions[~np.isin(positions, reader.hidden)]
+
+
+# --- 3. scores ----------------------------------------------------------------------
+
+
+def scores(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    positions: IntArray,
+    reader: Reader,
+    vector: FloatArray | None,
+    text_profile: sparse.csr_matrix,
+    now: float,
+) -> tuple[FloatArray, Signals, FloatArray]:
+    """(final scores, the blend's signals, ages in days) of the candidates."""
+    model = index.model
+    n = len(positions)
+    if vector is not None and index.factors is not None:
+        cf = (index.factors[positions] @ vector)[None, :].astype(np.float32)
+    else:
+        cf = np.zeros((1, n), dtype=np.float32)
+    content = np.asarray((text_profile @ index.text[positions].T).todense(), dtype=np.float32)
+    ages = np.maximum(0.0, (now - index.dates[positions]) / 86_400).astype(np.float32)
+    trending = (
+        trend.week[positions].astype(np.float32)
+        if len(trend.week) == len(index)
+        else np.zeros(n, np.float32)
+    )
+    # Trending cannot know yet what a paper of this week is worth: a fresh paper counts
+    # as at least as hot as the median candidate, and competes on relevance.
+    fresh = ages <= FRESH_DAYS
+    if n:
+        trending[fresh] = np.maximum(trending[fresh], np.median(trending))
+    params = model.meta.blend if model is not None and vector is not None else CONTENT_ONLY
+    blended, signals = blend(
+        cf,
+        content,
+        trending,
+        np.array([reader.positives], dtype=np.float64),
+        index.cold[positions],
+        params,
+    )
+    shown = np.array([reader.shown.get(int(p), 0) for p in positions], dtype=np.float32)
+    # The rules are in units of the blend's spread: learned weights set its scale.
+    spread = float(blended[0].std()) if n > 1 else 1.0
+    spread = spread if spread > 1e-6 else 1.0
+    boost = np.where(fresh, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
+    final = (blended[0] + spread * (boost - IMPRESSION_PENALTY * shown)).astype(np.float32)
+    return final, signals, ages
+
+
+# --- 4. reasons ---------------------------------------------------------------------
+
+
+def reasons(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    reader: Reader,
+    positions: IntArray,
+    chosen: IntArray,
+    signals: Signals,
+    ages: FloatArray,
+) -> list[list[str]]:
+    """Why each chosen candidate (indexes into ``positions``) is in the feed."""
+    liked = reader.weights > 0
+    anchor_order = np.argsort(-reader.weights[liked], kind="stable")[:ANCHORS]
+    anchors = reader.positions[liked][anchor_order]
+    anchor_verbs = [reader.verbs[i] for i in np.flatnonzero(liked)[anchor_order]]
+    similarity = (
+        np.asarray((index.text[positions[chosen]] @ index.text[anchors].T).todense())
+        if len(anchors)
+        else np.zeros((len(chosen), 0))
+    )
+    hot_today = set(trend.today_top[:HOT_TODAY].tolist())
+    hot_week = set(trend.week_top[:HOT_WEEK].tolist())
+    personal = reader.positives > 0 and index.model is not None
+    out = []
+    for row, i in enumerate(chosen):
+        why: list[str] = []
+        if similarity.shape[1]:
+            best = int(np.argmax(similarity[row]))
+            if similarity[row, best] >= ANCHOR_SIMILARITY:
+                why.append(f"because you {anchor_verbs[best]} “{index.titles[anchors[best]]}”")
+        if personal and signals.cf[0, i] > 1.0:
+            why.append("popular with readers like you")
+        position = int(positions[i])
+        if position in hot_today:
+            why.append("trending today")
+        elif position in hot_week:
+            why.append("trending this week")
+        if ages[i] < 1:
+            why.append("new today")
+        elif ages[i] <= FRESH_DAYS:
+            why.append("new this week")
+        if not why:
+            why.append("matches your interests" if reader.positives else "trending")
+        out.append(why)
+    return out
+
+
+def rank(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    reader: Reader,
+    vector: FloatArray | None,
+    limit: int,
+    now: float,
+) -> Ranked:
+    """The whole pipeline for one reader (CPU only: run it off the event loop)."""
+    folded = None
+    if index.model is not None and vector is None and reader.positives:
+        vector = folded = fold_in(index.model, index, reader)
+    text_profile = profile(index, reader)
+    found = visible(candidates(index, trend, vector, text_profile), reader)
+    if len(found) == 0:
+        return Ranked(found, np.zeros(0, np.float32), [], folded)
+    final, signals, ages = scores(index, trend, found, reader, vector, text_profile, now)
+    chosen = np.argsort(-final, kind="stable")[:limit]
+    why = reasons(index, trend, reader, found, chosen, signals, ages)
+    return Ranked(found[chosen], final[chosen], why, folded)
 
 
 class FeedService:
     def __init__(
         self,
         catalog: Catalog,
-        trending: Trending,
         users: Users,
         holder: ModelHolder,
         repository: ModelRepository,
-        snapshot_s: float = 2.0,
+        offload: Offload,
     ) -> None:
-        self.snapshot_s = snapshot_s
-        self._snapshot: tuple[float, TrendSnapshot] | None = None
-        self._recent_ids: tuple[float, list[str]] | None = None
-        self._pool: tuple[str, IntArray, FloatArray] | None = None
         self.catalog = catalog
-        self.trending = trending
         self.users = users
         self.holder = holder
         self.repository = repository
+        self.offload = offload
+
+    async def index(
+        self, catalog_version: str | None = None, model_version: str | None = None
+    ) -> CatalogIndex:
+        """The catalog index, rebuilt first when it is older than the versions given (an
+        import or a new model shows in the very next feed)."""
+        index = self.holder.index
+        if (
+            index is None
+            or (catalog_version is not None and index.catalog_version != catalog_version)
+            or (model_version is not None and index.model_version != model_version)
+        ):
+            await self.holder.refresh()
+            index = self.holder.index
+        assert index is not None
+        return index
 
     async def feed(self, user_id: str, limit: int, now: float | None = None) -> Feed:
         now = time.time() if now is None else now
-        model = self.holder.model
-        records = await self.users.papers(user_id)
-        week, week_scores, today = await self._trending_snapshot(now)
-        candidate_ids = [pid for pid, _ in week[:TRENDING_CANDIDATES]] + [pid for pid, _ in today]
-        recent = await self._recent(now)
-        candidate_ids += recent[:RECENT_CANDIDATES]
-
-        row = self._user_row(model, records) if model else None
-        vector = None
-        if model is not None and row is not None and row.nnz:
-            vector = await self._user_vector(user_id, model, row)
-            pool, pool_factors = self._cf_pool(model, recent)
-            cf = pool_factors @ vector
-            best = np.argpartition(-cf, min(CF_CANDIDATES, len(cf) - 1))[:CF_CANDIDATES]
-            candidate_ids += [model.item_ids[pool[i]] for i in best]
-
-        def hidden(pid: str) -> bool:
-            record = records.get(pid)
-            # Any flag (upvoted, saved, shared, dismissed) or an opening hides the paper.
-            return record is not None and (record.opened or record.f != 0)
-
-        unique = [pid for pid in dict.fromkeys(candidate_ids) if not hidden(pid)]
-        papers_by_id = await self.catalog.get_many(unique)
-        papers = [papers_by_id[pid] for pid in unique if pid in papers_by_id]
-        if not papers:
-            return Feed(items=[], model_version=model.version if model else None)
-        trend_raw = np.array([week_scores.get(p.id, 0.0) for p in papers], dtype=np.float32)
-        ages = np.array([freshness(p, now) for p in papers], dtype=np.float32)
-        # Trending cannot know yet what a paper of this week is worth: a fresh paper
-        # counts as at least as hot as the median candidate, and competes on relevance.
-        fresh = ages <= FRESH_DAYS
-        trend_raw[fresh] = np.maximum(trend_raw[fresh], np.median(trend_raw))
-
-        signals: Signals | None = None
-        if model is not None and row is not None:
-            factors, content = self.holder.item_vectors(model, papers)
-            user_vectors = vector[None, :] if vector is not None else None
-            if user_vectors is None:
-                user_vectors = np.zeros((1, factors.shape[1]), dtype=np.float32)
-            scores, signals = model.rank(row, factors, content, trend_raw, user_vectors)
-            score = scores[0]
-        else:
-            score = standardize(np.log1p(trend_raw)[None, :])[0]
-            content = None
-        score = score + self._adjustments(papers, records, ages)
-        order = np.argsort(-score)[:limit]
-        hot_today = {pid for pid, _ in today[:20]}
-        hot_week = {pid for pid, _ in week[:50]}
-        anchors = await self._anchors(model, records) if signals is not None else []
-        items = []
-        for i in order:
-            paper = papers[i]
-            reasons = self._reasons(
-                paper, i, signals, content, anchors, hot_today, hot_week, float(ages[i])
-            )
-            items.append(FeedItem(paper=paper, score=round(float(score[i]), 4), reasons=reasons))
-        return Feed(items=items, model_version=model.version if model else None)
-
-    def _user_row(self, model: RecModel, records: dict[str, UserPaper]) -> sparse.csr_matrix:
-        """(1, n_items) confidence row of the reader over the model's papers."""
-        cols, values = [], []
-        for pid, record in records.items():
-            index = model.index.get(pid)
-            weight = cell_weight(record.w, record.f)
-            if index is not None and weight != 0:
-                cols.append(index)
-                values.append(weight)
-        weights = sparse.csr_matrix(
-            (np.array(values, dtype=np.float32), (np.zeros(len(cols), dtype=np.int64), cols)),
-            shape=(1, len(model.item_ids)),
-        )
-        return confidence(weights, model.meta.als.alpha)
-
-    async def _user_vector(
-        self, user_id: str, model: RecModel, row: sparse.csr_matrix
-    ) -> FloatArray:
-        """The cached vector when nothing happened since it was computed, else a fold-in."""
-        cached = await self.repository.user_vector(user_id)
-        last_event = await self.users.last_event_at(user_id) or 0.0
-        if cached is not None and cached.version == model.version and cached.at >= last_event:
-            return cached.array()
-        vector: FloatArray = model.fold_in(row)[0]
-        await self.repository.save_user_vector(user_id, model.version, vector)
-        return vector
-
-    def _adjustments(
-        self, papers: Sequence[Paper], records: dict[str, UserPaper], ages: FloatArray
-    ) -> FloatArray:
-        shown = np.array([records[p.id].i if p.id in records else 0 for p in papers])
-        boost = np.where(ages <= FRESH_DAYS, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
-        adjusted: FloatArray = (boost - IMPRESSION_PENALTY * shown).astype(np.float32)
-        return adjusted
-
-    async def _recent(self, now: float) -> list[str]:
-        """The ``CF_POOL`` newest papers, refreshed with the trending snapshot."""
-        if self._recent_ids is None or self._recent_ids[0] <= now:
-            ids = await self.catalog.newest_ids(CF_POOL)
-            self._recent_ids = (now + self.snapshot_s, ids)
-            self._pool = None
-        return self._recent_ids[1]
-
-    def _cf_pool(self, model: RecModel, recent: list[str]) -> tuple[IntArray, FloatArray]:
-        """Model indexes and factors of the recent papers (contiguous, for one matmul)."""
-        if self._pool is None or self._pool[0] != model.version:
-            indexes = np.array([model.index[p] for p in recent if p in model.index], dtype=np.int64)
-            if len(indexes) == 0:
-                indexes = np.arange(len(model.item_ids), dtype=np.int64)
-            factors = np.ascontiguousarray(model.item_factors[indexes])
-            self._pool = (model.version, indexes, factors)
-        return self._pool[1], self._pool[2]
-
-    async def _trending_snapshot(self, now: float) -> TrendSnapshot:
-        """(week's top, their scores, day's top), shared by requests for a few seconds."""
-        cached = self._snapshot
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        week = await self.trending.top("week", SNAPSHOT_SIZE, now)
-        today = await self.trending.top("day", TODAY_CANDIDATES, now)
-        snapshot = (week, dict(week), today)
-        self._snapshot = (now + self.snapshot_s, snapshot)
-        return snapshot
-
-    async def _anchors(
-        self, model: RecModel | None, records: dict[str, UserPaper]
-    ) -> list[tuple[str, str, FloatArray]]:
-        """(verb, title, text vector) of the reader's strongest papers, for reasons."""
-        if model is None:
-            return []
-        positive = sorted((r.w, pid) for pid, r in records.items() if r.w > 0 and not r.dismissed)[
-            -ANCHORS:
-        ]
-        ids = [pid for _, pid in positive if pid in model.index]
+        async with self.repository.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.user_papers(user_id))
+            pipe.get(keys.user_vector(user_id))
+            pipe.hget(keys.user_profile(user_id), "last_event_at")
+            pipe.get(keys.PAPERS_VERSION)
+            pipe.get(keys.MODEL_CURRENT)
+            (
+                raw_records,
+                raw_vector,
+                last_event,
+                catalog_version,
+                model_version,
+            ) = await pipe.execute()
+        if model_version == self.holder.failed_version:
+            model_version = None  # a broken version: keep serving the one we have
+        index = await self.index(str(catalog_version or "0"), model_version)
+        trend = await self.holder.refresh_trend(now)
+        records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
+        vector = cached_vector(index, raw_vector, float(last_event or 0.0))
+        reader = reader_of(index, records)
+        ranked = await self.offload(rank, index, trend, reader, vector, limit, now)
+        if ranked.vector is not None and index.model is not None:
+            await self.repository.save_user_vector(user_id, index.model.version, ranked.vector)
+        ids = [index.ids[p] for p in ranked.positions]
         papers = await self.catalog.get_many(ids)
-        return [
-            (verb(records[pid]), papers[pid].title, model.item_content[model.index[pid]])
-            for pid in ids
+        items = [
+            FeedItem(paper=papers[pid], score=round(float(score), 4), reasons=why)
+            for pid, score, why in zip(ids, ranked.scores, ranked.reasons, strict=True)
             if pid in papers
         ]
-
-    def _reasons(
-        self,
-        paper: Paper,
-        index: int,
-        signals: Signals | None,
-        content: FloatArray | None,
-        anchors: list[tuple[str, str, FloatArray]],
-        hot_today: set[str],
-        hot_week: set[str],
-        age: float,
-    ) -> list[str]:
-        reasons: list[str] = []
-        if anchors and content is not None:
-            similarity = np.stack([vector for _, _, vector in anchors]) @ content[index]
-            best = int(np.argmax(similarity))
-            if similarity[best] >= ANCHOR_SIMILARITY:
-                action, title, _ = anchors[best]
-                reasons.append(f"because you {action} “{title}”")
-        if signals is not None and signals.cf[0, index] > 1.0 and signals.personal > 0.3:
-            reasons.append("popular with readers like you")
-        if paper.id in hot_today:
-            reasons.append("trending today")
-        elif paper.id in hot_week:
-            reasons.append("trending this week")
-        if age < 1:
-            reasons.append("new today")
-        elif age <= FRESH_DAYS:
-            reasons.append("new this week")
-        if not reasons:
-            reasons.append("matches your interests" if signals is not None else "trending")
-        return reasons
+        return Feed(items=items, model_version=index.model_version)
 
     async def similar(self, paper_id: str, limit: int) -> Similar:
-        paper = await self.catalog.get(paper_id)
-        if paper is None:
-            raise NotFound(f"no paper {paper_id!r}")
-        model = self.holder.model
-        if model is not None:
-            factors, content = self.holder.item_vectors(model, [paper])
-            ids = model.item_ids
-            by_factors = model.unit_factors @ l2_normalize(factors)[0]
-            by_text = model.item_content @ content[0]
-            score = 0.5 * by_factors + 0.5 * by_text
-        else:
-            all_ids = await self.catalog.all_ids()
-            index = self.holder.text_index(all_ids)
-            if index is None:
-                papers = await self.catalog.get_many(all_ids)
-                texts = [
-                    paper_text(papers[p].title, papers[p].abstract) if p in papers else ""
-                    for p in all_ids
-                ]
-                index = self.holder.build_text_index(all_ids, texts)
-            ids = index.ids
-            query = index.encoder.encode([paper_text(paper.title, paper.abstract)])[0]
-            score = index.vectors @ query
-        order = [i for i in np.argsort(-score)[: limit + 1] if ids[i] != paper_id][:limit]
-        found = await self.catalog.get_many([ids[i] for i in order])
+        index = await self.index()
+        position = index.pos.get(paper_id)
+        if position is None:
+            if await self.catalog.get(paper_id) is None:
+                raise NotFound(f"no paper {paper_id!r}")
+            await self.holder.refresh()  # a paper newer than this process's index
+            index = await self.index()
+            position = index.pos.get(paper_id)
+            if position is None:
+                return Similar(items=[], model_version=index.model_version)
+        order, score = await self.offload(similar_positions, index, position, limit)
+        ids = [index.ids[p] for p in order]
+        found = await self.catalog.get_many(ids)
         items = [
-            SimilarItem(paper=found[ids[i]], score=round(float(score[i]), 4))
-            for i in order
-            if ids[i] in found
+            SimilarItem(paper=found[pid], score=round(float(s), 4))
+            for pid, s in zip(ids, score, strict=True)
+            if pid in found
         ]
-        return Similar(items=items, model_version=model.version if model else None)
+        return Similar(items=items, model_version=index.model_version)
+
+
+def cached_vector(index: CatalogIndex, raw: str | None, last_event_at: float) -> FloatArray | None:
+    """The stored vector when nothing happened since it was computed, else None."""
+    if index.model is None or not raw:
+        return None
+    cached = decode_vector(raw)
+    if cached.version != index.model.version or cached.at < last_event_at:
+        return None
+    return cached.array()
+
+
+def similar_positions(
+    index: CatalogIndex, position: int, limit: int
+) -> tuple[IntArray, FloatArray]:
+    """Nearest papers: half cosine of factors, half cosine of text (text only before a
+    model)."""
+    by_text = np.asarray((index.text @ index.text[position].T).todense()).ravel()
+    score = by_text
+    if index.factors is not None:
+        unit = index.unit_factors()
+        score = 0.5 * by_text + 0.5 * (unit @ unit[position])
+    score[position] = -np.inf
+    n = min(limit, len(score) - 1)
+    if n <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    top = np.argpartition(-score, n - 1)[:n]
+    top = top[np.argsort(-score[top], kind="stable")]
+    return top.astype(np.int64), score[top].astype(np.float32)

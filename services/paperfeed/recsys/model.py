@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import io
-import logging
 import os
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -16,31 +15,66 @@ import numpy.typing as npt
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from paperfeed.recsys.content import ContentEncoder, FloatArray, fit_projection, l2_normalize
-from paperfeed.recsys.ranker import (
-    BlendParams,
-    Signals,
-    blend,
-    content_profiles,
-    effective_item_factors,
-)
-
-log = logging.getLogger(__name__)
+from paperfeed.recsys.content import FloatArray, TextFeatures, TextKind
+from paperfeed.recsys.matrix import ConfidenceScale, Scaling
+from paperfeed.recsys.ranker import BlendParams
 
 
-class AlsParams(msgspec.Struct, frozen=True):
+class AlsParams(msgspec.Struct, frozen=True, kw_only=True):
     factors: int = 256
     regularization: float = 20.0
     alpha: float = 80.0
     iterations: int = 15
+    scaling: Scaling = "log"
     seed: int = 0
+
+
+class SearchTrial(msgspec.Struct, frozen=True):
+    als: AlsParams
+    ndcg: float
+    """Validation nDCG@20 of the plain ALS with these parameters."""
+    seconds: float
+
+
+class SearchReport(msgspec.Struct, kw_only=True):
+    """The last hyperparameter search: when, what was tried, what won."""
+
+    at: float
+    start: AlsParams
+    """Where the search started (the deployment's settings then): when the settings
+    change, the next training searches again."""
+    best: AlsParams
+    trials: list[SearchTrial]
+    seconds: float
+
+
+class Choices(msgspec.Struct, kw_only=True):
+    """What the trainer learned from this deployment's validation data."""
+
+    text: TextKind = "words"
+    text_ndcg: dict[str, float] = msgspec.field(default_factory=dict)
+    """Validation nDCG@20 of the content signal alone, by text features."""
+    blend_ndcg: float = 0.0
+    """Validation nDCG@20 of the learned blend ..."""
+    cf_ndcg: float = 0.0
+    """... and of the collaborative signal alone."""
+    cold_ndcg: dict[str, float] = msgspec.field(default_factory=dict)
+    """Validation nDCG@20 among papers held out whole (cold): content alone, blend."""
+    tune_readers: int = 0
+    tune_cold_papers: int = 0
+    search: SearchReport | None = None
+    """The search whose parameters this model uses (made now or reused)."""
 
 
 class ModelMeta(msgspec.Struct, kw_only=True):
     version: str
     trained_at: float
+    data_until: float = 0.0
+    """Newest interaction this model learned from: later ones are news to it (the gate
+    judges on them)."""
     als: AlsParams
     blend: BlendParams
+    choices: Choices = msgspec.field(default_factory=Choices)
     n_users: int = 0
     n_items: int = 0
     n_interactions: int = 0
@@ -49,7 +83,11 @@ class ModelMeta(msgspec.Struct, kw_only=True):
     train_seconds: float = 0.0
 
 
-def new_als(params: AlsParams) -> object:
+def new_version() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def new_als(params: AlsParams) -> Any:
     from implicit.cpu.als import AlternatingLeastSquares
 
     # implicit checks the BLAS thread count when a model is made; it is 1 where we use it.
@@ -57,7 +95,7 @@ def new_als(params: AlsParams) -> object:
         return AlternatingLeastSquares(
             factors=params.factors,
             regularization=params.regularization,
-            alpha=1.0,  # confidences are scaled by ``matrix.confidence``
+            alpha=1.0,  # confidences are scaled by ``matrix.ConfidenceScale``
             iterations=params.iterations,
             random_state=params.seed,
             num_threads=0,
@@ -68,6 +106,7 @@ def fit_als(
     confidences: sparse.csr_matrix,
     params: AlsParams,
     progress: Callable[[int], None] | None = None,
+    iterations: int | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """(user factors (n_users, k), item factors (n_items, k)) float32.
 
@@ -75,15 +114,47 @@ def fit_als(
     under it is many times slower.
     """
     model = new_als(params)
+    if iterations is not None:
+        model.iterations = iterations
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    callback = (lambda it, _elapsed, _loss: progress(it)) if progress else None
+    callback = (lambda it, _elapsed, _loss: progress(it + 1)) if progress else None
     with threadpool_limits(limits=1, user_api="blas"):
-        model.fit(confidences, show_progress=False, callback=callback)  # type: ignore[attr-defined]
-    users = np.asarray(model.user_factors, dtype=np.float32)  # type: ignore[attr-defined]
-    items = np.asarray(model.item_factors, dtype=np.float32)  # type: ignore[attr-defined]
-    if not (np.all(np.isfinite(users)) and np.all(np.isfinite(items))):
+        model.fit(confidences, show_progress=False, callback=callback)
+    return _checked(model.user_factors, model.item_factors)
+
+
+def continue_als(
+    confidences: sparse.csr_matrix,
+    users: FloatArray,
+    items: FloatArray,
+    params: AlsParams,
+    iterations: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """More ALS sweeps from given factors (a warm start) on ``confidences``.
+
+    Each sweep solves the items, then the readers: the readers' vectors that come out
+    are exact for the final item factors (what a fold-in would give).
+    """
+    model = new_als(params)
+    users = np.ascontiguousarray(users, dtype=np.float32).copy()
+    items = np.ascontiguousarray(items, dtype=np.float32).copy()
+    by_item = confidences.T.tocsr()
+    with threadpool_limits(limits=1, user_api="blas"):
+        for sweep in range(iterations):
+            model.solver(by_item, items, users, params.regularization, num_threads=0)
+            model.solver(confidences, users, items, params.regularization, num_threads=0)
+            if progress:
+                progress(sweep + 1)
+    return _checked(users, items)
+
+
+def _checked(users: Any, items: Any) -> tuple[FloatArray, FloatArray]:
+    user_factors = np.asarray(users, dtype=np.float32)
+    item_factors = np.asarray(items, dtype=np.float32)
+    if not (np.all(np.isfinite(user_factors)) and np.all(np.isfinite(item_factors))):
         raise FloatingPointError("ALS produced NaN or inf factors")
-    return users, items
+    return user_factors, item_factors
 
 
 class RecModel:
@@ -94,106 +165,48 @@ class RecModel:
         meta: ModelMeta,
         item_ids: list[str],
         item_factors: FloatArray,
-        item_content: FloatArray,
         item_counts: npt.NDArray[np.float64],
-        encoder: ContentEncoder,
-        projection: FloatArray,
+        text: TextFeatures,
+        scale: ConfidenceScale,
     ) -> None:
         self.meta = meta
         self.item_ids = item_ids
         self.index = {pid: i for i, pid in enumerate(item_ids)}
         self.item_factors = item_factors
-        """(n_items, k) float32: effective factors (own and projected, see ranker)."""
-        self.item_content = item_content
-        """(n_items, dims) float32, L2-normalised text vectors."""
+        """(n_items, k) float32: own factors, or text neighbours' for papers that had no
+        interaction in training (``cold``)."""
         self.item_counts = item_counts
-        """(n_items,) interactions each paper had in training."""
-        self.encoder = encoder
-        self.projection = projection
-        """(dims, k) float32: text vector -> factors."""
+        """(n_items,) readers who liked each paper in training."""
+        self.text = text
+        self.scale = scale
         self._als = new_als(meta.als)
-        self._als.item_factors = item_factors  # type: ignore[attr-defined]
+        self._als.item_factors = item_factors
 
     @property
     def version(self) -> str:
         return self.meta.version
 
-    @functools.cached_property
-    def unit_factors(self) -> FloatArray:
-        """(n_items, k) item factors scaled to unit length (cosine similarity)."""
-        return l2_normalize(self.item_factors)
+    @property
+    def cold(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.item_counts <= 0)
 
-    def fold_in(self, user_items: sparse.csr_matrix) -> FloatArray:
-        """(n_users, k) factors of readers from their confidence rows (n_users, n_items)."""
-        if user_items.shape[0] == 0:
+    def fold_in(self, weights: sparse.csr_matrix) -> FloatArray:
+        """(n_users, k) factors of readers from their weight rows (n_users, n_items)."""
+        if weights.shape[0] == 0:
             return np.zeros((0, self.meta.als.factors), dtype=np.float32)
+        confidences = self.scale(weights)
         with threadpool_limits(limits=1, user_api="blas"):
-            vectors = self._als.recalculate_user(  # type: ignore[attr-defined]
-                np.arange(user_items.shape[0]), user_items.astype(np.float32)
-            )
-        return np.asarray(vectors, dtype=np.float32).reshape(user_items.shape[0], -1)
-
-    def refresh_users(
-        self, user_items: sparse.csr_matrix, start: FloatArray, sweeps: int = 2
-    ) -> FloatArray:
-        """Readers' vectors for all of ``user_items`` (n_users, n_items), fast.
-
-        The same least squares as ``fold_in``, solved by implicit's conjugate-gradient
-        ALS step warm-started from ``start`` (their factors from training): what one
-        more half-iteration of training would give, at a fraction of a Cholesky
-        solve per reader.
-        """
-        vectors = np.ascontiguousarray(start, dtype=np.float32).copy()
-        conf = user_items.astype(np.float32).tocsr()
-        with threadpool_limits(limits=1, user_api="blas"):
-            for _ in range(sweeps):
-                self._als.solver(  # type: ignore[attr-defined]
-                    conf, vectors, self.item_factors, self.meta.als.regularization, num_threads=0
-                )
-        if not np.all(np.isfinite(vectors)):
-            raise FloatingPointError("reader vectors have NaN or inf")
-        return vectors
-
-    def text_vectors(self, texts: list[str]) -> tuple[FloatArray, FloatArray]:
-        """(content vectors, projected factors) of papers the model has not seen."""
-        content = self.encoder.encode(texts)
-        return content, (content @ self.projection).astype(np.float32)
-
-    def rank(
-        self,
-        user_items: sparse.csr_matrix,
-        candidate_factors: FloatArray,
-        candidate_content: FloatArray,
-        candidate_trending: FloatArray,
-        user_vectors: FloatArray | None = None,
-    ) -> tuple[FloatArray, Signals]:
-        """Production scores (n_users, n_candidates) of candidates for readers.
-
-        ``user_items`` (n_users, n_items) confidence rows; ``user_vectors`` skips the
-        fold-in when the readers' vectors are already known.
-        """
-        vectors = self.fold_in(user_items) if user_vectors is None else user_vectors
-        profiles = content_profiles(self.item_content, user_items)
-        positives = np.asarray((user_items > 0).sum(axis=1), dtype=np.float64).ravel()
-        return blend(
-            vectors,
-            profiles,
-            positives,
-            candidate_factors,
-            candidate_content,
-            candidate_trending,
-            self.meta.blend,
-        )
+            vectors = self._als.recalculate_user(np.arange(weights.shape[0]), confidences)
+        return np.asarray(vectors, dtype=np.float32).reshape(weights.shape[0], -1)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         arrays: dict[str, npt.NDArray[np.generic]] = {
-            "item_ids": np.array(self.item_ids, dtype=np.str_),
+            "item_ids": np.frombuffer("\n".join(self.item_ids).encode(), dtype=np.uint8),
             "item_factors": self.item_factors,
-            "item_content": self.item_content,
             "item_counts": self.item_counts,
-            "projection": self.projection,
-            **self.encoder.to_arrays(),
+            **self.text.to_arrays(),
+            **self.scale.to_arrays(),
         }
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
@@ -202,55 +215,17 @@ class RecModel:
     def from_bytes(cls, meta: ModelMeta, blob: bytes) -> RecModel:
         with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
             loaded = {name: arrays[name] for name in arrays.files}
+        ids = bytes(loaded["item_ids"]).decode()
+        item_ids = ids.split("\n") if ids else []
+        factors = loaded["item_factors"].astype(np.float32)
+        counts = loaded["item_counts"].astype(np.float64)
+        if factors.shape != (len(item_ids), meta.als.factors) or counts.shape != (len(item_ids),):
+            raise ValueError("model arrays do not match its metadata")
         return cls(
             meta,
-            [str(pid) for pid in loaded["item_ids"]],
-            loaded["item_factors"].astype(np.float32),
-            loaded["item_content"].astype(np.float32),
-            loaded["item_counts"].astype(np.float64),
-            ContentEncoder.from_arrays(loaded),
-            loaded["projection"].astype(np.float32),
+            item_ids,
+            factors,
+            counts,
+            TextFeatures.from_arrays(loaded),
+            ConfidenceScale.from_arrays(meta.als.alpha, meta.als.scaling, loaded),
         )
-
-
-def build_model(
-    confidences: sparse.csr_matrix,
-    item_ids: list[str],
-    item_texts: list[str],
-    als: AlsParams,
-    blend_params: BlendParams,
-    content_dims: int = 128,
-    encoder: ContentEncoder | None = None,
-    progress: Callable[[str, int], None] | None = None,
-) -> tuple[RecModel, FloatArray]:
-    """Train everything a model needs; returns it and the users' ALS factors.
-
-    ``confidences`` (n_users, n_items) float32 from ``matrix.confidence``; ``item_ids``
-    and ``item_texts`` (n_items) name and describe its columns.
-    """
-    started = time.perf_counter()
-    encoder = encoder or ContentEncoder.fit(item_texts, dims=content_dims, seed=als.seed)
-    item_content = encoder.encode(item_texts)
-    log.info("content vectors ready", extra={"seconds": round(time.perf_counter() - started, 1)})
-    if progress:
-        progress("content", 1)
-    user_factors, als_items = fit_als(
-        confidences, als, (lambda it: progress("als", it)) if progress else None
-    )
-    counts = np.asarray((confidences > 0).sum(axis=0), dtype=np.float64).ravel()
-    trust = counts / (counts + blend_params.shrink)
-    projection = fit_projection(item_content, als_items, trust, blend_params.ridge)
-    projected = (item_content @ projection).astype(np.float32)
-    factors = effective_item_factors(als_items, projected, counts, blend_params.shrink)
-    meta = ModelMeta(
-        version=time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3),
-        trained_at=time.time(),
-        als=als,
-        blend=blend_params,
-        n_users=int(confidences.shape[0]),
-        n_items=int(confidences.shape[1]),
-        n_interactions=int(confidences.nnz),
-        train_seconds=time.perf_counter() - started,
-    )
-    model = RecModel(meta, item_ids, factors, item_content, counts, encoder, projection)
-    return model, user_factors

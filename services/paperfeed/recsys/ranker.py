@@ -1,18 +1,24 @@
 """The production ranking: one function shared by the feed and by ``paperfeed eval``.
 
-For a reader with interactions ``(items, confidences)`` and a set of candidate papers:
+For a reader and a set of candidate papers, three signals:
 
-- collaborative: the reader's vector, folded in against the item factors (implicit's
-  ``recalculate_user``: one least-squares solve with the cached item Gram matrix), dotted
-  with each candidate's factors (papers nobody touched have factors projected from text);
+- collaborative (``cf``): the reader's vector (ALS factors, folded in from everything
+  they did) dotted with each candidate's factors; a paper without interactions has
+  factors borrowed from its nearest papers in text (``content.neighbour_factors``);
 - content: cosine between the candidate's text vector and the reader's text profile
-  (the confidence-weighted sum of the text vectors of what they interacted with);
-- trending: log(1 + trending score) of the candidate.
+  (the weighted sum of the text vectors of the papers they liked);
+- trending: log(1 + trending score) of the candidate (in evaluation and training:
+  log(1 + interactions in the training data)).
 
-Each signal is standardised over the candidates, then
-``score = p * (mix * cf + (1 - mix) * content) + (1 - p) * trending`` with
-``p = personal_max * n / (n + history_half)`` for a reader with ``n`` positive
-interactions: a new reader gets trending, a long history gets mostly personal.
+Each signal is standardised over the candidates (zero mean, unit variance per reader),
+then ``score = cf' + w_content(n) * content + w_trending(n) * trending`` where ``cf'`` is
+``cf`` times ``cold_cf`` for papers without interactions, and each weight shifts with
+the reader's history length ``n`` (positive papers):
+``w(n) = w * exp(slope * (log1p(n) - log1p(median_history)))``.
+
+The weights are learned by every deployment from its own data (``recsys.learn``); a
+reader with no history has constant collaborative and content signals, so trending
+alone orders their feed.
 """
 
 from __future__ import annotations
@@ -25,19 +31,35 @@ from scipy import sparse
 from paperfeed.recsys.content import FloatArray
 
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
-class BlendParams(msgspec.Struct, frozen=True):
-    mix: float = 0.5
-    """Share of collaborative (vs content) in the personal part."""
-    history_half: float = 1.0
-    """Positive interactions at which the personal part has half of personal_max."""
-    personal_max: float = 0.97
-    """Weight of the personal part for a reader with a very long history."""
-    shrink: float = 0.01
-    """An item's own ALS factors count n / (n + shrink) against projected text factors."""
-    ridge: float = 1.0
-    """L2 penalty of the text -> factors projection."""
+TIE_BREAK = 1e-3
+
+
+class BlendParams(msgspec.Struct, frozen=True, kw_only=True):
+    """The blend's weights, relative to the collaborative signal's (1)."""
+
+    collaborative: bool = True
+    """False before any model: content and trending only."""
+    content: float = 0.0
+    """Weight of content for a reader with the median history."""
+    content_slope: float = 0.0
+    """How the content weight grows (> 0) or shrinks per unit of log1p(history)."""
+    trending: float = 0.0
+    trending_slope: float = 0.0
+    cold_cf: float = 1.0
+    """Multiplier of the collaborative signal of papers without interactions (their
+    factors come from text neighbours, a weaker estimate)."""
+    median_history: float = 10.0
+    """History length at which the weights are ``content`` and ``trending``."""
+
+
+# Before any model: the reader's own papers (content) and trending, trending fading as
+# the history grows. Nothing is learned yet; these only order the first clicks' feed.
+CONTENT_ONLY = BlendParams(
+    collaborative=False, content=1.0, trending=0.5, trending_slope=-1.0, median_history=1.0
+)
 
 
 class Signals(msgspec.Struct):
@@ -46,59 +68,67 @@ class Signals(msgspec.Struct):
     cf: FloatArray
     content: FloatArray
     trending: FloatArray
-    personal: float
+    """(n_candidates,): the same for every reader."""
+    content_weight: FloatArray
+    trending_weight: FloatArray
+    """(n_users,) weights used for each reader."""
 
 
 def standardize(values: FloatArray) -> FloatArray:
     """Zero mean, unit variance along the last axis (all zero when constant)."""
+    values = np.asarray(values, dtype=np.float32)
     mean = values.mean(axis=-1, keepdims=True)
     std = values.std(axis=-1, keepdims=True)
     return np.where(std > 1e-9, (values - mean) / np.maximum(std, 1e-9), 0.0).astype(np.float32)
 
 
-def content_profiles(item_content: FloatArray, user_items: sparse.csr_matrix) -> FloatArray:
-    """(n_users, dims): confidence-weighted sums of text vectors, L2-normalised."""
-    profiles = np.asarray(user_items @ item_content, dtype=np.float32)
-    norms = np.linalg.norm(profiles, axis=1, keepdims=True)
-    return np.where(norms > 0, profiles / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
-
-
-def personal_weight(positives: npt.NDArray[np.float64], params: BlendParams) -> FloatArray:
-    n = positives.astype(np.float64)
-    return (params.personal_max * n / (n + params.history_half)).astype(np.float32)
+def history_weight(
+    weight: float, slope: float, positives: npt.NDArray[np.float64], median: float
+) -> FloatArray:
+    shift = np.log1p(np.maximum(positives, 0)) - np.log1p(max(median, 0.0))
+    weights: FloatArray = (weight * np.exp(slope * shift)).astype(np.float32)
+    return weights
 
 
 def blend(
-    user_vectors: FloatArray,
-    profiles: FloatArray,
-    positives: npt.NDArray[np.float64],
-    item_factors: FloatArray,
-    item_content: FloatArray,
+    cf: FloatArray,
+    content: FloatArray,
     trending: FloatArray,
+    positives: npt.NDArray[np.float64],
+    cold: BoolArray,
     params: BlendParams,
 ) -> tuple[FloatArray, Signals]:
-    """Scores (n_users, n_candidates) of candidates for a batch of readers.
+    """Scores (n_users, n_candidates) from the raw signals.
 
-    ``user_vectors`` (n_users, k) folded-in factors; ``profiles`` (n_users, dims);
-    ``positives`` (n_users,) positive interactions; ``item_factors`` (n_candidates, k);
-    ``item_content`` (n_candidates, dims); ``trending`` (n_candidates,) raw scores >= 0.
+    ``cf`` and ``content`` (n_users, n_candidates) raw scores; ``trending``
+    (n_candidates,) raw scores >= 0; ``positives`` (n_users,) history lengths; ``cold``
+    (n_candidates,) papers without interactions.
     """
-    cf = standardize(user_vectors @ item_factors.T)
-    content = standardize(profiles @ item_content.T)
-    trend = standardize(np.log1p(np.maximum(trending, 0)).astype(np.float32)[None, :])
-    p = personal_weight(positives, params)[:, None]
-    personal = params.mix * cf + (1 - params.mix) * content
-    scores = (p * personal + (1 - p) * trend).astype(np.float32)
-    signals = Signals(cf=cf, content=content, trending=trend[0], personal=float(p.mean()))
-    return scores, signals
+    cf_z = standardize(cf) if params.collaborative else np.zeros_like(content)
+    cf_z = np.where(cold[None, :], params.cold_cf * cf_z, cf_z).astype(np.float32)
+    content_z = standardize(content)
+    trend_z = standardize(np.log1p(np.maximum(trending, 0)).astype(np.float32)[None, :])
+    w_content = history_weight(
+        params.content, params.content_slope, positives, params.median_history
+    )
+    w_trend = history_weight(
+        params.trending, params.trending_slope, positives, params.median_history
+    )
+    # A reader with no history has only trending to go on, whatever its learned weight;
+    # a whisper of trending breaks the ties of everyone else.
+    w_trend = np.where(positives > 0, w_trend, 1.0).astype(np.float32)
+    scores = cf_z + w_content[:, None] * content_z + (w_trend[:, None] + TIE_BREAK) * trend_z
+    signals = Signals(
+        cf=cf_z,
+        content=content_z,
+        trending=trend_z[0],
+        content_weight=w_content,
+        trending_weight=w_trend,
+    )
+    return scores.astype(np.float32), signals
 
 
-def effective_item_factors(
-    als_factors: FloatArray,
-    projected: FloatArray,
-    counts: npt.NDArray[np.float64],
-    shrink: float,
-) -> FloatArray:
-    """Per item: its own factors weighted n / (n + shrink), the text projection the rest."""
-    trust = (counts / (counts + shrink))[:, None]
-    return (trust * als_factors + (1 - trust) * projected).astype(np.float32)
+def content_scores(profiles: sparse.csr_matrix, candidate_text: sparse.csr_matrix) -> FloatArray:
+    """(n_users, n_candidates) cosine of reader profiles and candidate text vectors."""
+    scores: FloatArray = np.asarray((profiles @ candidate_text.T).toarray(), dtype=np.float32)
+    return scores

@@ -5,18 +5,20 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from paperfeed.recsys.content import FloatArray
-from paperfeed.recsys.model import ModelMeta, RecModel
+from paperfeed.recsys.model import ModelMeta, RecModel, SearchReport
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
 VECTOR_CHUNK = 2_000
+DECISIONS_KEPT = 50
 
 
 class UserVector(msgspec.Struct):
@@ -35,8 +37,9 @@ def encode_vector(version: str, at: float, vector: FloatArray) -> bytes:
     return msgspec.json.encode(UserVector(version=version, at=at, factors=raw))
 
 
-_decode_vector = msgspec.json.Decoder(UserVector).decode
+decode_vector = msgspec.json.Decoder(UserVector).decode
 _decode_meta = msgspec.json.Decoder(ModelMeta).decode
+_decode_search = msgspec.json.Decoder(SearchReport).decode
 
 
 class ModelRepository:
@@ -54,14 +57,25 @@ class ModelRepository:
 
     async def meta(self, version: str) -> ModelMeta | None:
         raw = await self.redis.get(keys.model_meta(version))
-        return _decode_meta(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return _decode_meta(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("unreadable model metadata", extra={"version": version})
+            return None
 
-    async def load(self, version: str) -> RecModel:
-        """The model of ``version``; raises LookupError when it is gone."""
+    async def load(
+        self, version: str, offload: Callable[..., Awaitable[RecModel]] | None = None
+    ) -> RecModel:
+        """The model of ``version`` (decoded by ``offload`` when given, off the event
+        loop); raises LookupError when it is gone, ValueError when it is broken."""
         meta = await self.meta(version)
         blob = await self._blob(version)
         if meta is None or blob is None:
             raise LookupError(f"model {version} is not in Redis")
+        if offload is not None:
+            return await offload(RecModel.from_bytes, meta, blob)
         return RecModel.from_bytes(meta, blob)
 
     async def _blob(self, version: str) -> bytes | None:
@@ -78,13 +92,16 @@ class ModelRepository:
         model: RecModel,
         user_ids: Sequence[str] = (),
         user_factors: FloatArray | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         """Store the model and its users' vectors, then point every api process at it."""
         version = model.version
         await self.redis.set(keys.model_blob(version), model.to_bytes())
         await self.redis.set(keys.model_meta(version), msgspec.json.encode(model.meta))
         if user_factors is not None:
-            await self.store_vectors(version, user_ids, user_factors, model.meta.trained_at)
+            await self.store_vectors(
+                version, user_ids, user_factors, model.meta.trained_at, progress
+            )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.MODEL_VERSIONS, {version: time.time()})
             pipe.set(keys.MODEL_CURRENT, version)
@@ -94,7 +111,12 @@ class ModelRepository:
         log.info("model published", extra={"version": version, "metrics": model.meta.metrics})
 
     async def store_vectors(
-        self, version: str, user_ids: Sequence[str], factors: FloatArray, at: float
+        self,
+        version: str,
+        user_ids: Sequence[str],
+        factors: FloatArray,
+        at: float,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         # Scripts queued in a pipeline must be loaded already (on every cluster primary).
         await self.redis.script_load(self._set_if_user.script)
@@ -113,6 +135,44 @@ class ModelRepository:
                         vector,
                     )
                 await pipe.execute()
+            if progress:
+                progress("publish", min(start + VECTOR_CHUNK, len(user_ids)), len(user_ids))
+
+    async def request_training(self) -> tuple[bool, bool, float | None]:
+        """Ask the worker to train: (newly queued?, training now?, worker heartbeat)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.TRAIN_REQUESTED, f"{time.time():.3f}", nx=True, ex=86_400)
+            pipe.exists(keys.TRAIN_LOCK)
+            pipe.get(keys.WORKER_HEARTBEAT)
+            queued, running, heartbeat = await pipe.execute()
+        return bool(queued), bool(running), float(heartbeat) if heartbeat else None
+
+    async def training(self) -> bool:
+        return bool(await self.redis.exists(keys.TRAIN_LOCK))
+
+    async def record_decision(self, decision: msgspec.Struct) -> None:
+        """Keep a training run's decision (newest first, the last ``DECISIONS_KEPT``)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.MODEL_DECISIONS, msgspec.json.encode(decision))
+            pipe.ltrim(keys.MODEL_DECISIONS, 0, DECISIONS_KEPT - 1)
+            await pipe.execute()
+
+    async def decisions(self, limit: int = DECISIONS_KEPT) -> list[dict[str, Any]]:
+        """The latest decisions, newest first, as JSON objects."""
+        raw = await self.redis.lrange(keys.MODEL_DECISIONS, 0, limit - 1)
+        return [msgspec.json.decode(item) for item in raw]
+
+    async def last_search(self) -> SearchReport | None:
+        raw = await self.redis.get(keys.MODEL_SEARCH)
+        if not raw:
+            return None
+        try:
+            return _decode_search(raw)
+        except msgspec.DecodeError:  # written by an older version: search again
+            return None
+
+    async def record_search(self, report: SearchReport) -> None:
+        await self.redis.set(keys.MODEL_SEARCH, msgspec.json.encode(report))
 
     async def prune(self) -> list[str]:
         """Drop all but the newest ``models_kept`` versions (never the current one)."""
@@ -128,7 +188,7 @@ class ModelRepository:
 
     async def user_vector(self, user_id: str) -> UserVector | None:
         raw = await self.redis.get(keys.user_vector(user_id))
-        return _decode_vector(raw) if raw else None
+        return decode_vector(raw) if raw else None
 
     async def save_user_vector(self, user_id: str, version: str, vector: FloatArray) -> None:
         await self.redis.set(keys.user_vector(user_id), encode_vector(version, time.time(), vector))

@@ -1,8 +1,10 @@
-"""The model an api process serves with, kept current without restarts.
+"""The model and catalog index an api process serves with, kept current without restarts.
 
-Each process polls ``pf:{model}:current`` every ``model_poll_s``; a new version is loaded
-beside the old one and swapped in only when it loaded completely, so a broken or
-missing blob leaves the process serving the model it had.
+Each process polls ``pf:{model}:current`` and ``pf:papers:version`` every
+``model_poll_s``. A new model version is loaded, and the catalog index rebuilt for it,
+beside the old ones; both are swapped in only when complete, so a broken or missing
+blob leaves the process serving what it had. Loading, decoding and encoding run in the
+process's bounded thread pool (``Offload``), never on the event loop.
 """
 
 from __future__ import annotations
@@ -10,62 +12,140 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Sequence
-from typing import NamedTuple
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
-import numpy as np
+from redis.exceptions import RedisClusterException, RedisError
 
-from paperfeed.catalog.papers import Paper
-from paperfeed.recsys.content import ContentEncoder, FloatArray, paper_text
+from paperfeed.recsys.index import (
+    EMPTY_TREND,
+    CatalogIndex,
+    TrendSnapshot,
+    build_index,
+    decode_catalog_paper,
+    trend_snapshot,
+)
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.repository import ModelRepository
+from paperfeed.store import keys
+from paperfeed.store.client import RedisClient
+from paperfeed.trending import Trending
 
 log = logging.getLogger(__name__)
 
-EXTRA_CACHE = 20_000
+T = TypeVar("T")
+SNAPSHOT_SIZE = 5_000
+TODAY_SIZE = 100
 
 
-class TextIndex(NamedTuple):
-    ids: list[str]
-    encoder: ContentEncoder
-    vectors: FloatArray
-    """(len(ids), dims) float32, L2-normalised."""
+class Offload:
+    """A bounded pool for CPU work of the api (numpy and BLAS release the GIL): at most
+    ``limit`` calls run, the rest wait their turn, so a burst cannot pile up threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def __call__(self, function: Callable[..., T], *args: object) -> T:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            return await asyncio.to_thread(function, *args)
 
 
 class ModelHolder:
-    def __init__(self, repository: ModelRepository, poll_s: float) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        repository: ModelRepository,
+        trending: Trending,
+        offload: Offload,
+        poll_s: float,
+        trend_s: float,
+    ) -> None:
+        self.redis = redis
         self.repository = repository
+        self.trending = trending
+        self.offload = offload
         self.poll_s = poll_s
+        self.trend_s = trend_s
         self.model: RecModel | None = None
+        self.index: CatalogIndex | None = None
+        self.trend: TrendSnapshot = EMPTY_TREND
         self.failed_version: str | None = None
-        # Text vectors and projected factors of papers newer than the model.
-        self._extra: OrderedDict[str, tuple[FloatArray, FloatArray]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._fallback: TextIndex | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def version(self) -> str | None:
         return self.model.version if self.model else None
 
     async def refresh(self) -> bool:
-        """Load the current version if it is new; True when the model changed."""
-        version = await self.repository.current_version()
-        if version is None or version == self.version or version == self.failed_version:
-            return False
-        try:
-            model = await self.repository.load(version)
-        except Exception:
-            log.exception(
-                "loading model failed; keeping the current one", extra={"version": version}
+        """Load a new model and rebuild the index if the model or the catalog changed;
+        True when something changed."""
+        async with self._lock:
+            changed = False
+            version = await self.repository.current_version()
+            model = self.model
+            if version and version != self.version and version != self.failed_version:
+                try:
+                    model = await self.repository.load(version, self.offload)
+                except Exception:
+                    log.exception(
+                        "loading model failed; keeping the current one", extra={"version": version}
+                    )
+                    self.failed_version = version
+                    model = self.model
+            catalog_version = str(await self.redis.get(keys.PAPERS_VERSION) or "0")
+            index = self.index
+            stale = (
+                index is None
+                or index.catalog_version != catalog_version
+                or index.model_version != (model.version if model else None)
             )
-            self.failed_version = version
-            return False
-        self.model = model
-        self._extra.clear()
-        log.info("model loaded", extra={"version": version, "items": len(model.item_ids)})
-        return True
+            if stale:
+                papers = await self._catalog()
+                index = await self.offload(build_index, papers, model, catalog_version, index)
+                self.model, self.index = model, index
+                if model is not None and version == model.version:
+                    log.info("model loaded", extra={"version": model.version, "papers": len(index)})
+                changed = True
+                self.trend = EMPTY_TREND
+            await self.refresh_trend()
+            return changed
+
+    async def _catalog(self) -> list[object]:
+        """Every catalogued paper, decoded in the pool (abstracts make it megabytes)."""
+        raws: list[str] = []
+        cursor = 0
+        while True:
+            cursor, chunk = await self.redis.hscan(keys.PAPERS, cursor, count=2_000)
+            assert isinstance(chunk, dict)
+            raws.extend(str(raw) for raw in chunk.values())
+            if cursor == 0:
+                break
+        papers = await self.offload(lambda: [decode_catalog_paper(raw) for raw in raws])
+        papers.sort(key=lambda p: p.id)
+        return papers  # type: ignore[return-value]
+
+    async def refresh_trend(self, now: float | None = None) -> TrendSnapshot:
+        """The trending snapshot, taken again when ``trend_s`` old or the index changed."""
+        now = time.time() if now is None else now
+        index = self.index
+        if index is None:
+            return self.trend
+        if (
+            self.trend.catalog_version == index.catalog_version
+            and now - self.trend.taken_at < self.trend_s
+            and len(self.trend.week) == len(index)
+        ):
+            return self.trend
+        week = await self.trending.top("week", SNAPSHOT_SIZE, now)
+        today = await self.trending.top("day", TODAY_SIZE, now)
+        self.trend = trend_snapshot(index, week, today, now)
+        return self.trend
 
     async def _poll(self) -> None:
         failing = False
@@ -73,10 +153,13 @@ class ModelHolder:
             try:
                 await self.refresh()
                 failing = False
-            except Exception as exc:  # Redis down for a moment: keep serving, try again
+            except (RedisError, RedisClusterException, OSError) as exc:
+                # Redis down for a moment: keep serving, try again.
                 if not failing:
                     log.warning("model poll failed", extra={"error": repr(exc)})
                 failing = True
+            except Exception:
+                log.exception("refreshing the model or the catalog index failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.poll_s)
 
@@ -90,44 +173,3 @@ class ModelHolder:
         if self._task:
             self._stopping.set()
             await self._task
-
-    def item_vectors(
-        self, model: RecModel, papers: Sequence[Paper]
-    ) -> tuple[FloatArray, FloatArray]:
-        """(factors, text vectors) of papers: the model's own, or projected from text."""
-        indexes = np.array([model.index.get(p.id, -1) for p in papers], dtype=np.int64)
-        known = indexes >= 0
-        factors = np.zeros((len(papers), model.item_factors.shape[1]), dtype=np.float32)
-        content = np.zeros((len(papers), model.item_content.shape[1]), dtype=np.float32)
-        factors[known] = model.item_factors[indexes[known]]
-        content[known] = model.item_content[indexes[known]]
-        missing: list[int] = []
-        for row in np.flatnonzero(~known).tolist():
-            paper = papers[row]
-            if paper.id in self._extra:
-                content[row], factors[row] = self._extra[paper.id]
-                self._extra.move_to_end(paper.id)
-            else:
-                missing.append(row)
-        if missing:
-            texts = [paper_text(papers[row].title, papers[row].abstract) for row in missing]
-            new_content, new_factors = model.text_vectors(texts)
-            for offset, row in enumerate(missing):
-                content[row], factors[row] = new_content[offset], new_factors[offset]
-                self._extra[papers[row].id] = (new_content[offset], new_factors[offset])
-            while len(self._extra) > EXTRA_CACHE:
-                self._extra.popitem(last=False)
-        return factors, content
-
-    def text_index(self, ids: Sequence[str]) -> TextIndex | None:
-        """The catalog's text index for similar papers before any model exists, if it was
-        built for exactly these ids."""
-        if self._fallback is not None and self._fallback.ids == list(ids):
-            return self._fallback
-        return None
-
-    def build_text_index(self, ids: Sequence[str], texts: Sequence[str]) -> TextIndex:
-        """Fit a text model on the catalog and encode it once (kept until it changes)."""
-        encoder = ContentEncoder.fit(texts, dims=64)
-        self._fallback = TextIndex(list(ids), encoder, encoder.encode(texts))
-        return self._fallback

@@ -1,18 +1,38 @@
-"""Training from Redis: read interactions, train, evaluate against baselines, publish.
+"""Training from Redis: read interactions, learn, judge fairly, publish if better.
 
-The evaluation gate holds out ``GATE_FRACTION`` of the papers of every reader with at
-least 5 and trains the candidate on the rest; the published model is exactly the model
-that was evaluated (readers' vectors are folded in from *all* their interactions at
-serving time, so nothing a reader did is lost to the hold-out). It is published only if
-its nDCG@k beats the popularity baseline and is not worse than the current model's on
-the same hold-out by more than ``gate_tolerance`` (relative).
+The gate compares the candidate, the current model and popularity on interactions
+that neither model was trained on:
+
+- With a current model: each reader's papers first liked after the current model's
+  cut-off (``data_until``: the newest interaction it learned from). Readers who also
+  liked papers before it keep those as their history; readers new since then keep
+  their older ``1 - GATE_SHARE`` as history. At most ``GATE_MAX_READERS`` readers.
+- Without one, or with fewer than ``GATE_MIN_READERS`` readers with new interactions:
+  ``GATE_SHARE`` of the papers of readers with at least 3, picked at random. The
+  current model was trained on those, so it is not compared; popularity is.
+
+The candidate that is judged is trained on everything but the judged cells; the one
+published learns from every interaction (``learn.learn``). Rules (``gate``):
+
+- the candidate must beat popularity clearly: by more than ``GATE_SIGNIFICANCE``
+  standard errors of the per-reader paired difference of nDCG@20;
+- judged on new interactions, it must not fall below the current model by more than
+  ``PAPERFEED_GATE_TOLERANCE`` (relative) and by a margin the choice of judged readers
+  would rarely make (``GATE_SIGNIFICANCE`` standard errors);
+- with fewer than ``GATE_MIN_READERS`` judged readers there is too little to judge: the
+  candidate is published (a small deployment needs its model to follow new readers and
+  papers), and the decision says so.
+
+Every decision, published or not, is kept (``ModelRepository.decisions``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -20,11 +40,11 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
-from paperfeed.recsys import evaluate
-from paperfeed.recsys.content import FloatArray, paper_text
-from paperfeed.recsys.matrix import Indexer, build_matrix, cell_weight, confidence
-from paperfeed.recsys.model import AlsParams, RecModel, build_model
-from paperfeed.recsys.ranker import BlendParams
+from paperfeed.events import DISMISSED
+from paperfeed.recsys import evaluate, learn
+from paperfeed.recsys.content import paper_text, tokenize
+from paperfeed.recsys.matrix import DISMISS_WEIGHT, Indexer, drop_cells, positives
+from paperfeed.recsys.model import AlsParams, Choices, RecModel
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.settings import Settings
 from paperfeed.store import keys
@@ -32,19 +52,33 @@ from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
 
-GATE_FRACTION = 0.1
 GATE_K = 20
-GATE_MAX_USERS = 1_000
+GATE_SHARE = 0.2
+GATE_MAX_READERS = 1_000
+GATE_MIN_READERS = 20
+GATE_SIGNIFICANCE = 2.0
 USERS_CHUNK = 500
 
 Progress = Callable[[str, int, int], None]
+JudgedOn = Literal["new", "random", "none"]
 
 
 class Cell(msgspec.Struct):
-    """The two fields of a reader's per-paper record that training reads."""
+    """The fields of a reader's per-paper record that training reads."""
 
     w: float = 0.0
     f: int = 0
+    t: float = 0.0
+    vt: float | None = None
+    ct: float | None = None
+    ut: float | None = None
+    st: float | None = None
+    sh: float | None = None
+
+    def first_at(self) -> float:
+        """When the reader first showed interest (else the last event's time)."""
+        times = [at for at in (self.vt, self.ct, self.ut, self.st, self.sh) if at is not None]
+        return min(times) if times else self.t
 
 
 decode_cell = msgspec.json.Decoder(Cell).decode
@@ -56,28 +90,41 @@ class Interactions(msgspec.Struct):
     item_texts: list[str]
     weights: sparse.csr_matrix
     """(n_users, n_items) float32: event confidence, -1 for dismissed papers."""
+    first_at: sparse.csr_matrix
+    """The same cells: when each was first liked (unix seconds)."""
+
+    @property
+    def data_until(self) -> float:
+        liked = self.weights.data > 0
+        return float(self.first_at.data[liked].max()) if liked.any() else 0.0
 
 
-class TrainReport(msgspec.Struct, kw_only=True):
+class Decision(msgspec.Struct, kw_only=True):
+    """One training run's outcome: what was judged, how, and what was published."""
+
+    at: float
     published: bool
     version: str | None
+    """The candidate's version (the published one when ``published``)."""
     reason: str
-    metrics: dict[str, dict[str, float]]
-    users: int
-    papers: int
-    interactions: int
-    seconds: float
+    judged_on: JudgedOn = "none"
+    """``new``: interactions after the current model's cut-off; ``random``: a random
+    hold-out (no current model, or too few new interactions); ``none``: nothing."""
+    judged_readers: int = 0
+    since: float | None = None
+    """The current model's cut-off (``judged_on`` = ``new``)."""
+    current_version: str | None = None
+    metrics: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    """nDCG@20 and recall@20 on the judged interactions: candidate, popularity, current."""
+    users: int = 0
+    papers: int = 0
+    interactions: int = 0
+    seconds: float = 0.0
     stages: dict[str, float] = msgspec.field(default_factory=dict)
-    """Seconds spent in each stage (read, train, gate, fold-in, publish)."""
-
-
-def als_params(settings: Settings) -> AlsParams:
-    return AlsParams(
-        factors=settings.als_factors,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        iterations=settings.als_iterations,
-    )
+    """Seconds spent in each stage (read, learn, gate, publish)."""
+    searched: bool = False
+    """Whether this run searched the ALS hyperparameters."""
+    choices: Choices | None = None
 
 
 async def read_interactions(redis: RedisClient, progress: Progress | None = None) -> Interactions:
@@ -100,6 +147,7 @@ async def read_interactions(redis: RedisClient, progress: Progress | None = None
     rows: list[int] = []
     cols: list[int] = []
     values: list[float] = []
+    times: list[float] = []
     for start in range(0, len(user_ids), USERS_CHUNK):
         chunk_ids = user_ids[start : start + USERS_CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
@@ -111,70 +159,157 @@ async def read_interactions(redis: RedisClient, progress: Progress | None = None
                 item = item_index.index.get(str(paper_id))
                 if item is None:
                     continue
-                record = decode_cell(raw)
-                weight = cell_weight(record.w, record.f)
+                cell = decode_cell(raw)
+                weight = DISMISS_WEIGHT if cell.f & DISMISSED else cell.w
                 if weight == 0:
                     continue  # impressions alone say nothing yet
                 rows.append(users.add(user_id))
                 cols.append(item)
                 values.append(weight)
+                times.append(cell.first_at())
         if progress:
-            progress("read users", min(start + USERS_CHUNK, len(user_ids)), len(user_ids))
-    weights = build_matrix(rows, cols, values, (len(users), len(item_index)))
-    return Interactions(users.ids, item_index.ids, texts, weights)
+            progress("read", min(start + USERS_CHUNK, len(user_ids)), len(user_ids))
+    shape = (len(users), len(item_index))
+    weights = _matrix(rows, cols, values, shape)
+    first_at = _matrix(rows, cols, times, shape, dtype=np.float64)
+    return Interactions(users.ids, item_index.ids, texts, weights, first_at)
 
 
-def production_scorer(
-    model: RecModel, alpha: float, column_map: npt.NDArray[np.int64] | None = None
-) -> evaluate.Scorer:
-    """The feed's ranking as an evaluation scorer (trending = training popularity).
+def _matrix(
+    rows: list[int],
+    cols: list[int],
+    values: list[float],
+    shape: tuple[int, int],
+    dtype: type[np.floating] = np.float32,
+) -> sparse.csr_matrix:
+    # One record per (reader, paper): no duplicates to sum, CSR order for both matrices.
+    matrix = sparse.csr_matrix(
+        (np.asarray(values, dtype=dtype), (np.asarray(rows, dtype=np.int64), np.asarray(cols))),
+        shape=shape,
+    )
+    matrix.sort_indices()
+    return matrix
 
-    ``column_map`` maps evaluation columns to the model's items (-1: unknown to it),
-    for scoring a model trained on another item set (the current model).
-    """
-    popularity = model.item_counts.astype(np.float32)
 
-    def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
-        conf = confidence(rows, alpha)
-        if column_map is None:
-            scores, _ = model.rank(conf, model.item_factors, model.item_content, popularity)
-            return scores
-        known = column_map >= 0
-        coo = conf.tocoo()
-        keep = known[coo.col]  # papers newer than the model have no column in it
-        remapped = sparse.csr_matrix(
-            (coo.data[keep], (coo.row[keep], column_map[coo.col[keep]])),
-            shape=(conf.shape[0], len(model.item_ids)),
+def judge_cells(
+    data: Interactions, since: float | None, seed: int
+) -> tuple[sparse.csr_matrix, JudgedOn]:
+    """The cells the gate judges on (see the module doc), and how they were chosen."""
+    rng = np.random.default_rng(seed)
+    liked = positives(data.weights)
+    first = sparse.csr_matrix(data.first_at.multiply(liked > 0))
+    first.sort_indices()
+    liked.sort_indices()
+    n_users = liked.shape[0]
+    if since is not None:
+        mask = np.zeros(liked.nnz, dtype=bool)
+        readers = rng.permutation(n_users)
+        judged = 0
+        for reader in readers:
+            start, end = liked.indptr[reader], liked.indptr[reader + 1]
+            if end - start < 2:
+                continue
+            times = first.data[start:end]
+            new = times > since
+            if not new.any():
+                continue
+            if new.all():
+                # A reader new since the cut-off: their latest papers, the rest as history.
+                take = max(1, round(GATE_SHARE * (end - start)))
+                newest = np.argsort(times)[-take:]
+                new = np.zeros(end - start, dtype=bool)
+                new[newest] = True
+            mask[start:end] = new
+            judged += 1
+            if judged >= GATE_MAX_READERS:
+                break
+        if judged >= GATE_MIN_READERS:
+            return _cells(liked, mask), "new"
+    mask = np.zeros(liked.nnz, dtype=bool)
+    eligible = np.flatnonzero(np.diff(liked.indptr) >= 3)
+    for reader in rng.permutation(eligible)[:GATE_MAX_READERS]:
+        start, end = liked.indptr[reader], liked.indptr[reader + 1]
+        take = max(1, round(GATE_SHARE * (end - start)))
+        mask[start + rng.choice(end - start, size=take, replace=False)] = True
+    return _cells(liked, mask), ("random" if mask.any() else "none")
+
+
+def _cells(liked: sparse.csr_matrix, mask: npt.NDArray[np.bool_]) -> sparse.csr_matrix:
+    rows = np.repeat(np.arange(liked.shape[0]), np.diff(liked.indptr))
+    return sparse.csr_matrix(
+        (liked.data[mask], (rows[mask], liked.indices[mask])), shape=liked.shape, dtype=np.float32
+    )
+
+
+def gate(
+    metrics: dict[str, evaluate.Metrics], judged_on: JudgedOn, readers: int, tolerance: float
+) -> tuple[bool, str]:
+    """(publish?, why)."""
+    candidate = metrics["candidate"].ndcg
+    if not np.isfinite(candidate):
+        return False, "candidate metrics are not finite"
+    if readers < GATE_MIN_READERS:
+        return True, (
+            f"too few readers to judge ({readers} < {GATE_MIN_READERS}): published as the "
+            "model of everything read so far"
         )
-        mapped = column_map[known]
-        ranked, _ = model.rank(
-            remapped, model.item_factors[mapped], model.item_content[mapped], popularity[mapped]
+    popularity = metrics["popularity"].ndcg
+    if not significantly_worse(metrics["popularity"], metrics["candidate"]):
+        return False, (
+            f"candidate nDCG@{GATE_K} {candidate:.4f} does not beat popularity {popularity:.4f} "
+            f"clearly (on {readers} readers)"
         )
-        full = np.full((rows.shape[0], len(column_map)), -np.inf, dtype=np.float32)
-        full[:, known] = ranked
-        return full
+    if "current" in metrics and judged_on == "new":
+        current = metrics["current"].ndcg
+        if candidate < current * (1 - tolerance) and significantly_worse(
+            metrics["candidate"], metrics["current"]
+        ):
+            return False, (
+                f"candidate nDCG@{GATE_K} {candidate:.4f} is worse than the current model's "
+                f"{current:.4f} beyond the tolerance {tolerance:.0%} (on {readers} readers' "
+                "new interactions)"
+            )
+        return True, (
+            f"beats popularity and holds up against the current model on {readers} readers' "
+            "new interactions"
+        )
+    if judged_on == "random" and "current" in metrics:
+        return True, (
+            f"beats popularity on a random hold-out of {readers} readers (too few new "
+            "interactions to judge against the current model)"
+        )
+    return True, f"beats popularity on a random hold-out of {readers} readers"
 
-    return score
+
+def significantly_worse(worse: evaluate.Metrics, better: evaluate.Metrics) -> bool:
+    """``worse``'s per-reader nDCG is below ``better``'s by more than
+    ``GATE_SIGNIFICANCE`` standard errors of the paired difference: a difference that
+    the choice of judged readers alone would rarely make."""
+    a, b = np.array(worse.per_user_ndcg), np.array(better.per_user_ndcg)
+    if len(a) != len(b) or len(a) < 2:
+        return False
+    difference = a - b
+    error = float(difference.std(ddof=1)) / float(np.sqrt(len(difference)))
+    return float(difference.mean()) < -GATE_SIGNIFICANCE * max(error, 1e-12)
 
 
-def gate_users(test: sparse.csr_matrix, seed: int) -> sparse.csr_matrix:
-    """At most GATE_MAX_USERS readers of the hold-out (the gate must stay cheap)."""
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    if len(users) <= GATE_MAX_USERS:
-        return test
-    keep = np.random.default_rng(seed).choice(users, GATE_MAX_USERS, replace=False)
-    mask = np.zeros(test.shape[0], dtype=bool)
-    mask[keep] = True
-    return sparse.diags(mask.astype(np.float32)).dot(test).tocsr()
+Learner = Callable[..., learn.Learned]
 
 
 async def train_and_publish(
     redis: RedisClient,
     settings: Settings,
     progress: Progress | None = None,
-    blend: BlendParams | None = None,
     seed: int = 0,
-) -> TrainReport:
+    search: bool | None = None,
+    learner: Learner = learn.learn,
+) -> Decision:
+    """Read, learn, judge, publish if better; the decision is recorded either way.
+
+    ``search``: True searches the ALS hyperparameters, False reuses the last search (or
+    the settings), None searches when the last search is ``search_interval_s`` old.
+    ``learner`` is ``learn.learn`` (tests pass a broken one to see the gate refuse it).
+    """
     started = time.perf_counter()
     stages: dict[str, float] = {}
     mark = started
@@ -190,104 +325,146 @@ async def train_and_publish(
     stage("read")
     n_users, n_items = data.weights.shape
     summary = {"users": n_users, "papers": n_items, "interactions": int(data.weights.nnz)}
-    positives = data.weights.copy()
-    positives.data = np.maximum(positives.data, 0)
-    positives.eliminate_zeros()
-    train_weights, test = evaluate.warm_split(data.weights, seed=seed, fraction=GATE_FRACTION)
-    test.data = np.maximum(test.data, 0)  # a dismissed paper is no hit to find
-    test.eliminate_zeros()
-    test = gate_users(test, seed)
-    if n_users < 2 or test.nnz == 0:
-        return TrainReport(
+    liked = positives(data.weights)
+    readers_with_data = int((np.diff(liked.indptr) > 0).sum())
+    if readers_with_data < settings.train_min_readers or liked.nnz < 2:
+        decision = Decision(
+            at=time.time(),
             published=False,
             version=None,
-            reason="not enough interactions to train and evaluate a model",
-            metrics={},
-            seconds=time.perf_counter() - started,
-            **summary,
-        )
-    params = als_params(settings)
-    model, user_factors = build_model(
-        confidence(train_weights, params.alpha),
-        data.item_ids,
-        data.item_texts,
-        params,
-        blend or BlendParams(),
-        progress=(lambda stage, step: progress(stage, step, params.iterations))
-        if progress
-        else None,
-    )
-    stage("train")
-    metrics = {
-        "candidate": evaluate.ranking_metrics(
-            production_scorer(model, params.alpha), train_weights, test, GATE_K
-        ),
-        "popularity": evaluate.ranking_metrics(
-            evaluate.popularity_scorer(train_weights), train_weights, test, GATE_K
-        ),
-    }
-    current_version = await repository.current_version()
-    if current_version:
-        try:
-            current = await repository.load(current_version)
-            column_map = np.array([current.index.get(pid, -1) for pid in data.item_ids])
-            metrics["current"] = evaluate.ranking_metrics(
-                production_scorer(current, current.meta.als.alpha, column_map),
-                train_weights,
-                test,
-                GATE_K,
-            )
-        except LookupError:
-            log.warning("current model is gone; gating against popularity only")
-    model.meta.metrics = {
-        name: {"recall": float(m.recall), "ndcg": float(m.ndcg), "users": float(m.users)}
-        for name, m in metrics.items()
-    }
-    stage("gate")
-    reason = gate(metrics, settings.gate_tolerance)
-    if reason:
-        log.warning("model not published", extra={"reason": reason})
-        return TrainReport(
-            published=False,
-            version=None,
-            reason=reason,
-            metrics=model.meta.metrics,
-            seconds=time.perf_counter() - started,
+            reason=(
+                f"not enough interactions to train a model ({readers_with_data} readers "
+                f"with a liked paper; {settings.train_min_readers} needed)"
+            ),
+            seconds=round(time.perf_counter() - started, 3),
             stages=stages,
             **summary,
         )
-    # Readers' vectors from everything they did (the hold-out included), as the feed's
-    # fold-in would compute them.
-    user_vectors = model.refresh_users(confidence(data.weights, params.alpha), user_factors)
-    stage("fold_in")
-    model.meta.train_seconds = time.perf_counter() - started
-    await repository.publish(model, data.user_ids, user_vectors)
-    stage("publish")
-    return TrainReport(
-        published=True,
+        await repository.record_decision(decision)
+        return decision
+
+    current_version = await repository.current_version()
+    current: RecModel | None = None
+    if current_version:
+        try:
+            current = await repository.load(current_version)
+        except (LookupError, ValueError, OSError):
+            log.warning("current model is gone or broken; judging against popularity only")
+    since = current.meta.data_until if current is not None and current.meta.data_until else None
+    judged, judged_on = judge_cells(data, since, seed)
+    judged_readers = int((np.diff(judged.indptr) > 0).sum())
+
+    configured = als_params(settings)
+    last_search = await repository.last_search()
+    if last_search is not None and not same_start(last_search.start, configured):
+        last_search = None  # the settings changed since: search from them
+    due = (
+        search
+        if search is not None
+        else (last_search is None or time.time() - last_search.at >= settings.search_interval_s)
+    )
+    start = configured
+    if last_search is not None:
+        start = msgspec.structs.replace(last_search.best, iterations=configured.iterations)
+    tokens = await asyncio.to_thread(tokenize, data.item_texts)
+    learned = await asyncio.to_thread(
+        learner,
+        data.weights,
+        data.item_ids,
+        tokens,
+        start,
+        search_trials=settings.search_trials if due else 0,
+        search=last_search,
+        judged=judged if judged.nnz else None,
+        seed=seed,
+        progress=progress,
+    )
+    stage("learn")
+    if due and learned.model.meta.choices.search is not None:
+        await repository.record_search(learned.model.meta.choices.search)
+
+    history = drop_cells(data.weights, judged)
+    metrics: dict[str, evaluate.Metrics] = {}
+    if judged.nnz:
+        metrics = await asyncio.to_thread(_judge, learned, current, data, tokens, history, judged)
+    stage("gate")
+    publish, reason = gate(metrics, judged_on, judged_readers, settings.gate_tolerance)
+    model = learned.model
+    model.meta.data_until = data.data_until
+    model.meta.metrics = {
+        name: {"recall": round(m.recall, 5), "ndcg": round(m.ndcg, 5), "users": float(m.users)}
+        for name, m in metrics.items()
+    }
+    decision = Decision(
+        at=time.time(),
+        published=publish,
         version=model.version,
-        reason="beats popularity"
-        + (" and holds up against the current model" if current_version else ""),
+        reason=reason,
+        judged_on=judged_on if judged.nnz else "none",
+        judged_readers=judged_readers,
+        since=since if judged_on == "new" else None,
+        current_version=current.version if current is not None else None,
         metrics=model.meta.metrics,
-        seconds=time.perf_counter() - started,
-        stages=stages,
+        searched=bool(due),
+        choices=model.meta.choices,
         **summary,
     )
+    if publish:
+        model.meta.train_seconds = round(time.perf_counter() - started, 3)
+        await repository.publish(model, data.user_ids, learned.user_factors, progress)
+        stage("publish")
+    else:
+        log.warning("model not published", extra={"reason": reason})
+    decision.seconds = round(time.perf_counter() - started, 3)
+    decision.stages = stages
+    await repository.record_decision(decision)
+    return decision
 
 
-def gate(metrics: dict[str, evaluate.Metrics], tolerance: float) -> str | None:
-    """Why the candidate must not be published, or None."""
-    candidate = metrics["candidate"].ndcg
-    if not np.isfinite(candidate):
-        return "candidate metrics are not finite"
-    if candidate <= metrics["popularity"].ndcg:
-        return (
-            f"candidate nDCG@{GATE_K} {candidate:.4f} does not beat popularity "
-            f"{metrics['popularity'].ndcg:.4f}"
+def _judge(
+    learned: learn.Learned,
+    current: RecModel | None,
+    data: Interactions,
+    tokens: list[list[str]],
+    history: sparse.csr_matrix,
+    judged: sparse.csr_matrix,
+) -> dict[str, evaluate.Metrics]:
+    """Candidate, popularity and current model on the judged cells (same history, same
+    trending proxy: the popularity the candidate was trained with)."""
+    judged = evaluate.sample_users(judged, GATE_MAX_READERS, 0)
+    popularity = np.bincount(positives(history).indices, minlength=history.shape[1]).astype(
+        np.float64
+    )
+    candidate = learned.judge_model
+    assert candidate is not None, "learn() judges when given judged cells"
+    views = {
+        "candidate": learn.column_view(candidate, data.item_ids, candidate.text.vectors(tokens))
+    }
+    if current is not None:
+        views["current"] = learn.column_view(current, data.item_ids, current.text.vectors(tokens))
+    metrics = {
+        name: evaluate.ranking_metrics(
+            learn.production_scorer(view, popularity), history, judged, GATE_K
         )
-    if "current" in metrics and candidate < metrics["current"].ndcg * (1 - tolerance):
-        return (
-            f"candidate nDCG@{GATE_K} {candidate:.4f} is worse than the current model's "
-            f"{metrics['current'].ndcg:.4f} beyond the tolerance {tolerance:.0%}"
-        )
-    return None
+        for name, view in views.items()
+    }
+    metrics["popularity"] = evaluate.ranking_metrics(
+        evaluate.popularity_scorer(history), history, judged, GATE_K
+    )
+    return metrics
+
+
+def same_start(searched: AlsParams, configured: AlsParams) -> bool:
+    """The search started from these settings (the sweeps are always the settings')."""
+    return msgspec.structs.replace(searched, iterations=configured.iterations) == configured
+
+
+def als_params(settings: Settings) -> AlsParams:
+    """The hyperparameters a deployment starts from (and keeps when it never searches)."""
+    return AlsParams(
+        factors=settings.als_factors,
+        regularization=settings.als_regularization,
+        alpha=settings.als_alpha,
+        iterations=settings.als_iterations,
+        scaling=settings.als_scaling,
+    )

@@ -9,6 +9,8 @@ Key (type) — contents — bound / TTL
 Catalog
 - ``pf:papers`` (HASH) paper id -> Paper JSON — one entry per catalogued paper.
 - ``pf:papers:by_date`` (ZSET) paper id -> published (or added) unix time — same members.
+- ``pf:papers:version`` (STRING) a counter bumped by every import that changed the
+  catalog (api processes rebuild their catalog index when it moves).
 - ``pf:papers:seeded`` (HASH) paper id -> upvotes already credited to trending — same members.
 - ``pf:cand:{c}:papers`` (HASH) paper id -> reported Paper JSON of a paper that is not
   in the catalog yet — at most ``candidate_cap`` entries (oldest evicted).
@@ -53,10 +55,16 @@ Models (one tag: publishing switches versions and current in one transaction)
 - ``pf:{model}:versions`` (ZSET) version -> publish time — at most ``models_kept``.
 - ``pf:{model}:<version>:meta`` (STRING) model metadata JSON (metrics, ids, shapes).
 - ``pf:{model}:<version>:blob`` (STRING) the model arrays (``np.savez``, no pickles).
+- ``pf:{model}:decisions`` (LIST) every training run's decision JSON (published or not,
+  why, the metrics), newest first — at most 50.
+- ``pf:{model}:search`` (STRING) the last hyperparameter search (when, trials, best).
 - ``pf:model:events`` (pub/sub channel) a version is published (PUBLISH reaches every
   cluster node, so it needs no tag).
 - ``pf:train:requested`` (STRING) a training request from the admin api, TTL 1 day.
-- ``pf:train:lock`` (STRING) held by the process that trains, TTL 1 hour.
+- ``pf:train:lock`` (STRING) held by the process that trains (a renewed lease).
+- ``pf:worker:state`` (HASH) per job: last run, next run, failures in a row, last
+  error; the events counted at the last training (a restarted worker goes on from it).
+- ``pf:worker:heartbeat`` (STRING) the last time a worker was alive — TTL 60 s.
 
 Rate limiting
 - ``pf:ratelimit:*`` Litestar's rate-limit store (keys expire by themselves).
@@ -69,6 +77,7 @@ PREFIX = "pf:"
 PAPERS = "pf:papers"
 PAPERS_BY_DATE = "pf:papers:by_date"
 PAPERS_SEEDED = "pf:papers:seeded"
+PAPERS_VERSION = "pf:papers:version"
 
 CANDIDATE_PAPERS = "pf:cand:{c}:papers"
 CANDIDATE_SCORE = "pf:cand:{c}:score"
@@ -80,9 +89,13 @@ STATS = "pf:stats"
 
 MODEL_CURRENT = "pf:{model}:current"
 MODEL_VERSIONS = "pf:{model}:versions"
+MODEL_DECISIONS = "pf:{model}:decisions"
+MODEL_SEARCH = "pf:{model}:search"
 MODEL_CHANNEL = "pf:model:events"
 TRAIN_REQUESTED = "pf:train:requested"
 TRAIN_LOCK = "pf:train:lock"
+WORKER_STATE = "pf:worker:state"
+WORKER_HEARTBEAT = "pf:worker:heartbeat"
 
 RATE_LIMIT_NAMESPACE = "pf:ratelimit"
 

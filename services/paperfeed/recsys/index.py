@@ -1,0 +1,250 @@
+"""What ranking needs of the catalog, in process memory as arrays.
+
+A ``CatalogIndex`` is an immutable snapshot of the catalog under one model (or, before
+any model, under text features fitted on the catalog): paper positions, dates,
+titles, text vectors, collaborative factors (the model's own, or text neighbours' for
+papers it has no interaction for). ``IndexHolder`` rebuilds it in a worker thread when
+the catalog or the model changes (new papers reuse the rows of the old index) and swaps
+it in whole, so a request always ranks on one consistent snapshot. Trending comes in
+as a ``TrendSnapshot``, refreshed every ``trending_snapshot_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from paperfeed.catalog.papers import Paper, published_ts
+from paperfeed.recsys.content import (
+    FloatArray,
+    TextFeatures,
+    l2_normalize,
+    neighbour_factors,
+    paper_text,
+    tokenize,
+)
+from paperfeed.recsys.model import RecModel
+from paperfeed.recsys.ranker import BoolArray, IntArray
+
+log = logging.getLogger(__name__)
+
+
+class CatalogPaper(msgspec.Struct):
+    """The fields of a stored paper the index reads (the rest is not decoded)."""
+
+    id: str
+    title: str
+    abstract: str = ""
+    published: str | None = None
+    added_at: float = 0.0
+
+
+decode_catalog_paper = msgspec.json.Decoder(CatalogPaper).decode
+
+
+class CatalogIndex:
+    def __init__(
+        self,
+        *,
+        ids: list[str],
+        titles: list[str],
+        dates: npt.NDArray[np.float64],
+        text_keys: list[int],
+        features: TextFeatures,
+        text: sparse.csr_matrix,
+        model: RecModel | None,
+        factors: FloatArray | None,
+        cold: BoolArray,
+        model_rows: IntArray,
+        catalog_version: str,
+    ) -> None:
+        self.ids = ids
+        self.pos = {pid: i for i, pid in enumerate(ids)}
+        self.titles = titles
+        self.dates = dates
+        """(n,) publication time, or when the paper entered the catalog (unix s)."""
+        self.newest = np.argsort(-dates, kind="stable").astype(np.int64)
+        """Positions, newest first."""
+        self.text_keys = text_keys
+        """Hash of each paper's text (a changed text is encoded again)."""
+        self.features = features
+        self.text = text
+        """(n, terms) float32 CSR, L2-normalised rows."""
+        self.model = model
+        self.factors = factors
+        """(n, k) float32, or None before any model."""
+        self.cold = cold
+        """(n,) papers without interactions in the model (factors from text neighbours)."""
+        self.model_rows = model_rows
+        """(n,) the model's item index of each paper (-1: unknown to it)."""
+        self.catalog_version = catalog_version
+        self._unit: FloatArray | None = None
+
+    def unit_factors(self) -> FloatArray:
+        """(n, k) factors scaled to unit length (cosine similarity), computed once."""
+        if self._unit is None:
+            assert self.factors is not None
+            self._unit = l2_normalize(self.factors)
+        return self._unit
+
+    @property
+    def model_version(self) -> str | None:
+        return self.model.version if self.model is not None else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, paper_ids: Sequence[str]) -> IntArray:
+        """Positions of ``paper_ids`` (-1 for ids not in the catalog)."""
+        pos = self.pos
+        return np.fromiter(
+            (pos.get(p, -1) for p in paper_ids), dtype=np.int64, count=len(paper_ids)
+        )
+
+    def nbytes(self) -> int:
+        """Memory the arrays take (titles and ids counted roughly)."""
+        total = self.dates.nbytes + self.cold.nbytes + self.model_rows.nbytes + self.newest.nbytes
+        total += self.text.data.nbytes + self.text.indices.nbytes + self.text.indptr.nbytes
+        if self.factors is not None:
+            total += self.factors.nbytes
+        total += sum(len(t) + len(i) + 100 for t, i in zip(self.titles, self.ids, strict=True))
+        return int(total)
+
+
+def build_index(
+    papers: Sequence[CatalogPaper],
+    model: RecModel | None,
+    catalog_version: str,
+    previous: CatalogIndex | None = None,
+) -> CatalogIndex:
+    """The index of ``papers`` under ``model`` (None: text features fitted on them).
+
+    Rows of ``previous`` are reused for papers whose text is unchanged when it was built
+    with the same text features (the same model, or both without one)."""
+    started = time.perf_counter()
+    texts = [paper_text(p.title, p.abstract) for p in papers]
+    text_keys = [hash(t) for t in texts]
+    reuse = (
+        previous is not None
+        and previous.model_version == (model.version if model else None)
+        and (model is not None or len(papers) <= 2 * len(previous))
+    )
+    if model is not None:
+        features = model.text
+    elif reuse and previous is not None:
+        features = previous.features
+    else:
+        features = TextFeatures.fit(tokenize(texts))["words"]
+    old_rows = np.full(len(papers), -1, dtype=np.int64)
+    if reuse and previous is not None:
+        for i, (paper, key) in enumerate(zip(papers, text_keys, strict=True)):
+            old = previous.pos.get(paper.id)
+            if old is not None and previous.text_keys[old] == key:
+                old_rows[i] = old
+    kept = np.flatnonzero(old_rows >= 0)
+    fresh = np.flatnonzero(old_rows < 0)
+    blocks = []
+    if len(kept) and previous is not None:
+        blocks.append(previous.text[old_rows[kept]])
+    if len(fresh):
+        blocks.append(features.transform([texts[i] for i in fresh]))
+    if blocks:
+        stacked = sparse.vstack(blocks, format="csr", dtype=np.float32)
+        where = np.empty(len(papers), dtype=np.int64)
+        where[np.concatenate([kept, fresh])] = np.arange(len(papers))
+        text = sparse.csr_matrix(stacked[where], dtype=np.float32)
+    else:
+        text = sparse.csr_matrix((0, features.terms), dtype=np.float32)
+    dates = np.array(
+        [published_ts(_as_paper(p)) or p.added_at or 0.0 for p in papers], dtype=np.float64
+    )
+    ids = [p.id for p in papers]
+    factors: FloatArray | None = None
+    cold = np.ones(len(papers), dtype=bool)
+    model_rows = np.full(len(papers), -1, dtype=np.int64)
+    if model is not None:
+        model_rows = np.fromiter(
+            (model.index.get(pid, -1) for pid in ids), dtype=np.int64, count=len(ids)
+        )
+        known = model_rows >= 0
+        known[known] = ~model.cold[model_rows[known]]
+        cold = ~known
+        factors = np.zeros((len(papers), model.item_factors.shape[1]), dtype=np.float32)
+        factors[known] = model.item_factors[model_rows[known]]
+        if reuse and previous is not None and previous.factors is not None:
+            # Cold papers seen before keep their neighbour factors.
+            again = cold & (old_rows >= 0)
+            factors[again] = previous.factors[old_rows[again]]
+            todo = cold & (old_rows < 0)
+        else:
+            todo = cold
+        if todo.any():
+            factors[todo] = neighbour_factors(text[todo], text[known], factors[known])
+    index = CatalogIndex(
+        ids=ids,
+        titles=[p.title for p in papers],
+        dates=dates,
+        text_keys=text_keys,
+        features=features,
+        text=text,
+        model=model,
+        factors=factors,
+        cold=cold,
+        model_rows=model_rows,
+        catalog_version=catalog_version,
+    )
+    log.info(
+        "catalog index built",
+        extra={
+            "papers": len(papers),
+            "encoded": len(fresh),
+            "model": index.model_version,
+            "seconds": round(time.perf_counter() - started, 2),
+            "mbytes": round(index.nbytes() / 2**20, 1),
+        },
+    )
+    return index
+
+
+def _as_paper(paper: CatalogPaper) -> Paper:
+    return Paper(id=paper.id, title=paper.title, published=paper.published)
+
+
+class TrendSnapshot(NamedTuple):
+    """Trending, as the feed ranks with it until the next snapshot."""
+
+    taken_at: float
+    week: FloatArray
+    """(n,) week-window score of every indexed paper (0 beyond the top ``SNAPSHOT_SIZE``)."""
+    week_top: IntArray
+    today_top: IntArray
+    """Positions of the week's and the day's hottest papers, hottest first."""
+    catalog_version: str
+
+
+EMPTY_TREND = TrendSnapshot(
+    0.0, np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), ""
+)
+
+
+def trend_snapshot(
+    index: CatalogIndex,
+    week: Sequence[tuple[str, float]],
+    today: Sequence[tuple[str, float]],
+    now: float,
+) -> TrendSnapshot:
+    scores = np.zeros(len(index), dtype=np.float32)
+    week_pos = index.positions([pid for pid, _ in week])
+    found = week_pos >= 0
+    scores[week_pos[found]] = np.array([s for _, s in week], dtype=np.float32)[found]
+    today_pos = index.positions([pid for pid, _ in today])
+    return TrendSnapshot(
+        now, scores, week_pos[found], today_pos[today_pos >= 0], index.catalog_version
+    )

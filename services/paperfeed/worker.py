@@ -1,0 +1,287 @@
+"""``paperfeed worker``: the scheduled jobs, each under its own guard.
+
+Jobs (each its own asyncio task; one failing never stops another):
+
+- ``train``: a first model as soon as there is data for one (tried again
+  ``first_train_delay_s`` after new events until one is published), then retraining
+  every ``train_interval_s`` when events arrived, as soon as ``train_min_new_events``
+  arrived, or when the admin api asks (``pf:train:requested``). Training runs in a child
+  ``paperfeed train`` process: its memory is returned after each run, a crash in it is
+  the job's failure, and stopping the worker stops it.
+- ``digests``: every ``digest_check_s`` when SMTP is configured.
+- ``retention``: erase inactive installs, daily.
+
+A job that raises is logged with its traceback and retried with exponential backoff
+(``BACKOFF_S`` doubling up to ``BACKOFF_CAP_S``). Job state lives in Redis
+(``pf:worker:state``), so a restarted worker does not retrain at once, and the
+worker's heartbeat (``pf:worker:heartbeat``) tells the api that a worker is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from redis.exceptions import RedisClusterException, RedisError
+
+from paperfeed.recsys.cli import TRAINER_BUSY
+from paperfeed.runtime import redis_for
+from paperfeed.settings import Settings, settings_env
+from paperfeed.store import client, keys
+from paperfeed.store.client import RedisClient
+
+log = logging.getLogger("paperfeed.worker")
+
+BACKOFF_S = 5.0
+BACKOFF_CAP_S = 900.0
+HEARTBEAT_TTL_S = 60.0
+
+
+class JobFailed(RuntimeError):
+    """A job could not do its work this time (retried with backoff)."""
+
+
+@dataclass
+class Job:
+    name: str
+    due: Callable[[float], Awaitable[bool]]
+    run: Callable[[], Awaitable[str]]
+    """Does the work; returns a one-line summary for the log."""
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: str = ""
+    runs: int = field(default=0)
+
+
+class Worker:
+    def __init__(self, settings: Settings, redis: RedisClient, poll_s: float) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.poll_s = poll_s
+        self.stopping = asyncio.Event()
+        self.trainer: asyncio.subprocess.Process | None = None
+        self.jobs = [
+            Job("train", self.train_due, self.train),
+            Job("digests", self.digests_due, self.digests),
+            Job("retention", self.retention_due, self.retention),
+        ]
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def run(self, once: bool = False) -> None:
+        """Run every job until ``stopping`` (``once``: each due job once, then return)."""
+        if once:
+            for job in self.jobs:
+                await self.step(job)
+            return
+        tasks = [asyncio.create_task(self.loop(job), name=f"job {job.name}") for job in self.jobs]
+        tasks.append(asyncio.create_task(self.heartbeat(), name="heartbeat"))
+        await self.stopping.wait()
+        if self.trainer is not None and self.trainer.returncode is None:
+            log.info("stopping the trainer")
+            with contextlib.suppress(ProcessLookupError):
+                self.trainer.terminate()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def loop(self, job: Job) -> None:
+        while not self.stopping.is_set():
+            await self.step(job)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.poll_s)
+
+    async def step(self, job: Job) -> None:
+        """Run ``job`` if it is due, under its guard."""
+        now = time.time()
+        if now < job.retry_at:
+            return
+        try:
+            if not await job.due(now):
+                return
+            summary = await job.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            job.failures += 1
+            delay = min(BACKOFF_CAP_S, BACKOFF_S * 2 ** (job.failures - 1))
+            job.retry_at = time.time() + delay
+            job.last_error = f"{type(exc).__name__}: {exc}"
+            expected = isinstance(exc, JobFailed | RedisError | RedisClusterException | OSError)
+            log.error(
+                "job failed; retrying later",
+                exc_info=not expected,
+                extra={"job": job.name, "error": job.last_error, "retry_in_s": round(delay, 1)},
+            )
+            await self.save_state(job)
+            return
+        job.runs += 1
+        if job.failures:
+            log.info("job recovered", extra={"job": job.name, "after_failures": job.failures})
+        job.failures, job.retry_at, job.last_error = 0, 0.0, ""
+        log.info("job done", extra={"job": job.name, "summary": summary})
+        await self.save_state(job)
+
+    async def heartbeat(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(RedisError, RedisClusterException):
+                await self.redis.set(
+                    keys.WORKER_HEARTBEAT, f"{time.time():.3f}", ex=int(HEARTBEAT_TTL_S)
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), min(self.poll_s, HEARTBEAT_TTL_S / 3))
+
+    async def save_state(self, job: Job) -> None:
+        with contextlib.suppress(RedisError, RedisClusterException):
+            await self.redis.hset(
+                keys.WORKER_STATE,
+                mapping={
+                    f"{job.name}:failures": job.failures,
+                    f"{job.name}:retry_at": job.retry_at,
+                    f"{job.name}:last_error": job.last_error,
+                    f"{job.name}:last_run": time.time(),
+                },
+            )
+
+    async def state(self, name: str, default: float = 0.0) -> float:
+        value = await self.redis.hget(keys.WORKER_STATE, name)
+        return float(value) if value else default
+
+    # --- train ----------------------------------------------------------------------
+
+    async def train_due(self, now: float) -> bool:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.STATS, "events")
+            pipe.exists(keys.TRAIN_REQUESTED)
+            pipe.exists(keys.MODEL_CURRENT)
+            pipe.hmget(keys.WORKER_STATE, ["train:events", "train:at"])
+            events_raw, requested, has_model, (last_events, last_at) = await pipe.execute()
+        events = int(events_raw or 0)
+        if requested:
+            return True
+        if last_at is None:
+            if has_model:
+                # A worker new to a deployment that has a model (an upgrade, a restart
+                # after its state was lost): the model is current, go on from now.
+                await self.redis.hset(
+                    keys.WORKER_STATE, mapping={"train:events": events, "train:at": now}
+                )
+                return False
+            return events > 0
+        new_events = events - int(last_events or 0)
+        since = now - float(last_at)
+        if new_events <= 0:
+            return False
+        if not has_model:
+            return since >= self.settings.first_train_delay_s
+        return (
+            new_events >= self.settings.train_min_new_events
+            or since >= self.settings.train_interval_s
+        )
+
+    async def _mark_trained(self, events: int, at: float) -> None:
+        await self.redis.hset(keys.WORKER_STATE, mapping={"train:events": events, "train:at": at})
+
+    async def train(self) -> str:
+        # Counted before training: events that arrive while it runs count for the next.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.STATS, "events")
+            pipe.delete(keys.TRAIN_REQUESTED)
+            events_raw, _ = await pipe.execute()
+        await self.redis.hset(
+            keys.WORKER_STATE,
+            mapping={"train:events": int(events_raw or 0), "train:at": time.time()},
+        )
+        env = {
+            **os.environ,
+            **settings_env(self.settings),
+            "PAPERFEED_LOG_JSON": str(self.settings.log_json).lower(),
+        }
+        self.trainer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "paperfeed.cli", "train", "--quiet", "--log-progress",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=None,
+        )  # fmt: skip
+        try:
+            out, _ = await self.trainer.communicate()
+        finally:
+            if self.trainer.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.trainer.kill()
+                await self.trainer.wait()
+        status = self.trainer.returncode
+        if status == TRAINER_BUSY:
+            return "another trainer is running; skipped"
+        if status != 0:
+            raise JobFailed(f"the trainer exited with status {status}")
+        try:
+            decision = msgspec.json.decode(out.strip().splitlines()[-1])
+        except (msgspec.DecodeError, IndexError) as exc:
+            raise JobFailed("the trainer printed no decision") from exc
+        verdict = "published" if decision.get("published") else "not published"
+        return f"{verdict} {decision.get('version')}: {decision.get('reason')}"
+
+    # --- digests and retention ---------------------------------------------------------
+
+    async def digests_due(self, now: float) -> bool:
+        if not self.settings.smtp_host:
+            return False
+        return now - await self.state("digests:last_run") >= self.settings.digest_check_s
+
+    async def digests(self) -> str:
+        from paperfeed.digest.cli import DigestsBusy, run_digests
+
+        try:
+            report = await run_digests(self.settings)
+        except DigestsBusy:
+            return "another process is sending digests; skipped"
+        return msgspec.json.encode(report).decode()
+
+    async def retention_due(self, now: float) -> bool:
+        return now - await self.state("retention:last_run") >= 86_400
+
+    async def retention(self) -> str:
+        from paperfeed.core import forget_inactive
+
+        forgotten = await forget_inactive(self.settings)
+        return (
+            f"erased {forgotten} installs inactive for {self.settings.forget_inactive_days:g} days"
+        )
+
+
+async def run_worker(settings: Settings, poll_s: float, once: bool) -> None:
+    redis = client.connect(settings)
+    worker = Worker(settings, redis, poll_s)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stopping.set)
+    log.info("worker started", extra={"jobs": [job.name for job in worker.jobs]})
+    try:
+        await worker.run(once=once)
+    finally:
+        await redis.aclose()
+        log.info("worker stopped")
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    with redis_for(settings) as ready:
+        asyncio.run(run_worker(ready, args.poll, args.once))
+    return 0
+
+
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: dict[str, Callable[[Settings, argparse.Namespace], int]],
+) -> None:
+    worker = sub.add_parser("worker", help="the scheduled jobs: training, digests, retention")
+    worker.add_argument("--poll", type=float, default=5.0, help="seconds between checks")
+    worker.add_argument("--once", action="store_true", help="run each due job once, then exit")
+    commands["worker"] = cmd_worker
