@@ -107,8 +107,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         plain_users, plain_items = fit_als(
             scale(train), chosen, lambda it: progress("plain als", it, chosen.iterations)
         )
-        features = TextFeatures.fit(tokens, seed=args.seed)
-        text = {kind: f.vectors(tokens) for kind, f in features.items()}
+        text = {kind: v for kind, (_, v) in TextFeatures.fit_vectors(tokens, args.seed).items()}
         popularity = np.asarray((train > 0).sum(axis=0), dtype=np.float64).ravel()
         view = learn.column_view(model, data.item_ids, model.text.vectors(tokens))
         scorers: dict[str, evaluate.Scorer] = {

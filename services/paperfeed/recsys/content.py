@@ -33,6 +33,7 @@ TEXT_KINDS: tuple[TextKind, ...] = ("words", "bigrams")
 NGRAMS: dict[TextKind, tuple[int, int]] = {"words": (1, 1), "bigrams": (1, 2)}
 MAX_TERMS: dict[TextKind, int] = {"words": 60_000, "bigrams": 200_000}
 NEIGHBOURS = 50
+PROFILE_TERMS = 300
 
 
 def paper_text(title: str, abstract: str) -> str:
@@ -64,8 +65,19 @@ def tokenize(texts: Sequence[str]) -> Tokens:
     return [analyze(text) for text in texts]
 
 
-def _terms_of(kind: TextKind, tokens: list[str]) -> list[str]:
-    return tokens if kind == "bigrams" else [t for t in tokens if " " not in t]
+def count_terms(tokens: Tokens, index: dict[str, int]) -> sparse.csr_matrix:
+    """(len(tokens), len(index)) float32 CSR: how often each indexed term occurs."""
+    indptr = [0]
+    indices: list[int] = []
+    for doc in tokens:
+        indices.extend(index[t] for t in doc if t in index)
+        indptr.append(len(indices))
+    counts = sparse.csr_matrix(
+        (np.ones(len(indices), dtype=np.float32), np.array(indices, dtype=np.int64), indptr),
+        shape=(len(tokens), len(index)),
+    )
+    counts.sum_duplicates()
+    return counts
 
 
 class TextFeatures:
@@ -93,17 +105,17 @@ class TextFeatures:
         if len(tokens) > max_papers:
             pick = np.random.default_rng(seed).choice(len(tokens), max_papers, replace=False)
             tokens = [tokens[i] for i in sorted(pick)]
+        df: dict[str, int] = {}
+        for doc in tokens:
+            for term in set(doc):
+                df[term] = df.get(term, 0) + 1
+        n = len(tokens)
         fitted: dict[TextKind, TextFeatures] = {}
         for kind in TEXT_KINDS:
-            docs = [set(_terms_of(kind, doc)) for doc in tokens]
-            df: dict[str, int] = {}
-            for doc in docs:
-                for term in doc:
-                    df[term] = df.get(term, 0) + 1
-            n = len(docs)
+            own = df if kind == "bigrams" else {t: c for t, c in df.items() if " " not in t}
             chosen: list[tuple[int, str]] = []
             for min_df, max_df in ((2, 0.5), (1, 1.0)):
-                chosen = [(c, t) for t, c in df.items() if min_df <= c <= max_df * n]
+                chosen = [(c, t) for t, c in own.items() if min_df <= c <= max_df * n]
                 if len(chosen) >= 2:
                     break
             if len(chosen) < 2:
@@ -118,21 +130,32 @@ class TextFeatures:
             fitted[kind] = cls(kind, [t for _, t in chosen], idf.astype(np.float32))
         return fitted
 
+    @classmethod
+    def fit_vectors(
+        cls, tokens: Tokens, seed: int = 0
+    ) -> dict[TextKind, tuple[TextFeatures, sparse.csr_matrix]]:
+        """``fit``, and every paper's vectors under each kind, counted in one pass."""
+        fitted = cls.fit(tokens, seed)
+        union = sorted({term for f in fitted.values() for term in f.vocabulary})
+        counts = count_terms(tokens, {term: i for i, term in enumerate(union)})
+        position = {term: i for i, term in enumerate(union)}
+        out: dict[TextKind, tuple[TextFeatures, sparse.csr_matrix]] = {}
+        for kind, features in fitted.items():
+            columns = np.array([position[t] for t in features.vocabulary], dtype=np.int64)
+            out[kind] = (features, features.weigh(counts[:, columns]))
+        return out
+
     def vectors(self, tokens: Tokens) -> sparse.csr_matrix:
         """(len(tokens), terms) float32 CSR, rows L2-normalised (empty for no known term)."""
-        indptr = [0]
-        indices: list[int] = []
-        index = self.index
-        for doc in tokens:
-            indices.extend(index[t] for t in _terms_of(self.kind, doc) if t in index)
-            indptr.append(len(indices))
-        counts = sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), np.array(indices, dtype=np.int64), indptr),
-            shape=(len(tokens), self.terms),
-        )
-        counts.sum_duplicates()
-        counts.data = 1.0 + np.log(counts.data)
-        return normalize_rows(counts.multiply(self.idf[None, :]).tocsr())
+        if self.kind == "bigrams":
+            return self.weigh(count_terms(tokens, self.index))
+        return self.weigh(count_terms([[t for t in d if " " not in t] for d in tokens], self.index))
+
+    def weigh(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
+        """Term counts -> sublinear TF-IDF rows, L2-normalised."""
+        weighted = sparse.csr_matrix(counts, dtype=np.float32, copy=True)
+        weighted.data = 1.0 + np.log(weighted.data)
+        return normalize_rows(weighted.multiply(self.idf[None, :]).tocsr())
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return self.vectors(tokenize(texts))
@@ -158,11 +181,22 @@ class TextFeatures:
 
 def profiles(text: sparse.csr_matrix, user_items: sparse.csr_matrix) -> sparse.csr_matrix:
     """(n_users, terms): each reader's sum of the text vectors of the papers they liked
-    (dismissals left out), weighted by log1p(weight) as ALS confidence is, L2-normalised."""
+    (dismissals left out), weighted by log1p(weight) as ALS confidence is, cut to its
+    ``PROFILE_TERMS`` heaviest terms (the rest weigh little and cost much), L2-normalised."""
     liked = sparse.csr_matrix(user_items, dtype=np.float32, copy=True)
     liked.data = np.log1p(np.maximum(liked.data, 0))
     liked.eliminate_zeros()
-    return normalize_rows(liked @ text)
+    summed = sparse.csr_matrix(liked @ text)
+    lengths = np.diff(summed.indptr)
+    if (lengths > PROFILE_TERMS).any():
+        keep = np.ones(summed.nnz, dtype=bool)
+        for row in np.flatnonzero(lengths > PROFILE_TERMS):
+            start, end = summed.indptr[row], summed.indptr[row + 1]
+            light = np.argpartition(-summed.data[start:end], PROFILE_TERMS)[PROFILE_TERMS:]
+            keep[start + light] = False
+        summed.data = np.where(keep, summed.data, 0).astype(np.float32)
+        summed.eliminate_zeros()
+    return normalize_rows(summed)
 
 
 def similarity(

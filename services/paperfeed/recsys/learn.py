@@ -254,6 +254,7 @@ def collect_pools(
     candidates: BoolArray | None = None,
     batch: int = 256,
 ) -> Pools | None:
+    test = evaluate.sample_users(test, TUNE_READERS, 0)
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     if len(users) == 0:
         return None
@@ -538,8 +539,9 @@ def learn(
     cells are kept out of everything but the final model."""
     started = time.perf_counter()
     weights = sparse.csr_matrix(weights, dtype=np.float32)
-    features = TextFeatures.fit(tokens, seed=seed)
-    text = {kind: f.vectors(tokens) for kind, f in features.items()}
+    fitted = TextFeatures.fit_vectors(tokens, seed=seed)
+    features = {kind: f for kind, (f, _) in fitted.items()}
+    text = {kind: vectors for kind, (_, vectors) in fitted.items()}
     if progress:
         progress("text", 1, 1)
     validation = carve_validation(weights, seed, judged)
