@@ -273,7 +273,11 @@ def test_the_gate_scores_a_current_model_that_lacks_new_papers() -> None:
     popularity = np.ones(len(ids))
     scores = learn.production_scorer(view, popularity)(np.arange(5), weights[:5])
     assert scores.shape == (5, len(ids))
-    assert np.all(np.isfinite(scores))
+    ranked = np.isfinite(scores)
+    assert (ranked.sum(axis=1) >= 20).all()
+    assert not ranked[weights[:5].nonzero()].any()  # what a reader has is not ranked
+    unknown = np.array([i not in keep for i in range(len(ids))])
+    assert ranked[:, unknown].any()  # papers the current model lacks are ranked too
     assert old > 0
 
 

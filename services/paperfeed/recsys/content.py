@@ -200,14 +200,21 @@ def profiles(text: sparse.csr_matrix, user_items: sparse.csr_matrix) -> sparse.c
 
 
 def similarity(
-    user_profiles: sparse.csr_matrix, text: sparse.csr_matrix, batch: int = 128
+    user_profiles: sparse.csr_matrix, by_term: sparse.csr_matrix, batch: int = 128
 ) -> FloatArray:
-    """(n_users, n_papers) cosine between profiles and paper text vectors, dense."""
-    out = np.zeros((user_profiles.shape[0], text.shape[0]), dtype=np.float32)
-    transposed = text.T.tocsr()
+    """(n_users, n_papers) cosine between profiles and paper text vectors, dense.
+
+    ``by_term`` is the papers' text vectors transposed to CSR (terms, n_papers): the
+    postings of each term. For each batch of readers only the postings of the terms in
+    their profiles are read: a dense (readers, those terms) block times those postings."""
+    out = np.zeros((user_profiles.shape[0], by_term.shape[1]), dtype=np.float32)
     for start in range(0, user_profiles.shape[0], batch):
-        part = user_profiles[start : start + batch] @ transposed
-        out[start : start + batch] = part.toarray()
+        part = sparse.csr_matrix(user_profiles[start : start + batch])
+        terms = np.unique(part.indices)
+        if len(terms) == 0:
+            continue
+        weights = part[:, terms].toarray()
+        out[start : start + batch] = (by_term[terms].T @ weights.T).T
     return out
 
 

@@ -34,7 +34,7 @@ from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import NotFound
 from paperfeed.events import UserPaper, decode_user_paper
-from paperfeed.recsys.content import FloatArray, profiles
+from paperfeed.recsys.content import FloatArray, profiles, similarity
 from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
 from paperfeed.recsys.matrix import cell_weight
 from paperfeed.recsys.model import RecModel
@@ -48,7 +48,6 @@ TRENDING_CANDIDATES = 300
 TODAY_CANDIDATES = 100
 RECENT_CANDIDATES = 200
 PERSONAL_CANDIDATES = 200
-POOL = 10_000
 IMPRESSION_PENALTY = 0.25
 FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
@@ -173,17 +172,18 @@ def candidates(
     vector: FloatArray | None,
     text_profile: sparse.csr_matrix,
 ) -> IntArray:
+    """Positions worth ranking for the reader (the module doc says which)."""
     parts = [
         trend.week_top[:TRENDING_CANDIDATES],
         trend.today_top[:TODAY_CANDIDATES],
         index.newest[:RECENT_CANDIDATES],
     ]
-    pool = index.newest[:POOL]
+    pool = index.pool
     if vector is not None and index.factors is not None and len(pool):
         parts.append(pool[_best(index.factors[pool] @ vector, PERSONAL_CANDIDATES)])
     if text_profile.nnz and len(pool):
-        similarity = np.asarray((index.text[pool] @ text_profile.T).todense()).ravel()
-        parts.append(pool[_best(similarity, PERSONAL_CANDIDATES)])
+        by_text = similarity(text_profile, index.newest_by_term)[0]
+        parts.append(pool[_best(by_text, PERSONAL_CANDIDATES)])
     return np.unique(np.concatenate(parts)).astype(np.int64)
 
 

@@ -35,6 +35,8 @@ from paperfeed.recsys.ranker import BoolArray, IntArray
 
 log = logging.getLogger(__name__)
 
+POOL = 10_000
+
 
 class CatalogPaper(msgspec.Struct):
     """The fields of a stored paper the index reads (the rest is not decoded)."""
@@ -72,11 +74,15 @@ class CatalogIndex:
         """(n,) publication time, or when the paper entered the catalog (unix s)."""
         self.newest = np.argsort(-dates, kind="stable").astype(np.int64)
         """Positions, newest first."""
+        self.pool = self.newest[:POOL]
+        """The ``POOL`` newest: where the feed looks for the reader's own best papers."""
         self.text_keys = text_keys
         """Hash of each paper's text (a changed text is encoded again)."""
         self.features = features
         self.text = text
         """(n, terms) float32 CSR, L2-normalised rows."""
+        self.newest_by_term = sparse.csr_matrix(text[self.newest[:POOL]].T)
+        """The ``POOL`` newest papers' text vectors, transposed: their postings."""
         self.model = model
         self.factors = factors
         """(n, k) float32, or None before any model."""
@@ -112,6 +118,8 @@ class CatalogIndex:
         """Memory the arrays take (titles and ids counted roughly)."""
         total = self.dates.nbytes + self.cold.nbytes + self.model_rows.nbytes + self.newest.nbytes
         total += self.text.data.nbytes + self.text.indices.nbytes + self.text.indptr.nbytes
+        by_term = self.newest_by_term
+        total += by_term.data.nbytes + by_term.indices.nbytes + by_term.indptr.nbytes
         if self.factors is not None:
             total += self.factors.nbytes
         total += sum(len(t) + len(i) + 100 for t, i in zip(self.titles, self.ids, strict=True))

@@ -70,8 +70,9 @@ TUNE_MAX_SHARE = 0.1
 COLD_SHARE = 0.02
 COLD_MAX = 500
 COLD_MIN = 10
-POOL = 200
-CHOICE_READERS = 1_000
+CANDIDATES_PER_SIGNAL = 300
+CHOICE_READERS = 500
+POOL_READERS = 1_500
 REFIT_SWEEPS = 2
 FULL_REFIT_MAX_CELLS = 1_000_000
 SEARCH_SIGNIFICANCE = 2.0
@@ -162,6 +163,8 @@ class ColumnView(NamedTuple):
     cold: BoolArray
     text: sparse.csr_matrix
     """(n_columns, terms) text vectors under the model's text features."""
+    by_term: sparse.csr_matrix
+    """The same, transposed (CSR): the postings of each term."""
 
 
 def column_view(
@@ -177,7 +180,7 @@ def column_view(
     factors = np.zeros((len(item_ids), model.item_factors.shape[1]), dtype=np.float32)
     factors[known] = model.item_factors[column_map[known]]
     factors[~known] = neighbour_factors(text[~known], text[known], factors[known])
-    return ColumnView(model, column_map, factors, ~known, text)
+    return ColumnView(model, column_map, factors, ~known, text, text.T.tocsr())
 
 
 def remap(rows: sparse.csr_matrix, column_map: IntArray, n_model_items: int) -> sparse.csr_matrix:
@@ -191,33 +194,92 @@ def remap(rows: sparse.csr_matrix, column_map: IntArray, n_model_items: int) -> 
     )
 
 
-class RawSignals(NamedTuple):
+class Candidates(NamedTuple):
+    """One reader's candidates and their raw signals."""
+
+    columns: IntArray
     cf: FloatArray
     content: FloatArray
-    positives: npt.NDArray[np.float64]
+    trending: FloatArray
+    cold: BoolArray
+    positives: float
 
 
-def raw_signals(view: ColumnView, rows: sparse.csr_matrix) -> RawSignals:
-    """Collaborative and content scores of every column for readers' weight rows."""
+def candidates(
+    view: ColumnView,
+    rows: sparse.csr_matrix,
+    trending: FloatArray,
+    allowed: BoolArray | None = None,
+    per_signal: int = CANDIDATES_PER_SIGNAL,
+) -> list[Candidates]:
+    """Each reader's candidates, as the feed finds them: the best ``per_signal`` by their
+    vector, by their text profile and by trending, among the columns ``allowed`` that
+    they have no record of."""
     model_rows = remap(rows, view.column_map, len(view.model.item_ids))
     vectors = view.model.fold_in(model_rows)
-    cf = (vectors @ view.factors.T).astype(np.float32)
-    content = similarity(profiles(view.text, rows), view.text)
+    cf_all = (vectors @ view.factors.T).astype(np.float32)
+    text_profiles = profiles(view.text, rows)
+    content_all = similarity(text_profiles, view.by_term)
+    blocked = np.zeros(cf_all.shape, dtype=bool)
+    blocked[rows.nonzero()] = True
+    if allowed is not None:
+        blocked[:, ~allowed] = True
+    hot = np.argsort(-trending, kind="stable")
+    hot = hot[trending[hot] > 0]  # nothing trending: no candidates from it
     liked = np.asarray((rows > 0).sum(axis=1), dtype=np.float64).ravel()
-    return RawSignals(cf, content, liked)
+    out = []
+    for row in range(rows.shape[0]):
+        free = ~blocked[row]
+        picks = [
+            _top(np.where(free, cf_all[row], -np.inf), per_signal),
+            _top(np.where(free, content_all[row], -np.inf), per_signal),
+            hot[free[hot]][:per_signal],
+        ]
+        columns = np.unique(np.concatenate(picks))
+        columns = columns[free[columns]]
+        out.append(
+            Candidates(
+                columns=columns,
+                cf=cf_all[row, columns],
+                content=content_all[row, columns],
+                trending=trending[columns],
+                cold=view.cold[columns],
+                positives=float(liked[row]),
+            )
+        )
+    return out
+
+
+def _top(scores: FloatArray, n: int) -> IntArray:
+    n = min(n, len(scores))
+    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    return top[np.isfinite(scores[top])].astype(np.int64)
 
 
 def production_scorer(
-    view: ColumnView, popularity: npt.NDArray[np.float64], params: BlendParams | None = None
+    view: ColumnView,
+    popularity: npt.NDArray[np.float64],
+    params: BlendParams | None = None,
+    allowed: BoolArray | None = None,
 ) -> evaluate.Scorer:
-    """The feed's ranking as an evaluation scorer (trending = training popularity)."""
+    """The feed's ranking as an evaluation scorer (trending = training popularity):
+    each reader's candidates blended, everything else unranked."""
     chosen = params or view.model.meta.blend
     trending = popularity.astype(np.float32)
 
     def score(users: IntArray, rows: sparse.csr_matrix) -> FloatArray:
-        raw = raw_signals(view, rows)
-        scores, _ = blend(raw.cf, raw.content, trending, raw.positives, view.cold, chosen)
-        return scores
+        out = np.full((rows.shape[0], len(view.cold)), -np.inf, dtype=np.float32)
+        for row, found in enumerate(candidates(view, rows, trending, allowed)):
+            blended, _ = blend(
+                found.cf[None, :],
+                found.content[None, :],
+                found.trending,
+                np.array([found.positives]),
+                found.cold,
+                chosen,
+            )
+            out[row, found.columns] = blended[0]
+        return out
 
     return score
 
@@ -226,7 +288,7 @@ def production_scorer(
 
 
 class Pools(NamedTuple):
-    """Each validation reader's best candidates (union of each signal's top ``POOL``)
+    """Each validation reader's candidates (the best ``CANDIDATES_PER_SIGNAL`` of each signal)
     with their standardised signals, for fast evaluation of many blends."""
 
     cf: FloatArray
@@ -251,49 +313,36 @@ def collect_pools(
     train: sparse.csr_matrix,
     test: sparse.csr_matrix,
     popularity: npt.NDArray[np.float64],
-    candidates: BoolArray | None = None,
+    allowed: BoolArray | None = None,
     batch: int = 256,
 ) -> Pools | None:
-    test = evaluate.sample_users(test, TUNE_READERS, 0)
+    """The readers' candidates (as ``production_scorer`` finds them) with their signals
+    standardised over them, and which are held out: many blends are then scored fast."""
+    test = evaluate.sample_users(test, POOL_READERS, 0)
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     if len(users) == 0:
         return None
-    trending = _z(np.log1p(np.maximum(popularity, 0)).astype(np.float32)[None, :])[0]
+    trending = np.log1p(np.maximum(popularity, 0)).astype(np.float32)
     rows_out: list[tuple[npt.NDArray[np.generic], ...]] = []
     n_relevant: list[int] = []
     history: list[float] = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
-        rows = train[chunk]
-        raw = raw_signals(view, rows)
-        cf, content = _z(raw.cf), _z(raw.content)
-        blocked = np.zeros(cf.shape, dtype=bool)
-        blocked[rows.nonzero()] = True
-        if candidates is not None:
-            blocked[:, ~candidates] = True
-        width = min(POOL, cf.shape[1] - 1)
-        # argpartition of negated scores: the smallest of (-signal) are the best.
-        picks = [
-            np.argpartition(np.where(blocked, np.inf, -signal), width, axis=1)[:, :width]
-            for signal in (cf, content, np.broadcast_to(trending, cf.shape))
-        ]
-        union = np.concatenate(picks, axis=1)
         truth = test[chunk]
-        for row in range(len(chunk)):
-            columns = np.unique(union[row])
-            columns = columns[~blocked[row, columns]]
+        found = candidates(view, train[chunk], popularity.astype(np.float32), allowed)
+        for row, reader in enumerate(found):
             relevant = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
             rows_out.append(
                 (
-                    cf[row, columns],
-                    content[row, columns],
-                    trending[columns],
-                    view.cold[columns],
-                    np.isin(columns, relevant),
+                    _z(reader.cf[None, :])[0],
+                    _z(reader.content[None, :])[0],
+                    _z(trending[reader.columns][None, :])[0],
+                    reader.cold,
+                    np.isin(reader.columns, relevant),
                 )
             )
             n_relevant.append(len(relevant))
-            history.append(float(raw.positives[row]))
+            history.append(reader.positives)
     width = max(len(r[0]) for r in rows_out)
     shape = (len(rows_out), width)
     arrays = [np.zeros(shape, dtype=np.float32) for _ in range(3)]
@@ -605,7 +654,7 @@ def learn(
     view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
     warm_pools = collect_pools(view, validation.fit, validation.warm, fit_popularity)
     cold_pools = collect_pools(
-        view, validation.fit, validation.cold, fit_popularity, validation.cold_items
+        view, validation.fit, validation.cold, fit_popularity, allowed=validation.cold_items
     )
     start = BlendParams() if warm_pools is not None else PRIOR
     blend_params = fit_blend(warm_pools, cold_pools, start)
