@@ -77,6 +77,7 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
         for w in (1.0, 3.0, 5.0, 11.0)
     }
     tokens: list[str] = []
+    favourites: list[int] = []
     rows, cols, vals = [], [], []
     index = {p.id: i for i, p in enumerate(catalog)}
     chunk = 1000
@@ -88,6 +89,7 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
                 tokens.append(token)
                 token_hash = hashlib.sha256(token.encode()).hexdigest()
                 favourite = rng.sample(range(TOPICS), 2)
+                favourites.append(favourite[0])
                 chosen: dict[str, float] = {}
                 while len(chosen) < per_user:
                     topic = (
@@ -117,7 +119,7 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
     await core.trending.add([Contribution(*t) for t in trending], now)
     await core.close()
     weights = build_matrix(rows, cols, vals, (users, papers))
-    return {"tokens": tokens, "weights": weights}
+    return {"tokens": tokens, "weights": weights, "favourites": favourites}
 
 
 def bare_fit_seconds(weights: Any, params: AlsParams) -> float:
@@ -140,23 +142,35 @@ async def training_seconds(redis_url: str, search: bool) -> tuple[float, dict[st
 
 
 async def add_new_interactions(
-    redis_url: str, users: int, papers: int, share: float, per_user: int, seed: int
+    redis_url: str, favourites: list[int], papers: int, share: float, per_user: int, seed: int
 ) -> int:
-    """``share`` of the readers each save ``per_user`` more papers, after the model."""
+    """``share`` of the readers each save ``per_user`` more papers of their favourite
+    topic that they had not met before, after the model."""
     rng = random.Random(seed)
     core = Core.connect(load_settings({}, redis_url=redis_url))
     now = time.time()
     record = msgspec.json.encode(
         {"w": 7.0, "f": 2, "v": 1, "c": 0, "i": 0, "dw": 0.0, "t": now, "vt": now, "st": now}
     )
+    users = len(favourites)
     chosen = rng.sample(range(users), int(share * users))
     added = 0
     for start in range(0, len(chosen), 1_000):
+        batch = chosen[start : start + 1_000]
         async with core.redis.pipeline(transaction=False) as pipe:
-            for u in chosen[start : start + 1_000]:
+            for u in batch:
+                pipe.hkeys(keys.user_papers(f"bench{u:07d}"))
+            known = await pipe.execute()
+        async with core.redis.pipeline(transaction=False) as pipe:
+            for u, had in zip(batch, known, strict=True):
                 user_id = f"bench{u:07d}"
-                new = {f"{2400 + n // 90000}.{n % 90000:05d}": record
-                       for n in rng.sample(range(papers), per_user)}  # fmt: skip
+                topic = favourites[u]
+                new = {}
+                while len(new) < per_user:
+                    n = rng.randrange(topic, papers, TOPICS)
+                    pid = f"{2400 + n // 90000}.{n % 90000:05d}"
+                    if pid not in had:
+                        new[pid] = record
                 pipe.hset(keys.user_papers(user_id), mapping=new)
                 added += len(new)
             await pipe.execute()
@@ -173,7 +187,9 @@ def training_bench(
     search_s, search_report = asyncio.run(training_seconds(redis_url, search=True))
     print(f"search run {search_s:.1f} s: {search_report['reason']}", flush=True)
     chosen = msgspec.convert(search_report["choices"]["search"]["best"], AlsParams)
-    added = asyncio.run(add_new_interactions(redis_url, args.users, args.papers, 0.1, 5, seed=1))
+    added = asyncio.run(
+        add_new_interactions(redis_url, data["favourites"], args.papers, 0.1, 5, seed=1)
+    )
     retrain_s, retrain_report = asyncio.run(training_seconds(redis_url, search=False))
     print(f"retraining {retrain_s:.1f} s: {retrain_report['reason']}", flush=True)
     bare = bare_fit_seconds(data["weights"], chosen)

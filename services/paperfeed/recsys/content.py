@@ -58,11 +58,14 @@ def normalize_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
 Tokens = list[list[str]]
 
 
-def tokenize(texts: Sequence[str]) -> Tokens:
-    """Each text's words and word pairs (lower case, English stop words removed): the
-    one pass over the text that every kind of features counts from."""
-    analyze = CountVectorizer(ngram_range=(1, 2), stop_words="english").build_analyzer()
-    return [analyze(text) for text in texts]
+def tokenize(texts: Sequence[str], kinds: Sequence[TextKind] = TEXT_KINDS) -> Tokens:
+    """Each text's words, and its word pairs when ``kinds`` needs them (lower case,
+    English stop words removed): the one pass over the text that every kind of features
+    counts from."""
+    pairs = "bigrams" in kinds
+    analyze = CountVectorizer(ngram_range=(1, 2 if pairs else 1), stop_words="english")
+    analyzer = analyze.build_analyzer()
+    return [analyzer(text) for text in texts]
 
 
 def count_terms(tokens: Tokens, index: dict[str, int]) -> sparse.csr_matrix:
@@ -95,7 +98,11 @@ class TextFeatures:
 
     @classmethod
     def fit(
-        cls, tokens: Tokens, seed: int = 0, max_papers: int = 30_000
+        cls,
+        tokens: Tokens,
+        seed: int = 0,
+        max_papers: int = 30_000,
+        kinds: Sequence[TextKind] = TEXT_KINDS,
     ) -> dict[TextKind, TextFeatures]:
         """Every kind of features, fitted on the papers' tokens (a seeded sample of
         ``max_papers`` when there are more: the vocabulary and idf settle long before).
@@ -111,7 +118,7 @@ class TextFeatures:
                 df[term] = df.get(term, 0) + 1
         n = len(tokens)
         fitted: dict[TextKind, TextFeatures] = {}
-        for kind in TEXT_KINDS:
+        for kind in kinds:
             own = df if kind == "bigrams" else {t: c for t, c in df.items() if " " not in t}
             chosen: list[tuple[int, str]] = []
             for min_df, max_df in ((2, 0.5), (1, 1.0)):
@@ -132,10 +139,10 @@ class TextFeatures:
 
     @classmethod
     def fit_vectors(
-        cls, tokens: Tokens, seed: int = 0
+        cls, tokens: Tokens, seed: int = 0, kinds: Sequence[TextKind] = TEXT_KINDS
     ) -> dict[TextKind, tuple[TextFeatures, sparse.csr_matrix]]:
         """``fit``, and every paper's vectors under each kind, counted in one pass."""
-        fitted = cls.fit(tokens, seed)
+        fitted = cls.fit(tokens, seed, kinds=kinds)
         union = sorted({term for f in fitted.values() for term in f.vocabulary})
         counts = count_terms(tokens, {term: i for i, term in enumerate(union)})
         position = {term: i for i, term in enumerate(union)}

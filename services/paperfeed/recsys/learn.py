@@ -72,7 +72,7 @@ COLD_MAX = 500
 COLD_MIN = 10
 CANDIDATES_PER_SIGNAL = 300
 CHOICE_READERS = 500
-POOL_READERS = 1_500
+POOL_READERS = 1_000
 REFIT_SWEEPS = 2
 FULL_REFIT_MAX_CELLS = 1_000_000
 SEARCH_SIGNIFICANCE = 2.0
@@ -363,8 +363,8 @@ def collect_pools(
     )
 
 
-def pool_ndcg(pools: Pools, params: BlendParams, k: int = K) -> float:
-    """Mean nDCG@k of ``params`` over the pools (the same maths as ``ranker.blend``)."""
+def reader_ndcg(pools: Pools, params: BlendParams, k: int = K) -> npt.NDArray[np.float64]:
+    """Each reader's nDCG@k under ``params`` (the same maths as ``ranker.blend``)."""
     from paperfeed.recsys.ranker import TIE_BREAK, history_weight
 
     w_content = history_weight(
@@ -391,39 +391,56 @@ def pool_ndcg(pools: Pools, params: BlendParams, k: int = K) -> float:
     dcg = (hits * discounts[None, :]).sum(axis=1)
     ideal_counts = np.minimum(pools.n_relevant, top_k)
     ideal = np.cumsum(discounts)[np.maximum(ideal_counts, 1) - 1]
-    return float(np.mean(dcg / ideal))
+    result: npt.NDArray[np.float64] = dcg / ideal
+    return result
+
+
+def pool_ndcg(pools: Pools, params: BlendParams, k: int = K) -> float:
+    """Mean nDCG@k of ``params`` over the pools."""
+    return float(reader_ndcg(pools, params, k).mean())
 
 
 def fit_blend(warm: Pools | None, cold: Pools | None, start: BlendParams) -> BlendParams:
-    """Coordinate ascent of the validation nDCG over the blend's weights."""
-    params = start
-    if warm is not None:
-        median = float(np.median(warm.history)) if len(warm.history) else start.median_history
-        params = msgspec.structs.replace(params, median_history=max(median, 1.0))
-        best = pool_ndcg(warm, params)
-        grids = {
-            "content": WEIGHTS,
-            "trending": WEIGHTS,
-            "content_slope": SLOPES,
-            "trending_slope": SLOPES,
-        }
+    """Coordinate ascent of the validation nDCG over the blend's weights.
+
+    A step is taken only when it helps on both halves of the validation readers: a
+    weight that helps one half by chance is not learned (small validation sets are
+    noisy)."""
+
+    def climb(
+        pools: Pools, params: BlendParams, grids: dict[str, tuple[float, ...]]
+    ) -> BlendParams:
+        half = np.random.default_rng(0).permutation(len(pools.history)) % 2 == 0
+        best = reader_ndcg(pools, params)
         for _ in range(3):
             improved = False
             for name, grid in grids.items():
                 for value in grid:
                     trial = msgspec.structs.replace(params, **{name: value})
-                    score = pool_ndcg(warm, trial)
-                    if score > best + 1e-5:
-                        best, params, improved = score, trial, True
+                    scores = reader_ndcg(pools, trial)
+                    gain = scores - best
+                    if gain.mean() > 1e-5 and gain[half].mean() > 0 and gain[~half].mean() > 0:
+                        best, params, improved = scores, trial, True
             if not improved:
                 break
+        return params
+
+    params = start
+    if warm is not None:
+        median = float(np.median(warm.history)) if len(warm.history) else start.median_history
+        params = msgspec.structs.replace(params, median_history=max(median, 1.0))
+        params = climb(
+            warm,
+            params,
+            {
+                "content": WEIGHTS,
+                "trending": WEIGHTS,
+                "content_slope": SLOPES,
+                "trending_slope": SLOPES,
+            },
+        )
     if cold is not None:
-        best = pool_ndcg(cold, params)
-        for value in COLD_CF:
-            trial = msgspec.structs.replace(params, cold_cf=value)
-            score = pool_ndcg(cold, trial)
-            if score > best + 1e-5:
-                best, params = score, trial
+        params = climb(cold, params, {"cold_cf": COLD_CF})
     return params
 
 
@@ -566,6 +583,8 @@ class Learned(NamedTuple):
     """(n_users, k) readers' vectors under ``model`` (exact for its item factors)."""
     fit_popularity: npt.NDArray[np.float64]
     """Interactions each paper had in the validation model's training data."""
+    seconds: dict[str, float]
+    """Seconds spent in each step."""
 
 
 def learn(
@@ -587,12 +606,24 @@ def learn(
     otherwise ``params`` are used (``search`` records where they came from). ``judged``
     cells are kept out of everything but the final model."""
     started = time.perf_counter()
+    laps: dict[str, float] = {}
+    mark = [started]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        laps[name] = round(now - mark[0], 3)
+        mark[0] = now
+
     weights = sparse.csr_matrix(weights, dtype=np.float32)
-    fitted = TextFeatures.fit_vectors(tokens, seed=seed)
+    # The text features are chosen with the search; retrainings fit the chosen kind.
+    reuse_text = search_trials <= 1 and search is not None
+    kinds: tuple[TextKind, ...] = (search.text,) if reuse_text and search else TEXT_KINDS
+    fitted = TextFeatures.fit_vectors(tokens, seed=seed, kinds=kinds)
     features = {kind: f for kind, (f, _) in fitted.items()}
     text = {kind: vectors for kind, (_, vectors) in fitted.items()}
     if progress:
         progress("text", 1, 1)
+    lap("text")
     validation = carve_validation(weights, seed, judged)
     # Large data: the later models continue this ALS, and the sweeps they take are
     # saved here, so that the whole costs about one fit. Small data: fresh fits.
@@ -600,6 +631,7 @@ def learn(
     stages = 2 if judged is not None and judged.nnz else 1
     reserve = REFIT_SWEEPS * stages if large else 0
     trained = train_validation_als(validation, params, search_trials, seed, progress, reserve)
+    lap("search" if trained.search else "als")
     fit_counts = np.bincount(positives(validation.fit).indices, minlength=weights.shape[1])
     fit_popularity = fit_counts.astype(np.float64)
     choices = Choices(
@@ -623,9 +655,9 @@ def learn(
         )
 
     # Text features: the content signal alone, warm and cold.
-    best_kind: TextKind = TEXT_KINDS[0]
+    best_kind: TextKind = kinds[0]
     best_score = -1.0
-    for kind in TEXT_KINDS:
+    for kind in kinds if len(kinds) > 1 else ():
         scores = []
         for cells, candidates in (
             (validation.warm, None),
@@ -647,8 +679,14 @@ def learn(
         if score > best_score:
             best_kind, best_score = kind, score
     choices.text = best_kind
+    if trained.search is not None:
+        trained.search.text = best_kind
+        trained.search.text_ndcg = dict(choices.text_ndcg)
+    elif search is not None and reuse_text:
+        choices.text_ndcg = dict(search.text_ndcg)
     if progress:
         progress("content", 1, 1)
+    lap("text_choice")
     # Blend.
     content_only = BlendParams(collaborative=False, content=1.0)
     view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
@@ -667,6 +705,7 @@ def learn(
         }
     if progress:
         progress("blend", 1, 1)
+    lap("blend")
     log.info(
         "learned",
         extra={"text": best_kind, "blend": msgspec.to_builtins(blend_params)},
@@ -719,6 +758,8 @@ def learn(
     judge_model = None
     if judged is not None and judged.nnz:
         judge_model, judge_users = refit(drop_cells(weights, judged), factors, "judge")
+        lap("judge_model")
         factors = (judge_users, judge_model.item_factors)
     final, users = refit(weights, factors, "refit")
-    return Learned(judge_model, final, users, fit_popularity)
+    lap("final_model")
+    return Learned(judge_model, final, users, fit_popularity, laps)

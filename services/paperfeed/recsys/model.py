@@ -46,6 +46,9 @@ class SearchReport(msgspec.Struct, kw_only=True):
     best: AlsParams
     trials: list[SearchTrial]
     seconds: float
+    text: TextKind = "words"
+    """The text features chosen with it (by the content signal's validation nDCG)."""
+    text_ndcg: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class Choices(msgspec.Struct, kw_only=True):

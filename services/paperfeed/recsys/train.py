@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -42,7 +43,7 @@ from scipy import sparse
 from paperfeed.catalog.papers import Paper
 from paperfeed.events import DISMISSED
 from paperfeed.recsys import evaluate, learn
-from paperfeed.recsys.content import paper_text, tokenize
+from paperfeed.recsys.content import TEXT_KINDS, paper_text, tokenize
 from paperfeed.recsys.matrix import DISMISS_WEIGHT, Indexer, drop_cells, positives
 from paperfeed.recsys.model import AlsParams, Choices, RecModel
 from paperfeed.recsys.repository import ModelRepository
@@ -60,28 +61,23 @@ GATE_SIGNIFICANCE = 2.0
 USERS_CHUNK = 500
 
 Progress = Callable[[str, int, int], None]
+FloatArray64 = npt.NDArray[np.float64]
 JudgedOn = Literal["new", "random", "none"]
 
 
 class Cell(msgspec.Struct):
-    """The fields of a reader's per-paper record that training reads."""
+    """The fields of a reader's per-paper record that training reads: weight, flags,
+    last event, and the times of the first view, click, upvote, save and share (the
+    earliest of which is when the reader first showed interest)."""
 
     w: float = 0.0
     f: int = 0
     t: float = 0.0
-    vt: float | None = None
-    ct: float | None = None
-    ut: float | None = None
-    st: float | None = None
-    sh: float | None = None
-
-    def first_at(self) -> float:
-        """When the reader first showed interest (else the last event's time)."""
-        times = [at for at in (self.vt, self.ct, self.ut, self.st, self.sh) if at is not None]
-        return min(times) if times else self.t
-
-
-decode_cell = msgspec.json.Decoder(Cell).decode
+    vt: float = math.inf
+    ct: float = math.inf
+    ut: float = math.inf
+    st: float = math.inf
+    sh: float = math.inf
 
 
 class Interactions(msgspec.Struct):
@@ -143,42 +139,73 @@ async def read_interactions(redis: RedisClient, progress: Progress | None = None
         if cursor == 0:
             break
     user_ids = [str(u) for u in await redis.zrange(keys.USERS, 0, -1)]
-    users = Indexer()
-    rows: list[int] = []
-    cols: list[int] = []
-    values: list[float] = []
-    times: list[float] = []
+    readers: list[str] = []
+    parts: list[
+        tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray64, FloatArray64]
+    ] = []
     for start in range(0, len(user_ids), USERS_CHUNK):
         chunk_ids = user_ids[start : start + USERS_CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for user_id in chunk_ids:
                 pipe.hgetall(keys.user_papers(user_id))
             records = await pipe.execute()
-        for user_id, papers in zip(chunk_ids, records, strict=True):
-            for paper_id, raw in papers.items():
-                item = item_index.index.get(str(paper_id))
-                if item is None:
-                    continue
-                cell = decode_cell(raw)
-                weight = DISMISS_WEIGHT if cell.f & DISMISSED else cell.w
-                if weight == 0:
-                    continue  # impressions alone say nothing yet
-                rows.append(users.add(user_id))
-                cols.append(item)
-                values.append(weight)
-                times.append(cell.first_at())
+        owners, columns, weights, firsts = _cells_of(records, item_index.index)
+        keep = weights != 0  # impressions alone say nothing yet
+        owners, columns, weights, firsts = owners[keep], columns[keep], weights[keep], firsts[keep]
+        present, rows = np.unique(owners, return_inverse=True)
+        parts.append((rows + len(readers), columns, weights, firsts))
+        readers.extend(chunk_ids[i] for i in present)
         if progress:
             progress("read", min(start + USERS_CHUNK, len(user_ids)), len(user_ids))
-    shape = (len(users), len(item_index))
-    weights = _matrix(rows, cols, values, shape)
+    shape = (len(readers), len(item_index))
+    rows = np.concatenate([part[0] for part in parts]) if parts else np.zeros(0, np.int64)
+    cols = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
+    values = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0)
+    times = np.concatenate([part[3] for part in parts]) if parts else np.zeros(0)
+    weights_matrix = _matrix(rows, cols, values, shape)
     first_at = _matrix(rows, cols, times, shape, dtype=np.float64)
-    return Interactions(users.ids, item_index.ids, texts, weights, first_at)
+    return Interactions(readers, item_index.ids, texts, weights_matrix, first_at)
+
+
+_decode_cells = msgspec.json.Decoder(list[Cell]).decode
+
+
+def _cells_of(
+    records: list[dict[str, str]], index: dict[str, int]
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]:
+    """(owner, column, weight, first time) of every record of catalogued papers, decoded
+    in one pass (one JSON array for the whole chunk: training reads millions)."""
+    owners: list[int] = []
+    columns: list[int | None] = []
+    raws: list[str] = []
+    for owner, papers in enumerate(records):
+        owners.extend([owner] * len(papers))
+        columns.extend(map(index.get, papers.keys()))
+        raws.extend(papers.values())
+    cells = _decode_cells("[" + ",".join(raws) + "]")
+    table = np.array(
+        [(c.w, c.f, c.t, c.vt, c.ct, c.ut, c.st, c.sh) for c in cells], dtype=np.float64
+    ).reshape(-1, 8)
+    known = np.array([c is not None for c in columns], dtype=bool)
+    flags = table[:, 1].astype(np.int64)
+    weights = np.where(flags & DISMISSED, DISMISS_WEIGHT, table[:, 0])
+    firsts = table[:, 3:].min(axis=1)
+    firsts = np.where(np.isfinite(firsts), firsts, table[:, 2])
+    column_ids = np.array([c if c is not None else -1 for c in columns], dtype=np.int64)
+    return (
+        np.array(owners, dtype=np.int64)[known],
+        column_ids[known],
+        weights[known],
+        firsts[known],
+    )
 
 
 def _matrix(
-    rows: list[int],
-    cols: list[int],
-    values: list[float],
+    rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    values: FloatArray64,
     shape: tuple[int, int],
     dtype: type[np.floating] = np.float32,
 ) -> sparse.csr_matrix:
@@ -366,7 +393,11 @@ async def train_and_publish(
     start = configured
     if last_search is not None:
         start = msgspec.structs.replace(last_search.best, iterations=configured.iterations)
-    tokens = await asyncio.to_thread(tokenize, data.item_texts)
+    # Between searches only the chosen text features are fitted: no word pairs to count
+    # when words were chosen.
+    kinds = TEXT_KINDS if due or last_search is None else (last_search.text,)
+    tokens = await asyncio.to_thread(tokenize, data.item_texts, kinds)
+    stage("prepare")
     learned = await asyncio.to_thread(
         learner,
         data.weights,
@@ -380,6 +411,7 @@ async def train_and_publish(
         progress=progress,
     )
     stage("learn")
+    stages.update({f"learn.{step}": seconds for step, seconds in learned.seconds.items()})
     if due and learned.model.meta.choices.search is not None:
         await repository.record_search(learned.model.meta.choices.search)
 
