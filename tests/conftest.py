@@ -29,6 +29,8 @@ from tests.redis_cluster import start_cluster
 
 ADMIN_TOKEN = "test-admin-token"
 FIXTURES = Path(__file__).parent / "fixtures"
+DATA_DIR = tempfile.mkdtemp(prefix="pf-test-data-")
+"""The data dir of the services the tests start (the trainer's cache goes there)."""
 
 
 def free_port() -> int:
@@ -102,7 +104,11 @@ def plain_client(url: str) -> redis.Redis:
 
 def redis_env(url: str) -> dict[str, str]:
     """The environment that points a ``paperfeed`` command at ``url``."""
-    return {"REDIS_URL": url, "PAPERFEED_REDIS_CLUSTER": str(url in CLUSTER_URLS).lower()}
+    return {
+        "REDIS_URL": url,
+        "PAPERFEED_REDIS_CLUSTER": str(url in CLUSTER_URLS).lower(),
+        "PAPERFEED_DATA_DIR": DATA_DIR,
+    }
 
 
 @pytest.fixture
@@ -125,6 +131,7 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         "trending_cache_s": 0,
         "model_poll_s": 0.2,
+        "data_dir": DATA_DIR,
     }
     values.update(overrides)
     return load_settings({}, **values)

@@ -16,7 +16,9 @@ weighted by text similarity), so it can be ranked for a reader on the day it app
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
@@ -69,14 +71,15 @@ def tokenize(texts: Sequence[str], kinds: Sequence[TextKind] = TEXT_KINDS) -> To
 
 
 def count_terms(tokens: Tokens, index: dict[str, int]) -> sparse.csr_matrix:
-    """(len(tokens), len(index)) float32 CSR: how often each indexed term occurs."""
-    indptr = [0]
-    indices: list[int] = []
-    for doc in tokens:
-        indices.extend(index[t] for t in doc if t in index)
-        indptr.append(len(indices))
+    """(len(tokens), len(index)) float32 CSR: how often each indexed term occurs (terms
+    not in ``index`` are left out)."""
+    flat = list(itertools.chain.from_iterable(tokens))
+    ids = np.fromiter(map(index.get, flat, itertools.repeat(-1)), dtype=np.int64, count=len(flat))
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    rows = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
+    known = ids >= 0
     counts = sparse.csr_matrix(
-        (np.ones(len(indices), dtype=np.float32), np.array(indices, dtype=np.int64), indptr),
+        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], ids[known])),
         shape=(len(tokens), len(index)),
     )
     counts.sum_duplicates()
@@ -112,10 +115,9 @@ class TextFeatures:
         if len(tokens) > max_papers:
             pick = np.random.default_rng(seed).choice(len(tokens), max_papers, replace=False)
             tokens = [tokens[i] for i in sorted(pick)]
-        df: dict[str, int] = {}
+        df: Counter[str] = Counter()
         for doc in tokens:
-            for term in set(doc):
-                df[term] = df.get(term, 0) + 1
+            df.update(set(doc))
         n = len(tokens)
         fitted: dict[TextKind, TextFeatures] = {}
         for kind in kinds:
@@ -153,10 +155,9 @@ class TextFeatures:
         return out
 
     def vectors(self, tokens: Tokens) -> sparse.csr_matrix:
-        """(len(tokens), terms) float32 CSR, rows L2-normalised (empty for no known term)."""
-        if self.kind == "bigrams":
-            return self.weigh(count_terms(tokens, self.index))
-        return self.weigh(count_terms([[t for t in d if " " not in t] for d in tokens], self.index))
+        """(len(tokens), terms) float32 CSR, rows L2-normalised (empty for no known term;
+        word pairs are simply not in a ``words`` vocabulary)."""
+        return self.weigh(count_terms(tokens, self.index))
 
     def weigh(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
         """Term counts -> sublinear TF-IDF rows, L2-normalised."""

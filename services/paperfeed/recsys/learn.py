@@ -585,6 +585,8 @@ class Learned(NamedTuple):
     """Interactions each paper had in the validation model's training data."""
     seconds: dict[str, float]
     """Seconds spent in each step."""
+    text: sparse.csr_matrix
+    """(n_items, terms) the papers' text vectors under the models' text features."""
 
 
 def learn(
@@ -762,4 +764,4 @@ def learn(
         factors = (judge_users, judge_model.item_factors)
     final, users = refit(weights, factors, "refit")
     lap("final_model")
-    return Learned(judge_model, final, users, fit_popularity, laps)
+    return Learned(judge_model, final, users, fit_popularity, laps, text[best_kind])

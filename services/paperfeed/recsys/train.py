@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -40,15 +39,13 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from paperfeed.catalog.papers import Paper
-from paperfeed.events import DISMISSED
 from paperfeed.recsys import evaluate, learn
-from paperfeed.recsys.content import TEXT_KINDS, paper_text, tokenize
-from paperfeed.recsys.matrix import DISMISS_WEIGHT, Indexer, drop_cells, positives
+from paperfeed.recsys.content import TEXT_KINDS, tokenize
+from paperfeed.recsys.data import Interactions, read_interactions
+from paperfeed.recsys.matrix import drop_cells, positives
 from paperfeed.recsys.model import AlsParams, Choices, RecModel
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.settings import Settings
-from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
 log = logging.getLogger(__name__)
@@ -63,36 +60,6 @@ USERS_CHUNK = 500
 Progress = Callable[[str, int, int], None]
 FloatArray64 = npt.NDArray[np.float64]
 JudgedOn = Literal["new", "random", "none"]
-
-
-class Cell(msgspec.Struct):
-    """The fields of a reader's per-paper record that training reads: weight, flags,
-    last event, and the times of the first view, click, upvote, save and share (the
-    earliest of which is when the reader first showed interest)."""
-
-    w: float = 0.0
-    f: int = 0
-    t: float = 0.0
-    vt: float = math.inf
-    ct: float = math.inf
-    ut: float = math.inf
-    st: float = math.inf
-    sh: float = math.inf
-
-
-class Interactions(msgspec.Struct):
-    user_ids: list[str]
-    item_ids: list[str]
-    item_texts: list[str]
-    weights: sparse.csr_matrix
-    """(n_users, n_items) float32: event confidence, -1 for dismissed papers."""
-    first_at: sparse.csr_matrix
-    """The same cells: when each was first liked (unix seconds)."""
-
-    @property
-    def data_until(self) -> float:
-        liked = self.weights.data > 0
-        return float(self.first_at.data[liked].max()) if liked.any() else 0.0
 
 
 class Decision(msgspec.Struct, kw_only=True):
@@ -121,101 +88,6 @@ class Decision(msgspec.Struct, kw_only=True):
     searched: bool = False
     """Whether this run searched the ALS hyperparameters."""
     choices: Choices | None = None
-
-
-async def read_interactions(redis: RedisClient, progress: Progress | None = None) -> Interactions:
-    """Every reader's per-paper records, over the catalog's papers."""
-    item_index = Indexer()
-    texts: list[str] = []
-    cursor = 0
-    decode = msgspec.json.Decoder(Paper).decode
-    while True:
-        cursor, chunk = await redis.hscan(keys.PAPERS, cursor, count=5_000)
-        assert isinstance(chunk, dict)
-        for paper_id, raw in chunk.items():
-            paper = decode(raw)
-            item_index.add(str(paper_id))
-            texts.append(paper_text(paper.title, paper.abstract))
-        if cursor == 0:
-            break
-    user_ids = [str(u) for u in await redis.zrange(keys.USERS, 0, -1)]
-    readers: list[str] = []
-    parts: list[
-        tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray64, FloatArray64]
-    ] = []
-    for start in range(0, len(user_ids), USERS_CHUNK):
-        chunk_ids = user_ids[start : start + USERS_CHUNK]
-        async with redis.pipeline(transaction=False) as pipe:
-            for user_id in chunk_ids:
-                pipe.hgetall(keys.user_papers(user_id))
-            records = await pipe.execute()
-        owners, columns, weights, firsts = _cells_of(records, item_index.index)
-        keep = weights != 0  # impressions alone say nothing yet
-        owners, columns, weights, firsts = owners[keep], columns[keep], weights[keep], firsts[keep]
-        present, rows = np.unique(owners, return_inverse=True)
-        parts.append((rows + len(readers), columns, weights, firsts))
-        readers.extend(chunk_ids[i] for i in present)
-        if progress:
-            progress("read", min(start + USERS_CHUNK, len(user_ids)), len(user_ids))
-    shape = (len(readers), len(item_index))
-    rows = np.concatenate([part[0] for part in parts]) if parts else np.zeros(0, np.int64)
-    cols = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
-    values = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0)
-    times = np.concatenate([part[3] for part in parts]) if parts else np.zeros(0)
-    weights_matrix = _matrix(rows, cols, values, shape)
-    first_at = _matrix(rows, cols, times, shape, dtype=np.float64)
-    return Interactions(readers, item_index.ids, texts, weights_matrix, first_at)
-
-
-_decode_cells = msgspec.json.Decoder(list[Cell]).decode
-
-
-def _cells_of(
-    records: list[dict[str, str]], index: dict[str, int]
-) -> tuple[
-    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-]:
-    """(owner, column, weight, first time) of every record of catalogued papers, decoded
-    in one pass (one JSON array for the whole chunk: training reads millions)."""
-    owners: list[int] = []
-    columns: list[int | None] = []
-    raws: list[str] = []
-    for owner, papers in enumerate(records):
-        owners.extend([owner] * len(papers))
-        columns.extend(map(index.get, papers.keys()))
-        raws.extend(papers.values())
-    cells = _decode_cells("[" + ",".join(raws) + "]")
-    table = np.array(
-        [(c.w, c.f, c.t, c.vt, c.ct, c.ut, c.st, c.sh) for c in cells], dtype=np.float64
-    ).reshape(-1, 8)
-    known = np.array([c is not None for c in columns], dtype=bool)
-    flags = table[:, 1].astype(np.int64)
-    weights = np.where(flags & DISMISSED, DISMISS_WEIGHT, table[:, 0])
-    firsts = table[:, 3:].min(axis=1)
-    firsts = np.where(np.isfinite(firsts), firsts, table[:, 2])
-    column_ids = np.array([c if c is not None else -1 for c in columns], dtype=np.int64)
-    return (
-        np.array(owners, dtype=np.int64)[known],
-        column_ids[known],
-        weights[known],
-        firsts[known],
-    )
-
-
-def _matrix(
-    rows: npt.NDArray[np.int64],
-    cols: npt.NDArray[np.int64],
-    values: FloatArray64,
-    shape: tuple[int, int],
-    dtype: type[np.floating] = np.float32,
-) -> sparse.csr_matrix:
-    # One record per (reader, paper): no duplicates to sum, CSR order for both matrices.
-    matrix = sparse.csr_matrix(
-        (np.asarray(values, dtype=dtype), (np.asarray(rows, dtype=np.int64), np.asarray(cols))),
-        shape=shape,
-    )
-    matrix.sort_indices()
-    return matrix
 
 
 def judge_cells(
@@ -348,7 +220,7 @@ async def train_and_publish(
         mark = now
 
     repository = ModelRepository(redis, settings.models_kept)
-    data = await read_interactions(redis, progress)
+    data = await read_interactions(redis, progress, settings.data_path / "trainer")
     stage("read")
     n_users, n_items = data.weights.shape
     summary = {"users": n_users, "papers": n_items, "interactions": int(data.weights.nnz)}
@@ -469,9 +341,7 @@ def _judge(
     )
     candidate = learned.judge_model
     assert candidate is not None, "learn() judges when given judged cells"
-    views = {
-        "candidate": learn.column_view(candidate, data.item_ids, candidate.text.vectors(tokens))
-    }
+    views = {"candidate": learn.column_view(candidate, data.item_ids, learned.text)}
     if current is not None:
         views["current"] = learn.column_view(current, data.item_ids, current.text.vectors(tokens))
     metrics = {

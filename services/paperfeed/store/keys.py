@@ -27,6 +27,8 @@ Trending (one tag per window so the decay script owns both keys)
 Installs
 - ``pf:token:<sha256(token)>`` (STRING) user id — deleted with the user.
 - ``pf:users`` (ZSET) user id -> last activity unix time — one member per install.
+- ``pf:deployment`` (STRING) this deployment's random id (what the trainer's cache of
+  training data belongs to), made once.
 - ``pf:stats`` (HASH) ``events`` (accepted events, all time), ``installs``.
 
 Per user (tag ``{u:<id>}``)
@@ -85,6 +87,7 @@ CANDIDATE_SEEN = "pf:cand:{c}:seen"
 CANDIDATE_REPORTER_TTL_S = 30 * 86_400
 
 USERS = "pf:users"
+DEPLOYMENT = "pf:deployment"
 STATS = "pf:stats"
 
 MODEL_CURRENT = "pf:{model}:current"

@@ -1,0 +1,294 @@
+"""The training data: every reader's per-paper records, read from Redis.
+
+Reading millions of records is a large part of a training, and between two trainings
+most readers did nothing. The trainer keeps what it read (``CACHE_FILE`` in its data
+directory, tagged with the deployment's id in Redis so that it never mixes two
+Redis): the next training re-reads only readers active since (``pf:users`` holds each
+install's last activity, moved by every accepted event) and takes the others' rows from
+the file. Installs gone from ``pf:users`` (erased) are left out; papers gone from the
+catalog are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from paperfeed.catalog.papers import Paper
+from paperfeed.events import DISMISSED
+from paperfeed.recsys.content import paper_text
+from paperfeed.recsys.matrix import DISMISS_WEIGHT, Indexer
+from paperfeed.store import keys
+from paperfeed.store.client import RedisClient
+
+log = logging.getLogger(__name__)
+
+USERS_CHUNK = 500
+CACHE_FILE = "training-data.npz"
+CACHE_MARGIN_S = 300.0
+"""Readers active this long before the last read are read again (clock skew between
+api hosts and the trainer, events in flight while it read)."""
+
+Progress = Callable[[str, int, int], None]
+FloatArray64 = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class Cell(msgspec.Struct):
+    """The fields of a reader's per-paper record that training reads: weight, flags,
+    last event, and the times of the first view, click, upvote, save and share (the
+    earliest of which is when the reader first showed interest)."""
+
+    w: float = 0.0
+    f: int = 0
+    t: float = 0.0
+    vt: float = math.inf
+    ct: float = math.inf
+    ut: float = math.inf
+    st: float = math.inf
+    sh: float = math.inf
+
+
+class Interactions(msgspec.Struct):
+    user_ids: list[str]
+    item_ids: list[str]
+    item_texts: list[str]
+    weights: sparse.csr_matrix
+    """(n_users, n_items) float32: event confidence, -1 for dismissed papers."""
+    first_at: sparse.csr_matrix
+    """The same cells: when each was first liked (unix seconds)."""
+
+    @property
+    def data_until(self) -> float:
+        liked = self.weights.data > 0
+        return float(self.first_at.data[liked].max()) if liked.any() else 0.0
+
+
+async def read_interactions(
+    redis: RedisClient, progress: Progress | None = None, cache_dir: Path | None = None
+) -> Interactions:
+    """Every reader's per-paper records, over the catalog's papers (through the cache in
+    ``cache_dir`` when given)."""
+    item_index = Indexer()
+    texts: list[str] = []
+    cursor = 0
+    decode = msgspec.json.Decoder(Paper).decode
+    while True:
+        cursor, chunk = await redis.hscan(keys.PAPERS, cursor, count=5_000)
+        assert isinstance(chunk, dict)
+        for paper_id, raw in chunk.items():
+            paper = decode(raw)
+            item_index.add(str(paper_id))
+            texts.append(paper_text(paper.title, paper.abstract))
+        if cursor == 0:
+            break
+    deployment = await deployment_id(redis)
+    read_at = time.time()
+    scored = await redis.zrange(keys.USERS, 0, -1, withscores=True)
+    active = [(str(user), float(score)) for user, score in scored]  # type: ignore[str-unpack]
+    cached = load_cache(cache_dir, deployment) if cache_dir is not None else None
+    reuse: list[str] = []
+    to_read: list[str] = []
+    for user_id, last_active in active:
+        if (
+            cached is not None
+            and user_id in cached.rows
+            and last_active < cached.read_at - CACHE_MARGIN_S
+        ):
+            reuse.append(user_id)
+        else:
+            to_read.append(user_id)
+    readers: list[str] = []
+    parts: list[tuple[IntArray, IntArray, FloatArray64, FloatArray64]] = []
+    if cached is not None and reuse:
+        parts.append(cached.rows_of(reuse, item_index.index))
+        readers.extend(reuse)
+    for start in range(0, len(to_read), USERS_CHUNK):
+        chunk_ids = to_read[start : start + USERS_CHUNK]
+        async with redis.pipeline(transaction=False) as pipe:
+            for user_id in chunk_ids:
+                pipe.hgetall(keys.user_papers(user_id))
+            records = await pipe.execute()
+        owners, columns, weights, firsts = _cells_of(records, item_index.index)
+        present, rows = np.unique(owners, return_inverse=True)
+        parts.append((rows + len(readers), columns, weights, firsts))
+        readers.extend(chunk_ids[i] for i in present)
+        if progress:
+            progress("read", min(start + USERS_CHUNK, len(to_read)), len(to_read))
+    shape = (len(readers), len(item_index))
+    rows = np.concatenate([part[0] for part in parts]) if parts else np.zeros(0, np.int64)
+    cols = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
+    values = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0)
+    times = np.concatenate([part[3] for part in parts]) if parts else np.zeros(0)
+    keep = values != 0  # impressions alone say nothing yet
+    data = Interactions(
+        readers,
+        item_index.ids,
+        texts,
+        _matrix(rows[keep], cols[keep], values[keep], shape),
+        _matrix(rows[keep], cols[keep], times[keep], shape, dtype=np.float64),
+    )
+    log.info(
+        "training data read",
+        extra={"readers": len(readers), "read": len(to_read), "from_cache": len(reuse)},
+    )
+    if cache_dir is not None:
+        save_cache(cache_dir, deployment, read_at, data)
+    return data
+
+
+async def deployment_id(redis: RedisClient) -> str:
+    """This deployment's id (made once, kept in Redis): what a cache belongs to."""
+    await redis.set(keys.DEPLOYMENT, secrets.token_hex(8), nx=True)
+    return str(await redis.get(keys.DEPLOYMENT))
+
+
+class Cached:
+    """What the last training read: each reader's row, over that training's papers."""
+
+    def __init__(
+        self,
+        read_at: float,
+        users: list[str],
+        items: list[str],
+        weights: sparse.csr_matrix,
+        first_at: sparse.csr_matrix,
+    ) -> None:
+        self.read_at = read_at
+        self.rows = {user: row for row, user in enumerate(users)}
+        self.items = items
+        self.weights = weights
+        self.first_at = first_at
+
+    def rows_of(
+        self, users: list[str], index: dict[str, int]
+    ) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64]:
+        """(row, column, weight, first time) of ``users``' cells, over today's papers
+        (rows numbered 0.. in ``users`` order; papers gone from the catalog left out)."""
+        picked = np.array([self.rows[user] for user in users], dtype=np.int64)
+        weights = self.weights[picked].tocoo()
+        firsts = self.first_at[picked].tocoo()
+        columns = np.array([index.get(item, -1) for item in self.items], dtype=np.int64)[
+            weights.col
+        ]
+        known = columns >= 0
+        return (
+            weights.row[known].astype(np.int64),
+            columns[known],
+            weights.data[known].astype(np.float64),
+            firsts.data[known].astype(np.float64),
+        )
+
+
+def load_cache(cache_dir: Path, deployment: str) -> Cached | None:
+    path = cache_dir / CACHE_FILE
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if str(arrays["deployment"]) != deployment:
+                log.info("training data cache is another deployment's: reading everything")
+                return None
+            users = _split(arrays["users"])
+            items = _split(arrays["items"])
+            shape = (len(users), len(items))
+            indptr, indices = arrays["indptr"], arrays["indices"]
+            weights = sparse.csr_matrix((arrays["weights"], indices, indptr), shape=shape)
+            first_at = sparse.csr_matrix((arrays["first_at"], indices, indptr), shape=shape)
+            return Cached(float(arrays["read_at"]), users, items, weights, first_at)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning(
+            "training data cache unreadable: reading everything", extra={"error": repr(exc)}
+        )
+        return None
+
+
+def save_cache(cache_dir: Path, deployment: str, read_at: float, data: Interactions) -> None:
+    """Write what was read (to a temporary file, then renamed: a crash leaves the old)."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cache_dir / f".{CACHE_FILE}.{os.getpid()}.tmp"
+        weights, first_at = data.weights, data.first_at
+        with open(partial, "wb") as handle:
+            np.savez(
+                handle,
+                deployment=np.array(deployment),
+                read_at=np.array(read_at),
+                users=_joined(data.user_ids),
+                items=_joined(data.item_ids),
+                indptr=weights.indptr,
+                indices=weights.indices,
+                weights=weights.data,
+                first_at=first_at.data,
+            )
+        os.replace(partial, cache_dir / CACHE_FILE)
+    except OSError as exc:
+        log.warning("training data cache not written", extra={"error": repr(exc)})
+
+
+def _joined(ids: list[str]) -> npt.NDArray[np.uint8]:
+    return np.frombuffer("\n".join(ids).encode(), dtype=np.uint8)
+
+
+def _split(raw: npt.NDArray[np.generic]) -> list[str]:
+    text = bytes(np.asarray(raw, dtype=np.uint8)).decode()
+    return text.split("\n") if text else []
+
+
+_decode_cells = msgspec.json.Decoder(list[Cell]).decode
+
+
+def _cells_of(
+    records: list[dict[str, str]], index: dict[str, int]
+) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64]:
+    """(owner, column, weight, first time) of every record of catalogued papers, decoded
+    in one pass (one JSON array for the whole chunk: training reads millions)."""
+    owners: list[int] = []
+    columns: list[int | None] = []
+    raws: list[str] = []
+    for owner, papers in enumerate(records):
+        owners.extend([owner] * len(papers))
+        columns.extend(map(index.get, papers.keys()))
+        raws.extend(papers.values())
+    cells = _decode_cells("[" + ",".join(raws) + "]")
+    table = np.array(
+        [(c.w, c.f, c.t, c.vt, c.ct, c.ut, c.st, c.sh) for c in cells], dtype=np.float64
+    ).reshape(-1, 8)
+    known = np.array([c is not None for c in columns], dtype=bool)
+    flags = table[:, 1].astype(np.int64)
+    weights = np.where(flags & DISMISSED, DISMISS_WEIGHT, table[:, 0])
+    firsts = table[:, 3:].min(axis=1)
+    firsts = np.where(np.isfinite(firsts), firsts, table[:, 2])
+    column_ids = np.array([c if c is not None else -1 for c in columns], dtype=np.int64)
+    return (
+        np.array(owners, dtype=np.int64)[known],
+        column_ids[known],
+        weights[known],
+        firsts[known],
+    )
+
+
+def _matrix(
+    rows: IntArray,
+    cols: IntArray,
+    values: FloatArray64,
+    shape: tuple[int, int],
+    dtype: type[np.floating] = np.float32,
+) -> sparse.csr_matrix:
+    # One record per (reader, paper): no duplicates to sum, CSR order for both matrices.
+    matrix = sparse.csr_matrix(
+        (np.asarray(values, dtype=dtype), (np.asarray(rows, dtype=np.int64), np.asarray(cols))),
+        shape=shape,
+    )
+    matrix.sort_indices()
+    return matrix
