@@ -72,7 +72,8 @@ COLD_MAX = 500
 COLD_MIN = 10
 CANDIDATES_PER_SIGNAL = 300
 CHOICE_READERS = 500
-POOL_READERS = 1_000
+POOL_READERS = 600
+COLD_POOL_READERS = 400
 REFIT_SWEEPS = 2
 FULL_REFIT_MAX_CELLS = 1_000_000
 SEARCH_SIGNIFICANCE = 2.0
@@ -314,11 +315,12 @@ def collect_pools(
     test: sparse.csr_matrix,
     popularity: npt.NDArray[np.float64],
     allowed: BoolArray | None = None,
+    readers: int = POOL_READERS,
     batch: int = 256,
 ) -> Pools | None:
     """The readers' candidates (as ``production_scorer`` finds them) with their signals
     standardised over them, and which are held out: many blends are then scored fast."""
-    test = evaluate.sample_users(test, POOL_READERS, 0)
+    test = evaluate.sample_users(test, readers, 0)
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     if len(users) == 0:
         return None
@@ -694,7 +696,12 @@ def learn(
     view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
     warm_pools = collect_pools(view, validation.fit, validation.warm, fit_popularity)
     cold_pools = collect_pools(
-        view, validation.fit, validation.cold, fit_popularity, allowed=validation.cold_items
+        view,
+        validation.fit,
+        validation.cold,
+        fit_popularity,
+        allowed=validation.cold_items,
+        readers=COLD_POOL_READERS,
     )
     start = BlendParams() if warm_pools is not None else PRIOR
     blend_params = fit_blend(warm_pools, cold_pools, start)
