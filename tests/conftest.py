@@ -130,6 +130,8 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "log_json": False,
         "log_level": "WARNING",
         "trending_cache_s": 0,
+        # Feeds see trending as it is (tests of the feed cache set their own epoch).
+        "trending_snapshot_s": 0.001,
         "model_poll_s": 0.2,
         "data_dir": DATA_DIR,
     }

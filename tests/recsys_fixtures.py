@@ -70,13 +70,23 @@ def many_id(topic: int, n: int) -> str:
     return f"2409.{topic:02d}{n:03d}"
 
 
-def many_events(topic: int, rng: random.Random, size: int, kind: str = "save") -> list[Event]:
-    """A reader of one topic (with an occasional paper of another): views and saves."""
+POPULAR = [1.0 / (n + 1) for n in range(MANY_PAPERS_PER_TOPIC)]
+
+
+def many_events(
+    topic: int, rng: random.Random, size: int, kind: str = "save", skewed: bool = False
+) -> list[Event]:
+    """A reader of one topic (with an occasional paper of another): views and saves;
+    ``skewed``: the first papers of a topic are read far more than the last."""
     chosen: set[str] = set()
     while len(chosen) < size:
         other = rng.random() < 0.1
         t = rng.randrange(MANY_TOPICS) if other else topic
-        chosen.add(many_id(t, rng.randrange(MANY_PAPERS_PER_TOPIC)))
+        if skewed:
+            n = rng.choices(range(MANY_PAPERS_PER_TOPIC), weights=POPULAR)[0]
+        else:
+            n = rng.randrange(MANY_PAPERS_PER_TOPIC)
+        chosen.add(many_id(t, n))
     events = []
     for pid in sorted(chosen):
         events.append(Event(**event(pid, "view", dwell_ms=rng.randint(5_000, 120_000))))
@@ -84,7 +94,9 @@ def many_events(topic: int, rng: random.Random, size: int, kind: str = "save") -
     return events
 
 
-async def populate_many(core: Core, readers: int, size: int = 8, seed: int = 3) -> list[str]:
+async def populate_many(
+    core: Core, readers: int, size: int = 8, seed: int = 3, skewed: bool = False
+) -> list[str]:
     """``readers`` synthetic readers (one topic each) over ``many_papers``; their ids."""
     records = [paper_from_record(PaperRecord(**p), "admin") for p in many_papers()]
     await core.catalog.upsert(records, time.time())
@@ -92,7 +104,8 @@ async def populate_many(core: Core, readers: int, size: int = 8, seed: int = 3) 
     users = []
     for n in range(readers):
         user = await core.users.register()
-        await core.ingestor.ingest(user.user_id, many_events(n % MANY_TOPICS, rng, size))
+        events = many_events(n % MANY_TOPICS, rng, size, skewed=skewed)
+        await core.ingestor.ingest(user.user_id, events)
         users.append(user.user_id)
     return users
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -239,8 +240,14 @@ def test_the_badge_counts_new_recommendations(browser: tuple[Any, str], service:
         return str(worker.evaluate("chrome.action.getBadgeText({})"))
 
     assert badge_after_tick() == ""
+    # Three new papers on the topic of the paper the reader upvoted in the popup.
+    upvoted = next(
+        e["paper_id"] for e in export(service, context)["events"] if e["type"] == "upvote"
+    )
+    liked = httpx.get(f"{service.url}/v1/papers/{upvoted}").json()
     fresh = [
-        {"id": f"2411.8000{n}", "title": f"Fresh paper {n}", "upvotes": 5000 + n,
+        {"id": f"2411.8000{n}", "title": f"{liked['title']}, part {n + 2}",
+         "abstract": liked.get("abstract") or "", "upvotes": 50 + n,
          "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         for n in range(3)
     ]  # fmt: skip
@@ -288,9 +295,29 @@ def test_paper_pages_record_a_view_with_metadata(
     page.close()
 
 
-def test_the_hugging_face_list_gets_for_you_marks(browser: tuple[Any, str]) -> None:
+def test_the_hugging_face_list_gets_for_you_marks(
+    browser: tuple[Any, str], service: Service
+) -> None:
     context, _ = browser
+    # The list shows three papers of the reader's feed among five others.
+    feed = httpx.get(
+        f"{service.url}/v1/feed",
+        params={"limit": 50},
+        headers={"Authorization": f"Bearer {token(context)}"},
+    ).json()["items"]
+    arxiv_ids = [
+        i["paper"]["id"] for i in feed[:15] if re.fullmatch(r"\d{4}\.\d{4,5}", i["paper"]["id"])
+    ]
+    picked = arxiv_ids[:3]
+    assert len(picked) == 3, feed
+    listing = (PAGES / "hf-list.html").read_text()
+    for listed, ours in zip(("2312.17681", "2312.17276", "2312.17742"), picked, strict=True):
+        listing = listing.replace(f"/papers/{listed}", f"/papers/{ours}")
     page = context.new_page()
+    page.route(
+        "https://huggingface.co/papers",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=listing),
+    )
     page.goto("https://huggingface.co/papers")
     page.wait_for_selector(".paperfeed-for-you", timeout=15_000)
     marked = page.locator(".paperfeed-for-you").evaluate_all(
@@ -304,7 +331,7 @@ def test_the_hugging_face_list_gets_for_you_marks(browser: tuple[Any, str]) -> N
     for_you = {f"/papers/{p['id']}" for p in storage(context, "forYou")["papers"]}
     # Exactly the listed papers that the reader's feed ranks highly, each marked once.
     assert sorted(marked) == sorted(on_page & for_you)
-    assert len(marked) >= 2
+    assert {f"/papers/{p}" for p in picked} <= set(marked)
     # The page itself is intact: every original link is still there.
     assert page.locator("article a.title").count() == 8
     assert page.locator(".paperfeed-for-you").first.inner_text() == "for you"

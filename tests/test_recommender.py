@@ -289,25 +289,27 @@ async def test_thousands_of_readers_retrain_on_new_interactions_and_publish(
 
 
 async def test_a_worse_candidate_is_refused(core: Core, redis_url: str, r: redis.Redis) -> None:
-    """A first model whose factors are noise loses to popularity; a candidate trained on
-    shuffled interactions (every paper's interactions given to another paper) loses to
-    the current model on the new interactions."""
+    """A first model that knows nothing (noise for factors and for text vectors) loses to
+    popularity; a candidate trained on shuffled interactions (every paper's interactions
+    given to another paper) loses to the current model on the new interactions."""
 
     def noise(*args: Any, **kwargs: Any) -> learn.Learned:
         learned = learn.learn(*args, **kwargs)
         judged = learned.judge_model
         assert judged is not None
         judged.meta.blend = BlendParams()  # the collaborative signal alone
+        rng = np.random.default_rng(0)
         shape = judged.item_factors.shape
-        judged.item_factors = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        judged.item_factors = rng.normal(size=shape).astype(np.float32)
         judged._als.item_factors = judged.item_factors
-        return learned
+        return learned._replace(text=learned.text[rng.permutation(learned.text.shape[0])])
 
     def shuffled(weights: Any, *args: Any, **kwargs: Any) -> learn.Learned:
         order = np.random.default_rng(0).permutation(weights.shape[1])
         return learn.learn(weights[:, order], *args, **kwargs)
 
-    users = await populate_many(core, readers=600)
+    # Readers favour some papers of their topic: popularity means something.
+    users = await populate_many(core, readers=600, skewed=True)
     settings = train_settings(redis_url)
     broken = await train_and_publish(core.redis, settings, learner=noise)
     assert not broken.published
@@ -317,7 +319,7 @@ async def test_a_worse_candidate_is_refused(core: Core, redis_url: str, r: redis
     assert first.published
     rng = random.Random(8)
     for n, user_id in enumerate(users[: GATE_MIN_READERS * 4]):
-        await core.ingestor.ingest(user_id, many_events(n % 12, rng, 4))
+        await core.ingestor.ingest(user_id, many_events(n % 12, rng, 4, skewed=True))
     worse = await train_and_publish(core.redis, settings, learner=shuffled)
     assert not worse.published, worse
     assert worse.judged_on == "new"

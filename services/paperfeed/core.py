@@ -37,7 +37,14 @@ class Core:
             poll_s=settings.model_poll_s,
             trend_s=settings.trending_snapshot_s,
         )
-        self.feeds = FeedService(self.catalog, self.users, self.holder, self.models, self.offload)
+        self.feeds = FeedService(
+            self.catalog,
+            self.users,
+            self.holder,
+            self.models,
+            self.offload,
+            trend_s=settings.trending_snapshot_s,
+        )
         self.digests = Digests(redis, settings, self.feeds)
 
     @classmethod

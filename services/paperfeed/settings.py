@@ -99,9 +99,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- recommender
     model_poll_s: PositiveFloat = 5.0
     """How often each api process checks for a newly published model and catalog changes."""
-    trending_snapshot_s: PositiveFloat = 60.0
-    """How long the feed ranks with one snapshot of trending (each api process takes its
-    own)."""
+    trending_snapshot_s: PositiveFloat = 600.0
+    """The feed ranks with a snapshot of trending taken once in each epoch of this many
+    seconds; a reader's cached feed lasts until the next epoch at most (or their next
+    event, a new model, a catalog change)."""
     feed_threads: Annotated[int, Meta(ge=1, le=64)] = 2
     """Feeds ranked at once by each api process (in threads, off the event loop); more
     wait their turn."""

@@ -38,6 +38,8 @@ class UserExport(msgspec.Struct):
     """The user's factor vector, if one was computed."""
     digest: dict[str, Any] | None = None
     """The e-mail digest subscription (address, frequency, confirmation), if any."""
+    feed: dict[str, Any] | None = None
+    """The caller's feed as kept for them (``papers``: ids, ``scores``, ``reasons``)."""
 
 
 def hash_token(token: str) -> str:
@@ -88,7 +90,8 @@ class Users:
             pipe.lrange(keys.user_log(user_id), 0, -1)
             pipe.get(keys.user_vector(user_id))
             pipe.get(keys.user_digest(user_id))
-            profile, papers, log, vector, digest = await pipe.execute()
+            pipe.get(keys.user_feed(user_id))
+            profile, papers, log, vector, digest, feed = await pipe.execute()
         return UserExport(
             user_id=user_id,
             created_at=float(profile.get("created_at", 0)),
@@ -98,6 +101,7 @@ class Users:
             events=[msgspec.json.decode(line) for line in log],
             vector=msgspec.json.decode(vector) if vector else None,
             digest=msgspec.json.decode(digest) if digest else None,
+            feed=_feed_export(feed),
         )
 
     async def erase(self, user_id: str, now: float | None = None) -> None:
@@ -137,3 +141,11 @@ class Users:
                 await self.erase(str(user_id), now)
             forgotten += len(batch)
         return forgotten
+
+
+def _feed_export(raw: str | None) -> dict[str, Any] | None:
+    """The cached feed (an array: stamp, model, ids, scores, reasons) with names."""
+    if not raw:
+        return None
+    _stamp, model, ids, scores, reasons = msgspec.json.decode(raw)
+    return {"model_version": model, "papers": ids, "scores": scores, "reasons": reasons}

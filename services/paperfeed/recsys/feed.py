@@ -39,9 +39,10 @@ from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
 from paperfeed.recsys.matrix import cell_weight
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
-from paperfeed.recsys.repository import ModelRepository, decode_vector
+from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_vector
 from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.store import keys
+from paperfeed.store.scripts import lua
 from paperfeed.users import Users
 
 TRENDING_CANDIDATES = 300
@@ -53,6 +54,8 @@ FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
 ANCHOR_SIMILARITY = 0.3
 ANCHORS = 100
+CACHE_DEPTH = 50
+"""Papers kept in a reader's cached feed (a larger ``limit`` computes and keeps more)."""
 HOT_TODAY = 20
 HOT_WEEK = 50
 
@@ -320,7 +323,27 @@ def rank(
     return Ranked(found[chosen], final[chosen], why, folded)
 
 
+class CachedFeed(msgspec.Struct, array_like=True):
+    """A reader's ranked feed as kept in Redis, with what it was computed from."""
+
+    stamp: str
+    """Published model, catalog version, trending epoch, the reader's event count."""
+    model_version: str | None
+    ids: list[str]
+    scores: list[float]
+    reasons: list[list[str]]
+
+
+encode_cached = msgspec.json.Encoder().encode
+decode_cached = msgspec.json.Decoder(CachedFeed).decode
+
+
 class FeedService:
+    """Feeds, each kept for its reader in Redis (``pf:{u:<id>}:feed``, shared by every
+    api process) and served as it is until something that changes it happens: the
+    reader's own event, a new model, a catalog change, the next trending snapshot (every
+    ``trend_s``; the cache's time to live)."""
+
     def __init__(
         self,
         catalog: Catalog,
@@ -328,12 +351,16 @@ class FeedService:
         holder: ModelHolder,
         repository: ModelRepository,
         offload: Offload,
+        trend_s: float,
     ) -> None:
         self.catalog = catalog
         self.users = users
         self.holder = holder
         self.repository = repository
         self.offload = offload
+        self.trend_s = trend_s
+        self.redis = repository.redis
+        self._keep = self.redis.register_script(lua("reader_cache"))
 
     async def index(
         self, catalog_version: str | None = None, model_version: str | None = None
@@ -353,37 +380,66 @@ class FeedService:
 
     async def feed(self, user_id: str, limit: int, now: float | None = None) -> Feed:
         now = time.time() if now is None else now
-        async with self.repository.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.user_feed(user_id))
+            pipe.hget(keys.user_profile(user_id), "events")
+            pipe.get(keys.PAPERS_VERSION)
+            pipe.get(keys.MODEL_CURRENT)
+            raw_cached, events, catalog_version, model_version = await pipe.execute()
+        epoch = int(now // self.trend_s)
+        stamp = f"{model_version}|{catalog_version}|{epoch}|{events}"
+        if raw_cached:
+            cached = decode_cached(raw_cached)
+            if cached.stamp == stamp and len(cached.ids) >= limit:
+                return await self._answer(cached, limit)
+        return await self._answer(await self.compute(user_id, limit, now, stamp), limit)
+
+    async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
+        """Rank the reader's feed (off the event loop) and keep it for them."""
+        model_version, catalog_version = stamp.split("|")[:2]
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.user_papers(user_id))
             pipe.get(keys.user_vector(user_id))
             pipe.hget(keys.user_profile(user_id), "last_event_at")
-            pipe.get(keys.PAPERS_VERSION)
-            pipe.get(keys.MODEL_CURRENT)
-            (
-                raw_records,
-                raw_vector,
-                last_event,
-                catalog_version,
-                model_version,
-            ) = await pipe.execute()
-        if model_version == self.holder.failed_version:
-            model_version = None  # a broken version: keep serving the one we have
-        index = await self.index(str(catalog_version or "0"), model_version)
+            raw_records, raw_vector, last_event = await pipe.execute()
+        if model_version == self.holder.failed_version or model_version == "None":
+            model_version = ""  # none, or a broken one: serve with the model we have
+        index = await self.index(
+            None if catalog_version == "None" else catalog_version, model_version or None
+        )
         trend = await self.holder.refresh_trend(now)
         records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
         vector = cached_vector(index, raw_vector, float(last_event or 0.0))
         reader = reader_of(index, records)
-        ranked = await self.offload(rank, index, trend, reader, vector, limit, now)
+        depth = max(limit, CACHE_DEPTH)
+        ranked = await self.offload(rank, index, trend, reader, vector, depth, now)
+        computed = CachedFeed(
+            stamp=stamp,
+            model_version=index.model_version,
+            ids=[index.ids[p] for p in ranked.positions],
+            scores=[round(float(score), 4) for score in ranked.scores],
+            reasons=ranked.reasons,
+        )
+        folded = b""
         if ranked.vector is not None and index.model is not None:
-            await self.repository.save_user_vector(user_id, index.model.version, ranked.vector)
-        ids = [index.ids[p] for p in ranked.positions]
+            folded = encode_vector(index.model.version, time.time(), ranked.vector)
+        await self._keep(
+            keys=[keys.user_profile(user_id), keys.user_feed(user_id), keys.user_vector(user_id)],
+            args=[encode_cached(computed), int(self.trend_s * 1000), folded],
+        )
+        return computed
+
+    async def _answer(self, cached: CachedFeed, limit: int) -> Feed:
+        """The feed a reader sees: the first ``limit`` of the ranked ids, with the
+        papers (only these are read, through the catalog's short cache)."""
+        ids = cached.ids[:limit]
         papers = await self.catalog.get_many(ids)
         items = [
-            FeedItem(paper=papers[pid], score=round(float(score), 4), reasons=why)
-            for pid, score, why in zip(ids, ranked.scores, ranked.reasons, strict=True)
+            FeedItem(paper=papers[pid], score=score, reasons=why)
+            for pid, score, why in zip(ids, cached.scores, cached.reasons, strict=False)
             if pid in papers
         ]
-        return Feed(items=items, model_version=index.model_version)
+        return Feed(items=items, model_version=cached.model_version)
 
     async def similar(self, paper_id: str, limit: int) -> Similar:
         index = await self.index()

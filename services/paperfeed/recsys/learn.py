@@ -412,6 +412,8 @@ def fit_blend(warm: Pools | None, cold: Pools | None, start: BlendParams) -> Ble
     def climb(
         pools: Pools, params: BlendParams, grids: dict[str, tuple[float, ...]]
     ) -> BlendParams:
+        if len(pools.history) < 2:
+            return params  # no two halves to agree
         half = np.random.default_rng(0).permutation(len(pools.history)) % 2 == 0
         best = reader_ndcg(pools, params)
         for _ in range(3):

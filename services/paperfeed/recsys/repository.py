@@ -189,6 +189,3 @@ class ModelRepository:
     async def user_vector(self, user_id: str) -> UserVector | None:
         raw = await self.redis.get(keys.user_vector(user_id))
         return decode_vector(raw) if raw else None
-
-    async def save_user_vector(self, user_id: str, version: str, vector: FloatArray) -> None:
-        await self.redis.set(keys.user_vector(user_id), encode_vector(version, time.time(), vector))

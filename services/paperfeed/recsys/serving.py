@@ -131,14 +131,16 @@ class ModelHolder:
         return papers  # type: ignore[return-value]
 
     async def refresh_trend(self, now: float | None = None) -> TrendSnapshot:
-        """The trending snapshot, taken again when ``trend_s`` old or the index changed."""
+        """The trending snapshot, taken again in each new epoch of ``trend_s`` seconds
+        (every process agrees on the epoch: cached feeds say which they used) or when the
+        index changed."""
         now = time.time() if now is None else now
         index = self.index
         if index is None:
             return self.trend
         if (
             self.trend.catalog_version == index.catalog_version
-            and now - self.trend.taken_at < self.trend_s
+            and int(now // self.trend_s) == int(self.trend.taken_at // self.trend_s)
             and len(self.trend.week) == len(index)
         ):
             return self.trend

@@ -39,6 +39,9 @@ Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:log`` (LIST) accepted raw events, newest first — at most ``event_log_cap``.
 - ``pf:{u:<id>}:dedupe`` (ZSET) event id -> ingest time — ``dedupe_days`` and ``dedupe_cap``.
 - ``pf:{u:<id>}:vector`` (STRING) JSON {version, at, factors(base64 float32)} — fold-in cache.
+- ``pf:{u:<id>}:feed`` (STRING) the reader's ranked feed (ids, scores, reasons) and what
+  it was computed from (model, catalog version, trending epoch, their event count) — TTL
+  ``trending_snapshot_s``; written only while the reader exists.
 
 E-mail digest (the address is the only personal data; it lives in its own key)
 - ``pf:{u:<id>}:digest`` (STRING) the subscription JSON (address, frequency, size,
@@ -153,6 +156,10 @@ def user_vector(user_id: str) -> str:
     return _user(user_id, "vector")
 
 
+def user_feed(user_id: str) -> str:
+    return _user(user_id, "feed")
+
+
 def user_digest(user_id: str) -> str:
     return _user(user_id, "digest")
 
@@ -178,6 +185,7 @@ def user_keys(user_id: str) -> list[str]:
         user_log(user_id),
         user_dedupe(user_id),
         user_vector(user_id),
+        user_feed(user_id),
         user_digest(user_id),
         user_digest_sent(user_id),
         user_digest_outbox(user_id),

@@ -1,0 +1,12 @@
+-- Keep what a feed computed for a reader, only while the reader exists: an erasure that
+-- happened while the feed was computed must not be undone.
+-- KEYS: the reader's profile, their cached feed, their vector.
+-- ARGV: the feed JSON, its time to live (ms), the vector JSON ('' to leave it).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[3])
+end
+return 1

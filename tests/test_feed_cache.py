@@ -1,0 +1,185 @@
+"""The feed cache: a reader's ranked feed kept in Redis and served as it is until
+something that changes it happens (real Redis, real HTTP, two api processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from paperfeed.core import Core
+from paperfeed.recsys.train import train_and_publish
+from paperfeed.store import keys
+from tests.conftest import LiveServer, admin_headers, live_server, register
+from tests.personas import event, paper_id
+from tests.recsys_fixtures import feed, train_settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+def cache_settings(redis_url: str) -> Any:
+    # One trending epoch for the whole test: only the reader, the model and the catalog
+    # change the feed.
+    return train_settings(redis_url, trending_snapshot_s=3_600)
+
+
+@pytest.fixture
+def cached_api(trained: str, redis_url: str) -> Iterator[LiveServer]:
+    with live_server(cache_settings(redis_url)) as server:
+        yield server
+
+
+def ids(answer: dict[str, Any]) -> list[str]:
+    return [item["paper"]["id"] for item in answer["items"]]
+
+
+def reader(http: httpx.Client) -> tuple[str, dict[str, str]]:
+    user_id, auth = register(http)
+    response = http.post(
+        "/v1/events",
+        json={
+            "events": [event(paper_id(0, n), kind) for n in range(3) for kind in ("view", "save")]
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200
+    return user_id, auth
+
+
+def test_a_feed_is_served_from_its_cache_until_the_reader_acts(
+    cached_api: LiveServer, r: redis.Redis
+) -> None:
+    http = httpx.Client(base_url=cached_api.url)
+    user_id, auth = reader(http)
+    first = feed(http, auth, limit=20)
+    kept = r.get(keys.user_feed(user_id))
+    assert kept is not None
+    # Served from the cache: what is kept is what the next answer is (tampered here to
+    # tell it from a recomputation).
+    stamp, model, kept_ids, scores, reasons = json.loads(kept)
+    r.set(keys.user_feed(user_id), json.dumps([stamp, model, kept_ids[::-1], scores, reasons]))
+    assert ids(feed(http, auth, limit=20)) == kept_ids[::-1][:20]
+    # The reader's own event: the very next feed is computed again, and changes.
+    top = first["items"][0]["paper"]["id"]
+    assert (
+        http.post("/v1/events", json={"events": [event(top, "dismiss")]}, headers=auth).status_code
+        == 200
+    )
+    after = feed(http, auth, limit=20)
+    assert top not in ids(after)
+    assert ids(after) != kept_ids[::-1][:20]
+    assert top not in json.loads(r.get(keys.user_feed(user_id)) or "[]")[2]
+
+
+def test_a_new_model_and_a_catalog_import_change_the_next_feed(
+    cached_api: LiveServer, redis_url: str, r: redis.Redis
+) -> None:
+    http = httpx.Client(base_url=cached_api.url)
+    _, auth = reader(http)
+    before = feed(http, auth)
+
+    async def retrain() -> str | None:
+        core = Core.connect(train_settings(redis_url, gate_tolerance=1.0))
+        try:
+            decision = await train_and_publish(core.redis, core.settings)
+        finally:
+            await core.close()
+        return decision.version if decision.published else None
+
+    newer = asyncio.run(retrain())
+    assert newer is not None
+    assert feed(http, auth)["model_version"] == newer != before["model_version"]
+    fresh = {
+        "id": "2411.55555",
+        "title": "Spectral graph convolution for node classification under heterophily",
+        "abstract": "Graph neural network message passing, link prediction, oversmoothing.",
+        "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    assert http.post("/v1/admin/papers", json=[fresh], headers=admin_headers()).json()["new"] == 1
+    assert "2411.55555" in ids(feed(http, auth, limit=50))
+
+
+def test_two_api_processes_serve_one_reader_the_same_feed(
+    trained: str, redis_url: str, r: redis.Redis
+) -> None:
+    with (
+        live_server(cache_settings(redis_url)) as one,
+        live_server(cache_settings(redis_url)) as two,
+    ):
+        first, second = httpx.Client(base_url=one.url), httpx.Client(base_url=two.url)
+        _, auth = reader(first)
+        assert ids(feed(first, auth, limit=30)) == ids(feed(second, auth, limit=30))
+        top = feed(second, auth)["items"][0]["paper"]["id"]
+        second.post("/v1/events", json={"events": [event(top, "dismiss")]}, headers=auth)
+        assert ids(feed(first, auth, limit=30)) == ids(feed(second, auth, limit=30))
+        assert top not in ids(feed(first, auth, limit=30))
+
+
+def test_export_shows_the_cache_and_erasure_removes_it(
+    cached_api: LiveServer, r: redis.Redis
+) -> None:
+    http = httpx.Client(base_url=cached_api.url)
+    user_id, auth = reader(http)
+    shown = ids(feed(http, auth, limit=20))
+    exported = http.get("/v1/me/export", headers=auth).json()
+    assert exported["feed"]["papers"][:20] == shown
+    assert http.delete("/v1/me", headers=auth).status_code == 204
+    assert not r.exists(keys.user_feed(user_id))
+    assert not [key for key in r.scan_iter(match=f"*{user_id}*")]
+
+
+async def test_a_feed_computed_across_an_erasure_leaves_nothing_behind(
+    trained: str, core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    user = await core.users.register()
+    stamp = "x|y|0|1"
+    await core.users.erase(user.user_id)
+    await core.feeds.compute(user.user_id, 20, time.time(), stamp)
+    assert not r.exists(keys.user_feed(user.user_id))
+    assert not r.exists(keys.user_vector(user.user_id))
+
+
+def test_readyz_answers_while_feeds_are_computed_under_load(
+    trained: str, redis_url: str, r: redis.Redis
+) -> None:
+    with live_server(train_settings(redis_url)) as server:  # every feed computed
+        http = httpx.Client(base_url=server.url)
+        readers = [reader(http)[1] for _ in range(8)]
+        stop = threading.Event()
+        served = [0]
+
+        def load(auth: dict[str, str]) -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                while not stop.is_set():
+                    assert (
+                        client.get("/v1/feed", params={"limit": 50}, headers=auth).status_code
+                        == 200
+                    )
+                    served[0] += 1
+
+        threads = [threading.Thread(target=load, args=(auth,)) for auth in readers]
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while served[0] < 20:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            slowest = 0.0
+            for _ in range(20):
+                started = time.monotonic()
+                assert http.get("/readyz").status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+            # Feeds rank in the thread pool: the event loop answers in between.
+            assert slowest < 1.0, slowest
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
