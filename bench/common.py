@@ -63,6 +63,7 @@ def api_server(redis_url: str, **env: str) -> Iterator[str]:
         "PAPERFEED_ADMIN_TOKEN": "bench",
         "PAPERFEED_DEMO_CATALOG": "false",
         "PAPERFEED_RATE_LIMIT_PER_MINUTE": "100000000",
+        "PAPERFEED_INSTALLS_PER_HOUR": "100000000",
         "PAPERFEED_LOG_LEVEL": "WARNING",
         **env,
     }

@@ -41,26 +41,34 @@ async def connect(url: str) -> Connection:
     return Connection(reader, writer)
 
 
+Request = tuple[str, str, dict[str, str], bytes]
+
+
 async def drive(
     url: str,
-    make_request: Callable[[int], tuple[str, str, dict[str, str], bytes]],
+    make_request: Callable[[int], Request | list[Request]],
     requests: int,
     concurrency: int,
     check: Callable[[int, bytes], None] | None = None,
 ) -> tuple[float, list[float]]:
-    """Send ``requests`` requests on ``concurrency`` connections; (requests/s, latencies)."""
+    """Send ``requests`` requests on ``concurrency`` connections; (requests/s, latencies).
+
+    ``make_request`` may give a list: those requests are sent one after the other on
+    the same connection and count as one (for example an event, then the feed)."""
     latencies: list[float] = []
     counter = iter(range(requests))
     connections = [await connect(url) for _ in range(concurrency)]
 
     async def worker(conn: Connection) -> None:
         for i in counter:
-            method, path, headers, body = make_request(i)
+            made = make_request(i)
+            steps = made if isinstance(made, list) else [made]
             started = time.perf_counter()
-            status, payload = await conn.request(method, path, headers, body)
+            for method, path, headers, body in steps:
+                status, payload = await conn.request(method, path, headers, body)
+                if check:
+                    check(status, payload)
             latencies.append(time.perf_counter() - started)
-            if check:
-                check(status, payload)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in connections))

@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 from bench.common import api_server, redis_server, summary
-from bench.loadgen import drive, drive_rate
+from bench.loadgen import Request, drive, drive_rate
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
 from paperfeed.recsys.matrix import ConfidenceScale, build_matrix
@@ -221,32 +221,89 @@ def training_bench(
     }
 
 
-def feed_load(url: str, tokens: list[str], requests: int, concurrency: int) -> dict[str, Any]:
-    rng = random.Random(1)
+CACHED_READERS = 2_000
 
-    def feed_request(i: int) -> tuple[str, str, dict[str, str], bytes]:
-        token = tokens[rng.randrange(len(tokens))]
+
+def feed_load(
+    url: str, tokens: list[str], papers: int, requests: int, concurrency: int
+) -> dict[str, Any]:
+    """The feed against ``/readyz`` on the same process, in one run: readers whose
+    cached feed is current (each read it once before); a reader's upvote followed by
+    their feed (the cache must be recomputed); then both endpoints in an open loop at
+    half the cached feed's throughput."""
+    rng = random.Random(1)
+    cached_readers = tokens[:CACHED_READERS]
+    acting_readers = tokens[CACHED_READERS:]
+
+    def feed_of(token: str) -> Request:
         return "GET", "/v1/feed?limit=20", {"Authorization": f"Bearer {token}"}, b""
 
-    def bare_request(i: int) -> tuple[str, str, dict[str, str], bytes]:
+    def bare_request(i: int) -> Request:
         return "GET", "/readyz", {}, b""
 
-    def ok(status: int, body: bytes) -> None:
-        assert status == 200, body[:200]
+    def cached_feed(i: int) -> Request:
+        return feed_of(cached_readers[rng.randrange(len(cached_readers))])
 
+    def event_then_feed(i: int) -> list[Request]:
+        token = acting_readers[rng.randrange(len(acting_readers))]
+        n = rng.randrange(papers)
+        paper_id = f"{2400 + n // 90000}.{n % 90000:05d}"
+        upvote = {"event_id": f"bench-{i}-{rng.random()}", "type": "upvote",
+                  "paper_id": paper_id, "ts": time.time()}  # fmt: skip
+        body = json.dumps({"events": [upvote]}).encode()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return [("POST", "/v1/events", headers, body), feed_of(token)]
+
+    def ok(status: int, body: bytes) -> None:
+        assert status in (200, 202), body[:200]
+
+    # Every cached reader reads their feed once: from then on it is current.
+    asyncio.run(drive(url, lambda i: feed_of(cached_readers[i]), len(cached_readers),
+                      concurrency, ok))  # fmt: skip
     out: dict[str, Any] = {}
-    for name, make in (("bare_readyz", bare_request), ("feed", feed_request)):
+    scenarios = (("bare_readyz", bare_request), ("feed_cached", cached_feed),
+                 ("event_then_feed", event_then_feed))  # fmt: skip
+    for name, make in scenarios:
         asyncio.run(drive(url, make, 200, concurrency, ok))  # warm-up
         rate, latencies = asyncio.run(drive(url, make, requests, concurrency, ok))
         out[name] = {"requests_per_s": round(rate), **summary(latencies)}
-    # The same requests offered at a fixed rate below saturation (open loop), to show
-    # what one request costs when the process is not queueing them.
-    for name, make in (("bare_readyz_open_loop", bare_request), ("feed_open_loop", feed_request)):
-        offered = OPEN_LOOP_SHARE * out[name.removesuffix("_open_loop")]["requests_per_s"]
+        print(f"{name}: {out[name]}", flush=True)
+    bare = out["bare_readyz"]["requests_per_s"]
+    out["feed_cached"]["over_bare"] = round(out["feed_cached"]["requests_per_s"] / bare, 3)
+    out["event_then_feed"]["over_bare"] = round(out["event_then_feed"]["requests_per_s"] / bare, 3)
+    # Both at the same rate, below saturation (open loop): what one request costs when
+    # the process is not queueing them.
+    offered = OPEN_LOOP_SHARE * out["feed_cached"]["requests_per_s"]
+    for name, make in (("bare_readyz_open_loop", bare_request), ("feed_open_loop", cached_feed)):
         rate, latencies = asyncio.run(drive_rate(url, make, offered, 20.0, concurrency))
         out[name] = {"offered_per_s": round(offered), "requests_per_s": round(rate),
                      **summary(latencies)}  # fmt: skip
+        print(f"{name}: {out[name]}", flush=True)
+    out["open_loop_p99_over_bare"] = round(
+        out["feed_open_loop"]["p99_ms"] / max(out["bare_readyz_open_loop"]["p99_ms"], 1e-3), 2
+    )
     return out
+
+
+def arrays_bytes(redis_url: str) -> dict[str, float]:
+    """Memory the in-process ranking arrays take (the catalog index and its model), as
+    one api process builds them."""
+    from paperfeed.recsys.serving import ModelHolder
+
+    async def measure() -> dict[str, float]:
+        core = Core.connect(load_settings({}, redis_url=redis_url))
+        holder: ModelHolder = core.holder
+        await holder.refresh()
+        assert holder.index is not None
+        sizes = {"index_mb": holder.index.nbytes() / 1e6}
+        if holder.model is not None:
+            model = holder.model
+            sizes["model_factors_mb"] = model.item_factors.nbytes / 1e6
+            sizes["model_yty_mb"] = (model.item_factors.shape[1] ** 2) * 4 / 1e6
+        await core.close()
+        return {k: round(v, 1) for k, v in sizes.items()}
+
+    return asyncio.run(measure())
 
 
 def main() -> None:
@@ -272,9 +329,15 @@ def main() -> None:
         if not args.skip_training:
             report["training"] = training_bench(redis_url, data, args)
         if not args.skip_feed:
+            if args.skip_training:  # the feed is measured with a model
+                seconds, _ = asyncio.run(training_seconds(redis_url, search=False))
+                print(f"model trained in {seconds:.0f} s", flush=True)
             with api_server(redis_url, PAPERFEED_MODEL_POLL_S="1") as url:
-                report["feed"] = feed_load(url, data["tokens"], args.requests, args.concurrency)
+                report["feed"] = feed_load(
+                    url, data["tokens"], args.papers, args.requests, args.concurrency
+                )
             report["feed"]["concurrency"] = args.concurrency
+            report["feed"]["arrays"] = arrays_bytes(redis_url)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -127,6 +127,7 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "admin_token": ADMIN_TOKEN,
         "demo_catalog": False,
         "rate_limit_per_minute": 100_000,
+        "installs_per_hour": 100_000,
         "log_json": False,
         "log_level": "WARNING",
         "trending_cache_s": 0,

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter
+
 import httpx
 import redis
 
+from paperfeed.core import Core
+from paperfeed.settings import Settings
 from tests.conftest import live_server, make_settings, register
 from tests.test_events import event
 
@@ -110,3 +116,56 @@ def test_an_untrusted_peer_cannot_choose_its_address(redis_url: str, r: redis.Re
             for n in range(4)
         ]
         assert statuses == [201] * 3 + [429]  # a new X-Forwarded-For each time did not help
+
+
+def test_made_up_tokens_share_their_address_budget(redis_url: str, r: redis.Redis) -> None:
+    """5,000 requests, each with a token nobody was given: the address's budget (600 a
+    minute) runs out, and the real install beside them keeps its own."""
+    with (
+        live_server(make_settings(redis_url, rate_limit_per_minute=600)) as limited,
+        httpx.Client(base_url=limited.url) as http,
+    ):
+        _, real = register(http)
+        statuses = Counter(
+            http.get("/v1/feed", headers={"Authorization": f"Bearer forged-{n}"}).status_code
+            for n in range(5_000)
+        )
+        assert statuses[401] <= 600, statuses  # the budget left after register()
+        assert statuses[429] >= 4_400, statuses
+        assert http.get("/v1/feed", headers=real).status_code == 200
+        # The forged tokens left no counter of their own: one for the address.
+        budgets = {k.split("{")[1].split("}")[0] for k in r.scan_iter("pf:ratelimit:*")}
+        assert not any("forged" in who for who in budgets)
+        assert len(budgets) <= 3, budgets
+
+
+def test_an_install_flood_meets_its_own_limit_and_silent_installs_are_forgotten(
+    redis_url: str, r: redis.Redis
+) -> None:
+    settings = make_settings(redis_url, installs_per_hour=10, forget_silent_installs_days=1.0)
+    with live_server(settings) as limited, httpx.Client(base_url=limited.url) as http:
+        statuses = [http.post("/v1/installs").status_code for _ in range(200)]
+        assert statuses[:10] == [201] * 10
+        assert set(statuses[10:]) == {429}
+        assert len(list(r.scan_iter("pf:token:*"))) == 10  # Redis holds ten, not 200
+        refused = http.post("/v1/installs")
+        assert int(refused.headers["retry-after"]) > 0
+        # Other requests from the address still pass: the install budget is its own.
+        assert http.get("/v1/papers").status_code == 200
+        tokens = [k for k in r.scan_iter("pf:token:*")]
+        active_user = str(r.get(tokens[0]))
+        r.hset(f"pf:{{u:{active_user}}}:profile", "events", 1)  # as if it had sent one
+    forgotten = asyncio.run(forget_inactive_later(settings, days=1.5))
+    assert forgotten == 9
+    assert [str(r.get(k)) for k in r.scan_iter("pf:token:*")] == [active_user]
+
+
+async def forget_inactive_later(settings: Settings, days: float) -> int:
+    """The retention job's silent-install pass, run ``days`` from now."""
+    core = Core.connect(settings)
+    try:
+        return await core.users.forget_silent(
+            settings.forget_silent_installs_days, now=time.time() + days * 86_400
+        )
+    finally:
+        await core.close()

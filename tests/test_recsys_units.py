@@ -13,7 +13,16 @@ import pytest
 from scipy import sparse
 
 from paperfeed.recsys import evaluate, learn
-from paperfeed.recsys.content import TextFeatures, neighbour_factors, tokenize
+from paperfeed.recsys.content import (
+    TextFeatures,
+    neighbour_factors,
+    profile_scores,
+    profile_similarity,
+    profiles,
+    reader_profile,
+    similarity,
+    tokenize,
+)
 from paperfeed.recsys.matrix import ConfidenceScale, confidence
 from paperfeed.recsys.model import AlsParams, RecModel, continue_als, fit_als, new_als
 from paperfeed.recsys.ranker import BlendParams, blend
@@ -319,3 +328,32 @@ def test_eval_cli_writes_every_model_and_a_plot(tmp_path: Path) -> None:
         assert report["params"]["choices"]["text"] in ("words", "bigrams")
         assert "production" in done.stdout
         assert (tmp_path / f"{split}.png").stat().st_size > 1000
+
+
+def test_one_readers_text_scores_are_the_maths_eval_measures() -> None:
+    """The feed scores one reader on arrays; ``paperfeed eval`` scores readers in
+    batches of sparse matrices: the same profile, the same cosines."""
+    catalog = papers()
+    tokens = tokenize([f"{p['title']}. {p['abstract']}" for p in catalog], ("words",))
+    text = TextFeatures.fit(tokens, ("words",))["words"].vectors(tokens)
+    rng = np.random.default_rng(0)
+    weights = sparse.random(6, text.shape[0], density=0.3, format="csr", random_state=1)
+    weights.data = rng.choice([-1.0, 0.0, 1.0, 3.0, 11.0], size=weights.nnz).astype(np.float32)
+    batch_profiles = profiles(text, weights)
+    by_term = sparse.csr_matrix(text.T)
+    batch_similarity = similarity(batch_profiles, by_term)
+    rows = np.arange(text.shape[0], dtype=np.int64)
+    for reader in range(weights.shape[0]):
+        row = weights[reader]
+        one = reader_profile(text, row.indices.astype(np.int64), row.data)
+        expected = batch_profiles[reader]
+        order = np.argsort(expected.indices)
+        assert one.terms.tolist() == expected.indices[order].tolist()
+        np.testing.assert_allclose(one.weights, expected.data[order], rtol=1e-5)
+        np.testing.assert_allclose(
+            profile_similarity(by_term, one), batch_similarity[reader], atol=1e-6
+        )
+        np.testing.assert_allclose(
+            profile_scores(text, rows, one), batch_similarity[reader], atol=1e-6
+        )
+    assert batch_similarity.max() > 0.3  # readers whose papers share words were compared

@@ -71,6 +71,7 @@ async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
         days = settings.forget_inactive_days
         if dry_run:
             return await core.users.count_inactive(days)
-        return await core.users.forget_inactive(days)
+        silent = await core.users.forget_silent(settings.forget_silent_installs_days)
+        return silent + await core.users.forget_inactive(days)
     finally:
         await core.close()

@@ -20,7 +20,7 @@ from msgspec import Meta
 
 from paperfeed.catalog.papers import PAPER_ID_PATTERN, normalize_paper_id
 from paperfeed.catalog.repository import Catalog
-from paperfeed.errors import InvalidInput
+from paperfeed.errors import InvalidInput, Unauthorized
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
@@ -211,6 +211,8 @@ class Ingestor:
             replicas=self.settings.redis_wait_replicas,
             timeout_ms=self.settings.redis_wait_timeout_ms,
         )
+        if int(accepted) < 0:
+            raise Unauthorized("unknown or revoked token")  # erased meanwhile
         contributions = [
             Contribution(flat[i], float(flat[i + 1]), float(flat[i + 2]))
             for i in range(0, len(flat), 3)
@@ -221,6 +223,7 @@ class Ingestor:
                 pipe.hexists(keys.PAPERS, pid)
             if accepted:
                 pipe.zadd(keys.USERS, {user_id: now}, xx=True)
+                pipe.zrem(keys.SILENT_INSTALLS, user_id)
                 pipe.hincrby(keys.STATS, "events", int(accepted))
             replies, _ = await asyncio.gather(pipe.execute(), self.trending.add(contributions, now))
         known = replies[: len(touched_ids)]

@@ -40,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cannot lose an acknowledged event; unacknowledged batches answer 503 and are retried."""
     redis_wait_timeout_ms: PositiveInt = 500
     """How long an event batch waits for ``redis_wait_replicas`` before answering 503."""
+    redis_max_connections: PositiveInt = 200
+    """Connections one process opens to Redis (per node of a cluster). On one Redis,
+    requests beyond wait up to 5 s for a free one; a cluster answers 503 beyond."""
     data_dir: str = "./var"
     """Directory of the embedded Redis (socket, AOF files) and of trainer artefacts."""
     host: str = "127.0.0.1"
@@ -60,7 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origin_regex: str = EXTENSION_ORIGINS
     """Origins allowed by CORS (default: browser-extension origins only)."""
     rate_limit_per_minute: PositiveInt = 600
-    """Requests a minute per install (per client address when unauthenticated)."""
+    """Requests a minute per install; requests without a valid token share their client
+    address's budget of the same size."""
+    installs_per_hour: PositiveInt = 30
+    """Installs one client address may create an hour (``POST /v1/installs``)."""
     max_body_bytes: PositiveInt = 1_000_000
     """Largest request body accepted (413 beyond)."""
 
@@ -146,6 +152,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     forget_inactive_days: PositiveFloat = 365.0
     """Installs with no event (and no digest sent) for this many days are erased, like
     ``DELETE /v1/me`` (``paperfeed worker`` daily, or ``paperfeed forget-inactive``)."""
+    forget_silent_installs_days: PositiveFloat = 2.0
+    """Installs that sent no event (and subscribed to no digest) this many days after
+    they were created are erased by the same job (an install flood does not stay)."""
 
     # --- e-mail digest
     smtp_host: str | None = None

@@ -46,11 +46,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+TOKEN_CACHE_S = 30.0
+TOKEN_CACHE_SIZE = 100_000
+
+
 class Users:
     def __init__(self, redis: RedisClient, catalog: Catalog, trending: Trending) -> None:
         self.redis = redis
         self.catalog = catalog
         self.trending = trending
+        # token hash -> (valid until, user id): most requests of a reader come in bursts
+        # (popup, badge, list page); a token erased in another process is refused by
+        # every write (the reader's profile is gone) and by reads after TOKEN_CACHE_S.
+        self._tokens: dict[str, tuple[float, str]] = {}
 
     async def register(self, now: float | None = None) -> Install:
         now = time.time() if now is None else now
@@ -64,16 +72,28 @@ class Users:
             )
             pipe.set(keys.token(token_hash), user_id)
             pipe.zadd(keys.USERS, {user_id: now})
+            pipe.zadd(keys.SILENT_INSTALLS, {user_id: now})  # until their first event
             pipe.hincrby(keys.STATS, "installs", 1)
             await pipe.execute()
         return Install(user_id=user_id, token=token)
 
-    async def authenticate(self, token: str) -> str | None:
-        """The user id a bearer token belongs to, or None."""
+    async def authenticate(self, token: str, cached: bool = True) -> str | None:
+        """The user id a bearer token belongs to, or None; ``cached``: as this process
+        saw it up to ``TOKEN_CACHE_S`` ago (an erasure elsewhere shows after that)."""
         if not token or len(token) > 200:
             return None
-        user_id = await self.redis.get(keys.token(hash_token(token)))
-        return str(user_id) if user_id else None
+        token_hash = hash_token(token)
+        now = time.monotonic()
+        known = self._tokens.get(token_hash)
+        if cached and known is not None and known[0] > now:
+            return known[1]
+        user_id = await self.redis.get(keys.token(token_hash))
+        if not user_id:
+            return None
+        if len(self._tokens) >= TOKEN_CACHE_SIZE:
+            self._tokens.clear()
+        self._tokens[token_hash] = (now + TOKEN_CACHE_S, str(user_id))
+        return str(user_id)
 
     async def papers(self, user_id: str) -> dict[str, UserPaper]:
         raw = await self.redis.hgetall(keys.user_papers(user_id))
@@ -111,6 +131,8 @@ class Users:
         if token_hash:
             # The token goes first: no request can act as the user while we erase.
             await self.redis.delete(keys.token(str(token_hash)))
+            await self.redis.delete(keys.install_rate_limit(str(token_hash)))  # another slot
+            self._tokens.pop(str(token_hash), None)
         papers = await self.papers(user_id)
         contributions = [
             Contribution(c.paper_id, -c.weight, c.at)
@@ -122,6 +144,7 @@ class Users:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(*keys.user_keys(user_id))
             pipe.zrem(keys.USERS, user_id)
+            pipe.zrem(keys.SILENT_INSTALLS, user_id)
             pipe.srem(keys.DIGEST_SUBSCRIBERS, user_id)
             await pipe.execute()
 
@@ -140,6 +163,29 @@ class Users:
             for user_id in batch:
                 await self.erase(str(user_id), now)
             forgotten += len(batch)
+        return forgotten
+
+    async def forget_silent(self, days: float, now: float | None = None) -> int:
+        """Erase the installs that never sent an event (nor subscribed to a digest) in
+        the ``days`` since they were created; returns how many."""
+        now = time.time() if now is None else now
+        cutoff = now - days * 86_400
+        forgotten = 0
+        while batch := await self.redis.zrangebyscore(
+            keys.SILENT_INSTALLS, "-inf", cutoff, 0, 1_000
+        ):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id in batch:
+                    pipe.hget(keys.user_profile(str(user_id)), "events")
+                    pipe.exists(keys.user_digest(str(user_id)))
+                replies = await pipe.execute()
+            for n, user_id in enumerate(batch):
+                events, digest = replies[2 * n], replies[2 * n + 1]
+                if int(events or 0) == 0 and not digest:
+                    await self.erase(str(user_id), now)
+                    forgotten += 1
+                else:
+                    await self.redis.zrem(keys.SILENT_INSTALLS, str(user_id))
         return forgotten
 
 

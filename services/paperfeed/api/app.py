@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
 from litestar.logging.config import LoggingConfig
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.stores.redis import RedisStore
 from redis.exceptions import RedisClusterException, RedisError
+from threadpoolctl import threadpool_limits
 
 from paperfeed import __version__
 from paperfeed.api.admin import AdminController
-from paperfeed.api.deps import bearer_token, provide_core
+from paperfeed.api.deps import provide_core
 from paperfeed.api.digest import DigestLinkController, MyDigestController
 from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS
 from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
+from paperfeed.api.limits import RequestBudgets
 from paperfeed.api.me import MeController
 from paperfeed.api.metrics import mirror_store_metrics, watch_model
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
@@ -36,7 +34,6 @@ from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.core import Core
 from paperfeed.logs import logging_config
 from paperfeed.settings import Settings, load_settings
-from paperfeed.store import keys
 
 log = logging.getLogger("paperfeed")
 
@@ -48,14 +45,6 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-def rate_limit_identifier(request: Request[Any, Any, Any]) -> str:
-    """Per install when a token is sent, else per client address."""
-    token = bearer_token(request)
-    if token:
-        return "t:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    return "ip:" + (request.client.host if request.client else "unknown")
-
-
 def create_app(settings: Settings | None = None, core: Core | None = None) -> Litestar:
     """The api. ``core`` (tests, benchmarks) replaces the one built from ``settings``."""
     settings = settings or load_settings()
@@ -64,6 +53,9 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.core = core
+        # Requests run small products in a bounded pool of threads: one BLAS thread
+        # each (a threaded BLAS would oversubscribe the cores and spin).
+        threadpool_limits(limits=1, user_api="blas")
         try:
             await core.holder.refresh()
             if settings.demo_catalog:
@@ -108,22 +100,8 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[
             prometheus.middleware,
-            RateLimitConfig(
-                rate_limit=("minute", settings.rate_limit_per_minute),
-                exclude=UNLIMITED_PATHS,
-                identifier_for_request=rate_limit_identifier,
-                store="rate_limit",
-            ).middleware,
+            RequestBudgets(core, UNLIMITED_PATHS),
         ],
-        stores={
-            # RedisStore uses single-key commands and a single-key script only, so the
-            # cluster client serves it as well (its annotation names the plain client).
-            "rate_limit": RedisStore(
-                core.redis,  # type: ignore[arg-type]
-                namespace=keys.RATE_LIMIT_NAMESPACE,
-                handle_client_shutdown=False,
-            )
-        },
         cors_config=CORSConfig(
             allow_origins=[],
             allow_origin_regex=settings.cors_origin_regex,

@@ -11,6 +11,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
+from paperfeed.api.limits import USER_ID_STATE
 from paperfeed.core import Core
 from paperfeed.errors import Forbidden, InvalidInput, Unauthorized
 
@@ -29,14 +30,31 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
 
 
 async def provide_user_id(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> str:
-    """The user the bearer token belongs to; 401 otherwise."""
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    user_id = await core.users.authenticate(token)
+    """The user the bearer token belongs to, checked in Redis now; 401 otherwise."""
+    token = _token(request)
+    user_id = await core.users.authenticate(token, cached=False)
     if user_id is None:
         raise Unauthorized("unknown or revoked token")
     return user_id
+
+
+async def provide_reader_id(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> str:
+    """The user the bearer token belongs to, as the request budgets found it (a token is
+    remembered for seconds). Only for endpoints whose own Redis call refuses a reader
+    erased meanwhile (the feed, event ingest): they cost one round trip, not two."""
+    token = _token(request)
+    checked = request.scope.get("state", {}).get(USER_ID_STATE)
+    user_id = checked if checked is not None else await core.users.authenticate(token)
+    if user_id is None:
+        raise Unauthorized("unknown or revoked token")
+    return str(user_id)
+
+
+def _token(request: Request[Any, Any, Any]) -> str:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    return token
 
 
 async def require_admin(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> None:

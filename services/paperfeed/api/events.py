@@ -5,7 +5,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from paperfeed.api.deps import provide_user_id
+from paperfeed.api.deps import provide_reader_id
 from paperfeed.api.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.core import Core
@@ -15,7 +15,7 @@ from paperfeed.events import EventBatch, IngestResult
 class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]
-    dependencies = {"user_id": Provide(provide_user_id)}
+    dependencies = {"user_id": Provide(provide_reader_id)}
     security = INSTALL_AUTH
 
     @post(

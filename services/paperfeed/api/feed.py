@@ -3,7 +3,7 @@ from __future__ import annotations
 from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
 
-from paperfeed.api.deps import provide_user_id
+from paperfeed.api.deps import provide_reader_id
 from paperfeed.api.metrics import FEEDS_SERVED
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Limit
@@ -14,7 +14,7 @@ from paperfeed.recsys.feed import Feed
 class FeedController(Controller):
     path = "/v1/feed"
     tags = ["feed"]
-    dependencies = {"user_id": Provide(provide_user_id)}
+    dependencies = {"user_id": Provide(provide_reader_id)}
     security = INSTALL_AUTH
 
     @get(summary="The caller's personalized trending feed", responses=documented(400, 401))

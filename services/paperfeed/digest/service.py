@@ -22,7 +22,7 @@ from paperfeed.digest.subscriptions import (
     mask_email,
     period_of,
 )
-from paperfeed.errors import Unavailable
+from paperfeed.errors import Unauthorized, Unavailable
 from paperfeed.recsys.feed import FeedService
 from paperfeed.settings import Settings
 from paperfeed.store import keys
@@ -143,7 +143,10 @@ class Digests:
         if pending is not None and pending.period == period:
             return pending
         sent = await self.subscriptions.sent_papers(user_id)
-        feed = await self.feeds.feed(user_id, FEED_DEPTH, now)
+        try:
+            feed = await self.feeds.feed(user_id, FEED_DEPTH, now)
+        except Unauthorized:
+            return None  # erased since the run listed them
         fresh = [item for item in feed.items if item.paper.id not in sent][: sub.size]
         if not fresh:
             return None

@@ -20,7 +20,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -205,6 +205,69 @@ def profiles(text: sparse.csr_matrix, user_items: sparse.csr_matrix) -> sparse.c
         summed.data = np.where(keep, summed.data, 0).astype(np.float32)
         summed.eliminate_zeros()
     return normalize_rows(summed)
+
+
+def row_entries(
+    matrix: sparse.csr_matrix, rows: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Where the entries of ``rows`` of a CSR matrix are in its ``indices``/``data``, and
+    which of ``rows`` each belongs to: a gather with no matrix built (one reader's ranking
+    would otherwise build dozens of small scipy matrices, each costing more than its
+    arithmetic)."""
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    before = np.cumsum(lengths) - lengths
+    flat = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    return flat, owner
+
+
+class ReaderProfile(NamedTuple):
+    """One reader's row of ``profiles``, as arrays: its terms and their weights."""
+
+    terms: npt.NDArray[np.int64]
+    weights: FloatArray
+
+
+def reader_profile(
+    text: sparse.csr_matrix, positions: npt.NDArray[np.int64], weights: FloatArray
+) -> ReaderProfile:
+    """``profiles`` for one reader (the papers at ``positions`` with their weights),
+    the same maths computed on the arrays."""
+    keep = weights > 0
+    positions = positions[keep]
+    confidence = np.log1p(weights[keep]).astype(np.float32)
+    if len(positions) == 0:
+        return ReaderProfile(np.zeros(0, np.int64), np.zeros(0, np.float32))
+    flat, owner = row_entries(text, positions)
+    terms, where = np.unique(text.indices[flat], return_inverse=True)
+    values = np.bincount(where, weights=text.data[flat] * confidence[owner]).astype(np.float32)
+    nonzero = values != 0
+    terms, values = terms[nonzero], values[nonzero]
+    if len(terms) > PROFILE_TERMS:
+        heaviest = np.sort(np.argpartition(-values, PROFILE_TERMS)[:PROFILE_TERMS])
+        terms, values = terms[heaviest], values[heaviest]
+    norm = float(np.sqrt(np.square(values, dtype=np.float64).sum()))
+    if norm <= 0:
+        return ReaderProfile(np.zeros(0, np.int64), np.zeros(0, np.float32))
+    return ReaderProfile(terms.astype(np.int64), (values / norm).astype(np.float32))
+
+
+def profile_similarity(by_term: sparse.csr_matrix, profile: ReaderProfile) -> FloatArray:
+    """``similarity`` for one reader: cosine with every paper of ``by_term`` (terms,
+    papers), read through the postings of the profile's terms."""
+    scores: FloatArray = np.asarray(profile.weights @ by_term[profile.terms], dtype=np.float32)
+    return scores
+
+
+def profile_scores(
+    text: sparse.csr_matrix, rows: npt.NDArray[np.int64], profile: ReaderProfile
+) -> FloatArray:
+    """Cosine between one reader's profile and the papers at ``rows`` of ``text``."""
+    dense = np.zeros(text.shape[1], dtype=np.float32)
+    dense[profile.terms] = profile.weights
+    scores: FloatArray = np.asarray(text[rows] @ dense, dtype=np.float32)
+    return scores
 
 
 def similarity(

@@ -32,9 +32,15 @@ from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.repository import Catalog
-from paperfeed.errors import NotFound
+from paperfeed.errors import NotFound, Unauthorized
 from paperfeed.events import UserPaper, decode_user_paper
-from paperfeed.recsys.content import FloatArray, profiles, similarity
+from paperfeed.recsys.content import (
+    FloatArray,
+    ReaderProfile,
+    profile_scores,
+    profile_similarity,
+    reader_profile,
+)
 from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
 from paperfeed.recsys.matrix import cell_weight
 from paperfeed.recsys.model import RecModel
@@ -91,8 +97,10 @@ class Reader(NamedTuple):
     verbs: list[str]
     hidden: IntArray
     """Positions never to show: opened, flagged (upvoted, saved, shared, dismissed)."""
-    shown: dict[int, int]
-    """Position -> times only shown."""
+    shown: IntArray
+    """Positions of the papers only shown to the reader, sorted ..."""
+    shown_times: FloatArray
+    """... and how many times each was."""
 
     @property
     def liked(self) -> IntArray:
@@ -131,18 +139,17 @@ def reader_of(index: CatalogIndex, records: dict[str, UserPaper]) -> Reader:
         ],
         dtype=np.int64,
     )
-    shown = {
-        int(pos): records[pid].i
-        for pos, pid in zip(positions, ids, strict=True)
-        if pos >= 0 and records[pid].i
-    }
+    times = np.array([records[pid].i for pid in ids], dtype=np.float32)
+    was_shown = (positions >= 0) & (times > 0)
+    order = np.argsort(positions[was_shown], kind="stable")
     known = positions >= 0
     return Reader(
         positions=positions[known],
         weights=weights[known],
         verbs=[verb(records[pid]) for pid, k in zip(ids, known, strict=True) if k],
         hidden=hidden[hidden >= 0],
-        shown=shown,
+        shown=positions[was_shown][order],
+        shown_times=times[was_shown][order],
     )
 
 
@@ -158,12 +165,9 @@ def fold_in(model: RecModel, index: CatalogIndex, reader: Reader) -> FloatArray:
     return vector
 
 
-def profile(index: CatalogIndex, reader: Reader) -> sparse.csr_matrix:
-    """(1, terms) the reader's text profile: their liked papers' text, weighted."""
-    liked = reader.weights > 0
-    weights = np.zeros((1, len(index)), dtype=np.float32)
-    weights[0, reader.positions[liked]] = reader.weights[liked]
-    return profiles(index.text, sparse.csr_matrix(weights))
+def profile(index: CatalogIndex, reader: Reader) -> ReaderProfile:
+    """The reader's text profile: their liked papers' text, weighted (``profiles``)."""
+    return reader_profile(index.text, reader.positions, reader.weights)
 
 
 # --- 1. candidates ------------------------------------------------------------------
@@ -173,7 +177,7 @@ def candidates(
     index: CatalogIndex,
     trend: TrendSnapshot,
     vector: FloatArray | None,
-    text_profile: sparse.csr_matrix,
+    text_profile: ReaderProfile,
 ) -> IntArray:
     """Positions worth ranking for the reader (the module doc says which)."""
     parts = [
@@ -182,10 +186,10 @@ def candidates(
         index.newest[:RECENT_CANDIDATES],
     ]
     pool = index.pool
-    if vector is not None and index.factors is not None and len(pool):
-        parts.append(pool[_best(index.factors[pool] @ vector, PERSONAL_CANDIDATES)])
-    if text_profile.nnz and len(pool):
-        by_text = similarity(text_profile, index.newest_by_term)[0]
+    if vector is not None and index.pool_factors is not None and len(pool):
+        parts.append(pool[_best(index.pool_factors @ vector, PERSONAL_CANDIDATES)])
+    if len(text_profile.terms) and len(pool):
+        by_text = profile_similarity(index.newest_by_term, text_profile)
         parts.append(pool[_best(by_text, PERSONAL_CANDIDATES)])
     return np.unique(np.concatenate(parts)).astype(np.int64)
 
@@ -212,7 +216,7 @@ def scores(
     positions: IntArray,
     reader: Reader,
     vector: FloatArray | None,
-    text_profile: sparse.csr_matrix,
+    text_profile: ReaderProfile,
     now: float,
 ) -> tuple[FloatArray, Signals, FloatArray]:
     """(final scores, the blend's signals, ages in days) of the candidates."""
@@ -222,7 +226,7 @@ def scores(
         cf = (index.factors[positions] @ vector)[None, :].astype(np.float32)
     else:
         cf = np.zeros((1, n), dtype=np.float32)
-    content = np.asarray((text_profile @ index.text[positions].T).todense(), dtype=np.float32)
+    content = profile_scores(index.text, positions, text_profile)[None, :]
     ages = np.maximum(0.0, (now - index.dates[positions]) / 86_400).astype(np.float32)
     trending = (
         trend.week[positions].astype(np.float32)
@@ -243,13 +247,21 @@ def scores(
         index.cold[positions],
         params,
     )
-    shown = np.array([reader.shown.get(int(p), 0) for p in positions], dtype=np.float32)
+    shown = times_shown(reader, positions)
     # The rules are in units of the blend's spread: learned weights set its scale.
     spread = float(blended[0].std()) if n > 1 else 1.0
     spread = spread if spread > 1e-6 else 1.0
     boost = np.where(fresh, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
     final = (blended[0] + spread * (boost - IMPRESSION_PENALTY * shown)).astype(np.float32)
     return final, signals, ages
+
+
+def times_shown(reader: Reader, positions: IntArray) -> FloatArray:
+    """How many times each paper at ``positions`` was only shown to the reader."""
+    if len(reader.shown) == 0:
+        return np.zeros(len(positions), dtype=np.float32)
+    at = np.minimum(np.searchsorted(reader.shown, positions), len(reader.shown) - 1)
+    return np.where(reader.shown[at] == positions, reader.shown_times[at], 0.0).astype(np.float32)
 
 
 # --- 4. reasons ---------------------------------------------------------------------
@@ -277,11 +289,12 @@ def reasons(
     hot_today = set(trend.today_top[:HOT_TODAY].tolist())
     hot_week = set(trend.week_top[:HOT_WEEK].tolist())
     personal = reader.positives > 0 and index.model is not None
+    nearest = similarity.argmax(axis=1) if similarity.shape[1] else np.zeros(0, np.int64)
     out = []
     for row, i in enumerate(chosen):
         why: list[str] = []
         if similarity.shape[1]:
-            best = int(np.argmax(similarity[row]))
+            best = int(nearest[row])
             if similarity[row, best] >= ANCHOR_SIMILARITY:
                 why.append(f"because you {anchor_verbs[best]} “{index.titles[anchors[best]]}”")
         if personal and signals.cf[0, i] > 1.0:
@@ -299,6 +312,22 @@ def reasons(
             why.append("matches your interests" if reader.positives else "trending")
         out.append(why)
     return out
+
+
+def rank_stored(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    raw_records: dict[str, str],
+    raw_vector: str | None,
+    last_event: str | None,
+    limit: int,
+    now: float,
+) -> Ranked:
+    """``rank`` from the reader's records as read from Redis (decoding a long history
+    is CPU work too: it runs in the pool with the rest)."""
+    records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
+    vector = cached_vector(index, raw_vector, float(last_event or 0.0))
+    return rank(index, trend, reader_of(index, records), vector, limit, now)
 
 
 def rank(
@@ -386,6 +415,8 @@ class FeedService:
             pipe.get(keys.PAPERS_VERSION)
             pipe.get(keys.MODEL_CURRENT)
             raw_cached, events, catalog_version, model_version = await pipe.execute()
+        if events is None:  # no profile: the reader was erased (their token may be cached)
+            raise Unauthorized("unknown or revoked token")
         epoch = int(now // self.trend_s)
         stamp = f"{model_version}|{catalog_version}|{epoch}|{events}"
         if raw_cached:
@@ -408,11 +439,10 @@ class FeedService:
             None if catalog_version == "None" else catalog_version, model_version or None
         )
         trend = await self.holder.refresh_trend(now)
-        records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
-        vector = cached_vector(index, raw_vector, float(last_event or 0.0))
-        reader = reader_of(index, records)
         depth = max(limit, CACHE_DEPTH)
-        ranked = await self.offload(rank, index, trend, reader, vector, depth, now)
+        ranked = await self.offload(
+            rank_stored, index, trend, raw_records, raw_vector, last_event, depth, now
+        )
         computed = CachedFeed(
             stamp=stamp,
             model_version=index.model_version,

@@ -86,6 +86,10 @@ class CatalogIndex:
         self.model = model
         self.factors = factors
         """(n, k) float32, or None before any model."""
+        self.pool_factors = (
+            np.ascontiguousarray(factors[self.pool]) if factors is not None else None
+        )
+        """(len(pool), k) the pool's factors, gathered once (not at every request)."""
         self.cold = cold
         """(n,) papers without interactions in the model (factors from text neighbours)."""
         self.model_rows = model_rows
@@ -120,8 +124,8 @@ class CatalogIndex:
         total += self.text.data.nbytes + self.text.indices.nbytes + self.text.indptr.nbytes
         by_term = self.newest_by_term
         total += by_term.data.nbytes + by_term.indices.nbytes + by_term.indptr.nbytes
-        if self.factors is not None:
-            total += self.factors.nbytes
+        if self.factors is not None and self.pool_factors is not None:
+            total += self.factors.nbytes + self.pool_factors.nbytes
         total += sum(len(t) + len(i) + 100 for t, i in zip(self.titles, self.ids, strict=True))
         return int(total)
 

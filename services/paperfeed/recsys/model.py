@@ -90,7 +90,12 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def new_als(params: AlsParams) -> Any:
+FEW_READERS = 16
+"""Fold-ins of at most this many readers (a request's) run on one thread."""
+
+
+def new_als(params: AlsParams, threads: int = 0) -> Any:
+    """implicit's ALS; ``threads`` 0 uses every core (training), 1 suits one request."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     # implicit checks the BLAS thread count when a model is made; it is 1 where we use it.
@@ -101,7 +106,7 @@ def new_als(params: AlsParams) -> Any:
             alpha=1.0,  # confidences are scaled by ``matrix.ConfidenceScale``
             iterations=params.iterations,
             random_state=params.seed,
-            num_threads=0,
+            num_threads=threads,
         )
 
 
@@ -184,6 +189,10 @@ class RecModel:
         self.scale = scale
         self._als = new_als(meta.als)
         self._als.item_factors = item_factors
+        # A request folds in one reader: starting a team of OpenMP threads for it costs
+        # more than the solve (milliseconds), so requests use a one-thread solver.
+        self._als_one = new_als(meta.als, threads=1)
+        self._als_one.item_factors = item_factors
 
     @property
     def version(self) -> str:
@@ -198,8 +207,14 @@ class RecModel:
         if weights.shape[0] == 0:
             return np.zeros((0, self.meta.als.factors), dtype=np.float32)
         confidences = self.scale(weights)
-        with threadpool_limits(limits=1, user_api="blas"):
-            vectors = self._als.recalculate_user(np.arange(weights.shape[0]), confidences)
+        users = np.arange(weights.shape[0])
+        if weights.shape[0] <= FEW_READERS:
+            # The api limits BLAS to one thread once (``api.app``); a context here would
+            # re-read the process's libraries at every request.
+            vectors = self._als_one.recalculate_user(users, confidences)
+        else:
+            with threadpool_limits(limits=1, user_api="blas"):
+                vectors = self._als.recalculate_user(users, confidences)
         return np.asarray(vectors, dtype=np.float32).reshape(weights.shape[0], -1)
 
     def to_bytes(self) -> bytes:

@@ -19,6 +19,9 @@ Redis and on a Redis Cluster because every multi-key command keeps to one hash s
 (see ``store.keys``) and scripts are never queued in a pipeline without being loaded."""
 
 
+POOL_WAIT_S = 5.0
+
+
 def resolve_redis_url(settings: Settings) -> str:
     """The URL to use, starting the embedded server when ``REDIS_URL`` is unset."""
     if settings.redis_url:
@@ -42,13 +45,19 @@ def connect(settings: Settings, url: str | None = None) -> RedisClient:
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
             socket_connect_timeout=2,
             socket_timeout=5,
+            max_connections=settings.redis_max_connections,
         )
-    return aredis.Redis.from_url(
+    # A blocking pool: a burst of requests waits for a free connection (up to
+    # POOL_WAIT_S) instead of failing with "Too many connections".
+    pool = aredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT_S,
         decode_responses=True,
         client_name=embedded.client_name(),
         health_check_interval=30,
     )
+    return aredis.Redis.from_pool(pool)
 
 
 def is_cluster(redis: RedisClient) -> bool:

@@ -27,6 +27,8 @@ Trending (one tag per window so the decay script owns both keys)
 Installs
 - ``pf:token:<sha256(token)>`` (STRING) user id — deleted with the user.
 - ``pf:users`` (ZSET) user id -> last activity unix time — one member per install.
+- ``pf:installs:silent`` (ZSET) user id -> creation time of installs with no event yet —
+  erased after ``forget_silent_installs_days``.
 - ``pf:deployment`` (STRING) this deployment's random id (what the trainer's cache of
   training data belongs to), made once.
 - ``pf:stats`` (HASH) ``events`` (accepted events, all time), ``installs``.
@@ -72,7 +74,8 @@ Models (one tag: publishing switches versions and current in one transaction)
 - ``pf:worker:heartbeat`` (STRING) the last time a worker was alive — TTL 60 s.
 
 Rate limiting
-- ``pf:ratelimit:*`` Litestar's rate-limit store (keys expire by themselves).
+- ``pf:ratelimit:{<who>}:<window s>`` (STRING) requests in the current window of a
+  budget (``t:<token hash>``, ``ip:<address>``, ``installs:<address>``) — expires with the window.
 """
 
 from __future__ import annotations
@@ -101,9 +104,23 @@ MODEL_CHANNEL = "pf:model:events"
 TRAIN_REQUESTED = "pf:train:requested"
 TRAIN_LOCK = "pf:train:lock"
 WORKER_STATE = "pf:worker:state"
+SILENT_INSTALLS = "pf:installs:silent"
 WORKER_HEARTBEAT = "pf:worker:heartbeat"
 
 RATE_LIMIT_NAMESPACE = "pf:ratelimit"
+
+
+RATE_WINDOW_S = 60
+
+
+def rate_limit(who: str, window_s: int = RATE_WINDOW_S) -> str:
+    return f"{RATE_LIMIT_NAMESPACE}:{{{who}}}:{window_s}"
+
+
+def install_rate_limit(token_hash: str) -> str:
+    """An install's request budget, named by its token's hash (not by the reader)."""
+    return rate_limit(f"t:{token_hash[:32]}")
+
 
 DIGEST_SUBSCRIBERS = "pf:digest:subscribers"
 DIGEST_LOCK = "pf:digest:lock"

@@ -13,6 +13,11 @@ local DWELL_PER_POINT_MS = __DWELL_PER_POINT_MS__
 local DWELL_CAP = __DWELL_CAP__
 local UPVOTED, SAVED, DISMISSED, SHARED = 1, 2, 4, 8
 
+-- A reader erased since their token was checked: nothing of theirs is written again.
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return {-1, 0, {}, {}}
+end
+
 local now = tonumber(ARGV[1])
 local accepted, duplicates = 0, 0
 local trend, papers = {}, {}
