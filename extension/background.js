@@ -10,7 +10,7 @@ const FLUSH_ALARM = "flush";
 const BADGE_ALARM = "badge";
 const FOR_YOU_TTL_MS = 10 * 60_000;
 // Passive signals stop while tracking is paused; explicit actions still count.
-const PASSIVE = new Set(["impression", "view", "click"]);
+const PASSIVE = new Set(["impression", "view", "read", "click"]);
 
 async function ensureInstall() {
   const settings = await read(storage, ["backendUrl", "token"]);

@@ -53,6 +53,8 @@ def render(overlay: str) -> list[Obj]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    # No deprecated fields (`bases`, `patchesStrategicMerge`): kustomize warns on those.
+    assert "deprecated" not in done.stderr.lower(), done.stderr
     return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
 
 
@@ -200,7 +202,7 @@ def test_dev_runs_its_own_redis_reachable_only_from_paperfeed(
     statefulsets = by_kind(objects, "StatefulSet")
     if overlay == "prod":
         assert statefulsets == {}  # an external Redis Cluster
-        assert by_kind(objects, "NetworkPolicy") == {}
+        assert "redis-clients-only" not in by_kind(objects, "NetworkPolicy")
         return
     redis_set = statefulsets["redis"]
     assert redis_set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
@@ -225,6 +227,50 @@ def test_dev_runs_its_own_redis_reachable_only_from_paperfeed(
     ]
     assert sorted(clients) == ["paperfeed-api", "paperfeed-worker"]
     assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
+
+
+def selected_by(policy: Obj, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    return all(
+        labels.get(e["key"]) in e["values"]
+        for e in selector.get("matchExpressions", [])
+        if e["operator"] == "In"
+    )
+
+
+def test_every_paperfeed_pod_is_fenced_by_a_network_policy(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    """Ingress only to the api's port; egress only to DNS, Redis, SMTP (and HTTPS for
+    the jobs' catalog sources)."""
+    _, objects = rendered
+    policies = by_kind(objects, "NetworkPolicy")
+    templates = {
+        name: obj["spec"]["template"]["metadata"]["labels"]
+        for name, obj in by_kind(objects, "Deployment").items()
+    }
+    cron = by_kind(objects, "CronJob")["paperfeed-digest"]
+    templates["paperfeed-digest"] = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    for name, labels in templates.items():
+        fencing = [p for p in policies.values() if selected_by(p, labels)]
+        assert fencing, name
+        types = {t for p in fencing for t in p["spec"]["policyTypes"]}
+        assert types == {"Ingress", "Egress"}, name
+        ingress_ports = {
+            port["port"]
+            for p in fencing
+            for rule in p["spec"].get("ingress", [])
+            for port in rule["ports"]
+        }
+        assert ingress_ports == ({8000} if name == "paperfeed-api" else set()), name
+        egress_ports = {
+            port["port"] for p in fencing for rule in p["spec"]["egress"] for port in rule["ports"]
+        }
+        assert {53, 6379} <= egress_ports <= {53, 6379, 16379, 25, 465, 587, 443}, name
 
 
 def test_the_redis_conf_copies_are_one_file() -> None:

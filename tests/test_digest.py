@@ -114,6 +114,7 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
     caplog.set_level(logging.DEBUG, logger="paperfeed")
     with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
         user_id, auth = reader(http, topic=0, seed=7)
+        assert http.get("/v1/meta").json()["digests"] is True
         subscribe(http, auth, address)
 
         # Double opt-in: only the confirmation mail goes out before the link is opened.
@@ -354,9 +355,12 @@ def test_bad_subscriptions_are_refused_with_the_field_named(
         assert forged.status_code == 403
     with live_server(make_settings(redis_url)) as server, httpx.Client(base_url=server.url) as h:
         _, auth = register(h)
+        # The service says beforehand that it sends no mail, and a client that asks
+        # anyway meets a 403 that says why (not a server error).
+        assert h.get("/v1/meta").json()["digests"] is False
         off = h.put("/v1/me/digest", json={"email": "a@example.com"}, headers=auth)
-        assert off.status_code == 503
-        assert "not configured" in off.text
+        assert off.status_code == 403
+        assert "does not send e-mail digests" in off.json()["detail"]
 
 
 def test_the_digest_command_without_smtp_has_nothing_to_do(redis_url: str, r: redis.Redis) -> None:
@@ -502,3 +506,31 @@ async def test_a_confirmation_the_api_could_not_send_goes_out_with_the_next_run(
     assert len(mailbox.to("late@example.org")) == 1
     assert (await core.digests.run(now=time.time() + 900)).confirmations == 0  # once
     await core.close()
+
+
+async def test_an_erasure_during_a_digest_send_leaves_no_address_behind(
+    core: Core, r: redis.Redis
+) -> None:
+    """The run read the subscription, SMTP took its time, the reader erased themselves:
+    what the run writes afterwards must not bring their address back."""
+    from paperfeed.digest.subscriptions import DigestRequest, Outbox
+
+    install = await core.users.register()
+    user_id = install.user_id
+    subs = core.digests.subscriptions
+    await subs.put(user_id, DigestRequest(email="race@example.com", frequency="daily", size=5))
+    sub = await subs.get(user_id)
+    assert sub is not None
+    outbox = Outbox(period="2026-11-30", message_id="<m@example.com>", items=[])
+    await core.users.erase(user_id)  # while "SMTP" was sending
+    await subs.start_sending(user_id, outbox)
+    await subs.record_sent(user_id, sub, outbox, time.time())
+    assert not await subs.save(user_id, sub)  # a confirmation's late write
+    assert not await subs.put(
+        user_id, DigestRequest(email="race@example.com", frequency="daily", size=5)
+    )
+    assert [k for k in r.scan_iter("*") if user_id in str(k)] == []
+    assert not any(
+        "race@example.com" in str(r.get(k)) for k in r.scan_iter("*") if r.type(k) == "string"
+    )
+    assert not r.sismember(keys.DIGEST_SUBSCRIBERS, user_id)

@@ -130,3 +130,38 @@ def test_a_wrong_setting_stops_with_a_clear_message(tmp_path: Path) -> None:
     done = paperfeed_cli("serve", env=env)
     assert done.returncode == 2
     assert "PAPERFEED_PORT" in done.stderr
+
+
+def test_a_killed_embedded_redis_is_restarted_and_loses_nothing_acknowledged(
+    service: Service, tmp_path: Path
+) -> None:
+    """An OOM kill of the embedded redis-server: the service starts it again from its
+    AOF; events acknowledged before and after are all there."""
+    service.start()
+    http = httpx.Client(base_url=service.url, timeout=10)
+    paper = http.get("/v1/papers", params={"limit": 1}).json()["items"][0]["id"]
+    install = http.post("/v1/installs").json()
+    auth = {"Authorization": f"Bearer {install['token']}"}
+    acknowledged: list[str] = []
+
+    def send(kind: str) -> int:
+        sent = event(paper, kind)
+        answer = http.post("/v1/events", json={"events": [sent]}, headers=auth)
+        if answer.status_code == 200:
+            acknowledged.append(sent["event_id"])
+        return answer.status_code
+
+    assert send("view") == 200
+    pid = int((tmp_path / "var" / "redis.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    # Events keep coming while it is down: refused (503, retried by the extension) or
+    # acknowledged, never acknowledged and lost.
+    deadline = time.monotonic() + 30
+    while not (send("click") == 200 and len(acknowledged) >= 3):
+        assert time.monotonic() < deadline, "the embedded redis-server did not come back"
+        time.sleep(0.1)
+    assert int((tmp_path / "var" / "redis.pid").read_text()) != pid
+    assert http.get("/readyz").status_code == 200
+    exported = http.get("/v1/me/export", headers=auth).json()
+    assert set(acknowledged) <= {e["event_id"] for e in exported["events"]}
+    assert service.stop() == 0

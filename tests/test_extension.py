@@ -44,6 +44,8 @@ def ext_mailbox() -> Iterator[Mailbox]:
 def service(tmp_path_factory: pytest.TempPathFactory, ext_mailbox: Mailbox) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("ext") / "var")
     svc.env.update(smtp_env(ext_mailbox, svc.url))
+    # The tests poll the service with the extension's own token: a budget to match.
+    svc.env["PAPERFEED_RATE_LIMIT_PER_MINUTE"] = "100000"
     svc.start()
     admin = {"Authorization": "Bearer embedded-admin"}
     daily = json.loads((FIXTURES / "daily_papers.json").read_text())
@@ -190,9 +192,9 @@ def test_popup_shows_the_feed_and_actions_reach_redis(
 
     papers = wait_for(applied)
     assert papers, "the actions reached the service"
-    assert papers[upvoted]["f"] & 1
-    assert papers[saved]["f"] & 2
-    assert papers[dismissed]["f"] & 4
+    assert papers[upvoted]["upvoted"]
+    assert papers[saved]["saved"]
+    assert papers[dismissed]["dismissed"]
     impressions = [e for e in export(service, context)["events"] if e["type"] == "impression"]
     assert len(impressions) >= 10
 
@@ -358,7 +360,7 @@ def test_events_made_offline_are_delivered_exactly_once_after_restart(
     time.sleep(1)
     events = export(service, context)["events"]
     assert [e["event_id"] for e in events].count(saved_id) == 1
-    assert export(service, context)["papers"][target]["f"] & 2
+    assert export(service, context)["papers"][target]["saved"]
     page.close()
 
 
@@ -427,4 +429,66 @@ def test_options_page_subscribes_to_the_digest_and_shows_its_state(
         f"{service.url}/v1/me/digest", headers={"Authorization": f"Bearer {token(context)}"}
     )
     assert gone.status_code == 404
+    page.close()
+
+
+def test_events_sent_at_the_same_moment_are_all_delivered(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """Forty events queued at once from a page of the extension, while the service
+    worker is flushing earlier ones: every one reaches the service (none overwritten in
+    the queue)."""
+    context, extension_id = browser
+    worker_of(context).evaluate("chrome.storage.local.set({paused: false})")  # tracking on
+    page = open_popup(context, extension_id)
+    papers = page.locator("article.paper").evaluate_all(
+        "(nodes) => nodes.map((n) => n.dataset.paperId)"
+    )
+    before = {e["event_id"] for e in export(service, context)["events"]}
+    page.evaluate(
+        """(papers) => Promise.all(Array.from({ length: 40 }, (_, n) =>
+            chrome.runtime.sendMessage({ kind: "track", site: "popup",
+              events: [{ type: "impression", paper_id: papers[n % papers.length],
+                         url: "concurrency-test-" + n }] })))""",
+        papers,
+    )
+
+    def delivered() -> int:
+        events = export(service, context)["events"]
+        return sum(
+            1
+            for e in events
+            if e["event_id"] not in before and str(e.get("url", "")).startswith("concurrency-test-")
+        )
+
+    assert wait_for(lambda: delivered() == 40, timeout=30), delivered()
+    assert storage(context, "queue") == []
+    page.close()
+
+
+def test_a_long_read_reports_its_reading_time_after_the_checkpoint(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """The view goes out at the 15 s checkpoint; the reading after it arrives as a
+    `read` event when the page is left, and adds to the paper's dwell time."""
+    context, _ = browser
+    worker_of(context).evaluate("chrome.storage.local.set({paused: false})")  # tracking on
+    page = context.new_page()
+    page.goto("https://arxiv.org/abs/2312.17001")
+
+    def events_of(kind: str) -> list[dict[str, Any]]:
+        events = export(service, context)["events"]
+        return [e for e in events if e["type"] == kind and e["paper_id"] == "2312.17001"]
+
+    views = wait_for(lambda: events_of("view"), timeout=30)
+    assert views
+    assert views[0]["dwell_ms"] >= 14_000
+    page.wait_for_timeout(2_000)  # the reader keeps reading
+    page.goto("about:blank")  # and leaves: the page is hidden
+    reads = wait_for(lambda: events_of("read"))
+    assert reads
+    assert reads[0]["dwell_ms"] >= 1_500
+    record = export(service, context)["papers"]["2312.17001"]
+    assert record["views"] == 1
+    assert record["dwell_ms"] == views[0]["dwell_ms"] + reads[0]["dwell_ms"]
     page.close()

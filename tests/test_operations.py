@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import redis
@@ -169,3 +170,33 @@ async def forget_inactive_later(settings: Settings, days: float) -> int:
         )
     finally:
         await core.close()
+
+
+def requests_counted(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("paperfeed_requests_total{")
+    )
+
+
+def test_metrics_of_two_api_processes_add_up_and_never_go_back(tmp_path: Path) -> None:
+    """`paperfeed serve` with two worker processes: every scrape counts the requests of
+    both (a scrape answered by one process alone would jump back and forth)."""
+    from tests.test_embedded import Service
+
+    service = Service(tmp_path / "var")
+    service.env["PAPERFEED_WORKERS"] = "2"
+    service.start()
+    try:
+        with httpx.Client(base_url=service.url) as http:
+            seen: list[float] = []
+            for n in range(40):
+                # A new connection each time: the kernel spreads them over both processes.
+                assert httpx.get(f"{service.url}/v1/papers", params={"limit": 1}).is_success
+                if n % 4 == 3:
+                    seen.append(requests_counted(http.get("/metrics").text))
+            assert seen == sorted(seen), seen
+            assert seen[-1] >= 40
+    finally:
+        assert service.stop() == 0

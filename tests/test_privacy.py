@@ -31,8 +31,8 @@ def test_export_holds_everything_and_delete_erases_everywhere(
     assert export["user_id"] == leaves_id
     assert export["events_total"] == 3
     assert {e["event_id"] for e in export["events"]} == {e["event_id"] for e in batch}
-    assert export["papers"]["2411.00010"]["f"] & 2  # saved
-    assert export["papers"]["2411.00011"]["dw"] == 90_000
+    assert export["papers"]["2411.00010"]["saved"]
+    assert export["papers"]["2411.00011"]["dwell_ms"] == 90_000
     assert "token" not in str(export).lower()
 
     before = trending_scores(http)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import redis
 
 from paperfeed.core import Core
 from paperfeed.store import keys
-from paperfeed.worker import BACKOFF_S, Job, Worker
-from tests.conftest import make_settings
+from paperfeed.worker import ALIVE_FILE, ALIVE_MAX_AGE_S, BACKOFF_S, Job, Worker, worker_alive
+from tests.conftest import make_settings, paperfeed_cli, redis_env
 
 
 def jobs_for(worker: Worker, calls: Counter[str]) -> tuple[Job, Job]:
@@ -80,3 +82,44 @@ async def test_the_running_worker_keeps_its_loops_and_heartbeat_through_failures
     worker.stopping.set()
     await asyncio.wait_for(running, 10)
     assert calls["broken"] == 1  # backing off, not looping
+
+
+async def test_the_liveness_probe_fails_when_the_loop_stops_or_a_job_hangs(
+    core: Core, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, data_dir=str(tmp_path))
+    env = {**os.environ, **redis_env(redis_url), "PAPERFEED_DATA_DIR": str(tmp_path)}
+    assert paperfeed_cli("worker-alive", env=env).returncode == 1  # no worker ran here
+    worker = Worker(settings, core.redis, poll_s=0.02)
+    release = asyncio.Event()
+
+    async def hangs() -> str:
+        await release.wait()  # a Redis call that never answers, say
+        return "done"
+
+    async def always_due(now: float) -> bool:
+        return True
+
+    worker.jobs = [Job("train", always_due, hangs)]
+    running = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + 10
+    while not (tmp_path / ALIVE_FILE).exists() or not worker.jobs[0].started_at:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    alive = await asyncio.to_thread(paperfeed_cli, "worker-alive", env=env)
+    assert alive.returncode == 0, alive.stderr
+    # The loop turns, but the training started seven hours ago and has not returned.
+    worker.jobs[0].started_at = time.time() - 7 * 3600
+    while "job train has been running" not in str(worker_alive(settings)):
+        assert time.monotonic() < deadline + 10
+        await asyncio.sleep(0.02)
+    stuck = await asyncio.to_thread(paperfeed_cli, "worker-alive", env=env)
+    assert stuck.returncode == 1
+    assert "job train has been running" in stuck.stderr
+    release.set()
+    worker.stopping.set()
+    await asyncio.wait_for(running, 10)
+    # The loop stopped turning: after ALIVE_MAX_AGE_S the probe fails.
+    stale = worker_alive(settings, time.time() + ALIVE_MAX_AGE_S + 1)
+    assert stale is not None
+    assert "last turned" in stale

@@ -31,7 +31,8 @@
   const site = location.hostname === "huggingface.co" ? "huggingface" : "arxiv";
   let visibleSince = document.visibilityState === "visible" ? performance.now() : null;
   let dwell = 0;
-  let sent = false;
+  let reported = 0;
+  let viewSent = false;
 
   function settle() {
     if (visibleSince !== null) {
@@ -40,26 +41,27 @@
     }
   }
 
+  // The visit's `view` goes out at the checkpoint or when the page is first hidden;
+  // reading time after that goes out as `read` events carrying only what was not
+  // reported yet (hiding the page twice reports nothing twice), so a long read counts.
   function send() {
     settle();
-    if (sent || dwell < MIN_DWELL_MS) return;
-    sent = true;
-    const title = meta("citation_title", "og:title") ?? document.title;
-    const abstract = meta("citation_abstract", "og:description", "description");
-    chrome.runtime.sendMessage({
-      kind: "track",
-      site,
-      events: [
-        {
+    if (dwell < MIN_DWELL_MS) return;
+    const more = Math.round(dwell - reported);
+    if (viewSent && more < MIN_DWELL_MS) return;
+    const event = viewSent
+      ? { type: "read", paper_id: id, dwell_ms: more }
+      : {
           type: "view",
           paper_id: id,
-          dwell_ms: Math.round(dwell),
-          title: title?.slice(0, 1000) ?? undefined,
-          abstract: abstract?.slice(0, 20000) ?? undefined,
+          dwell_ms: more,
+          title: (meta("citation_title", "og:title") ?? document.title)?.slice(0, 1000) ?? undefined,
+          abstract: meta("citation_abstract", "og:description", "description")?.slice(0, 20000) ?? undefined,
           url: location.href.slice(0, 2000),
-        },
-      ],
-    });
+        };
+    viewSent = true;
+    reported += more;
+    chrome.runtime.sendMessage({ kind: "track", site, events: [event] });
   }
 
   document.addEventListener("visibilitychange", () => {

@@ -68,6 +68,7 @@ export const getTrending = (base, window = "week", limit = 30) =>
   call(base, `/v1/trending?window=${window}&limit=${limit}`);
 export const exportData = (base, token) => call(base, "/v1/me/export", { token });
 export const deleteData = (base, token) => call(base, "/v1/me", { method: "DELETE", token });
+export const getMeta = (base) => call(base, "/v1/meta", {});
 export const getDigest = (base, token) => call(base, "/v1/me/digest", { token });
 export const putDigest = (base, token, choice) =>
   call(base, "/v1/me/digest", { method: "PUT", token, body: choice });

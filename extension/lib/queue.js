@@ -24,12 +24,28 @@ export async function pending(storage) {
   return got[QUEUE_KEY] ?? [];
 }
 
-export async function enqueue(storage, events) {
-  const queue = (await pending(storage)).concat(events);
-  // Past the cap the oldest events go first: recent behaviour says more.
-  const dropped = Math.max(0, queue.length - MAX_QUEUE);
-  await storage.set({ [QUEUE_KEY]: queue.slice(dropped) });
-  return { queued: queue.length - dropped, dropped };
+// Every change to the queue reads it, awaits, and writes it back: two at once (a popup
+// click while a page reports a view, an event queued while a sent batch is removed)
+// would overwrite each other. They take turns: through the Web Locks API across the
+// extension's pages and its service worker, else (tests in Node) through one chain.
+const LOCK = "paperfeed-queue";
+let turn = Promise.resolve();
+
+export function withQueueLock(change) {
+  if (globalThis.navigator?.locks) return navigator.locks.request(LOCK, change);
+  const mine = turn.then(change, change);
+  turn = mine.catch(() => {});
+  return mine;
+}
+
+export function enqueue(storage, events) {
+  return withQueueLock(async () => {
+    const queue = (await pending(storage)).concat(events);
+    // Past the cap the oldest events go first: recent behaviour says more.
+    const dropped = Math.max(0, queue.length - MAX_QUEUE);
+    await storage.set({ [QUEUE_KEY]: queue.slice(dropped) });
+    return { queued: queue.length - dropped, dropped };
+  });
 }
 
 export function backoffDelay(failures) {
@@ -41,10 +57,12 @@ async function state(storage) {
   return got[STATE_KEY] ?? { failures: 0, nextAttemptAt: 0 };
 }
 
-async function remove(storage, ids) {
-  // Read again: events may have been queued while the batch was in flight.
-  const queue = await pending(storage);
-  await storage.set({ [QUEUE_KEY]: queue.filter((e) => !ids.has(e.event_id)) });
+function remove(storage, ids) {
+  return withQueueLock(async () => {
+    // Read again: events may have been queued while the batch was in flight.
+    const queue = await pending(storage);
+    await storage.set({ [QUEUE_KEY]: queue.filter((e) => !ids.has(e.event_id)) });
+  });
 }
 
 // Send queued events in batches with `send(batch)`, which resolves when the api took

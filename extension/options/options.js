@@ -1,6 +1,6 @@
 // Options: the service URL, tracking switches, and the reader's data.
 import * as api from "../lib/api.js";
-import { QUEUE_KEY, STATE_KEY } from "../lib/queue.js";
+import { QUEUE_KEY, STATE_KEY, withQueueLock } from "../lib/queue.js";
 import { DEFAULT_BACKEND, read } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
@@ -64,7 +64,9 @@ document.getElementById("delete").addEventListener("click", async () => {
   } catch (error) {
     if (error.kind !== "unauthorized") return say(api.KINDS[error.kind] ?? "Delete failed.");
   }
-  await storage.remove(["token", "userId", "cachedFeed", "forYou", "seenFeedIds", QUEUE_KEY, STATE_KEY]);
+  await withQueueLock(() =>
+    storage.remove(["token", "userId", "cachedFeed", "forYou", "seenFeedIds", QUEUE_KEY, STATE_KEY]),
+  );
   say("Deleted. paperfeed starts afresh the next time it is used.");
 });
 
@@ -92,6 +94,13 @@ async function install() {
 
 async function showDigest() {
   const s = await read(storage, ["backendUrl", "token"]);
+  // A service without e-mail says so in its public meta: no form to fill in vain.
+  const meta = await api.getMeta(s.backendUrl).catch(() => null);
+  if (meta && !meta.digests) {
+    document.getElementById("digest").hidden = true;
+    digestState.textContent = "This paperfeed service does not send e-mail.";
+    return;
+  }
   let status = null;
   if (s.token) {
     try {
@@ -125,7 +134,7 @@ document.getElementById("digest").addEventListener("submit", async (event) => {
     stopButton.hidden = false;
     digestState.textContent = describeDigest(status);
   } catch (error) {
-    digestState.textContent = error.status === 503
+    digestState.textContent = error.status === 403
       ? "This paperfeed service does not send e-mail."
       : (api.KINDS[error.kind] ?? "Subscribing failed.");
   }

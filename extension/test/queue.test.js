@@ -99,3 +99,30 @@ test("a Retry-After longer than the backoff is honoured", async () => {
   assert.equal(retryAfterMs(undefined), 0);
   assert.equal(retryAfterMs("nonsense"), 0);
 });
+
+test("enqueues at the same moment keep every event", async () => {
+  const storage = memoryStorage();
+  const batches = [events(1), events(1, "click"), events(1, "save"), events(2, "upvote")];
+  await Promise.all(batches.map((batch) => enqueue(storage, batch)));
+  const ids = (await pending(storage)).map((e) => e.event_id).sort();
+  assert.deepEqual(ids, batches.flat().map((e) => e.event_id).sort());
+});
+
+test("events queued while a sent batch is removed stay queued", async () => {
+  const storage = memoryStorage();
+  await enqueue(storage, events(3));
+  const late = events(4, "click");
+  let first = true;
+  const delivered = [];
+  await flush(storage, async (batch) => {
+    delivered.push(...batch.map((e) => e.event_id));
+    if (!first) return;
+    first = false;
+    // While this batch is in flight, four events are queued one by one: the removal of
+    // the batch must not overwrite them.
+    await Promise.all(late.map((e) => enqueue(storage, [e])));
+  }, { force: true });
+  assert.deepEqual(await pending(storage), []);
+  for (const e of late) assert.ok(delivered.includes(e.event_id), e.event_id);
+  assert.equal(delivered.length, 7);
+});

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,17 +53,25 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         if ready.workers > 1:
             # Each worker builds its app from the environment; they share the embedded
-            # server, already started above.
-            uvicorn.run(
-                "paperfeed.api.app:app_from_env",
-                factory=True,
-                host=ready.host,
-                port=ready.port,
-                workers=ready.workers,
-                log_config=None,
-                proxy_headers=True,
-                forwarded_allow_ips=ready.forwarded_allow_ips,
-            )
+            # server, already started above, and write their metrics to one directory
+            # that every scrape sums (else each scrape would read one random process).
+            own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            if own_metrics_dir:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pf-metrics-")
+            try:
+                uvicorn.run(
+                    "paperfeed.api.app:app_from_env",
+                    factory=True,
+                    host=ready.host,
+                    port=ready.port,
+                    workers=ready.workers,
+                    log_config=None,
+                    proxy_headers=True,
+                    forwarded_allow_ips=ready.forwarded_allow_ips,
+                )
+            finally:
+                if own_metrics_dir:
+                    shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
         else:
             uvicorn.run(
                 create_app(ready),

@@ -30,3 +30,8 @@ class Forbidden(PaperfeedError):
 
 class Unavailable(PaperfeedError):
     """A dependency (Redis, a model) cannot serve now; retrying later may work."""
+
+
+class NotOffered(Forbidden):
+    """A feature this deployment does not offer (e-mail digests without SMTP): a 403
+    that says so; ``GET /v1/meta`` tells clients beforehand."""

@@ -28,9 +28,11 @@ from paperfeed.store.scripts import lua, run_replicated
 from paperfeed.trending import Contribution, Trending
 
 EventType = Literal[
-    "impression", "view", "click", "upvote", "unvote", "save", "unsave", "share",
+    "impression", "view", "read", "click", "upvote", "unvote", "save", "unsave", "share",
     "dismiss", "undismiss",
 ]  # fmt: skip
+"""``read``: more reading time (``dwell_ms``) of a visit whose ``view`` was already sent
+(the page reports its view at a checkpoint, then the rest when it is hidden)."""
 
 # Confidence an interaction adds to the user x paper cell the recommender learns from.
 # Views and clicks count up to REPEAT_CAP times; dwell adds a point a minute, up to 3.
@@ -60,7 +62,7 @@ class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ts: Annotated[float, Meta(ge=0)]
     """When it happened, unix seconds (fractions allowed)."""
     dwell_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 0
-    """``view``: time the page was visible."""
+    """``view``: time the page was visible; ``read``: visible time since the last report."""
     source: Annotated[str, Meta(max_length=32, pattern=r"^[a-z0-9_-]*$")] | None = None
     """Where it happened: ``popup``, ``arxiv``, ``huggingface``, ..."""
     title: Annotated[str, Meta(max_length=1_000)] | None = None

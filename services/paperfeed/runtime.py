@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import msgspec
 from tqdm import tqdm
@@ -25,11 +28,55 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
         yield settings
         return
     url = client.resolve_redis_url(settings)
+    watch = EmbeddedWatch(settings.data_path)
+    watch.start()
     try:
         yield msgspec.structs.replace(settings, redis_url=url)
     finally:
+        watch.stop()
         if embedded.release_server(settings.data_path):
             log.info("stopped the embedded redis-server", extra={"data_dir": settings.data_dir})
+
+
+WATCH_EVERY_S = 1.0
+WATCH_BACKOFF_CAP_S = 30.0
+
+
+class EmbeddedWatch(threading.Thread):
+    """Restarts the embedded redis-server if it dies (an OOM kill, a crash): its AOF
+    brings back every acknowledged write, and the clients reconnect by themselves.
+    Repeated failures back off (1 s, 2 s, ... up to ``WATCH_BACKOFF_CAP_S``)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(name="embedded-redis-watch", daemon=True)
+        self.data_dir = data_dir
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.wait(WATCH_EVERY_S if failures == 0 else
+                                     min(WATCH_BACKOFF_CAP_S, 2.0 ** (failures - 1))):  # fmt: skip
+            if embedded.is_up(self.data_dir):
+                failures = 0
+                continue
+            log.error("the embedded redis-server is down; starting it again",
+                      extra={"data_dir": str(self.data_dir), "attempt": failures + 1})  # fmt: skip
+            try:
+                embedded.ensure_server(self.data_dir)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                failures += 1
+                log.error("restarting the embedded redis-server failed",
+                          extra={"error": repr(exc), "attempt": failures})  # fmt: skip
+            else:
+                failures = 0
+                log.info(
+                    "the embedded redis-server is back", extra={"data_dir": str(self.data_dir)}
+                )
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join(5)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from paperfeed.catalog.repository import Catalog
-from paperfeed.events import UserPaper, decode_user_paper
+from paperfeed.events import SHARED, UserPaper, decode_user_paper
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.trending import Contribution, Trending
@@ -25,13 +25,56 @@ class Install(msgspec.Struct):
     token: str
 
 
+class PaperRecord(msgspec.Struct):
+    """What the reader did with one paper, as exported (storage keeps it compact)."""
+
+    upvoted: bool
+    saved: bool
+    dismissed: bool
+    shared: bool
+    views: int
+    clicks: int
+    impressions: int
+    """Times the paper was shown to the reader in a feed or list."""
+    dwell_ms: float
+    """Reading time reported by paper pages, in milliseconds."""
+    confidence: float
+    """How much the recommender counts this paper for the reader (-1: dismissed)."""
+    last_event_at: float
+    first_viewed_at: float | None
+    first_clicked_at: float | None
+    upvoted_at: float | None
+    saved_at: float | None
+    shared_at: float | None
+
+    @classmethod
+    def of(cls, record: UserPaper) -> PaperRecord:
+        return cls(
+            upvoted=record.upvoted,
+            saved=record.saved,
+            dismissed=record.dismissed,
+            shared=bool(record.f & SHARED),
+            views=record.v,
+            clicks=record.c,
+            impressions=record.i,
+            dwell_ms=record.dw,
+            confidence=record.w,
+            last_event_at=record.t,
+            first_viewed_at=record.vt,
+            first_clicked_at=record.ct,
+            upvoted_at=record.ut,
+            saved_at=record.st,
+            shared_at=record.sh,
+        )
+
+
 class UserExport(msgspec.Struct):
     user_id: str
     created_at: float
     last_event_at: float | None
     events_total: int
-    papers: dict[str, UserPaper]
-    """What the user did with each paper (flags, counts, confidence)."""
+    papers: dict[str, PaperRecord]
+    """What the user did with each paper, by paper id."""
     events: list[dict[str, Any]]
     """Raw accepted events, newest first (at most ``event_log_cap``)."""
     vector: dict[str, Any] | None
@@ -117,7 +160,7 @@ class Users:
             created_at=float(profile.get("created_at", 0)),
             last_event_at=float(profile["last_event_at"]) if "last_event_at" in profile else None,
             events_total=int(profile.get("events", 0)),
-            papers={pid: decode_user_paper(value) for pid, value in papers.items()},
+            papers={pid: PaperRecord.of(decode_user_paper(v)) for pid, v in papers.items()},
             events=[msgspec.json.decode(line) for line in log],
             vector=msgspec.json.decode(vector) if vector else None,
             digest=msgspec.json.decode(digest) if digest else None,

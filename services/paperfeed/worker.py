@@ -44,6 +44,11 @@ log = logging.getLogger("paperfeed.worker")
 BACKOFF_S = 5.0
 BACKOFF_CAP_S = 900.0
 HEARTBEAT_TTL_S = 60.0
+ALIVE_FILE = "worker.alive"
+ALIVE_MAX_AGE_S = 90.0
+STUCK_AFTER_S = {"train": 6 * 3600.0, "digests": 3600.0, "retention": 3600.0}
+"""A job running longer than this is stuck (a hung Redis call, a deadlock): the
+liveness check fails and the orchestrator restarts the worker."""
 
 
 class JobFailed(RuntimeError):
@@ -60,6 +65,8 @@ class Job:
     retry_at: float = 0.0
     last_error: str = ""
     runs: int = field(default=0)
+    started_at: float = 0.0
+    """When the running call of ``run`` started (0: not running)."""
 
 
 class Worker:
@@ -108,7 +115,11 @@ class Worker:
         try:
             if not await job.due(now):
                 return
-            summary = await job.run()
+            job.started_at = time.time()
+            try:
+                summary = await job.run()
+            finally:
+                job.started_at = 0.0
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -133,12 +144,25 @@ class Worker:
 
     async def heartbeat(self) -> None:
         while not self.stopping.is_set():
+            self.write_alive()
             with contextlib.suppress(RedisError, RedisClusterException):
                 await self.redis.set(
                     keys.WORKER_HEARTBEAT, f"{time.time():.3f}", ex=int(HEARTBEAT_TTL_S)
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), min(self.poll_s, HEARTBEAT_TTL_S / 3))
+
+    def write_alive(self) -> None:
+        """The local liveness record ``paperfeed worker-alive`` reads: the loop is
+        turning, and since when each running job runs."""
+        running = {job.name: job.started_at for job in self.jobs if job.started_at}
+        record = msgspec.json.encode({"at": time.time(), "pid": os.getpid(), "running": running})
+        path = self.settings.data_path / ALIVE_FILE
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(record)
+            temporary.replace(path)
 
     async def save_state(self, job: Job) -> None:
         with contextlib.suppress(RedisError, RedisClusterException):
@@ -277,6 +301,33 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_alive(settings: Settings, now: float | None = None) -> str | None:
+    """Why the worker on this machine is not alive, or None when it is."""
+    now = time.time() if now is None else now
+    path = settings.data_path / ALIVE_FILE
+    try:
+        record = msgspec.json.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return f"no liveness record at {path}"
+    age = now - float(record.get("at", 0))
+    if age > ALIVE_MAX_AGE_S:
+        return f"the worker's loop last turned {age:.0f} s ago"
+    for name, started in dict(record.get("running", {})).items():
+        limit = STUCK_AFTER_S.get(name, 3600.0)
+        if now - float(started) > limit:
+            return f"job {name} has been running for {now - float(started):.0f} s"
+    return None
+
+
+def cmd_worker_alive(settings: Settings, args: argparse.Namespace) -> int:
+    problem = worker_alive(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print("alive")
+    return 0
+
+
 def add_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     commands: dict[str, Callable[[Settings, argparse.Namespace], int]],
@@ -285,3 +336,9 @@ def add_commands(
     worker.add_argument("--poll", type=float, default=5.0, help="seconds between checks")
     worker.add_argument("--once", action="store_true", help="run each due job once, then exit")
     commands["worker"] = cmd_worker
+    sub.add_parser(
+        "worker-alive",
+        help="exit 0 if this machine's worker is alive (its loop turns, no job is stuck): "
+        "the liveness probe",
+    )
+    commands["worker-alive"] = cmd_worker_alive

@@ -28,6 +28,7 @@ from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.limits import RequestBudgets
 from paperfeed.api.me import MeController
+from paperfeed.api.meta import MetaController
 from paperfeed.api.metrics import mirror_store_metrics, watch_model
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             AdminController,
             FeedController,
             HealthController,
+            MetaController,
             MetricsController,
         ],
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import math
 import time
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from prometheus_client import Counter, Gauge
@@ -16,34 +16,56 @@ from paperfeed.recsys.serving import ModelHolder
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
+# With several api processes (PAPERFEED_WORKERS > 1) each writes its metrics to
+# PROMETHEUS_MULTIPROC_DIR and a scrape sums them; a gauge shows the value most recently
+# set by a living process (they all mirror the same Redis or model state).
+SHARED: Final = "livemostrecent"
+
 EVENTS_ACCEPTED = Counter("paperfeed_events_accepted_total", "Events applied")
 EVENTS_DUPLICATE = Counter("paperfeed_events_duplicate_total", "Replayed events ignored")
 FEEDS_SERVED = Counter("paperfeed_feeds_total", "Personalized feeds served", ["kind"])
 
 # Counted in Redis by whichever process sends mail (worker, CronJob, api), mirrored here.
 DIGEST_COUNTERS = {
-    "digest_sent": Gauge("paperfeed_digest_sent", "Digests accepted by the SMTP server"),
+    "digest_sent": Gauge(
+        "paperfeed_digest_sent", "Digests accepted by the SMTP server", multiprocess_mode=SHARED
+    ),
     "digest_confirmations": Gauge(
-        "paperfeed_digest_confirmations_sent", "Confirmation mails accepted by the SMTP server"
+        "paperfeed_digest_confirmations_sent",
+        "Confirmation mails accepted by the SMTP server",
+        multiprocess_mode=SHARED,
     ),
     "digest_smtp_failures": Gauge(
-        "paperfeed_digest_smtp_failures", "SMTP attempts that failed (each retry counts)"
+        "paperfeed_digest_smtp_failures",
+        "SMTP attempts that failed (each retry counts)",
+        multiprocess_mode=SHARED,
     ),
     "digest_failed": Gauge(
-        "paperfeed_digest_failed", "Digests given up after every retry (sent on the next run)"
+        "paperfeed_digest_failed",
+        "Digests given up after every retry (sent on the next run)",
+        multiprocess_mode=SHARED,
     ),
 }
 MODEL_AGE = Gauge(
-    "paperfeed_model_age_seconds", "Seconds since the served model was trained (NaN: none)"
+    "paperfeed_model_age_seconds",
+    "Seconds since the served model was trained (NaN: none)",
+    multiprocess_mode=SHARED,
 )
 GATE_PUBLISHED = Gauge(
-    "paperfeed_model_gate_published", "The last training's gate decision: 1 published, 0 not"
+    "paperfeed_model_gate_published",
+    "The last training's gate decision: 1 published, 0 not",
+    multiprocess_mode=SHARED,
 )
 GATE_AT = Gauge(
-    "paperfeed_model_gate_decision_timestamp_seconds", "When the last gate decision was made"
+    "paperfeed_model_gate_decision_timestamp_seconds",
+    "When the last gate decision was made",
+    multiprocess_mode=SHARED,
 )
 GATE_NDCG = Gauge(
-    "paperfeed_model_gate_ndcg", "nDCG@20 on the last gate's judged interactions", ["model"]
+    "paperfeed_model_gate_ndcg",
+    "nDCG@20 on the last gate's judged interactions",
+    ["model"],
+    multiprocess_mode=SHARED,
 )
 STORE_METRICS_S = 5.0
 

@@ -22,7 +22,7 @@ from paperfeed.digest.subscriptions import (
     mask_email,
     period_of,
 )
-from paperfeed.errors import Unauthorized, Unavailable
+from paperfeed.errors import NotOffered, Unauthorized
 from paperfeed.recsys.feed import FeedService
 from paperfeed.settings import Settings
 from paperfeed.store import keys
@@ -34,6 +34,9 @@ CONFIRMATION_GRACE_S = 120.0
 """A run leaves a fresh subscription to the api's own confirmation mail this long."""
 FEED_DEPTH = 100
 """Feed items looked at per digest: enough to fill it after removing what was sent."""
+
+
+NO_DIGESTS = "this service does not send e-mail digests (no SMTP server is configured)"
 
 
 class RunReport(msgspec.Struct):
@@ -62,7 +65,7 @@ class Digests:
     def mailer(self) -> Mailer:
         if self._mailer is None:
             if not self.enabled:
-                raise Unavailable("e-mail digests are not configured on this service")
+                raise NotOffered(NO_DIGESTS)
             self._mailer = Mailer(self.settings, self.redis)
         return self._mailer
 
@@ -71,7 +74,7 @@ class Digests:
     async def subscribe(self, user_id: str, request: DigestRequest) -> bool:
         """Store the choice; True when a confirmation mail must go out."""
         if not self.enabled:
-            raise Unavailable("e-mail digests are not configured on this service")
+            raise NotOffered(NO_DIGESTS)
         return await self.subscriptions.put(user_id, request)
 
     async def send_confirmation(self, user_id: str) -> bool:

@@ -13,6 +13,7 @@ from msgspec import Meta
 from paperfeed.digest.compose import DigestItem
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
+from paperfeed.store.scripts import lua
 
 Frequency = Literal["daily", "weekly"]
 # Explicit ranges, not \s: the regex dialects of Python and JSON Schema disagree on it.
@@ -107,6 +108,8 @@ _decode_outbox = msgspec.json.Decoder(Outbox).decode
 class Subscriptions:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
+        self._set = redis.register_script(lua("reader_set"))
+        self._sent = redis.register_script(lua("digest_sent"))
 
     async def get(self, user_id: str) -> Subscription | None:
         raw = await self.redis.get(keys.user_digest(user_id))
@@ -128,12 +131,20 @@ class Subscriptions:
         resend = not sub.confirmed and (asked is None or now - asked > RESEND_CONFIRMATION_S)
         if resend:
             sub = msgspec.structs.replace(sub, confirmation_asked_at=now)
-        await self.save(user_id, sub)
+        if not await self.save(user_id, sub):
+            return False  # erased meanwhile
         await self.redis.sadd(keys.DIGEST_SUBSCRIBERS, user_id)
         return resend
 
-    async def save(self, user_id: str, sub: Subscription) -> None:
-        await self.redis.set(keys.user_digest(user_id), msgspec.json.encode(sub))
+    async def save(self, user_id: str, sub: Subscription) -> bool:
+        """Store the subscription while the reader exists; False when they are gone."""
+        return await self._set_if_reader(
+            user_id, keys.user_digest(user_id), msgspec.json.encode(sub)
+        )
+
+    async def _set_if_reader(self, user_id: str, key: str, value: bytes) -> bool:
+        written = await self._set(keys=[keys.user_profile(user_id), key], args=[value])
+        return bool(written)
 
     async def delete(self, user_id: str) -> bool:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -154,20 +165,26 @@ class Subscriptions:
         return _decode_outbox(raw) if raw else None
 
     async def start_sending(self, user_id: str, outbox: Outbox) -> None:
-        await self.redis.set(keys.user_digest_outbox(user_id), msgspec.json.encode(outbox))
+        await self._set_if_reader(
+            user_id, keys.user_digest_outbox(user_id), msgspec.json.encode(outbox)
+        )
 
     async def record_sent(
         self, user_id: str, sub: Subscription, outbox: Outbox, now: float
     ) -> None:
         """After SMTP accepted the digest: its papers, the period done, the outbox gone."""
         done = msgspec.structs.replace(sub, last_period=outbox.period, last_sent_at=now)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if outbox.papers:
-                pipe.zadd(keys.user_digest_sent(user_id), dict.fromkeys(outbox.papers, now))
-                pipe.zremrangebyrank(keys.user_digest_sent(user_id), 0, -SENT_KEPT - 1)
-            pipe.set(keys.user_digest(user_id), msgspec.json.encode(done))
-            pipe.delete(keys.user_digest_outbox(user_id))
-            await pipe.execute()
+        recorded = await self._sent(
+            keys=[
+                keys.user_profile(user_id),
+                keys.user_digest(user_id),
+                keys.user_digest_sent(user_id),
+                keys.user_digest_outbox(user_id),
+            ],
+            args=[msgspec.json.encode(done), now, SENT_KEPT, *outbox.papers],
+        )
+        if not recorded:
+            return  # erased while the digest was being sent
         # A reader of digests is active, even without events (retention counts from here).
         await self.redis.zadd(keys.USERS, {user_id: now}, xx=True)
 

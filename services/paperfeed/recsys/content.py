@@ -99,6 +99,14 @@ class TextFeatures:
     def terms(self) -> int:
         return len(self.vocabulary)
 
+    def same_as(self, other: TextFeatures) -> bool:
+        """The same kind, vocabulary and idf: both encode any text alike."""
+        return (
+            self.kind == other.kind
+            and self.vocabulary == other.vocabulary
+            and np.array_equal(self.idf, other.idf)
+        )
+
     @classmethod
     def fit(
         cls,

@@ -343,7 +343,10 @@ def _judge(
     assert candidate is not None, "learn() judges when given judged cells"
     views = {"candidate": learn.column_view(candidate, data.item_ids, learned.text)}
     if current is not None:
-        views["current"] = learn.column_view(current, data.item_ids, current.text.vectors(tokens))
+        # A catalog that did not change gives the same features: no need to encode again.
+        same = current.text.same_as(candidate.text)
+        current_text = learned.text if same else current.text.vectors(tokens)
+        views["current"] = learn.column_view(current, data.item_ids, current_text)
     metrics = {
         name: evaluate.ranking_metrics(
             learn.production_scorer(view, popularity), history, judged, GATE_K

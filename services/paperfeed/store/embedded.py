@@ -65,7 +65,7 @@ def _ping(path: Path) -> bool:
     try:
         with redis.Redis(unix_socket_path=str(path), socket_timeout=2) as client:
             return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except (redis.RedisError, OSError):  # down, or still loading its AOF
         return False
 
 
@@ -79,6 +79,11 @@ def _start_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_up(data_dir: Path) -> bool:
+    """The data dir's redis-server answers."""
+    return _ping(socket_path(data_dir))
+
+
 def ensure_server(data_dir: Path, timeout_s: float = 20.0) -> str:
     """Start the data dir's redis-server unless it runs already; returns its URL."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,30 +93,45 @@ def ensure_server(data_dir: Path, timeout_s: float = 20.0) -> str:
     with _start_lock(data_dir):
         if _ping(sock):
             return socket_url(data_dir)
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-        # A unix socket path is limited to ~100 bytes; the data dir keeps it short.
-        command = [
-            redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--dir", str(data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--save", "",
-            "--daemonize", "yes",
-            "--pidfile", str(data_dir / "redis.pid"),
-            "--logfile", str(data_dir / "redis.log"),
-        ]  # fmt: skip
-        log.info("starting embedded redis-server", extra={"data_dir": str(data_dir)})
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        if not _running(data_dir):
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+            _start(data_dir, sock)
         deadline = time.monotonic() + timeout_s
         while not _ping(sock):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded redis-server did not start; see {data_dir}/redis.log")
             time.sleep(0.05)
     return socket_url(data_dir)
+
+
+def _running(data_dir: Path) -> bool:
+    """A redis-server of this data dir is alive (perhaps still loading its AOF)."""
+    try:
+        pid = int((data_dir / "redis.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _start(data_dir: Path, sock: Path) -> None:
+    # A unix socket path is limited to ~100 bytes; the data dir keeps it short.
+    command = [
+        redis_server_binary(),
+        "--port", "0",
+        "--unixsocket", str(sock),
+        "--unixsocketperm", "700",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "always",
+        "--save", "",
+        "--daemonize", "yes",
+        "--pidfile", str(data_dir / "redis.pid"),
+        "--logfile", str(data_dir / "redis.log"),
+    ]  # fmt: skip
+    log.info("starting embedded redis-server", extra={"data_dir": str(data_dir)})
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def release_server(data_dir: Path) -> bool:

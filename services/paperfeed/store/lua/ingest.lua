@@ -57,6 +57,8 @@ for i = 6, #ARGV, 6 do
       r.v = r.v + 1
       r.dw = r.dw + dwell
       if r.v == 1 then r.vt = at; credit(paper, TRENDING.view, at) end
+    elseif kind == 'read' then
+      r.dw = r.dw + dwell
     elseif kind == 'click' then
       r.c = r.c + 1
       if r.c == 1 then r.ct = at; credit(paper, TRENDING.click, at) end
