@@ -29,7 +29,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import msgspec
@@ -697,19 +696,15 @@ def learn(
     # Blend.
     content_only = BlendParams(collaborative=False, content=1.0)
     view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
-    # The two pools are independent, and their products release the GIL: side by side.
-    with ThreadPoolExecutor(2) as pool:
-        warm_job = pool.submit(collect_pools, view, validation.fit, validation.warm, fit_popularity)
-        cold_job = pool.submit(
-            collect_pools,
-            view,
-            validation.fit,
-            validation.cold,
-            fit_popularity,
-            allowed=validation.cold_items,
-            readers=COLD_POOL_READERS,
-        )
-        warm_pools, cold_pools = warm_job.result(), cold_job.result()
+    warm_pools = collect_pools(view, validation.fit, validation.warm, fit_popularity)
+    cold_pools = collect_pools(
+        view,
+        validation.fit,
+        validation.cold,
+        fit_popularity,
+        allowed=validation.cold_items,
+        readers=COLD_POOL_READERS,
+    )
     start = BlendParams() if warm_pools is not None else PRIOR
     blend_params = fit_blend(warm_pools, cold_pools, start)
     if warm_pools is not None:

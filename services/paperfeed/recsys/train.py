@@ -32,7 +32,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import msgspec
@@ -348,15 +347,16 @@ def _judge(
         same = current.text.same_as(candidate.text)
         current_text = learned.text if same else current.text.vectors(tokens)
         views["current"] = learn.column_view(current, data.item_ids, current_text)
-    scorers = {name: learn.production_scorer(view, popularity) for name, view in views.items()}
-    scorers["popularity"] = evaluate.popularity_scorer(history)
-    # Independent rankings whose products release the GIL: side by side.
-    with ThreadPoolExecutor(len(scorers)) as pool:
-        jobs = {
-            name: pool.submit(evaluate.ranking_metrics, scorer, history, judged, GATE_K)
-            for name, scorer in scorers.items()
-        }
-        return {name: job.result() for name, job in jobs.items()}
+    metrics = {
+        name: evaluate.ranking_metrics(
+            learn.production_scorer(view, popularity), history, judged, GATE_K
+        )
+        for name, view in views.items()
+    }
+    metrics["popularity"] = evaluate.ranking_metrics(
+        evaluate.popularity_scorer(history), history, judged, GATE_K
+    )
+    return metrics
 
 
 def same_start(searched: AlsParams, configured: AlsParams) -> bool:
