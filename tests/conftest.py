@@ -153,7 +153,12 @@ class LiveServer:
 
     def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = settings
-        self.port = port or free_port()
+        # The socket is bound here and handed to uvicorn: no window in which another
+        # process could take a port found free.
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", port or 0))
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_app(settings),
@@ -165,7 +170,9 @@ class LiveServer:
             forwarded_allow_ips=settings.forwarded_allow_ips,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def start(self) -> LiveServer:
         self.thread.start()
@@ -179,6 +186,7 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+        self.socket.close()
 
 
 @contextlib.contextmanager

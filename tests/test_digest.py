@@ -472,22 +472,54 @@ async def test_a_refused_address_is_not_retried_and_not_logged(
     await core.close()
 
 
+class Refusals(logging.Handler):
+    """Counts the service's refusals to send one more confirmation to an address."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "confirmation limit" in record.getMessage():
+            self.count += 1
+
+
 def test_nobody_can_flood_an_inbox_with_confirmations(
     redis_url: str, r: redis.Redis, mailbox: Mailbox
 ) -> None:
     settings = make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1"))
+    refusals = Refusals()
+    service_log = logging.getLogger("paperfeed.digest.service")
+    service_log.addHandler(refusals)
+
+    def sent() -> int:  # counted once SMTP accepted a confirmation
+        return int(r.hget(keys.STATS, "digest_confirmations") or 0)
+
+    def refused() -> int:
+        return refusals.count
+
+    def settled(attempts: int) -> None:
+        """Wait until every background confirmation asked for has been sent or refused."""
+        deadline = time.monotonic() + 15
+        while sent() + refused() < attempts:
+            assert time.monotonic() < deadline, (sent(), refused())
+            time.sleep(0.05)
+
     with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
         _, auth = register(http)
-        for _ in range(3):  # the same install asking again and again
+        for _ in range(3):  # the same install asking again and again: one attempt
             subscribe(http, auth, "victim@example.com")
-        time.sleep(1.0)
+        settled(1)
         assert len(mailbox.to("victim@example.com")) == 1, "one link an hour per install"
         for _ in range(5):  # fresh installs, all naming the same stranger
             _, other = register(http)
             subscribe(http, other, "victim@example.com")
-        time.sleep(1.0)  # confirmations go out after the answers
+        settled(6)
+        assert sent() + refused() == 6  # no attempt beyond the six asked for
+    service_log.removeHandler(refusals)
     received = mailbox.to("victim@example.com")
     assert len(received) == 3, "at most three confirmations a day reach one address"
+    assert refused() == 3
 
 
 async def test_a_confirmation_the_api_could_not_send_goes_out_with_the_next_run(

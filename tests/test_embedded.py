@@ -40,22 +40,39 @@ class Service:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "paperfeed.cli", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # The port was free when chosen; another process may take it before the server
+        # binds it. A server that exits at once is started again on a new port (its URL
+        # is read from ``self.url`` after start).
+        for attempt in range(3):
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "paperfeed.cli", "serve"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._ready():
+                return
+            if attempt < 2 and self.process.poll() is not None:
+                self.port = free_port()
+                self.env["PAPERFEED_PORT"] = str(self.port)
+                self.url = f"http://127.0.0.1:{self.port}"
+                continue
+            break
+        raise AssertionError("paperfeed serve did not become ready")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, "paperfeed serve exited"
+            if self.process.poll() is not None:
+                return False  # exited (the port was taken, say)
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
+                    return True
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise AssertionError("paperfeed serve did not become ready")
+        return False
 
     def stop(self) -> int:
         assert self.process is not None

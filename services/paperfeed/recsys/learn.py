@@ -604,13 +604,16 @@ def learn(
     judged: sparse.csr_matrix | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    blend_start: BlendParams | None = None,
 ) -> Learned:
     """Everything a model needs, learned on ``weights`` (n_users, n_items) float32 with
     dismissals < 0, whose papers' texts are ``tokens`` (``content.tokenize``).
 
     ``search_trials`` > 1 searches the ALS hyperparameters (starting from ``params``);
     otherwise ``params`` are used (``search`` records where they came from). ``judged``
-    cells are kept out of everything but the final model."""
+    cells are kept out of everything but the final model. ``blend_start``: the current
+    model's blend, where a retraining's blend starts (it moves only where this data says
+    so on both halves of its validation readers: consecutive models do not swing)."""
     started = time.perf_counter()
     laps: dict[str, float] = {}
     mark = [started]
@@ -705,7 +708,12 @@ def learn(
         allowed=validation.cold_items,
         readers=COLD_POOL_READERS,
     )
-    start = BlendParams() if warm_pools is not None else PRIOR
+    if warm_pools is None:
+        start = PRIOR
+    elif blend_start is not None and blend_start.collaborative:
+        start = blend_start
+    else:
+        start = BlendParams()
     blend_params = fit_blend(warm_pools, cold_pools, start)
     if warm_pools is not None:
         choices.blend_ndcg = round(pool_ndcg(warm_pools, blend_params), 5)

@@ -281,6 +281,7 @@ async def train_and_publish(
         judged=judged if judged.nnz else None,
         seed=seed,
         progress=progress,
+        blend_start=current.meta.blend if current is not None else None,
     )
     stage("learn")
     stages.update({f"learn.{step}": seconds for step, seconds in learned.seconds.items()})
