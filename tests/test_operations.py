@@ -120,19 +120,22 @@ def test_an_untrusted_peer_cannot_choose_its_address(redis_url: str, r: redis.Re
 
 
 def test_made_up_tokens_share_their_address_budget(redis_url: str, r: redis.Redis) -> None:
-    """5,000 requests, each with a token nobody was given: the address's budget (600 a
-    minute) runs out, and the real install beside them keeps its own."""
+    """Requests, each with a token nobody was given: the address's budget runs out, and
+    the real install beside them keeps its own. (A small budget keeps the whole run
+    inside one minute's window on a slow machine.)"""
     with (
-        live_server(make_settings(redis_url, rate_limit_per_minute=600)) as limited,
+        live_server(make_settings(redis_url, rate_limit_per_minute=100)) as limited,
         httpx.Client(base_url=limited.url) as http,
     ):
         _, real = register(http)
+        started = time.monotonic()
         statuses = Counter(
             http.get("/v1/feed", headers={"Authorization": f"Bearer forged-{n}"}).status_code
-            for n in range(5_000)
+            for n in range(1_000)
         )
-        assert statuses[401] <= 600, statuses  # the budget left after register()
-        assert statuses[429] >= 4_400, statuses
+        assert time.monotonic() - started < 60, "the run outlasted the budget's window"
+        assert statuses[401] == 99, statuses  # the budget left after register()
+        assert statuses[429] == 901, statuses
         assert http.get("/v1/feed", headers=real).status_code == 200
         # The forged tokens left no counter of their own: one for the address.
         budgets = {k.split("{")[1].split("}")[0] for k in r.scan_iter("pf:ratelimit:*")}
