@@ -11,7 +11,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
-from paperfeed.api.limits import USER_ID_STATE
+from paperfeed.api.limits import USER_ID_STATE, bearer_from_scope
 from paperfeed.core import Core
 from paperfeed.errors import Forbidden, InvalidInput, Unauthorized
 
@@ -22,11 +22,7 @@ def provide_core(state: State) -> Core:
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return bearer_from_scope(request.scope)
 
 
 async def provide_user_id(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> str:
