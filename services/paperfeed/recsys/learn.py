@@ -76,7 +76,9 @@ POOL_READERS = 600
 COLD_POOL_READERS = 400
 REFIT_SWEEPS = 2
 FULL_REFIT_MAX_CELLS = 1_000_000
-SEARCH_SIGNIFICANCE = 2.0
+SIGNIFICANCE = 2.0
+"""Standard errors of the readers' mean nDCG gain that a change of hyperparameters or of
+a blend weight must clear to be taken (``clearly_better``)."""
 SEARCH_MAX_FACTORS = 256
 
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -405,9 +407,11 @@ def pool_ndcg(pools: Pools, params: BlendParams, k: int = K) -> float:
 def fit_blend(warm: Pools | None, cold: Pools | None, start: BlendParams) -> BlendParams:
     """Coordinate ascent of the validation nDCG over the blend's weights.
 
-    A step is taken only when it helps on both halves of the validation readers: a
-    weight that helps one half by chance is not learned (small validation sets are
-    noisy)."""
+    A step is taken only when its gain is clear: ``clearly_better`` over the validation
+    readers, and a gain on both halves of them. The climb tries a hundred-odd weights:
+    with a bare "it helped", some would win by chance on a small validation set and the
+    blend would swing from one training to the next (a trending weight of 5 learned from
+    noise, then refused by the gate on the readers' new papers)."""
 
     def climb(
         pools: Pools, params: BlendParams, grids: dict[str, tuple[float, ...]]
@@ -419,12 +423,18 @@ def fit_blend(warm: Pools | None, cold: Pools | None, start: BlendParams) -> Ble
         for _ in range(3):
             improved = False
             for name, grid in grids.items():
-                for value in grid:
-                    trial = msgspec.structs.replace(params, **{name: value})
-                    scores = reader_ndcg(pools, trial)
-                    gain = scores - best
-                    if gain.mean() > 1e-5 and gain[half].mean() > 0 and gain[~half].mean() > 0:
-                        best, params, improved = scores, trial, True
+                # The best value of this weight, taken if it is clearly better: steps
+                # small enough to be within noise one by one still add up.
+                trials = [msgspec.structs.replace(params, **{name: value}) for value in grid]
+                tried = [reader_ndcg(pools, trial) for trial in trials]
+                top = int(np.argmax([scores.mean() for scores in tried]))
+                gain = tried[top] - best
+                if (
+                    clearly_better(tried[top], best)
+                    and gain[half].mean() > 0
+                    and gain[~half].mean() > 0
+                ):
+                    best, params, improved = tried[top], trials[top], True
             if not improved:
                 break
         return params
@@ -500,13 +510,14 @@ def cf_ndcg(
 
 
 def clearly_better(trial: npt.NDArray[np.float64], best: npt.NDArray[np.float64]) -> bool:
-    """``trial`` beats ``best`` on the same readers by more than ``SEARCH_SIGNIFICANCE``
-    standard errors of the paired difference (noise never replaces what works)."""
+    """``trial`` beats ``best`` (each reader's nDCG, the same readers) by more than
+    ``SIGNIFICANCE`` standard errors of the paired difference: noise never replaces what
+    works."""
     if len(trial) < 2:
         return False
     difference = trial - best
     error = float(difference.std(ddof=1)) / float(np.sqrt(len(difference)))
-    return float(difference.mean()) > SEARCH_SIGNIFICANCE * max(error, 1e-9)
+    return float(difference.mean()) > SIGNIFICANCE * max(error, 1e-9)
 
 
 class Trained(NamedTuple):
@@ -613,7 +624,7 @@ def learn(
     otherwise ``params`` are used (``search`` records where they came from). ``judged``
     cells are kept out of everything but the final model. ``blend_start``: the current
     model's blend, where a retraining's blend starts (it moves only where this data says
-    so on both halves of its validation readers: consecutive models do not swing)."""
+    so clearly on its validation readers: consecutive models do not swing)."""
     started = time.perf_counter()
     laps: dict[str, float] = {}
     mark = [started]
