@@ -71,6 +71,8 @@ async function updateBadge() {
     const feed = await api.getFeed(settings.backendUrl, settings.token, 20);
     const count = newCount(feed.items, settings.seenFeedIds, settings.openedAt);
     await chrome.action.setBadgeText({ text: count ? String(count) : "" });
+    // When the badge last reflected the feed (the options page and tests read it).
+    await storage.set({ badgeCheckedAt: Date.now() });
   } catch {
     // offline: keep the badge as it is
   }

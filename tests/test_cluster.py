@@ -48,7 +48,11 @@ def test_killed_primary_fails_over_and_no_acknowledged_event_is_lost(
         victim = cluster.primary_of(keys.user_profile(installs[0][0]))
         on_victim = [cluster.primary_of(keys.user_profile(u)) == victim for u, _ in installs]
         sending = Senders(senders, [p["id"] for p in PAPERS])
-        time.sleep(1.5)
+        # Every install has had a batch acknowledged before the kill.
+        started = time.monotonic()
+        while not all(s.acknowledged_at for s in senders):
+            assert time.monotonic() < started + 30, "installs are not being served"
+            time.sleep(0.05)
         killed_at = time.monotonic()
         cluster.kill(victim)
         # Its replica is promoted after the node timeout ...

@@ -6,6 +6,7 @@ as a process, and the mails as the SMTP server received them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,10 @@ import pytest
 import redis
 
 from paperfeed.core import Core
+from paperfeed.settings import Settings
 from paperfeed.store import keys
 from tests.conftest import (
+    LiveServer,
     Mailbox,
     free_port,
     live_server,
@@ -44,6 +48,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 LINK = re.compile(r"https?://\S+/v1/digest/\w+\?user=[0-9a-f]+&sig=[0-9a-f]+")
+
+
+@contextlib.contextmanager
+def digest_server(redis_url: str, mailbox: Mailbox) -> Iterator[tuple[LiveServer, Settings]]:
+    """The api with digests on, whose public URL (the links in mails) is its own address:
+    a port is picked, then bound as the server is made; taken meanwhile, another one."""
+    for attempt in range(5):
+        port = free_port()
+        settings = train_settings(redis_url, **smtp_settings(mailbox, f"http://127.0.0.1:{port}"))
+        try:
+            server = LiveServer(settings, port)
+        except OSError:
+            if attempt == 4:
+                raise
+            continue
+        server.start()
+        try:
+            yield server, settings
+        finally:
+            server.stop()
+        return
 
 
 def digest_env(redis_url: str, mailbox: Mailbox, public_url: str) -> dict[str, str]:
@@ -106,13 +131,13 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
     mailbox: Mailbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = free_port()
-    public_url = f"http://127.0.0.1:{port}"
-    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
     address = "Ada.Reader@Example.org"
     stored_address = "Ada.Reader@example.org"
     caplog.set_level(logging.DEBUG, logger="paperfeed")
-    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+    with (
+        digest_server(redis_url, mailbox) as (server, settings),
+        httpx.Client(base_url=server.url) as http,
+    ):
         user_id, auth = reader(http, topic=0, seed=7)
         assert http.get("/v1/meta").json()["digests"] is True
         subscribe(http, auth, address)
@@ -121,7 +146,7 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
         confirmation = mailbox.wait_for(1)[0]
         assert confirmation["To"] == stored_address
         assert "Confirm" in confirmation["Subject"]
-        env = digest_env(redis_url, mailbox, public_url)
+        env = digest_env(redis_url, mailbox, server.url)
         before = run_digest(env)
         assert before["sent"] == 0
         assert len(mailbox.messages) == 1, "no digest to an unconfirmed address"
@@ -233,17 +258,17 @@ def confirmed_reader(
 def test_a_run_killed_between_two_readers_resumes_without_doubles(
     trained: str, redis_url: str, r: redis.Redis, mailbox: Mailbox
 ) -> None:
-    port = free_port()
-    public_url = f"http://127.0.0.1:{port}"
-    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
-    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+    with (
+        digest_server(redis_url, mailbox) as (server, _settings),
+        httpx.Client(base_url=server.url) as http,
+    ):
         readers = [
             confirmed_reader(http, mailbox, f"reader{n}@example.net", topic=n, seed=n)
             for n in range(2)
         ]
     confirmations = len(mailbox.messages)
     mailbox.hold_after = confirmations + 1  # the second digest hangs in the SMTP DATA
-    env = digest_env(redis_url, mailbox, public_url)
+    env = digest_env(redis_url, mailbox, server.url)
     env["PAPERFEED_LOCK_TTL_S"] = "2"  # the digest lock of a dead run expires soon
     process = subprocess.Popen(
         [sys.executable, "-m", "paperfeed.cli", "digest"],
@@ -289,10 +314,10 @@ def test_smtp_failures_are_retried_and_counted_in_metrics(
     from paperfeed.api import metrics
 
     monkeypatch.setattr(metrics, "STORE_METRICS_S", 0.2)
-    port = free_port()
-    public_url = f"http://127.0.0.1:{port}"
-    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
-    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+    with (
+        digest_server(redis_url, mailbox) as (server, settings),
+        httpx.Client(base_url=server.url) as http,
+    ):
         confirmed_reader(http, mailbox, "retry@example.net", topic=1, seed=3)
         mailbox.refuse_next = 2  # two temporary failures, then accepted
         core = Core.connect(settings)
@@ -374,13 +399,13 @@ def test_the_digest_command_without_smtp_has_nothing_to_do(redis_url: str, r: re
 def test_the_worker_sends_due_digests(
     trained: str, redis_url: str, r: redis.Redis, mailbox: Mailbox
 ) -> None:
-    port = free_port()
-    public_url = f"http://127.0.0.1:{port}"
-    settings = train_settings(redis_url, **smtp_settings(mailbox, public_url))
-    with live_server(settings, port) as server, httpx.Client(base_url=server.url) as http:
+    with (
+        digest_server(redis_url, mailbox) as (server, _settings),
+        httpx.Client(base_url=server.url) as http,
+    ):
         confirmed_reader(http, mailbox, "worker@example.net", topic=2, seed=5)
     r.set(keys.TRAIN_REQUESTED, "test")  # so that --once has a training to end with
-    env = digest_env(redis_url, mailbox, public_url)
+    env = digest_env(redis_url, mailbox, server.url)
     done = paperfeed_cli("worker", "--once", "--poll", "0.1", env=env)
     assert done.returncode == 0, done.stderr
     digests = [m for m in mailbox.to("worker@example.net") if m.get("List-Unsubscribe")]

@@ -237,8 +237,15 @@ def test_the_badge_counts_new_recommendations(browser: tuple[Any, str], service:
     worker = worker_of(context)
 
     def badge_after_tick() -> str:
+        """The badge once the next alarm's check of the feed has landed."""
+        asked = worker.evaluate("Date.now()")
         worker.evaluate("chrome.alarms.create('badge', {when: Date.now() + 50})")
-        time.sleep(1.5)
+
+        def checked() -> bool:
+            stored = worker.evaluate("chrome.storage.local.get('badgeCheckedAt')")
+            return int(stored.get("badgeCheckedAt") or 0) >= asked
+
+        assert wait_for(checked), "the badge alarm did not check the feed"
         return str(worker.evaluate("chrome.action.getBadgeText({})"))
 
     assert badge_after_tick() == ""

@@ -17,7 +17,7 @@ import redis
 from paperfeed.core import Core
 from paperfeed.recsys.train import train_and_publish
 from paperfeed.store import keys
-from tests.conftest import LiveServer, admin_headers, live_server, register
+from tests.conftest import LiveServer, admin_headers, live_server, live_servers, register
 from tests.personas import event, paper_id
 from tests.recsys_fixtures import feed, train_settings
 
@@ -109,10 +109,7 @@ def test_a_new_model_and_a_catalog_import_change_the_next_feed(
 def test_two_api_processes_serve_one_reader_the_same_feed(
     trained: str, redis_url: str, r: redis.Redis
 ) -> None:
-    with (
-        live_server(cache_settings(redis_url)) as one,
-        live_server(cache_settings(redis_url)) as two,
-    ):
+    with live_servers(cache_settings(redis_url)) as (one, two):
         first, second = httpx.Client(base_url=one.url), httpx.Client(base_url=two.url)
         _, auth = reader(first)
         assert ids(feed(first, auth, limit=30)) == ids(feed(second, auth, limit=30))

@@ -30,7 +30,7 @@ from paperfeed.store import keys
 from tests.conftest import (
     LiveServer,
     admin_headers,
-    live_server,
+    live_servers,
     redis_env,
     register,
 )
@@ -334,10 +334,7 @@ async def test_a_worse_candidate_is_refused(core: Core, redis_url: str, r: redis
 def test_both_api_processes_switch_to_a_new_version(
     trained: str, redis_url: str, r: redis.Redis
 ) -> None:
-    with (
-        live_server(train_settings(redis_url)) as one,
-        live_server(train_settings(redis_url)) as two,
-    ):
+    with live_servers(train_settings(redis_url)) as (one, two):
         clients = [httpx.Client(base_url=s.url) for s in (one, two)]
         auths = [register(c)[1] for c in clients]
 

@@ -435,3 +435,23 @@ def test_no_secret_reaches_logs_or_error_responses(tmp_path: Path) -> None:
         assert secret not in logs  # ... without the secrets
         assert not any(secret in body for body in bodies), secret
     assert user_id  # the install existed
+
+
+async def test_a_connection_closed_under_a_command_is_a_503_and_a_bug_is_a_500() -> None:
+    """redis-py's cluster client, when a failover closes a connection a command is
+    writing on, fails with an AttributeError inside redis-py (seen in test_cluster.py):
+    that is storage unavailable (503, retried). The same error in our code is a bug."""
+    from redis.asyncio.connection import Connection
+
+    from paperfeed.api import errors
+
+    closed = Connection()  # never connected: its writer is None, as after a disconnect
+    with pytest.raises(AttributeError) as inside:
+        await closed._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+    with pytest.raises(AttributeError) as ours:
+        None.attribute  # type: ignore[attr-defined]  # noqa: B018
+    request: Any = type("Request", (), {"url": httpx.URL("http://test/v1/events")})()
+    unavailable = errors.client_fault(request, inside.value)
+    assert unavailable.status_code == 503
+    assert unavailable.headers["Retry-After"] == "5"
+    assert errors.client_fault(request, ours.value).status_code == 500

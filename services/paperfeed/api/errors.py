@@ -59,9 +59,7 @@ def paperfeed_error(_: Request[Any, Any, Any], error: PaperfeedError) -> Respons
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def redis_error(
-    request: Request[Any, Any, Any], error: RedisError | RedisClusterException
-) -> Response[object]:
+def redis_error(request: Request[Any, Any, Any], error: Exception) -> Response[object]:
     log.error("redis unavailable", extra={"path": request.url.path, "error": repr(error)})
     body = {"status_code": HTTP_503_SERVICE_UNAVAILABLE, "detail": "storage unavailable, retry"}
     return Response(
@@ -70,6 +68,29 @@ def redis_error(
         media_type=MediaType.JSON,
         headers={"Retry-After": "5"},
     )
+
+
+def raised_inside_redis(error: BaseException) -> bool:
+    """The innermost frame of ``error`` is redis-py's own code."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+    return module == "redis" or module.startswith("redis.")
+
+
+def client_fault(request: Request[Any, Any, Any], error: Exception) -> Response[object]:
+    """redis-py's asyncio cluster client can fail with an AttributeError or TypeError when
+    a failover closes a connection a command is writing on (its writer is gone mid-call):
+    the storage is unavailable, and the client retries (its events are idempotent). The
+    same errors anywhere else are bugs: 500."""
+    if raised_inside_redis(error):
+        return redis_error(request, error)
+    log.error("unhandled error", exc_info=error, extra={"path": request.url.path})
+    body = {"status_code": HTTP_500_INTERNAL_SERVER_ERROR, "detail": "Internal Server Error"}
+    return Response(body, status_code=HTTP_500_INTERNAL_SERVER_ERROR, media_type=MediaType.JSON)
 
 
 def too_deep(_: Request[Any, Any, Any], error: RecursionError) -> Response[object]:
@@ -114,6 +135,8 @@ EXCEPTION_HANDLERS = {
     RedisClusterException: redis_error,
     RecursionError: too_deep,
     TooManyRequestsException: too_many_requests,
+    AttributeError: client_fault,
+    TypeError: client_fault,
 }
 
 __all__ = ["EXCEPTION_HANDLERS", "HTTPException"]

@@ -39,6 +39,9 @@ def bearer_from_scope(scope: Scope) -> str | None:
     return None
 
 
+HOUR_S = 3600
+
+
 class RequestBudgets(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
@@ -61,16 +64,18 @@ class RequestBudgets(ASGIMiddleware):
         if user_id is not None:
             scope.setdefault("state", {})[USER_ID_STATE] = user_id
             assert token is not None
-            await self._spend(keys.install_rate_limit(hash_token(token)), self.per_minute)
+            key = keys.install_rate_limit(hash_token(token))
+            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute)
         else:
-            await self._spend(keys.rate_limit(f"ip:{address}"), self.per_minute)
+            await self._spend(keys.rate_limit(f"ip:{address}"), keys.RATE_WINDOW_S, self.per_minute)
         if path == INSTALLS_PATH and scope.get("method") == "POST":
-            await self._spend(keys.rate_limit(f"installs:{address}", 3600), self.installs_per_hour)
+            key = keys.rate_limit(f"installs:{address}", HOUR_S)
+            await self._spend(key, HOUR_S, self.installs_per_hour)
         await next_app(scope, receive, send)
 
-    async def _spend(self, key: str, limit: int) -> None:
-        window_ms = int(key.rsplit(":", 1)[1]) * 1000
-        count, ttl_ms = await self._count(keys=[key], args=[window_ms])
+    async def _spend(self, key: str, window_s: int, limit: int) -> None:
+        """One request from ``key``'s budget of ``limit`` a ``window_s``; 429 past it."""
+        count, ttl_ms = await self._count(keys=[key], args=[window_s * 1000])
         if int(count) > limit:
             retry = str(max(1, -(-int(ttl_ms) // 1000)))
             headers: dict[str, Any] = {
