@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,32 @@ def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes
                 process.wait(10)
                 raise RuntimeError("test redis-server did not start") from None
             time.sleep(0.05)
+
+
+def start_on_free_port(
+    start: Callable[[int], subprocess.Popen[Any]],
+    ready: Callable[[int], bool],
+    timeout_s: float = 60,
+) -> tuple[subprocess.Popen[Any], int]:
+    """``start(port)`` on a free port, waiting until ``ready(port)``. A server that exits
+    first may have lost its port between the pick and its bind: another port, up to five
+    times (the last exit is reported with the server's stderr, when piped)."""
+    for attempt in range(5):
+        port = free_port()
+        process = start(port)
+        deadline = time.monotonic() + timeout_s
+        while process.poll() is None:
+            if ready(port):
+                return process, port
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait(10)
+                raise RuntimeError(f"{process.args!r} did not become ready on {port}")
+            time.sleep(0.05)
+        if attempt == 4:
+            stderr = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"{process.args!r} exited ({process.returncode}): {stderr!r}")
+    raise AssertionError("unreachable")
 
 
 def start_redis_anywhere(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from scripts.settings_doc import render_env
 
 from paperfeed.settings import Settings, env_name, load_settings
 from paperfeed.store.embedded import redis_server_binary
-from tests.conftest import free_port, in_ci, start_redis_anywhere
+from tests.conftest import in_ci, start_on_free_port, start_redis_anywhere
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -283,24 +282,24 @@ def test_redis_conf_starts_a_real_redis_that_never_evicts_and_fsyncs_every_write
 ) -> None:
     conf = tmp_path / "redis.conf"
     conf.write_text((DEPLOY / "redis.conf").read_text().replace("dir /data", f"dir {tmp_path}"))
-    port = free_port()
-    from paperfeed.store.embedded import redis_server_binary
 
-    process = subprocess.Popen(
-        [redis_server_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-    )
+    def start(port: int) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            [redis_server_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def answers(port: int) -> bool:
+        try:
+            return bool(redis.Redis(port=port).ping())
+        except redis.ConnectionError:
+            return False
+
+    # A server that rejects deploy/redis.conf exits: reported with its stderr.
+    process, port = start_on_free_port(start, answers, timeout_s=10)
     try:
         client = redis.Redis(port=port, decode_responses=True)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None, "redis-server rejected deploy/redis.conf"
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
         config = {
             **client.config_get("appendonly"),
             **client.config_get("appendfsync"),
@@ -520,11 +519,9 @@ def test_the_image_entry_command_serves_the_demo_catalog(image_venv: Path, tmp_p
     image_env = docker.env()
     assert image_env["OPENBLAS_NUM_THREADS"] == "1"
     redis_process, redis_port = start_redis_anywhere(tmp_path, "--save", "")
-    port = free_port()
     env = {
         **image_env,
         "PATH": f"{image_venv / 'bin'}:/usr/bin:/bin",
-        "PAPERFEED_PORT": str(port),  # the image listens on 8000; here any free port
         "PAPERFEED_DATA_DIR": str(tmp_path / "data"),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "HOME": str(tmp_path),
@@ -538,21 +535,26 @@ def test_the_image_entry_command_serves_the_demo_catalog(image_venv: Path, tmp_p
         check=True,
     ).stdout
     assert where.startswith(str(image_venv)), "paperfeed comes from the installed wheel"
-    process = subprocess.Popen(
-        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+
+    def serve(port: int) -> subprocess.Popen[Any]:
+        # The image listens on 8000; here any free port.
+        return subprocess.Popen(
+            command,
+            env={**env, "PAPERFEED_PORT": str(port)},
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def ready(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    process, port = start_on_free_port(serve, ready)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the image's command did not become ready"
-            time.sleep(0.2)
         papers = httpx.get(f"{url}/v1/papers", params={"limit": 200}).json()["items"]
         assert len(papers) == 136  # the demo catalog shipped inside the wheel
         installed = httpx.post(f"{url}/v1/installs")

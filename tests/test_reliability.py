@@ -36,6 +36,7 @@ from tests.conftest import (
     make_settings,
     paperfeed_cli,
     register,
+    start_on_free_port,
 )
 from tests.extension_queue import ExtensionQueue, Senders, assert_exactly_once
 from tests.personas import event
@@ -379,34 +380,33 @@ def test_a_token_reaches_its_own_data_only_and_cannot_be_forged(
 def test_no_secret_reaches_logs_or_error_responses(tmp_path: Path) -> None:
     store = ProductionRedis(tmp_path, password="redis-secret-" + uuid.uuid4().hex)
     store.start()
-    port = free_port()
     env = {
         **os.environ,
         "REDIS_URL": store.url,
-        "PAPERFEED_PORT": str(port),
         "PAPERFEED_ADMIN_TOKEN": ADMIN_TOKEN,
         "PAPERFEED_LOG_LEVEL": "DEBUG",
         "PAPERFEED_LOG_JSON": "true",
         "PAPERFEED_DEMO_CATALOG": "false",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "paperfeed.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+
+    def serve(port: int) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "paperfeed.cli", "serve"],
+            env={**env, "PAPERFEED_PORT": str(port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def ready(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    process, port = start_on_free_port(serve, ready, timeout_s=30)
     bodies: list[str] = []
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         user_id, auth = register(http)
         token = auth["Authorization"].removeprefix("Bearer ")
         admin = admin_headers()
