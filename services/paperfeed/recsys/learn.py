@@ -659,8 +659,6 @@ def learn(
         tune_readers=int((np.diff(validation.warm.indptr) > 0).sum()),
         tune_cold_papers=int(validation.cold_items.sum()),
     )
-    plain = cf_ndcg(trained.users, trained.items, validation.fit, validation.warm)
-    choices.cf_ndcg = round(float(plain.mean()), 5) if len(plain) else 0.0
 
     def model_for(kind: TextKind, blend_params: BlendParams) -> RecModel:
         meta = ModelMeta(
@@ -727,7 +725,11 @@ def learn(
         start = BlendParams()
     blend_params = fit_blend(warm_pools, cold_pools, start)
     if warm_pools is not None:
+        # Both on the same readers and candidates: what the blend adds to the
+        # collaborative signal alone (no extra ranking of every validation reader).
         choices.blend_ndcg = round(pool_ndcg(warm_pools, blend_params), 5)
+        collaborative = BlendParams(median_history=blend_params.median_history)
+        choices.cf_ndcg = round(pool_ndcg(warm_pools, collaborative), 5)
     if cold_pools is not None:
         choices.cold_ndcg = {
             "content": round(pool_ndcg(cold_pools, content_only), 5),

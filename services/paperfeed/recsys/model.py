@@ -60,7 +60,7 @@ class Choices(msgspec.Struct, kw_only=True):
     blend_ndcg: float = 0.0
     """Validation nDCG@20 of the learned blend ..."""
     cf_ndcg: float = 0.0
-    """... and of the collaborative signal alone."""
+    """... and of the collaborative signal alone, on the same readers' candidates."""
     cold_ndcg: dict[str, float] = msgspec.field(default_factory=dict)
     """Validation nDCG@20 among papers held out whole (cold): content alone, blend."""
     tune_readers: int = 0
