@@ -73,3 +73,19 @@ async def test_a_cache_of_another_deployment_is_never_used(
     data = await read_interactions(core.redis, cache_dir=tmp_path)
     assert set(data.user_ids) == set(others)
     assert cells(data) == cells(await read_interactions(core.redis))
+
+
+async def test_papers_are_read_in_id_order_whatever_the_redis_hash_order(
+    core: Core, r: redis.Redis
+) -> None:
+    """The same data gives the same matrix (and so the same model) after a Redis restart:
+    columns follow the papers' ids, not HSCAN's order, which follows the server's hash
+    seed."""
+    ids = [f"2412.{n:05d}" for n in range(300)]  # past the small-hash encoding
+    random.Random(4).shuffle(ids)
+    await core.catalog.upsert([Paper(id=pid, title=f"Paper {pid}") for pid in ids], time.time())
+    scanned = [str(pid) for pid, _ in r.hscan_iter(keys.PAPERS)]
+    assert scanned != sorted(scanned)  # Redis's own order is not the ids'
+    data = await read_interactions(core.redis)
+    assert data.item_ids == sorted(ids)
+    assert data.item_texts[0].startswith(f"Paper {min(ids)}.")  # each text with its paper

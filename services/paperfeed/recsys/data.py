@@ -79,8 +79,7 @@ async def read_interactions(
 ) -> Interactions:
     """Every reader's per-paper records, over the catalog's papers (through the cache in
     ``cache_dir`` when given)."""
-    item_index = Indexer()
-    texts: list[str] = []
+    catalog: dict[str, str] = {}
     cursor = 0
     decode = msgspec.json.Decoder(Paper).decode
     while True:
@@ -88,10 +87,16 @@ async def read_interactions(
         assert isinstance(chunk, dict)
         for paper_id, raw in chunk.items():
             paper = decode(raw)
-            item_index.add(str(paper_id))
-            texts.append(paper_text(paper.title, paper.abstract))
+            catalog[str(paper_id)] = paper_text(paper.title, paper.abstract)
         if cursor == 0:
             break
+    # Papers in id order, not in the scan's: the scan follows the Redis server's hash
+    # seed, and the same data must give the same model after a Redis restart.
+    item_index = Indexer()
+    texts: list[str] = []
+    for paper_id in sorted(catalog):
+        item_index.add(paper_id)
+        texts.append(catalog[paper_id])
     deployment = await deployment_id(redis)
     read_at = time.time()
     scored = await redis.zrange(keys.USERS, 0, -1, withscores=True)
