@@ -57,27 +57,6 @@ def redis_backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "single"))
 
 
-def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """A redis-server (``redis_server_binary()``) on 127.0.0.1:port, answering PING."""
-    process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
-         str(workdir), *extra],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return process
-        except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                process.wait(10)
-                raise RuntimeError("test redis-server did not start") from None
-            time.sleep(0.05)
-
-
 def start_on_free_port(
     start: Callable[[int], subprocess.Popen[Any]],
     ready: Callable[[int], bool],
@@ -104,17 +83,34 @@ def start_on_free_port(
     raise AssertionError("unreachable")
 
 
-def start_redis_anywhere(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    """A redis-server on a free port (another one if the port was taken before it bound:
-    redis-server cannot be given port 0 and report what it got)."""
-    for attempt in range(5):
-        port = free_port()
-        try:
-            return start_redis(workdir, port, *extra), port
-        except RuntimeError:
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+def redis_answers(port: int) -> bool:
+    """A redis-server on 127.0.0.1:port answers PING (loaded)."""
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
+        return False
+
+
+def serves_readyz(port: int) -> bool:
+    """A paperfeed api on 127.0.0.1:port answers /readyz with 200."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def start_redis_anywhere(workdir: Path, *extra: str) -> tuple[subprocess.Popen[Any], int]:
+    """A redis-server (``redis_server_binary()``) on a free port, answering PING
+    (redis-server cannot be given port 0 and report what it got)."""
+
+    def start(port: int) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+             str(workdir), *extra],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    return start_on_free_port(start, redis_answers, timeout_s=10)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,13 @@ from scripts.settings_doc import render_env
 
 from paperfeed.settings import Settings, env_name, load_settings
 from paperfeed.store.embedded import redis_server_binary
-from tests.conftest import in_ci, start_on_free_port, start_redis_anywhere
+from tests.conftest import (
+    in_ci,
+    redis_answers,
+    serves_readyz,
+    start_on_free_port,
+    start_redis_anywhere,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -290,14 +296,8 @@ def test_redis_conf_starts_a_real_redis_that_never_evicts_and_fsyncs_every_write
             stderr=subprocess.PIPE,
         )
 
-    def answers(port: int) -> bool:
-        try:
-            return bool(redis.Redis(port=port).ping())
-        except redis.ConnectionError:
-            return False
-
     # A server that rejects deploy/redis.conf exits: reported with its stderr.
-    process, port = start_on_free_port(start, answers, timeout_s=10)
+    process, port = start_on_free_port(start, redis_answers, timeout_s=10)
     try:
         client = redis.Redis(port=port, decode_responses=True)
         config = {
@@ -546,13 +546,7 @@ def test_the_image_entry_command_serves_the_demo_catalog(image_venv: Path, tmp_p
             stderr=subprocess.PIPE,
         )
 
-    def ready(port: int) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    process, port = start_on_free_port(serve, ready)
+    process, port = start_on_free_port(serve, serves_readyz)
     try:
         url = f"http://127.0.0.1:{port}"
         papers = httpx.get(f"{url}/v1/papers", params={"limit": 200}).json()["items"]

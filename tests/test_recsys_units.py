@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy import sparse
 
@@ -210,6 +211,29 @@ def test_the_blend_orders_by_its_weights_and_a_new_reader_by_trending() -> None:
     assert np.argmax(muted[0]) == 1
 
 
+def noise_pools(
+    rng: np.random.Generator, relevant: npt.NDArray[np.bool_], **signals: npt.NDArray[np.float32]
+) -> learn.Pools:
+    """Validation pools of one relevant paper per reader: the signals given, the others
+    (of cf, content, trending) noise; histories of 1 to 29 papers."""
+    n, width = relevant.shape
+
+    def signal(name: str) -> npt.NDArray[np.float32]:
+        given = signals.get(name)
+        return given if given is not None else rng.normal(size=(n, width)).astype(np.float32)
+
+    return learn.Pools(
+        cf=signal("cf"),
+        content=signal("content"),
+        trending=signal("trending"),
+        cold=np.zeros((n, width), dtype=bool),
+        relevant=relevant,
+        valid=np.ones((n, width), dtype=bool),
+        n_relevant=np.ones(n, dtype=np.int64),
+        history=rng.integers(1, 30, size=n).astype(np.float64),
+    )
+
+
 def test_the_learned_blend_finds_the_signal_that_predicts() -> None:
     """Validation pools where content predicts and the collaborative signal is noise: the
     fitted blend leans on content, and scores better than collaborative alone."""
@@ -219,16 +243,7 @@ def test_the_learned_blend_finds_the_signal_that_predicts() -> None:
     relevant[:, 0] = True
     content = rng.normal(size=(n, width)).astype(np.float32)
     content[:, 0] += 2.5
-    pools = learn.Pools(
-        cf=rng.normal(size=(n, width)).astype(np.float32),
-        content=content,
-        trending=rng.normal(size=(n, width)).astype(np.float32),
-        cold=np.zeros((n, width), dtype=bool),
-        relevant=relevant,
-        valid=np.ones((n, width), dtype=bool),
-        n_relevant=np.ones(n, dtype=np.int64),
-        history=rng.integers(1, 30, size=n).astype(np.float64),
-    )
+    pools = noise_pools(rng, relevant, content=content)
     fitted = learn.fit_blend(pools, None, BlendParams())
     assert fitted.content >= 2.0
     assert learn.pool_ndcg(pools, fitted) > learn.pool_ndcg(pools, BlendParams()) + 0.2
@@ -246,16 +261,7 @@ def test_a_blend_weight_that_only_noise_supports_is_not_learned() -> None:
         relevant[np.arange(n), rng.integers(0, width, n)] = True
         cf = rng.normal(size=(n, width)).astype(np.float32)
         cf[relevant] += 1.5
-        pools = learn.Pools(
-            cf=cf,
-            content=rng.normal(size=(n, width)).astype(np.float32),
-            trending=rng.normal(size=(n, width)).astype(np.float32),
-            cold=np.zeros((n, width), dtype=bool),
-            relevant=relevant,
-            valid=np.ones((n, width), dtype=bool),
-            n_relevant=np.ones(n, dtype=np.int64),
-            history=rng.integers(1, 30, size=n).astype(np.float64),
-        )
+        pools = noise_pools(rng, relevant, cf=cf)
         fitted = learn.fit_blend(pools, None, BlendParams())
         weights = (fitted.content, fitted.content_slope, fitted.trending, fitted.trending_slope)
         if weights != (0.0, 0.0, 0.0, 0.0):

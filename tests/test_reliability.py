@@ -36,6 +36,7 @@ from tests.conftest import (
     make_settings,
     paperfeed_cli,
     register,
+    serves_readyz,
     start_on_free_port,
 )
 from tests.extension_queue import ExtensionQueue, Senders, assert_exactly_once
@@ -397,13 +398,7 @@ def test_no_secret_reaches_logs_or_error_responses(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
 
-    def ready(port: int) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    process, port = start_on_free_port(serve, ready, timeout_s=30)
+    process, port = start_on_free_port(serve, serves_readyz, timeout_s=30)
     bodies: list[str] = []
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
