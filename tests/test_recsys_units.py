@@ -167,6 +167,32 @@ def test_bm25_confidence_keeps_order_and_scale() -> None:
     np.testing.assert_allclose(again(weights).toarray(), conf)
 
 
+def test_text_counts_are_scikit_learns_words_and_word_pairs() -> None:
+    """Word pairs are counted from word ids, not strings: the counts must still be
+    scikit-learn's (pairs formed after stop words, never across two texts; empty texts
+    and texts of stop words only stay empty rows)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    texts = [
+        "Diffusion models for the diffusion of models",
+        "",
+        "the of and",
+        "Models diffusion. Diffusion models!",
+        "graph neural networks",
+        "networks graph",
+        "",
+    ]
+    reference = CountVectorizer(ngram_range=(1, 2), stop_words="english").fit(texts)
+    expected = reference.transform(texts)
+    features = TextFeatures(
+        "bigrams", list(reference.get_feature_names_out()), np.ones(expected.shape[1])
+    )
+    counted = features.counts(tokenize(texts))
+    assert counted.shape == expected.shape
+    assert abs(counted - expected).max() == 0
+    assert counted[4].nnz == 5  # graph, neural, networks and two pairs: none from text 5
+
+
 def test_text_features_separate_topics_and_reload_without_pickles() -> None:
     records = papers()
     tokens = tokenize([p["abstract"] for p in records])
@@ -310,7 +336,7 @@ def test_the_gate_scores_a_current_model_that_lacks_new_papers() -> None:
     old = len(ids) - 10
     keep = [i for i in range(len(ids)) if i % 40 < 30]  # the current model lacks some
     current = learn.learn(
-        weights[:, keep], [ids[i] for i in keep], [tokens[i] for i in keep], SMALL
+        weights[:, keep], [ids[i] for i in keep], tokens.subset(np.array(keep)), SMALL
     ).model
     view = learn.column_view(current, ids, current.text.vectors(tokens))
     assert view.cold.sum() == len(ids) - len(keep)
@@ -369,14 +395,14 @@ def test_one_readers_text_scores_are_the_maths_eval_measures() -> None:
     """The feed scores one reader on arrays; ``paperfeed eval`` scores readers in
     batches of sparse matrices: the same profile, the same cosines."""
     catalog = papers()
-    tokens = tokenize([f"{p['title']}. {p['abstract']}" for p in catalog], ("words",))
-    text = TextFeatures.fit(tokens, ("words",))["words"].vectors(tokens)
+    tokens = tokenize([f"{p['title']}. {p['abstract']}" for p in catalog])
+    text = TextFeatures.fit(tokens, kinds=("words",))["words"].vectors(tokens)
     rng = np.random.default_rng(0)
     weights = sparse.random(6, text.shape[0], density=0.3, format="csr", random_state=1)
     weights.data = rng.choice([-1.0, 0.0, 1.0, 3.0, 11.0], size=weights.nnz).astype(np.float32)
     batch_profiles = profiles(text, weights)
     by_term = sparse.csr_matrix(text.T)
-    batch_similarity = similarity(batch_profiles, by_term)
+    batch_similarity = similarity(batch_profiles, text)
     rows = np.arange(text.shape[0], dtype=np.int64)
     for reader in range(weights.shape[0]):
         row = weights[reader]

@@ -202,10 +202,10 @@ def content_scorer(text: sparse.csr_matrix) -> Scorer:
     the text vectors of their papers)."""
     from paperfeed.recsys.content import profiles, similarity
 
-    by_term = text.T.tocsr()
+    text = sparse.csr_matrix(text)
 
     def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
-        return similarity(profiles(text, rows), by_term)
+        return similarity(profiles(text, rows), text)
 
     return score
 

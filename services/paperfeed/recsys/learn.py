@@ -166,8 +166,6 @@ class ColumnView(NamedTuple):
     cold: BoolArray
     text: sparse.csr_matrix
     """(n_columns, terms) text vectors under the model's text features."""
-    by_term: sparse.csr_matrix
-    """The same, transposed (CSR): the postings of each term."""
 
 
 def column_view(
@@ -183,7 +181,7 @@ def column_view(
     factors = np.zeros((len(item_ids), model.item_factors.shape[1]), dtype=np.float32)
     factors[known] = model.item_factors[column_map[known]]
     factors[~known] = neighbour_factors(text[~known], text[known], factors[known])
-    return ColumnView(model, column_map, factors, ~known, text, text.T.tocsr())
+    return ColumnView(model, column_map, factors, ~known, text)
 
 
 def remap(rows: sparse.csr_matrix, column_map: IntArray, n_model_items: int) -> sparse.csr_matrix:
@@ -222,7 +220,7 @@ def candidates(
     vectors = view.model.fold_in(model_rows)
     cf_all = (vectors @ view.factors.T).astype(np.float32)
     text_profiles = profiles(view.text, rows)
-    content_all = similarity(text_profiles, view.by_term)
+    content_all = similarity(text_profiles, view.text)
     blocked = np.zeros(cf_all.shape, dtype=bool)
     blocked[rows.nonzero()] = True
     if allowed is not None:

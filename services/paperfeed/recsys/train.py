@@ -40,7 +40,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.recsys import evaluate, learn
-from paperfeed.recsys.content import TEXT_KINDS, tokenize
+from paperfeed.recsys.content import Tokens, tokenize
 from paperfeed.recsys.data import Interactions, read_interactions
 from paperfeed.recsys.matrix import drop_cells, positives
 from paperfeed.recsys.model import AlsParams, Choices, RecModel
@@ -265,10 +265,7 @@ async def train_and_publish(
     start = configured
     if last_search is not None:
         start = msgspec.structs.replace(last_search.best, iterations=configured.iterations)
-    # Between searches only the chosen text features are fitted: no word pairs to count
-    # when words were chosen.
-    kinds = TEXT_KINDS if due or last_search is None else (last_search.text,)
-    tokens = await asyncio.to_thread(tokenize, data.item_texts, kinds)
+    tokens = await asyncio.to_thread(tokenize, data.item_texts)
     stage("prepare")
     learned = await asyncio.to_thread(
         learner,
@@ -330,7 +327,7 @@ def _judge(
     learned: learn.Learned,
     current: RecModel | None,
     data: Interactions,
-    tokens: list[list[str]],
+    tokens: Tokens,
     history: sparse.csr_matrix,
     judged: sparse.csr_matrix,
 ) -> dict[str, evaluate.Metrics]:
