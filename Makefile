@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean lock
+.PHONY: run test lint bench clean lock lock-upgrade
 
 # Every dependency at the version and hash of requirements/dev.lock, then paperfeed
 # itself built with the locked setuptools (nothing fetched unpinned).
@@ -15,14 +15,16 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Re-pin every dependency to its newest release that pyproject.toml allows (see
-# docs/deploy.md, "Dependencies"); then run make test and commit the two locks.
+# make lock: the locks follow pyproject.toml (a dependency added or removed), keeping every
+# other pin; make lock-upgrade: every dependency re-pinned to its newest release that
+# pyproject.toml allows (see docs/deploy.md, "Dependencies"). Then make test, and commit
+# the two locks.
 UV := $(VENV)-lock/bin/uv
-LOCK := $(UV) pip compile pyproject.toml requirements/build.in --universal --python-version 3.11 --generate-hashes --upgrade --quiet --custom-compile-command "make lock"
-lock:
+LOCK := $(UV) pip compile pyproject.toml requirements/build.in --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
+lock lock-upgrade:
 	test -x $(UV) || { $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install --quiet uv; }
-	$(LOCK) --extra dev -o requirements/dev.lock
-	$(LOCK) -o requirements/base.lock
+	$(LOCK) $(if $(filter lock-upgrade,$@),--upgrade) --extra dev -o requirements/dev.lock
+	$(LOCK) $(if $(filter lock-upgrade,$@),--upgrade) -o requirements/base.lock
 
 run: $(STAMP)
 	$(BIN)/paperfeed run

@@ -144,7 +144,16 @@ def redis_env(url: str) -> dict[str, str]:
         "REDIS_URL": url,
         "PAPERFEED_REDIS_CLUSTER": str(url in CLUSTER_URLS).lower(),
         "PAPERFEED_DATA_DIR": DATA_DIR,
+        **OFFLINE_SYNC,
     }
+
+
+OFFLINE_SYNC = {
+    "PAPERFEED_SYNC_INTERVAL_S": "0",
+    "PAPERFEED_HF_API_URL": "http://127.0.0.1:9",
+    "PAPERFEED_ARXIV_API_URL": "http://127.0.0.1:9",
+}
+"""A worker started by a test never syncs from the internet."""
 
 
 @pytest.fixture
@@ -171,6 +180,10 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "trending_snapshot_s": 0.001,
         "model_poll_s": 0.2,
         "data_dir": DATA_DIR,
+        # Never the internet: tests of the sync serve recorded answers and say so.
+        "sync_interval_s": 0,
+        "hf_api_url": "http://127.0.0.1:9",
+        "arxiv_api_url": "http://127.0.0.1:9",
     }
     values.update(overrides)
     return load_settings({}, **values)

@@ -100,3 +100,24 @@ def test_configuration_doc_lists_every_setting() -> None:
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == render(), "regenerate: python scripts/settings_doc.py"
+
+
+def test_only_web_links_are_kept_at_import() -> None:
+    """A catalog link ends up in an href of the popup and of the e-mail digest."""
+    record = importers.PaperRecord(
+        id="2401.00001",
+        title="Links",
+        url="javascript:alert(1)",
+        pdf_url="data:text/html,<script>alert(1)</script>",
+        code_url="//github.com/no-scheme",
+        project_url="HTTPS://example.org/project",
+    )
+    paper = importers.paper_from_record(record, "admin")
+    assert paper.url == "https://arxiv.org/abs/2401.00001"  # built from the id instead
+    assert paper.pdf_url == "https://arxiv.org/pdf/2401.00001"
+    assert paper.code_url is None
+    assert paper.project_url == "HTTPS://example.org/project"
+    slug_only = importers.paper_from_record(
+        importers.PaperRecord(title="No id", url="ftp://example.org/paper"), "admin"
+    )
+    assert slug_only.url is None

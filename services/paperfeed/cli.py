@@ -225,6 +225,9 @@ def parser() -> argparse.ArgumentParser:
     from paperfeed import worker
 
     worker.add_commands(sub, COMMANDS)
+    from paperfeed.catalog import sync
+
+    sync.add_commands(sub, COMMANDS)
     return root
 
 

@@ -183,8 +183,9 @@ class Ingestor:
             self.settings.event_log_cap,
             self.settings.user_papers_cap,
         ]
-        for event in events:
-            paper_id = normalize_paper_id(event.paper_id)
+        # A paper merged into another (a demo slug into its arXiv id) is recorded as it.
+        paper_ids = await self.catalog.resolve([normalize_paper_id(e.paper_id) for e in events])
+        for event, paper_id in zip(events, paper_ids, strict=True):
             raw = msgspec.structs.asdict(event)
             raw = {k: v for k, v in raw.items() if v is not None}
             raw["paper_id"] = paper_id
@@ -230,7 +231,7 @@ class Ingestor:
             replies, _ = await asyncio.gather(pipe.execute(), self.trending.add(contributions, now))
         known = replies[: len(touched_ids)]
         unknown = [pid for pid, exists in zip(touched_ids, known, strict=True) if not exists]
-        admitted = await self._report_unknown(user_id, unknown, events, now)
+        admitted = await self._report_unknown(user_id, unknown, events, paper_ids, now)
         unknown_set = set(unknown)
         unknown_events = sum(1 for pid in touched if pid in unknown_set)
         return IngestResult(
@@ -241,13 +242,17 @@ class Ingestor:
         )
 
     async def _report_unknown(
-        self, user_id: str, unknown: list[str], events: Sequence[Event], now: float
+        self,
+        user_id: str,
+        unknown: list[str],
+        events: Sequence[Event],
+        paper_ids: Sequence[str],
+        now: float,
     ) -> list[str]:
         if not unknown:
             return []
         metadata: dict[str, Event] = {}
-        for event in events:
-            pid = normalize_paper_id(event.paper_id)
+        for event, pid in zip(events, paper_ids, strict=True):
             if pid in unknown and (pid not in metadata or event.title):
                 metadata[pid] = event
         admitted = []

@@ -148,6 +148,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""
 
+    # --- catalog sync
+    sync_interval_s: Annotated[float, Meta(ge=0)] = 3_600.0
+    """How often the worker syncs the catalog from its sources (0: never; ``paperfeed
+    sync`` still does)."""
+    sync_sources: Annotated[str, Meta(pattern=r"^ *(hf|arxiv) *(, *(hf|arxiv) *)*$")] = "hf,arxiv"
+    """Sources the worker syncs, comma-separated: ``hf`` (Hugging Face daily papers),
+    ``arxiv`` (the arXiv API's newest submissions)."""
+    sync_days: Annotated[int, Meta(ge=1, le=30)] = 3
+    """Days of Hugging Face daily papers read by each sync (today and the days before)."""
+    sync_timeout_s: PositiveFloat = 30.0
+    """Time limit of one request to a source."""
+    hf_api_url: str = "https://huggingface.co"
+    """Base URL of the Hugging Face api (``/api/daily_papers``); a mirror or a test server."""
+    arxiv_api_url: str = "https://export.arxiv.org"
+    """Base URL of the arXiv API (``/api/query``); a mirror or a test server."""
+    arxiv_categories: str = "cs.LG,cs.CL,cs.CV,cs.AI"
+    """arXiv categories synced, comma-separated."""
+    arxiv_page_size: Annotated[int, Meta(ge=1, le=2_000)] = 100
+    """Entries asked for in one arXiv request."""
+    arxiv_max_pages: Annotated[int, Meta(ge=1, le=100)] = 5
+    """Pages read per category in one sync at most (paging stops earlier at a page that
+    holds a paper already catalogued)."""
+    arxiv_delay_s: Annotated[float, Meta(ge=0)] = 3.0
+    """Seconds between two arXiv requests at least (the arXiv API's terms ask for 3)."""
+
     # --- retention
     forget_inactive_days: PositiveFloat = 365.0
     """Installs with no event (and no digest sent) for this many days are erased, like

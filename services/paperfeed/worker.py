@@ -10,6 +10,8 @@ Jobs (each its own asyncio task; one failing never stops another):
   the job's failure, and stopping the worker stops it.
 - ``digests``: every ``digest_check_s`` when SMTP is configured.
 - ``retention``: erase inactive installs, daily.
+- ``sync``: the catalog from Hugging Face and arXiv (``catalog.sync``), each source every
+  ``sync_interval_s``, a failing one after its own backoff.
 
 A job that raises is logged with its traceback and retried with exponential backoff
 (``BACKOFF_S`` doubling up to ``BACKOFF_CAP_S``). Job state lives in Redis
@@ -46,7 +48,7 @@ BACKOFF_CAP_S = 900.0
 HEARTBEAT_TTL_S = 60.0
 ALIVE_FILE = "worker.alive"
 ALIVE_MAX_AGE_S = 90.0
-STUCK_AFTER_S = {"train": 6 * 3600.0, "digests": 3600.0, "retention": 3600.0}
+STUCK_AFTER_S = {"train": 6 * 3600.0, "digests": 3600.0, "retention": 3600.0, "sync": 3600.0}
 """A job running longer than this is stuck (a hung Redis call, a deadlock): the
 liveness check fails and the orchestrator restarts the worker."""
 
@@ -80,6 +82,7 @@ class Worker:
             Job("train", self.train_due, self.train),
             Job("digests", self.digests_due, self.digests),
             Job("retention", self.retention_due, self.retention),
+            Job("sync", self.sync_due, self.sync),
         ]
 
     # --- the loop -------------------------------------------------------------------
@@ -278,6 +281,25 @@ class Worker:
         forgotten = await forget_inactive(self.settings)
         return (
             f"erased {forgotten} installs inactive for {self.settings.forget_inactive_days:g} days"
+        )
+
+    async def sync_due(self, now: float) -> bool:
+        from paperfeed.catalog.sync import sync_due
+
+        return await sync_due(self.redis, self.settings, now)
+
+    async def sync(self) -> str:
+        from paperfeed.catalog.sync import SyncBusy, parse_sources, run_sync
+
+        try:
+            results = await run_sync(self.settings, parse_sources(self.settings.sync_sources))
+        except SyncBusy:
+            return "another process is syncing the catalog; skipped"
+        return "; ".join(
+            f"{r.source}: {'skipped' if r.skipped else 'ok' if r.ok else 'failed'}"
+            + (f" ({r.new} new, {r.updated} updated, {r.merged} merged)" if r.ok else "")
+            + (f" ({r.error})" if r.error else "")
+            for r in results
         )
 
 

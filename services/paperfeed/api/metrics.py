@@ -67,6 +67,25 @@ GATE_NDCG = Gauge(
     ["model"],
     multiprocess_mode=SHARED,
 )
+SYNC_LAST_SUCCESS = Gauge(
+    "paperfeed_sync_last_success_timestamp_seconds",
+    "When each catalog source last synced (0: never)",
+    ["source"],
+    multiprocess_mode=SHARED,
+)
+SYNC_ADDED = Gauge(
+    "paperfeed_sync_papers_added",
+    "Papers each catalog source added, in total",
+    ["source"],
+    multiprocess_mode=SHARED,
+)
+SYNC_FAILURES = Gauge(
+    "paperfeed_sync_failures",
+    "Failed syncs of each catalog source, in total",
+    ["source"],
+    multiprocess_mode=SHARED,
+)
+SYNC_SOURCES = ("hf", "arxiv")
 STORE_METRICS_S = 5.0
 
 
@@ -87,6 +106,13 @@ def mirror_decision(decision: dict[str, Any]) -> None:
         GATE_NDCG.labels(model=name).set(float(values.get("ndcg", math.nan)))
 
 
+def mirror_sync(state: dict[str, str]) -> None:
+    for source in SYNC_SOURCES:
+        SYNC_LAST_SUCCESS.labels(source=source).set(float(state.get(f"{source}:last_success", 0)))
+        SYNC_ADDED.labels(source=source).set(float(state.get(f"{source}:added_total", 0)))
+        SYNC_FAILURES.labels(source=source).set(float(state.get(f"{source}:failures_total", 0)))
+
+
 async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> None:
     """Copy the counters kept in Redis into this process's gauges until ``stopping``."""
     while not stopping.is_set():
@@ -97,6 +123,8 @@ async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> N
             last = await redis.lindex(keys.MODEL_DECISIONS, 0)
             if last:
                 mirror_decision(msgspec.json.decode(last))
+            raw = await redis.hgetall(keys.SYNC_STATE)
+            mirror_sync({str(k): str(v) for k, v in raw.items()})
         except (RedisError, RedisClusterException):
             pass  # readiness reports Redis; the gauges keep their last values
         with contextlib.suppress(TimeoutError):

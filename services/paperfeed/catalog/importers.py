@@ -7,6 +7,10 @@
   "upvotes"}, "publishedAt", "numComments", ...}``.
 - ``jsonl``: one ``{"id", "title", "abstract", "authors", "published", "upvotes",
   "url"}`` record a line (only ``title`` is required).
+- ``arxiv``: an arXiv API answer (Atom), read by ``parse_arxiv_atom`` (catalog sync).
+
+Links are kept only when they are http(s): a catalog link ends up in an ``href`` of the
+popup and of the e-mail digest.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from xml.etree.ElementTree import Element
 
 import msgspec
+from defusedxml import ElementTree as SafeElementTree
+from defusedxml.common import DefusedXmlException
 from msgspec import Meta
 
 from paperfeed.catalog.papers import Paper, arxiv_id, arxiv_links, clean_text, paper_id_for
@@ -88,13 +96,27 @@ def links_in(text: str) -> tuple[str | None, str | None]:
     return code, project
 
 
+def web_url(value: str | None) -> str | None:
+    """``value`` when it is an http(s) URL with a host, else None (``javascript:``,
+    ``data:``, relative paths and the like are dropped)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+
+
 def paper_from_record(record: PaperRecord, source: str) -> Paper:
     """A catalog paper from a record; raises ``ImportFormatError`` without id and title."""
     title = clean_text(record.title, TITLE_MAX)
     if not title and not (record.id and record.id.strip()):
         raise ImportFormatError("a paper needs an id or a title")
     abstract = clean_text(record.abstract, ABSTRACT_MAX)
-    raw_id = record.id or (arxiv_id(record.url) if record.url else None)
+    url = web_url(record.url)
+    raw_id = record.id or (arxiv_id(url) if url else None)
     paper_id = paper_id_for(raw_id, title)
     abs_url, pdf_url = arxiv_links(paper_id)
     code, project = links_in(abstract)
@@ -105,10 +127,10 @@ def paper_from_record(record: PaperRecord, source: str) -> Paper:
         authors=[clean_text(a, 200) for a in record.authors if a.strip()],
         published=record.published,
         upvotes=record.upvotes,
-        url=record.url or abs_url,
-        pdf_url=record.pdf_url or pdf_url,
-        code_url=record.code_url or code,
-        project_url=record.project_url or project,
+        url=web_url(record.url) or abs_url,
+        pdf_url=web_url(record.pdf_url) or pdf_url,
+        code_url=web_url(record.code_url) or code,
+        project_url=web_url(record.project_url) or project,
         source=source,
     )
 
@@ -149,6 +171,56 @@ def parse_daily_papers(data: bytes) -> list[Paper]:
         )
         papers.append(paper_from_record(record, "import"))
     return papers
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+class ArxivError(ImportFormatError):
+    """The arXiv API answered with its error entry (a bad query, for one)."""
+
+
+def parse_arxiv_atom(data: bytes) -> list[Paper]:
+    """Papers of an arXiv API answer (Atom), newest first as listed.
+
+    An entry is hostile input: the document is parsed by defusedxml with no DTD allowed
+    (no entity of any kind is expanded, nothing external is fetched). Entries whose id is
+    not a new-style arXiv id (pre-2007 ids) are left out; arXiv's error entry raises
+    ``ArxivError``."""
+    try:
+        root = SafeElementTree.fromstring(
+            data, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except (DefusedXmlException, SyntaxError, ValueError) as exc:
+        raise ImportFormatError(f"arXiv Atom: {type(exc).__name__}: {exc}") from exc
+    if root.tag != f"{ATOM}feed":
+        raise ImportFormatError(f"arXiv Atom: the document is a {root.tag!r}, not an Atom feed")
+    papers = []
+    for entry in root.iter(f"{ATOM}entry"):
+        raw_id = _text(entry, "id")
+        if "/api/errors" in raw_id:
+            raise ArxivError(f"arXiv API error: {clean_text(_text(entry, 'summary'), 300)}")
+        found = arxiv_id(raw_id)
+        if found is None:
+            continue
+        record = PaperRecord(
+            id=found,
+            title=_text(entry, "title")[:TITLE_MAX],
+            abstract=_text(entry, "summary")[:ABSTRACT_MAX],
+            authors=[
+                name[:300]
+                for author in entry.iter(f"{ATOM}author")
+                if (name := _text(author, "name"))
+            ][:5_000],
+            published=_text(entry, "published")[:40] or None,
+        )
+        papers.append(paper_from_record(record, "arxiv"))
+    return papers
+
+
+def _text(element: Element, name: str) -> str:
+    found = element.find(f"{ATOM}{name}")
+    return "".join(found.itertext()).strip() if found is not None else ""
 
 
 def parse_jsonl(lines: Iterable[bytes | str]) -> list[Paper]:

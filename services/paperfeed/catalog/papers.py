@@ -37,7 +37,8 @@ class Paper(msgspec.Struct, kw_only=True, omit_defaults=True):
     code_url: str | None = None
     project_url: str | None = None
     source: str = "import"
-    """``seed``, ``import``, ``admin`` or ``reported`` (admitted from extension reports)."""
+    """``seed``, ``import``, ``admin``, ``reported`` (admitted from extension reports), or
+    the catalog sync's ``hf`` and ``arxiv``."""
     added_at: float = 0.0
 
 

@@ -1,11 +1,17 @@
 """The catalog in Redis: papers, their listing order, and papers reported by readers.
 
 Importing is idempotent: a paper keeps its ``added_at`` across re-imports, and only the
-upvotes not yet credited to trending are credited (``pf:papers:seeded``).
+upvotes not yet credited to trending are credited (``pf:papers:seeded``, by a script:
+an increase is credited once, never twice, a decrease never).
+
+A paper merged into another (``merge``: a demo page's slug into its arXiv id) keeps
+resolving by its old id through ``pf:papers:alias``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 
@@ -19,11 +25,13 @@ from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
 from paperfeed.trending import Contribution, Trending
 
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode_paper = msgspec.json.Decoder(Paper).decode
 CHUNK = 1_000
 PAPER_CACHE_S = 30.0
 PAPER_CACHE_SIZE = 200_000
+ALIAS_CACHE_S = 30.0
 # Page order of an import is kept among papers of the same date.
 ORDER_STEP_S = 1e-3
 
@@ -40,14 +48,76 @@ class Catalog:
         self.settings = settings
         self.trending = trending
         self._report = redis.register_script(lua("candidate_report"))
+        self._credit = redis.register_script(lua("credit_upvotes"))
+        self._move_trend = redis.register_script(lua("trending_merge"))
         self._cache: dict[str, tuple[float, Paper]] = {}
+        self._aliases: tuple[float, dict[str, str]] = (0.0, {})
 
     async def count(self) -> int:
         return int(await self.redis.hlen(keys.PAPERS))
 
     async def get(self, paper_id: str) -> Paper | None:
+        """The paper, also by an id it was merged from."""
         raw = await self.redis.hget(keys.PAPERS, paper_id)
+        if raw:
+            return _decode_paper(raw)
+        merged_into = await self.redis.hget(keys.PAPERS_ALIAS, paper_id)
+        if merged_into:
+            raw = await self.redis.hget(keys.PAPERS, merged_into)
         return _decode_paper(raw) if raw else None
+
+    async def get_stored(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
+        """Papers by id as stored now (no cache, no alias)."""
+        if not paper_ids:
+            return {}
+        raws = await self.redis.hmget(keys.PAPERS, list(paper_ids))
+        return {pid: _decode_paper(raw) for pid, raw in zip(paper_ids, raws, strict=True) if raw}
+
+    async def known_any(self, paper_ids: Sequence[str]) -> bool:
+        """Whether any of the ids is catalogued."""
+        if not paper_ids:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in paper_ids:
+                pipe.hexists(keys.PAPERS, pid)
+            return any(await pipe.execute())
+
+    async def aliases(self) -> dict[str, str]:
+        """Old id -> the id it was merged into (read again every ``ALIAS_CACHE_S``)."""
+        at, cached = self._aliases
+        if time.monotonic() - at < ALIAS_CACHE_S:
+            return cached
+        raw = await self.redis.hgetall(keys.PAPERS_ALIAS)
+        fresh = {str(old): str(new) for old, new in raw.items()}
+        self._aliases = (time.monotonic(), fresh)
+        return fresh
+
+    async def resolve(self, paper_ids: Sequence[str]) -> list[str]:
+        """The ids with merged ones replaced by the id they were merged into."""
+        aliases = await self.aliases()
+        return [aliases.get(pid, pid) for pid in paper_ids] if aliases else list(paper_ids)
+
+    async def merge(self, old_id: str, new_id: str, now: float) -> None:
+        """``old_id`` (a title slug) becomes ``new_id`` (its arXiv id): the alias first
+        (from then on the old id resolves: readers' records, the model's rows, lookups),
+        then its trending score moves, then the old entry leaves the catalog. Each step
+        can run again: a merge cut short is finished by the next sync."""
+        await self.redis.hset(keys.PAPERS_ALIAS, old_id, new_id)
+        await asyncio.gather(
+            *(
+                self._move_trend(keys=[keys.trend_scores(window)], args=[old_id, new_id])
+                for window in keys.WINDOWS
+            )
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(keys.PAPERS, old_id)
+            pipe.zrem(keys.PAPERS_BY_DATE, old_id)
+            pipe.hdel(keys.PAPERS_SEEDED, old_id)
+            await pipe.execute()
+        await self.redis.incr(keys.PAPERS_VERSION)
+        self._cache.pop(old_id, None)
+        self._aliases = (0.0, {})
+        log.info("paper merged", extra={"old": old_id, "new": new_id})
 
     async def get_many(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
         """Papers by id (missing ids are left out), through a short in-process cache.
@@ -94,11 +164,18 @@ class Catalog:
         return [str(pid) for pid in ids]
 
     async def upsert(
-        self, papers: Iterable[Paper], now: float, credits: Sequence[int] | None = None
+        self,
+        papers: Iterable[Paper],
+        now: float,
+        credits: Sequence[int] | None = None,
+        merge: bool = False,
     ) -> ImportResult:
         """Add or update papers; credits new imported upvotes to trending.
 
         ``credits`` (one per paper) replaces the upvotes as the trending credit.
+        ``merge``: a paper already catalogued keeps what the new record lacks (its
+        abstract, authors, links, date, the larger upvote count, its first source): two
+        sources describe one paper.
         """
         unique: dict[str, Paper] = {}
         credit_of: dict[str, int] = {}
@@ -111,16 +188,22 @@ class Catalog:
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             ids = [p.id for p in chunk]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(keys.PAPERS, ids)
-                pipe.hmget(keys.PAPERS_SEEDED, ids)
-                existing_raw, seeded_raw = await pipe.execute()
+            existing_raw = await self.redis.hmget(keys.PAPERS, ids)
+            olds = [_decode_paper(raw) if raw else None for raw in existing_raw]
+            if merge:
+                chunk = [combined(old, p) if old else p for old, p in zip(olds, chunk, strict=True)]
+                items[start : start + CHUNK] = chunk
+                for paper in chunk:
+                    credit_of[paper.id] = max(credit_of[paper.id], paper.upvotes)
+            flat: list[str | int] = []
+            for paper in chunk:
+                flat.extend((paper.id, credit_of[paper.id]))
+            increases = await self._credit(keys=[keys.PAPERS_SEEDED], args=flat)
             contributions: list[Contribution] = []
             async with self.redis.pipeline(transaction=False) as pipe:
-                for rank, (paper, old_raw, seeded) in enumerate(
-                    zip(chunk, existing_raw, seeded_raw, strict=True), start=start
+                for rank, (paper, old, increase) in enumerate(
+                    zip(chunk, olds, increases, strict=True), start=start
                 ):
-                    old = _decode_paper(old_raw) if old_raw else None
                     paper.added_at = old.added_at if old and old.added_at else now
                     when = published_ts(paper)
                     order = when if when is not None else paper.added_at - rank * ORDER_STEP_S
@@ -130,13 +213,11 @@ class Catalog:
                         updated += 1
                     pipe.hset(keys.PAPERS, paper.id, _encode(paper))
                     pipe.zadd(keys.PAPERS_BY_DATE, {paper.id: order})
-                    credit = credit_of[paper.id] - int(seeded or 0)
-                    if credit:
-                        pipe.hset(keys.PAPERS_SEEDED, paper.id, credit_of[paper.id])
+                    if float(increase) > 0:
                         contributions.append(
                             Contribution(
                                 paper.id,
-                                credit * self.settings.upvote_seed_weight,
+                                float(increase) * self.settings.upvote_seed_weight,
                                 min(when or now, now),
                             )
                         )
@@ -223,6 +304,32 @@ class Catalog:
                 if gone:
                     pipe.zincrby(keys.CANDIDATE_SCORE, -1, pid)
             await pipe.execute()
+
+
+TEXT_PRECEDENCE = {"admin": 4, "arxiv": 3, "hf": 2, "import": 1}
+"""Whose title, abstract, authors and date a paper keeps when two sources describe it:
+an operator's record, then arXiv's (the paper's own metadata), then Hugging Face's."""
+
+
+def combined(old: Paper, new: Paper) -> Paper:
+    """One paper described by two sources. The text comes from the source of higher
+    ``TEXT_PRECEDENCE`` (the newer record on a tie: a new version), what it lacks from the
+    other, the larger upvote count; ``source`` says whose text it is. Stable: the same
+    two records give the same paper whichever came last (no update at every sync)."""
+    rank = TEXT_PRECEDENCE.get
+    primary, other = (new, old) if rank(new.source, 0) >= rank(old.source, 0) else (old, new)
+    return msgspec.structs.replace(
+        primary,
+        abstract=primary.abstract or other.abstract,
+        authors=primary.authors or other.authors,
+        published=primary.published or other.published,
+        upvotes=max(old.upvotes, new.upvotes),
+        url=primary.url or other.url,
+        pdf_url=primary.pdf_url or other.pdf_url,
+        code_url=primary.code_url or other.code_url,
+        project_url=primary.project_url or other.project_url,
+        added_at=old.added_at,
+    )
 
 
 def encode_cursor(offset: int) -> str:

@@ -97,6 +97,12 @@ async def read_interactions(
     for paper_id in sorted(catalog):
         item_index.add(paper_id)
         texts.append(catalog[paper_id])
+    # Records kept under an id merged into another (a demo slug, now its arXiv id) count
+    # for that paper's column.
+    columns = dict(item_index.index)
+    for old, new in (await redis.hgetall(keys.PAPERS_ALIAS)).items():
+        if str(new) in columns and str(old) not in columns:
+            columns[str(old)] = columns[str(new)]
     deployment = await deployment_id(redis)
     read_at = time.time()
     scored = await redis.zrange(keys.USERS, 0, -1, withscores=True)
@@ -116,7 +122,7 @@ async def read_interactions(
     readers: list[str] = []
     parts: list[tuple[IntArray, IntArray, FloatArray64, FloatArray64]] = []
     if cached is not None and reuse:
-        parts.append(cached.rows_of(reuse, item_index.index))
+        parts.append(cached.rows_of(reuse, columns))
         readers.extend(reuse)
     for start in range(0, len(to_read), USERS_CHUNK):
         chunk_ids = to_read[start : start + USERS_CHUNK]
@@ -124,9 +130,9 @@ async def read_interactions(
             for user_id in chunk_ids:
                 pipe.hgetall(keys.user_papers(user_id))
             records = await pipe.execute()
-        owners, columns, weights, firsts = _cells_of(records, item_index.index)
+        owners, cells, weights, firsts = _cells_of(records, columns)
         present, rows = np.unique(owners, return_inverse=True)
-        parts.append((rows + len(readers), columns, weights, firsts))
+        parts.append((rows + len(readers), cells, weights, firsts))
         readers.extend(chunk_ids[i] for i in present)
         if progress:
             progress("read", min(start + USERS_CHUNK, len(to_read)), len(to_read))
@@ -136,6 +142,8 @@ async def read_interactions(
     values = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0)
     times = np.concatenate([part[3] for part in parts]) if parts else np.zeros(0)
     keep = values != 0  # impressions alone say nothing yet
+    if len(columns) > len(item_index):
+        keep &= _strongest_of_each_cell(rows, cols, values, shape[1])
     data = Interactions(
         readers,
         item_index.ids,
@@ -281,6 +289,20 @@ def _cells_of(
         weights[known],
         firsts[known],
     )
+
+
+def _strongest_of_each_cell(
+    rows: IntArray, cols: IntArray, values: FloatArray64, n_cols: int
+) -> npt.NDArray[np.bool_]:
+    """One record per (reader, paper) when a reader has records under two ids of one
+    paper (its old id and the one it was merged into): the one of largest weight."""
+    cell = rows * n_cols + cols
+    order = np.lexsort((-np.abs(values), cell))
+    first = np.ones(len(cell), dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    keep = np.zeros(len(cell), dtype=bool)
+    keep[order[first]] = True
+    return keep
 
 
 def _matrix(

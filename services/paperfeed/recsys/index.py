@@ -66,9 +66,14 @@ class CatalogIndex:
         cold: BoolArray,
         model_rows: IntArray,
         catalog_version: str,
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.ids = ids
         self.pos = {pid: i for i, pid in enumerate(ids)}
+        for old, new in (aliases or {}).items():
+            # A merged paper's old id (readers' records keep it) finds the paper.
+            if new in self.pos and old not in self.pos:
+                self.pos[old] = self.pos[new]
         self.titles = titles
         self.dates = dates
         """(n,) publication time, or when the paper entered the catalog (unix s)."""
@@ -135,6 +140,7 @@ def build_index(
     model: RecModel | None,
     catalog_version: str,
     previous: CatalogIndex | None = None,
+    aliases: dict[str, str] | None = None,
 ) -> CatalogIndex:
     """The index of ``papers`` under ``model`` (None: text features fitted on them).
 
@@ -178,6 +184,7 @@ def build_index(
         [published_ts(_as_paper(p)) or p.added_at or 0.0 for p in papers], dtype=np.float64
     )
     ids = [p.id for p in papers]
+    position_of = {pid: i for i, pid in enumerate(ids)}
     factors: FloatArray | None = None
     cold = np.ones(len(papers), dtype=bool)
     model_rows = np.full(len(papers), -1, dtype=np.int64)
@@ -185,6 +192,12 @@ def build_index(
         model_rows = np.fromiter(
             (model.index.get(pid, -1) for pid in ids), dtype=np.int64, count=len(ids)
         )
+        for merged_from, merged_into in (aliases or {}).items():
+            # A paper merged since the model was trained keeps the row of its old id.
+            model_row = model.index.get(merged_from)
+            paper_at = position_of.get(merged_into)
+            if model_row is not None and paper_at is not None and model_rows[paper_at] < 0:
+                model_rows[paper_at] = model_row
         known = model_rows >= 0
         known[known] = ~model.cold[model_rows[known]]
         cold = ~known
@@ -211,6 +224,7 @@ def build_index(
         cold=cold,
         model_rows=model_rows,
         catalog_version=catalog_version,
+        aliases=aliases,
     )
     log.info(
         "catalog index built",

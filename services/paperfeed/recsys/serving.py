@@ -107,7 +107,11 @@ class ModelHolder:
             )
             if stale:
                 papers = await self._catalog()
-                index = await self.offload(build_index, papers, model, catalog_version, index)
+                raw_aliases = await self.redis.hgetall(keys.PAPERS_ALIAS)
+                aliases = {str(old): str(new) for old, new in raw_aliases.items()}
+                index = await self.offload(
+                    build_index, papers, model, catalog_version, index, aliases
+                )
                 self.model, self.index = model, index
                 if model is not None and version == model.version:
                     log.info("model loaded", extra={"version": model.version, "papers": len(index)})

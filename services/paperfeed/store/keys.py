@@ -12,6 +12,11 @@ Catalog
 - ``pf:papers:version`` (STRING) a counter bumped by every import that changed the
   catalog (api processes rebuild their catalog index when it moves).
 - ``pf:papers:seeded`` (HASH) paper id -> upvotes already credited to trending — same members.
+- ``pf:papers:alias`` (HASH) old paper id -> the id it was merged into (a demo page's
+  title slug -> its arXiv id, once a source brings the id): the old id keeps resolving.
+- ``pf:sync:state`` (HASH) ``<source>:<field>`` -> the catalog sync's bookkeeping per
+  source (last success, failures, retry time, papers added); ``pf:sync:lock`` (STRING)
+  the lease of the one sync running.
 - ``pf:cand:{c}:papers`` (HASH) paper id -> reported Paper JSON of a paper that is not
   in the catalog yet — at most ``candidate_cap`` entries (oldest evicted).
 - ``pf:cand:{c}:score`` (ZSET) paper id -> distinct reporting installs — same members.
@@ -86,6 +91,9 @@ PAPERS = "pf:papers"
 PAPERS_BY_DATE = "pf:papers:by_date"
 PAPERS_SEEDED = "pf:papers:seeded"
 PAPERS_VERSION = "pf:papers:version"
+PAPERS_ALIAS = "pf:papers:alias"
+SYNC_STATE = "pf:sync:state"
+SYNC_LOCK = "pf:sync:lock"
 
 CANDIDATE_PAPERS = "pf:cand:{c}:papers"
 CANDIDATE_SCORE = "pf:cand:{c}:score"

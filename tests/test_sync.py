@@ -1,0 +1,511 @@
+"""Catalog sync against a local server that replays the sources' real formats: Hugging
+Face daily papers (built from the shipped fixture of real daily papers) and arXiv Atom
+pages (hand-written in arXiv's format), never the internet."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import redis
+
+from paperfeed.catalog.importers import parse_page
+from paperfeed.catalog.papers import slugify
+from paperfeed.catalog.sync import CatalogSync, retry_after_s, run_sync
+from paperfeed.core import Core
+from paperfeed.recsys.data import read_interactions
+from paperfeed.store import keys
+from tests.conftest import (
+    FIXTURES,
+    live_server,
+    make_settings,
+    paperfeed_cli,
+    redis_env,
+)
+
+ARXIV = FIXTURES / "arxiv"
+NOW = datetime(2024, 1, 3, 12, tzinfo=UTC).timestamp()
+DAYS = ("2024-01-03", "2024-01-02", "2024-01-01")
+
+
+def daily_entry(record: dict[str, Any], upvotes: int | None = None) -> dict[str, Any]:
+    """A fixture paper as Hugging Face's ``daily_papers`` lists it."""
+    return {
+        "paper": {
+            "id": record["id"],
+            "title": record["title"],
+            "summary": record["abstract"],
+            "authors": [{"name": name, "hidden": False} for name in record["authors"]],
+            "publishedAt": record["published"],
+            "upvotes": record["upvotes"] if upvotes is None else upvotes,
+        },
+        "publishedAt": record["published"],
+        "title": record["title"],
+        "numComments": 3,
+    }
+
+
+def fixture_papers() -> list[dict[str, Any]]:
+    with open(FIXTURES / "hf-daily-papers.jsonl") as handle:
+        return [json.loads(line) for line in handle]
+
+
+class Replay:
+    """What the local server answers, set by each test; every request is logged."""
+
+    def __init__(self) -> None:
+        self.daily: dict[str, list[dict[str, Any]]] = {}
+        self.atom: dict[tuple[str, int], bytes] = {}
+        self.failures: dict[str, str] = {}
+        """Path prefix -> how to fail: 500, 429, timeout, malformed, truncated."""
+        self.log: list[tuple[float, str, dict[str, list[str]]]] = []
+        self.lock = threading.Lock()
+
+    def count(self, prefix: str) -> int:
+        with self.lock:
+            return sum(1 for _, path, _ in self.log if path.startswith(prefix))
+
+
+@pytest.fixture
+def replay() -> Iterator[tuple[Replay, str]]:
+    state = Replay()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            with state.lock:
+                state.log.append((time.monotonic(), parts.path, query))
+            failure = next(
+                (how for prefix, how in state.failures.items() if parts.path.startswith(prefix)),
+                None,
+            )
+            if failure == "timeout":
+                time.sleep(2.0)  # the tests' sync_timeout_s is 0.5
+            if failure == "500":
+                return self.answer(500, b"upstream broke", "text/plain")
+            if failure == "429":
+                self.send_response(429)
+                self.send_header("Retry-After", "7200")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if parts.path == "/api/daily_papers":
+                day = query.get("date", [""])[0]
+                body = json.dumps(state.daily.get(day, [])).encode()
+                kind = "application/json"
+            elif parts.path == "/api/query":
+                category = query["search_query"][0].removeprefix("cat:")
+                body = state.atom.get((category, int(query["start"][0])), empty_feed())
+                kind = "application/atom+xml"
+            else:
+                return self.answer(404, b"no such page", "text/plain")
+            if failure == "malformed":
+                body = body[: len(body) // 2] + b"}{<<"
+            if failure == "truncated":
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body) + 500))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.answer(200, body, kind)
+
+        def answer(self, status: int, body: bytes, kind: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def empty_feed() -> bytes:
+    return b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"></feed>'
+
+
+def filled(replay: Replay, per_day: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Three days of real daily papers and one arXiv page (cs.LG; cs.CL empty)."""
+    records = fixture_papers()
+    for number, day in enumerate(DAYS):
+        replay.daily[day] = [
+            daily_entry(r) for r in records[number * per_day : (number + 1) * per_day]
+        ]
+    replay.atom[("cs.LG", 0)] = (ARXIV / "cs.LG-page1.xml").read_bytes()
+    return replay.daily
+
+
+def sync_settings(redis_url: str, base: str, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "hf_api_url": base,
+        "arxiv_api_url": base,
+        "arxiv_categories": "cs.LG,cs.CL",
+        "arxiv_page_size": 3,
+        "arxiv_delay_s": 0.0,
+        "sync_timeout_s": 0.5,
+        "sync_interval_s": 3600,
+    }
+    values.update(overrides)
+    return make_settings(redis_url, **values)
+
+
+async def sync_once(settings: Any, now: float = NOW, force: bool = True) -> dict[str, Any]:
+    core = Core.connect(settings)
+    try:
+        results = await CatalogSync(core.redis, settings, core.catalog).run(
+            ["hf", "arxiv"], now=now, force=force
+        )
+    finally:
+        await core.close()
+    return {result.source: result for result in results}
+
+
+def week_scores(r: redis.Redis) -> dict[str, float]:
+    return {
+        str(k): float(v) for k, v in r.zrange(keys.trend_scores("week"), 0, -1, withscores=True)
+    }
+
+
+async def test_first_sync_imports_both_sources_and_a_second_is_idempotent(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    daily = filled(state)
+    settings = sync_settings(redis_url, base)
+    first = await sync_once(settings)
+    assert first["hf"].ok, first
+    assert first["arxiv"].ok, first
+    hf_ids = {e["paper"]["id"] for entries in daily.values() for e in entries}
+    assert first["hf"].new == len(hf_ids) == 15
+    # arXiv's page: a new paper, one Hugging Face also listed (LARP), an old-style id.
+    assert first["arxiv"].fetched == 2
+    assert first["arxiv"].new == 1
+    catalog = {k: json.loads(v) for k, v in r.hgetall(keys.PAPERS).items()}
+    assert set(catalog) == hf_ids | {"2401.00912"}
+    assert catalog["2401.00912"]["source"] == "arxiv"
+    assert catalog["2401.00912"]["authors"] == ["Ada Example", "Grace Sample"]
+    assert catalog["2401.00912"]["url"] == "https://arxiv.org/abs/2401.00912"
+    # Upvotes are the trending prior, credited once.
+    scores = week_scores(r)
+    assert set(scores) == {pid for pid in hf_ids if catalog[pid]["upvotes"] > 0}
+    version = r.get(keys.PAPERS_VERSION)
+    requests = len(state.log)
+    assert requests == 3 + 2  # three days, a short page of each category
+
+    second = await sync_once(settings, NOW + 60)
+    assert second["hf"].ok
+    assert second["arxiv"].ok
+    assert (second["hf"].new, second["hf"].updated) == (0, 0)
+    assert (second["arxiv"].new, second["arxiv"].updated) == (0, 0)
+    assert r.hlen(keys.PAPERS) == len(catalog)
+    assert week_scores(r) == pytest.approx(scores)
+    assert r.get(keys.PAPERS_VERSION) == version  # nothing changed: feeds stay cached
+
+
+async def test_an_upvote_increase_is_credited_once_never_twice(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    daily = filled(state)
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.CL")
+    await sync_once(settings)
+    entry = daily[DAYS[0]][0]
+    paper_id = entry["paper"]["id"]
+    before = week_scores(r)[paper_id]
+    upvotes = entry["paper"]["upvotes"]
+    entry["paper"]["upvotes"] = upvotes + 40
+    await sync_once(settings)
+    await sync_once(settings)  # the same count again: nothing more
+    after = week_scores(r)[paper_id]
+    assert after - before == pytest.approx(40 * before / upvotes, rel=1e-3)
+    assert json.loads(r.hget(keys.PAPERS, paper_id))["upvotes"] == upvotes + 40
+    # A source showing fewer upvotes (arXiv shows none) never takes any back.
+    entry["paper"]["upvotes"] = 1
+    await sync_once(settings)
+    assert week_scores(r)[paper_id] == pytest.approx(after)
+    assert json.loads(r.hget(keys.PAPERS, paper_id))["upvotes"] == upvotes + 40
+
+
+async def test_one_paper_from_both_sources_is_one_entry_with_both_contributions(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    larp = next(p for p in fixture_papers() if p["id"] == "2312.17653")
+    state.daily[DAYS[0]] = [daily_entry(larp)]
+    state.atom[("cs.LG", 0)] = (ARXIV / "cs.LG-page1.xml").read_bytes()
+    settings = sync_settings(redis_url, base)
+    await sync_once(settings)
+    ids = set(r.hkeys(keys.PAPERS))
+    assert ids == {"2312.17653", "2401.00912"}  # v1 and the HF paper: one entry
+    stored = json.loads(r.hget(keys.PAPERS, "2312.17653"))
+    assert stored["upvotes"] == larp["upvotes"]  # from Hugging Face
+    assert stored["source"] == "arxiv"  # its text is arXiv's
+    assert stored["abstract"].startswith("Language agents have shown")
+    assert stored["url"] == "https://arxiv.org/abs/2312.17653"
+
+
+async def test_a_demo_slug_is_merged_into_its_arxiv_entry_with_its_events(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    """The demo page knows papers by title; when a source brings the arXiv id, the
+    reader's upvote, trending and lookups by the old id follow."""
+    state, base = replay
+    larp = next(p for p in fixture_papers() if p["id"] == "2312.17653")
+    page = f"Jan 3\n\n{larp['title']}\n\n{larp['abstract']}\n"
+    slug = slugify(larp["title"])
+    assert [p.id for p in parse_page(page)] == [slug]
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.CL")
+    core = Core.connect(settings)
+    try:
+        await core.catalog.seed_page_order(parse_page(page), NOW - 86_400)
+    finally:
+        await core.close()
+    with live_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            token = (await http.post("/v1/installs", json={})).json()["token"]
+            reader = {"Authorization": f"Bearer {token}"}
+            upvote = {"event_id": "e-slug-1", "type": "upvote", "paper_id": slug, "ts": time.time()}
+            sent = await http.post("/v1/events", json={"events": [upvote]}, headers=reader)
+            assert sent.status_code == 200
+            trending_before = week_scores(r)[slug]
+
+            state.daily[DAYS[0]] = [daily_entry(larp)]
+            results = await sync_once(settings)
+            assert results["hf"].merged == 1
+
+            assert set(r.hkeys(keys.PAPERS)) == {"2312.17653"}
+            assert r.hget(keys.PAPERS_ALIAS, slug) == "2312.17653"
+            scores = week_scores(r)
+            assert slug not in scores
+            assert scores["2312.17653"] >= trending_before  # the slug's trending moved over
+            # The old id keeps resolving.
+            old = await http.get(f"/v1/papers/{slug}")
+            assert old.status_code == 200
+            assert old.json()["id"] == "2312.17653"
+            # The reader's upvote counts for the arXiv entry: it is theirs, not shown again.
+            feed = (await http.get("/v1/feed", params={"limit": 10}, headers=reader)).json()
+            assert "2312.17653" not in [item["paper"]["id"] for item in feed["items"]]
+            # New events by the old id land on the arXiv entry; the trainer counts the
+            # reader's records by either id for the arXiv paper's column.
+            save = {"event_id": "e-slug-2", "type": "save", "paper_id": slug, "ts": time.time()}
+            sent = await http.post("/v1/events", json={"events": [save]}, headers=reader)
+            assert sent.status_code == 200
+    data = await read_interactions(Core.connect(settings).redis)
+    assert data.item_ids == ["2312.17653"]
+    assert data.weights.shape == (1, 1)
+    assert data.weights[0, 0] > 0
+
+
+@pytest.mark.parametrize("failure", ["500", "429", "timeout", "malformed", "truncated"])
+async def test_a_failing_source_loses_nothing_and_the_other_still_imports(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str], failure: str
+) -> None:
+    state, base = replay
+    filled(state)
+    settings = sync_settings(redis_url, base)
+    state.failures["/api/query"] = failure  # arXiv fails
+    results = await sync_once(settings)
+    assert results["hf"].ok
+    assert results["hf"].new == 15
+    assert not results["arxiv"].ok
+    assert results["arxiv"].error
+    assert "2401.00912" not in r.hkeys(keys.PAPERS)
+    expected = {"500": "HTTP 500", "429": "HTTP 429", "timeout": "timeout"}
+    if failure in expected:
+        assert expected[failure] in str(results["arxiv"].error)
+    sync_state = r.hgetall(keys.SYNC_STATE)
+    assert sync_state["arxiv:failures"] == "1"
+    assert float(sync_state["arxiv:retry_at"]) >= NOW + (7200 if failure == "429" else 60)
+    assert sync_state["arxiv:last_error"] == results["arxiv"].error
+    catalog_before, trending_before = r.hgetall(keys.PAPERS), week_scores(r)
+
+    # Not retried before its time; then it is, and what it brings arrives.
+    waiting = await sync_once(settings, NOW + 30, force=False)
+    assert waiting["arxiv"].skipped
+    assert waiting["hf"].skipped
+    assert r.hgetall(keys.PAPERS) == catalog_before
+    assert week_scores(r) == trending_before
+    del state.failures["/api/query"]
+    later = await sync_once(settings, float(sync_state["arxiv:retry_at"]) + 1, force=False)
+    assert later["arxiv"].ok
+    assert "2401.00912" in r.hkeys(keys.PAPERS)
+    assert r.hget(keys.SYNC_STATE, "arxiv:failures") == "0"
+
+
+async def test_malformed_daily_papers_and_hostile_atom_are_refused_with_the_reason(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    filled(state)
+    state.atom[("cs.LG", 0)] = (ARXIV / "hostile.xml").read_bytes()
+    state.failures["/api/daily_papers"] = "malformed"
+    results = await sync_once(sync_settings(redis_url, base))
+    assert not results["hf"].ok
+    assert "malformed daily papers" in str(results["hf"].error)
+    assert not results["arxiv"].ok
+    assert "DTDForbidden" in str(results["arxiv"].error)
+    assert r.hlen(keys.PAPERS) == 0
+    assert week_scores(r) == {}
+    state.atom[("cs.LG", 0)] = (ARXIV / "error.xml").read_bytes()
+    del state.failures["/api/daily_papers"]
+    again = await sync_once(sync_settings(redis_url, base))
+    assert again["hf"].ok
+    assert "arXiv API error: incorrect id format" in str(again["arxiv"].error)
+
+
+async def test_arxiv_pages_until_a_known_paper_and_waits_between_requests(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    page = (ARXIV / "cs.LG-page1.xml").read_bytes()
+    # Three full pages of new papers, then the page with papers already known.
+    for number in range(3):
+        state.atom[("cs.LG", number * 3)] = synthetic_page(number * 3, 3)
+    state.atom[("cs.LG", 9)] = page
+    settings = sync_settings(
+        redis_url, base, arxiv_categories="cs.LG", arxiv_delay_s=0.2, arxiv_max_pages=10
+    )
+    core = Core.connect(settings)
+    try:
+        # 2401.00912 is known already: paging stops at its page.
+        from paperfeed.catalog.importers import parse_arxiv_atom
+
+        await core.catalog.upsert(parse_arxiv_atom(page)[:1], NOW)
+        result = (await CatalogSync(core.redis, settings, core.catalog).run(["arxiv"], NOW))[0]
+    finally:
+        await core.close()
+    assert result.ok
+    assert result.new == 9 + 1
+    starts = [int(q["start"][0]) for _, path, q in state.log if path == "/api/query"]
+    assert starts == [0, 3, 6, 9]
+    times = [at for at, path, _ in state.log if path == "/api/query"]
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.19
+
+
+def synthetic_page(start: int, size: int) -> bytes:
+    entries = "".join(
+        f"""<entry><id>http://arxiv.org/abs/2402.{start + i:05d}v1</id>
+        <published>2024-02-01T00:00:00Z</published>
+        <title>Synthetic paper {start + i}</title><summary>About topic {start + i}.</summary>
+        <author><name>Writer {i}</name></author>
+        <category term="cs.LG" scheme="http://arxiv.org/schemas/atom"/></entry>"""
+        for i in range(size)
+    )
+    return (
+        f'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">{entries}</feed>'.encode()
+    )
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert retry_after_s("120") == 120.0
+    assert retry_after_s("Wed, 03 Jan 2024 12:10:00 GMT", now=NOW) == pytest.approx(600.0)
+    assert retry_after_s("soon") is None
+    assert retry_after_s(None) is None
+
+
+def test_the_cli_syncs_and_reports_each_source(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    today = datetime.now(UTC).date()
+    records = fixture_papers()
+    state.daily[today.isoformat()] = [daily_entry(rec) for rec in records[:4]]
+    state.daily[(today - timedelta(days=1)).isoformat()] = [daily_entry(records[4])]
+    env = {
+        **redis_env(redis_url),
+        "PAPERFEED_HF_API_URL": base,
+        "PAPERFEED_ARXIV_API_URL": base,
+    }
+    done = paperfeed_cli("sync", "--source", "hf", "--days", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    reports = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(x["source"], x["ok"], x["new"]) for x in reports] == [("hf", True, 5)]
+    assert r.hlen(keys.PAPERS) == 5
+    state.failures["/api/daily_papers"] = "500"
+    failed = paperfeed_cli("sync", "--source", "hf", env=env)
+    assert failed.returncode == 1
+    assert "HTTP 500" in json.loads(failed.stdout.splitlines()[0])["error"]
+
+
+def test_the_worker_syncs_with_no_command_and_metrics_show_it(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    state, base = replay
+    today = datetime.now(UTC).date().isoformat()
+    state.daily[today] = [daily_entry(rec) for rec in fixture_papers()[:6]]
+    state.failures["/api/query"] = "500"
+    env = {
+        **redis_env(redis_url),
+        "PAPERFEED_HF_API_URL": base,
+        "PAPERFEED_ARXIV_API_URL": base,
+        "PAPERFEED_SYNC_INTERVAL_S": "3600",
+        "PAPERFEED_SYNC_DAYS": "1",
+        "PAPERFEED_ARXIV_CATEGORIES": "cs.LG",
+        "PAPERFEED_DATA_DIR": str(tmp_path),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "paperfeed.cli", "worker", "--poll", "0.2"],
+        env={**__import__("os").environ, **env},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and r.hget(keys.SYNC_STATE, "arxiv:failures") != "1":
+            time.sleep(0.1)
+        assert r.hlen(keys.PAPERS) == 6
+        assert r.hget(keys.SYNC_STATE, "hf:last_new") == "6"
+        assert r.hget(keys.SYNC_STATE, "arxiv:failures") == "1"
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    settings = make_settings(redis_url)
+    with live_server(settings) as server:
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            text = httpx.get(f"{server.url}/metrics").text
+            if 'paperfeed_sync_papers_added{source="hf"} 6.0' in text:
+                break
+            time.sleep(0.2)
+        assert 'paperfeed_sync_papers_added{source="hf"} 6.0' in text
+        assert 'paperfeed_sync_failures{source="arxiv"} 1.0' in text
+        assert 'paperfeed_sync_last_success_timestamp_seconds{source="hf"}' in text
+
+
+def test_run_sync_refuses_a_second_sync_at_once(redis_url: str, r: redis.Redis) -> None:
+    import asyncio
+
+    from paperfeed.catalog.sync import SyncBusy
+    from paperfeed.store.lease import Lease
+
+    settings = make_settings(redis_url)
+    with Lease(settings, keys.SYNC_LOCK, 30) as held:
+        assert held.acquire()
+        with pytest.raises(SyncBusy):
+            asyncio.run(run_sync(settings, ["hf"]))
