@@ -195,6 +195,22 @@ def test_malformed_bodies_are_4xx_never_5xx(http: httpx.Client, body: bytes) -> 
     assert 400 <= response.status_code < 500, response.text
 
 
+def test_an_empty_body_says_a_body_with_events_is_required(http: httpx.Client) -> None:
+    _, auth = register(http)
+    response = http.post(
+        "/v1/events", content=b"", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["detail"].startswith("body: a JSON body is required")
+    assert '"events"' in answer["detail"]
+    assert answer["extra"][0]["key"] == "body"
+    # A body without events names the field.
+    response = http.post("/v1/events", json={}, headers=auth)
+    assert response.status_code == 400
+    assert "events" in response.json()["extra"][0]["message"]
+
+
 def test_batch_limit_and_body_limit(http: httpx.Client) -> None:
     _, auth = register(http)
     too_many = [event("2411.00001") for _ in range(501)]

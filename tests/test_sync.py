@@ -509,3 +509,42 @@ def test_run_sync_refuses_a_second_sync_at_once(redis_url: str, r: redis.Redis) 
         assert held.acquire()
         with pytest.raises(SyncBusy):
             asyncio.run(run_sync(settings, ["hf"]))
+
+
+def test_logs_are_readable_lines_on_a_terminal_and_json_lines_otherwise(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """What ``make run`` prints to a person, and what a container's collector reads: the
+    same failed sync, with its fields, both ways."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {**os.environ, **redis_env(redis_url)}
+    env.pop("PAPERFEED_LOG_JSON", None)
+    command = [sys.executable, "-m", "paperfeed.cli", "sync", "--source", "hf"]
+    piped = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    lines = [json.loads(line) for line in piped.stderr.splitlines() if line.startswith("{")]
+    failed = next(line for line in lines if line["msg"].startswith("catalog sync failed"))
+    assert failed["source"] == "hf"
+    assert "127.0.0.1:9" in failed["reason"]
+
+    leader, follower = pty.openpty()
+    done = subprocess.run(command, env=env, stderr=follower, stdout=subprocess.DEVNULL, timeout=60)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    text = output.decode()
+    assert done.returncode == 1
+    assert "WARNING paperfeed.catalog.sync: catalog sync failed" in text
+    assert "source=hf" in text
+    assert not any(line.lstrip().startswith("{") for line in text.splitlines())

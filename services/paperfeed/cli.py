@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"paperfeed: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_json)
+    logs.configure(settings.log_level, logs.json_wanted(settings.log_json))
     return COMMANDS[args.command](settings, args)
 
 

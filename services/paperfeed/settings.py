@@ -206,8 +206,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Least severe log level written."""
-    log_json: bool = True
-    """JSON lines on stderr (false: plain text for people)."""
+    log_json: bool | None = None
+    """JSON lines on stderr (true), or readable lines for people (false). Unset: readable
+    on a terminal, JSON lines otherwise (containers, files, log collectors)."""
 
     @property
     def data_path(self) -> Path:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import msgspec
 from redis.exceptions import RedisClusterException, RedisError
 
+from paperfeed.logs import json_wanted
 from paperfeed.recsys.cli import TRAINER_BUSY
 from paperfeed.runtime import redis_for
 from paperfeed.settings import Settings, settings_env
@@ -231,7 +232,7 @@ class Worker:
         env = {
             **os.environ,
             **settings_env(self.settings),
-            "PAPERFEED_LOG_JSON": str(self.settings.log_json).lower(),
+            "PAPERFEED_LOG_JSON": str(json_wanted(self.settings.log_json)).lower(),
         }
         self.trainer = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "paperfeed.cli", "train", "--quiet", "--log-progress",

@@ -33,7 +33,7 @@ from paperfeed.api.metrics import mirror_store_metrics, watch_model
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.core import Core
-from paperfeed.logs import logging_config
+from paperfeed.logs import json_wanted, logging_config
 from paperfeed.settings import Settings, load_settings
 
 log = logging.getLogger("paperfeed")
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
     prometheus = PrometheusConfig(
         app_name="paperfeed", prefix="paperfeed", group_path=True, exclude=UNLIMITED_PATHS
     )
-    logging_dict = logging_config(settings.log_level, settings.log_json)
+    logging_dict = logging_config(settings.log_level, json_wanted(settings.log_json))
     return Litestar(
         route_handlers=[
             InstallController,
