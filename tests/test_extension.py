@@ -196,7 +196,7 @@ def test_popup_shows_the_feed_and_actions_reach_redis(
     assert papers[saved]["saved"]
     assert papers[dismissed]["dismissed"]
     impressions = [e for e in export(service, context)["events"] if e["type"] == "impression"]
-    assert len(impressions) >= 10
+    assert impressions, "the cards in view were recorded as shown"
 
     page.reload()
     page.wait_for_selector("article.paper")
@@ -278,6 +278,138 @@ def test_trending_tab_has_windows(browser: tuple[Any, str]) -> None:
     page.close()
 
 
+def test_impressions_are_the_cards_actually_seen(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """A card counts as shown once at least half of it was in view for a second: on
+    opening, the few cards in view, not the thirty of the list; more as the reader
+    scrolls."""
+    context, extension_id = browser
+    worker_of(context).evaluate(
+        "chrome.storage.local.remove(['token', 'userId', 'cachedFeed', 'seenFeedIds'])"
+    )
+    page = open_popup(context, extension_id)
+    cards = page.locator("article.paper").evaluate_all(
+        """(nodes) => nodes.map((n) => {
+            const box = n.getBoundingClientRect();
+            const inView = Math.min(box.bottom, innerHeight) - Math.max(box.top, 0);
+            return [n.dataset.paperId, inView / box.height];
+        })"""
+    )
+    visible = {pid for pid, share in cards if share >= 0.5}
+    assert 1 <= len(visible) < len(cards) - 10
+
+    def impressed() -> set[str]:
+        events = export(service, context)["events"]
+        return {e["paper_id"] for e in events if e["type"] == "impression"}
+
+    assert wait_for(lambda: visible <= impressed()), "the cards in view count as shown"
+    assert impressed() <= visible | {pid for pid, share in cards if share > 0}
+    last = cards[-1][0]
+    assert last not in impressed()
+    page.locator("article.paper").last.scroll_into_view_if_needed()
+    assert wait_for(lambda: last in impressed()), "a card scrolled to counts once seen"
+    counts: dict[str, int] = {}
+    for event in export(service, context)["events"]:
+        if event["type"] == "impression":
+            counts[event["paper_id"]] = counts.get(event["paper_id"], 0) + 1
+    assert set(counts.values()) == {1}, "each card once per opening"
+    assert len(counts) < len(cards)
+    page.close()
+
+
+def test_the_popup_fits_its_width_on_every_tab(browser: tuple[Any, str]) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    for tab in ("For you", "Trending"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_selector("article.paper")
+        widths = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], (tab, widths)
+        heights = page.locator("nav button").evaluate_all(
+            "(buttons) => buttons.map((b) => b.getBoundingClientRect().height)"
+        )
+        assert max(heights) - min(heights) < 2, heights  # "For you" on one line
+        options = page.locator("a.options").bounding_box()
+        assert options is not None
+        assert options["x"] + options["width"] <= widths[1]
+    page.close()
+
+
+def test_trending_is_kept_for_offline_like_the_feed(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    page.get_by_role("tab", name="Trending").click()
+    page.wait_for_selector("article.paper")
+    online = page.locator("article.paper").evaluate_all(
+        "(nodes) => nodes.map((n) => n.dataset.paperId)"
+    )
+    page.close()
+    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
+    try:
+        page = open_popup(context, extension_id)  # the For-you tab: its last feed
+        assert "Offline" in page.locator("#status").inner_text()
+        page.get_by_role("tab", name="Trending").click()
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.includes('trending as it was')"
+        )
+        offline = page.locator("article.paper").evaluate_all(
+            "(nodes) => nodes.map((n) => n.dataset.paperId)"
+        )
+        assert offline == online
+        page.close()
+    finally:
+        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
+
+
+def test_first_run_says_where_it_looks_and_options_test_the_connection(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    dead = "http://127.0.0.1:9"
+    kept = worker_of(context).evaluate(
+        "chrome.storage.local.get(['cachedFeed']).then((got) => got.cachedFeed ?? null)"
+    )
+    worker_of(context).evaluate(
+        f"chrome.storage.local.set({{backendUrl: {dead!r}}})"
+        ".then(() => chrome.storage.local.remove(['cachedFeed']))"
+    )
+    try:
+        page = context.new_page()
+        page.set_viewport_size({"width": 440, "height": 600})
+        page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+        page.wait_for_selector(".first-run")
+        assert page.locator(".first-run .backend").inner_text() == dead
+        assert "make run" in page.locator(".first-run").inner_text()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "popup-first-run.png"))
+        with context.expect_page() as opened:
+            page.get_by_role("button", name="Open options").click()
+        options = opened.value
+        options.wait_for_load_state()
+        assert options.url.endswith("/options/options.html")
+        options.wait_for_function("document.getElementById('backend').value !== ''")
+        assert options.locator("#backend").input_value() == dead
+        options.get_by_role("button", name="Test connection").click()
+        options.wait_for_selector("#connection[data-ok='false']")
+        assert (
+            "Nothing answers at http://127.0.0.1:9" in options.locator("#connection").inner_text()
+        )
+        options.fill("#backend", service.url)
+        options.get_by_role("button", name="Test connection").click()
+        options.wait_for_selector("#connection[data-ok='true']")
+        assert "Connected: paperfeed" in options.locator("#connection").inner_text()
+        options.close()
+        page.close()
+    finally:
+        restore = {"backendUrl": service.url, "cachedFeed": kept}
+        worker_of(context).evaluate(f"chrome.storage.local.set({json.dumps(restore)})")
+
+
 def test_paper_pages_record_a_view_with_metadata(
     browser: tuple[Any, str], service: Service
 ) -> None:
@@ -344,6 +476,90 @@ def test_the_hugging_face_list_gets_for_you_marks(
     # The page itself is intact: every original link is still there.
     assert page.locator("article a.title").count() == 8
     assert page.locator(".paperfeed-for-you").first.inner_text() == "for you"
+    page.close()
+
+
+HF_LISTS = (
+    "https://huggingface.co/papers/trending",
+    "https://huggingface.co/papers/date/2024-01-03",
+    "https://huggingface.co/papers/week/2024-W01",
+    "https://huggingface.co/papers/month/2024-01",
+    "https://huggingface.co/papers?date=2024-01-03",
+)
+
+
+def test_every_hugging_face_list_is_marked_and_client_side_changes_followed(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """Trending, date, week and month lists are marked as the daily list is; when the
+    page moves to another day without reloading, the new cards get their marks and no
+    card gets two."""
+    context, _ = browser
+    feed = httpx.get(
+        f"{service.url}/v1/feed",
+        params={"limit": 50},
+        headers={"Authorization": f"Bearer {token(context)}"},
+    ).json()["items"]
+    ours = [
+        i["paper"]["id"] for i in feed[:15] if re.fullmatch(r"\d{4}\.\d{4,5}", i["paper"]["id"])
+    ]
+    assert len(ours) >= 4, feed
+    listing = (PAGES / "hf-list.html").read_text()
+    listing = listing.replace("/papers/2312.17681", f"/papers/{ours[0]}")
+    for url in HF_LISTS:
+        page = context.new_page()
+        page.route(
+            url, lambda route: route.fulfill(status=200, content_type="text/html", body=listing)
+        )
+        page.goto(url)
+        page.wait_for_selector(".paperfeed-for-you", timeout=15_000)
+        marked = page.locator(".paperfeed-for-you").evaluate_all(
+            "(nodes) => nodes.map((n) => n.previousElementSibling.getAttribute('href'))"
+        )
+        assert f"/papers/{ours[0]}" in marked, url
+        assert len(marked) == len(set(marked)), url
+        page.close()
+
+    page = context.new_page()
+    url = HF_LISTS[1]
+    page.route(url, lambda route: route.fulfill(status=200, content_type="text/html", body=listing))
+    page.goto(url)
+    page.wait_for_selector(".paperfeed-for-you", timeout=15_000)
+    # The site moves to the next day on the client: new cards replace the list, and a
+    # card is added to the current list, the way a client-rendered list grows.
+    page.evaluate(
+        """([first, second]) => {
+            history.pushState({}, "", "/papers/date/2024-01-04");
+            for (const card of document.querySelectorAll("article")) card.remove();
+            for (const id of [first, "2312.17742", second]) {
+                const card = document.createElement("article");
+                card.innerHTML = `<h3><a class="title" href="/papers/${id}">Paper ${id}</a></h3>`;
+                document.body.appendChild(card);
+            }
+        }""",
+        [ours[1], ours[2]],
+    )
+    page.wait_for_function(
+        "(ids) => ids.every((id) =>"
+        " document.querySelector(`a[href='/papers/${id}'] + .paperfeed-for-you`))",
+        arg=[ours[1], ours[2]],
+        timeout=15_000,
+    )
+    page.evaluate(
+        """(id) => {
+            const card = document.createElement("article");
+            card.innerHTML = `<h3><a class="title" href="/papers/${id}">Paper ${id}</a></h3>`;
+            document.body.appendChild(card);
+        }""",
+        ours[3],
+    )
+    page.wait_for_selector(f"a[href='/papers/{ours[3]}'] + .paperfeed-for-you", timeout=15_000)
+    titles = page.locator("article a.title")
+    counts = titles.evaluate_all(
+        "(links) => links.map((a) => a.parentElement.querySelectorAll('.paperfeed-for-you').length)"
+    )
+    assert counts.count(1) == 3  # the three of the reader's feed, once each
+    assert set(counts) <= {0, 1}
     page.close()
 
 

@@ -1,11 +1,14 @@
-// On the Hugging Face papers list: a small "for you" mark after the title of each paper
-// the reader's feed ranks highly. Adds elements only; never moves or removes any.
+// On the Hugging Face papers lists (the daily list, trending, and the date, week and
+// month lists): a small "for you" mark after the title of each paper the reader's feed
+// ranks highly. Adds elements only; never moves or removes any. These pages render on
+// the client and move between days without reloading, so the marks follow the page:
+// every change of the document marks what is new, and a paper is never marked twice.
 (() => {
   const ARXIV_ID = /^\/papers\/(\d{4}\.\d{4,5})$/;
   const MARK = "paperfeed-for-you";
+  const SETTLE_MS = 150;
 
-  function mark(papers) {
-    const reasons = new Map(papers.map((p) => [p.id, p.reason]));
+  function mark(reasons) {
     for (const link of document.querySelectorAll('a[href^="/papers/"]')) {
       const match = ARXIV_ID.exec(link.getAttribute("href"));
       if (!match || !reasons.has(match[1])) continue;
@@ -19,7 +22,26 @@
     }
   }
 
+  function follow(reasons) {
+    let pending = null;
+    const observer = new MutationObserver((changes) => {
+      // Our own marks change the document too: only others' changes call for a pass.
+      const theirs = changes.some((change) =>
+        [...change.addedNodes].some((node) => !(node.classList?.contains(MARK))),
+      );
+      if (!theirs || pending !== null) return;
+      pending = setTimeout(() => {
+        pending = null;
+        mark(reasons);
+      }, SETTLE_MS);
+    });
+    observer.observe(document.body, { childList: true, subtree: true });
+  }
+
   chrome.runtime.sendMessage({ kind: "for-you" }).then((answer) => {
-    if (answer?.papers?.length) mark(answer.papers);
+    if (!answer?.papers?.length) return;
+    const reasons = new Map(answer.papers.map((p) => [p.id, p.reason]));
+    mark(reasons);
+    follow(reasons);
   });
 })();

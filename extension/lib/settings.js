@@ -11,6 +11,7 @@ export const DEFAULTS = {
   seenFeedIds: [],
   openedAt: 0,
   cachedFeed: null,
+  cachedTrending: {},
   forYou: null,
 };
 

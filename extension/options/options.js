@@ -40,6 +40,29 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
   say("Saved.");
 });
 
+// Whether a paperfeed service answers at the address typed (saved or not yet).
+document.getElementById("test-connection").addEventListener("click", async () => {
+  const answer = document.getElementById("connection");
+  let base;
+  try {
+    base = new URL(document.getElementById("backend").value || DEFAULT_BACKEND).origin;
+  } catch {
+    answer.textContent = "That is not a URL (for example http://127.0.0.1:8000).";
+    return;
+  }
+  answer.textContent = `Trying ${base}…`;
+  try {
+    const meta = await api.getMeta(base);
+    answer.textContent = `Connected: paperfeed ${meta.version} answers at ${base}.`;
+    answer.dataset.ok = "true";
+  } catch (error) {
+    answer.dataset.ok = "false";
+    answer.textContent = error.kind === "offline"
+      ? `Nothing answers at ${base}. Is the service running (make run), and on this port?`
+      : `${base} answered, but not as a paperfeed service: ${api.KINDS[error.kind] ?? error.message}`;
+  }
+});
+
 document.getElementById("export").addEventListener("click", async () => {
   const s = await read(storage, ["backendUrl", "token"]);
   if (!s.token) return say("Nothing kept yet: this browser has not sent anything.");

@@ -9,6 +9,14 @@ const status = document.getElementById("status");
 const template = document.getElementById("item");
 const windowSelect = document.getElementById("window");
 const state = { tab: "feed", items: [], acted: new Map(), current: 0, impressed: new Set() };
+// An impression is a card actually seen: at least half of it visible for a second (the
+// service lowers a paper a little for each showing, so a card never scrolled to must
+// not count).
+const SEEN_RATIO = 0.5;
+const SEEN_MS = 1000;
+const seenTimers = new Map();
+let unsent = [];
+const visibility = new IntersectionObserver(watchCards, { threshold: [0, SEEN_RATIO, 1] });
 
 function send(events) {
   return chrome.runtime.sendMessage({ kind: "track", site: "popup", events });
@@ -21,7 +29,8 @@ function say(text) {
 async function load() {
   say("Loading…");
   list.replaceChildren();
-  const settings = await read(storage, ["backendUrl", "token", "cachedFeed"]);
+  const settings = await read(storage, ["backendUrl", "token", "cachedFeed", "cachedTrending"]);
+  const windowName = windowSelect.value;
   try {
     let items;
     if (state.tab === "feed") {
@@ -32,27 +41,88 @@ async function load() {
       await storage.set({ cachedFeed: feed });
       chrome.runtime.sendMessage({ kind: "feed-seen", ids: items.map((i) => i.paper.id) });
     } else {
-      items = (await api.getTrending(settings.backendUrl, windowSelect.value, 30)).items;
+      const trending = await api.getTrending(settings.backendUrl, windowName, 30);
+      items = trending.items;
+      await storage.set({ cachedTrending: { ...settings.cachedTrending, [windowName]: trending } });
     }
     say(items.length ? "" : "Nothing here yet: read, upvote or save a few papers.");
     show(items);
   } catch (error) {
-    if (error.kind === "offline" && state.tab === "feed" && settings.cachedFeed) {
-      say("Offline: showing your last feed. Your actions are kept and sent later.");
-      show(settings.cachedFeed.items);
+    const cached = state.tab === "feed" ? settings.cachedFeed : settings.cachedTrending[windowName];
+    if (error.kind === "offline" && cached) {
+      say(state.tab === "feed"
+        ? "Offline: showing your last feed. Your actions are kept and sent later."
+        : "Offline: showing trending as it was last seen. Your actions are kept and sent later.");
+      show(cached.items);
+    } else if (error.kind === "offline") {
+      say("");
+      firstRun(settings.backendUrl);
     } else {
       say(api.KINDS[error.kind] ?? "Something went wrong.");
     }
   }
 }
 
+// Nothing answers where the extension looks, and nothing was kept from before: say
+// where it looks and how to point it elsewhere.
+function firstRun(backendUrl) {
+  const panel = document.createElement("section");
+  panel.className = "first-run";
+  panel.setAttribute("aria-labelledby", "first-run-heading");
+  const heading = Object.assign(document.createElement("h2"), {
+    id: "first-run-heading", textContent: "The paperfeed service does not answer",
+  });
+  const where = document.createElement("p");
+  where.append("paperfeed looks for it at ", Object.assign(document.createElement("code"), {
+    className: "backend", textContent: backendUrl,
+  }), ".");
+  const how = document.createElement("p");
+  how.append("Start it (", Object.assign(document.createElement("code"), { textContent: "make run" }),
+    " in the paperfeed folder), or tell the extension where it runs.");
+  const button = Object.assign(document.createElement("button"), {
+    type: "button", className: "open-options", textContent: "Open options",
+  });
+  button.addEventListener("click", () => chrome.runtime.openOptionsPage());
+  panel.append(heading, where, how, button);
+  list.replaceChildren(panel);
+}
+
 function show(items) {
   state.items = items;
   state.current = 0;
+  visibility.disconnect();
+  seenTimers.forEach((timer) => clearTimeout(timer));
+  seenTimers.clear();
   list.replaceChildren(...items.map((item, index) => render(item, index)));
-  const fresh = items.filter((i) => !state.impressed.has(i.paper.id));
-  fresh.forEach((i) => state.impressed.add(i.paper.id));
-  if (fresh.length) send(fresh.map((i) => ({ type: "impression", paper_id: i.paper.id })));
+  list.querySelectorAll("article.paper").forEach((card) => visibility.observe(card));
+}
+
+function watchCards(entries) {
+  for (const entry of entries) {
+    const id = entry.target.dataset.paperId;
+    if (!id || state.impressed.has(id)) continue;
+    if (entry.isIntersecting && entry.intersectionRatio >= SEEN_RATIO) {
+      if (!seenTimers.has(id)) seenTimers.set(id, setTimeout(() => seen(id), SEEN_MS));
+    } else {
+      clearTimeout(seenTimers.get(id));
+      seenTimers.delete(id);
+    }
+  }
+}
+
+function seen(id) {
+  seenTimers.delete(id);
+  if (state.impressed.has(id)) return;
+  state.impressed.add(id);
+  // Cards seen within the same moment go out in one batch.
+  if (!unsent.length) {
+    setTimeout(() => {
+      const batch = unsent;
+      unsent = [];
+      send(batch.map((paperId) => ({ type: "impression", paper_id: paperId })));
+    }, 200);
+  }
+  unsent.push(id);
 }
 
 function render(item, index) {
@@ -118,6 +188,7 @@ function act(index, action) {
   const node = list.querySelector(`[data-index="${index}"]`);
   const fresh = render(item, index);
   node.replaceWith(fresh);
+  if (fresh.matches("article.paper")) visibility.observe(fresh);
   fresh.querySelector(action === "dismiss" ? "button" : `[data-action="${action}"]`)?.focus();
 }
 

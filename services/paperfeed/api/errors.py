@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
+from litestar.exceptions.responses import create_exception_response
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -122,11 +123,9 @@ def too_many_requests(
 BODY_EXAMPLES = {"/v1/events": '{"events": [{"event_id", "type", "paper_id", "ts"}, ...]}'}
 
 
-def invalid_request(
-    request: Request[Any, Any, Any], error: ValidationException
-) -> Response[object]:
-    """Litestar's 400, except that a missing body says so (its message is "'data'")
-    and what the endpoint expects."""
+def invalid_request(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
+    """Litestar's 400 (in the route's media type), except that a missing body says so
+    (Litestar's message is "'data'") and what the endpoint expects."""
     extra = error.extra if isinstance(error.extra, list) else []
     if any(
         isinstance(item, dict) and item.get("key") == "data" and item.get("message") == "'data'"
@@ -134,16 +133,10 @@ def invalid_request(
     ):
         expected = BODY_EXAMPLES.get(request.url.path)
         message = "a JSON body is required" + (f": {expected}" if expected else "")
-        body: dict[str, object] = {
-            "status_code": HTTP_400_BAD_REQUEST,
-            "detail": f"body: {message}",
-            "extra": [{"key": "body", "message": message, "source": "body"}],
-        }
-    else:
-        body = {"status_code": HTTP_400_BAD_REQUEST, "detail": error.detail}
-        if error.extra:
-            body["extra"] = error.extra
-    return Response(body, status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
+        error = ValidationException(
+            detail=f"body: {message}", extra=[{"key": "body", "message": message, "source": "body"}]
+        )
+    return create_exception_response(request, error)
 
 
 EXPECTED_ERRORS: set[type[Exception]] = {
