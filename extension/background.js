@@ -50,7 +50,9 @@ function deliver(force = false) {
 
 async function track(message, sender) {
   const settings = await read(storage, ["paused", "sites"]);
-  const fromPage = Boolean(sender.tab);
+  // A content script on a paper site (the popup and the options page, even when open in
+  // a tab, are the extension's own pages: the reader's explicit actions).
+  const fromPage = Boolean(sender.tab) && !(sender.url ?? "").startsWith(chrome.runtime.getURL(""));
   const events = [];
   for (const item of message.events ?? []) {
     if (fromPage && !tracking(settings, message.site ?? null)) continue;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -274,3 +275,52 @@ def test_unknown_non_arxiv_paper_is_kept_but_never_catalogued(http: httpx.Client
         )
         assert response.json()["accepted"] == 1
     assert http.get("/v1/papers/some-blog-post").status_code == 404
+
+
+def test_the_library_follows_save_unsave_upvote_dismiss_and_undismiss(
+    http: httpx.Client, catalog: None
+) -> None:
+    _, auth = register(http)
+
+    def library(kind: str, **params: Any) -> dict[str, Any]:
+        response = http.get("/v1/me/library", params={"kind": kind, **params}, headers=auth)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def ids(kind: str) -> list[str]:
+        return [item["paper"]["id"] for item in library(kind)["items"]]
+
+    def send(*events: dict[str, Any]) -> None:
+        response = http.post("/v1/events", json={"events": list(events)}, headers=auth)
+        assert response.status_code == 200, response.text
+
+    now = time.time()
+    send(
+        event("2411.00001", "save", ts=now - 30),
+        event("2411.00002", "save", ts=now - 20),
+        event("2411.00003", "upvote", ts=now - 10),
+        event("2411.00004", "view", ts=now - 5, dwell_ms=5000),
+        event("2411.00005", "dismiss", ts=now - 1),
+    )
+    assert ids("saved") == ["2411.00002", "2411.00001"]  # newest first
+    assert ids("upvoted") == ["2411.00003"]
+    assert ids("read") == ["2411.00004"]
+    assert ids("dismissed") == ["2411.00005"]
+    first = library("saved")["items"][0]
+    assert first["paper"]["title"]
+    assert first["at"] == pytest.approx(now - 20, abs=1)
+    send(event("2411.00002", "unsave"), event("2411.00005", "undismiss"))
+    assert ids("saved") == ["2411.00001"]  # at once
+    assert ids("dismissed") == []
+    # Pages: a cursor continues the list.
+    send(*(event(f"2411.000{n:02d}", "save", ts=now + n) for n in range(10, 15)))
+    page = library("saved", limit=2)
+    assert page["total"] == 6
+    rest = library("saved", limit=10, cursor=page["next"])
+    assert [i["paper"]["id"] for i in page["items"] + rest["items"]] == ids("saved")
+    assert rest["next"] is None
+    # Bad input names the parameter; no token, no library.
+    bad = http.get("/v1/me/library", params={"kind": "liked"}, headers=auth)
+    assert bad.status_code == 400
+    assert "kind" in bad.text
+    assert http.get("/v1/me/library").status_code == 401

@@ -410,6 +410,100 @@ def test_first_run_says_where_it_looks_and_options_test_the_connection(
         worker_of(context).evaluate(f"chrome.storage.local.set({json.dumps(restore)})")
 
 
+def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """Save is not a dead end: the Saved tab lists it (with unsave), the options page's
+    Hidden list the dismissed papers (with undo); both keep their last copy offline."""
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    cards = page.locator("article.paper")
+    saved = [cards.nth(n).get_attribute("data-paper-id") for n in (4, 5)]
+    hidden = cards.nth(6).get_attribute("data-paper-id")
+    for n in (4, 5):
+        cards.nth(n).locator('[data-action="save"]').click()
+    cards.nth(6).locator('[data-action="dismiss"]').click()
+
+    def library(kind: str) -> list[str]:
+        response = httpx.get(
+            f"{service.url}/v1/me/library",
+            params={"kind": kind},
+            headers={"Authorization": f"Bearer {token(context)}"},
+        )
+        return [item["paper"]["id"] for item in response.json()["items"]]
+
+    assert wait_for(lambda: set(saved) <= set(library("saved")))
+    assert wait_for(lambda: hidden in library("dismissed"))
+    page.get_by_role("tab", name="Saved").click()
+    page.wait_for_selector("article.paper")
+    listed = page.locator("article.paper").evaluate_all(
+        "(nodes) => nodes.map((n) => n.dataset.paperId)"
+    )
+    assert listed[:2] == [saved[1], saved[0]]  # newest first
+    first = page.locator("article.paper").first
+    assert first.locator('[data-action="save"]').get_attribute("aria-pressed") == "true"
+    assert first.locator(".reasons li").first.inner_text().startswith("saved ")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "popup-saved.png"))
+    first.locator('[data-action="save"]').click()  # unsave
+    assert wait_for(lambda: saved[1] not in library("saved"))
+    page.close()
+
+    options = context.new_page()
+    options.goto(f"chrome-extension://{extension_id}/options/options.html")
+    options.wait_for_selector(f"#hidden-list li[data-paper-id='{hidden}']")
+    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
+    try:
+        offline = open_popup_tab(context, extension_id, "Saved")
+        assert "Offline" in offline.locator("#status").inner_text()
+        assert offline.locator("article.paper").first.get_attribute("data-paper-id") == saved[0]
+        offline.close()
+        options.reload()
+        options.wait_for_selector(f"#hidden-list li[data-paper-id='{hidden}']")
+        assert "Offline" in options.locator("#hidden-state").inner_text()
+    finally:
+        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
+    options.reload()
+    row = options.locator(f"#hidden-list li[data-paper-id='{hidden}']")
+    row.get_by_role("button", name="Undo").click()
+    assert wait_for(lambda: hidden not in library("dismissed"))
+    assert "back in your feed" in options.locator("#hidden-state").inner_text()
+    options.close()
+
+
+def open_popup_tab(context: Any, extension_id: str, tab: str) -> Any:
+    page = context.new_page()
+    page.set_viewport_size({"width": 440, "height": 600})
+    page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+    page.get_by_role("tab", name=tab).click()
+    page.wait_for_selector("article.paper")
+    return page
+
+
+def test_the_popup_searches_with_slash_and_shows_the_same_cards(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    wanted = page.locator("article.paper").nth(2)
+    title = wanted.locator(".title").inner_text()
+    paper = wanted.get_attribute("data-paper-id")
+    page.locator("body").press("/")
+    assert page.evaluate("document.activeElement.id") == "search"
+    page.keyboard.type(title)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "(id) => document.querySelector('article.paper')?.dataset.paperId === id", arg=paper
+    )
+    first = page.locator("article.paper").first
+    assert first.locator('[data-action="save"]').count() == 1  # the same card and actions
+    assert page.locator('[role="tab"][aria-selected="true"]').count() == 0
+    page.screenshot(path=str(SCREENSHOTS / "popup-search.png"))
+    # Typing in the box is not a key command: nothing was saved or dismissed.
+    assert page.locator(".dismissed").count() == 0
+    page.close()
+
+
 def test_paper_pages_record_a_view_with_metadata(
     browser: tuple[Any, str], service: Service
 ) -> None:

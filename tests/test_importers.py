@@ -121,3 +121,17 @@ def test_only_web_links_are_kept_at_import() -> None:
         importers.PaperRecord(title="No id", url="ftp://example.org/paper"), "admin"
     )
     assert slug_only.url is None
+
+
+def test_the_demo_page_papers_get_the_pages_date() -> None:
+    """The page lists the papers of its date: they are not "new today" forever."""
+    from datetime import date
+
+    papers = importers.parse_page(importers.seed_page_text(), today=date(2026, 12, 1))
+    assert {p.published for p in papers} == {"2026-03-13"}
+    early = importers.parse_page(importers.seed_page_text(), today=date(2026, 3, 1))
+    assert {p.published for p in early} == {"2025-03-13"}  # the latest Mar 13 before
+    assert importers.page_date("Feb 29", date(2026, 12, 1)) == "2024-02-29"
+    assert importers.page_date("Mar 13, 2025", date(2026, 12, 1)) == "2025-03-13"
+    undated = importers.parse_page("A title\n\nAn abstract.\n")
+    assert undated[0].published is None

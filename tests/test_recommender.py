@@ -151,7 +151,10 @@ def test_a_fresh_paper_reaches_the_reader_whose_history_matches(api: LiveServer)
     graph_items = feed(http, graphs, limit=10)["items"]
     assert "2411.77777" in [i["paper"]["id"] for i in graph_items]
     item = next(i for i in graph_items if i["paper"]["id"] == "2411.77777")
-    assert "new today" in item["reasons"]
+    # New, and in the topic of the reader's own papers (topics learned from the text).
+    new_in = [r for r in item["reasons"] if r.startswith("new in ")]
+    assert new_in, item["reasons"]
+    assert "graph" in new_in[0]
     assert rank(graphs) < rank(proteins)
 
 

@@ -418,3 +418,35 @@ def test_one_readers_text_scores_are_the_maths_eval_measures() -> None:
             profile_scores(text, rows, one), batch_similarity[reader], atol=1e-6
         )
     assert batch_similarity.max() > 0.3  # readers whose papers share words were compared
+
+
+def test_topics_are_learned_from_the_text_and_named_by_their_terms() -> None:
+    from paperfeed.recsys.topics import assign, learn_topics
+    from tests.personas import TOPICS, topic_of
+
+    catalog = papers()
+    tokens = tokenize([f"{p['title']}. {p['abstract']}" for p in catalog])
+    features = TextFeatures.fit(tokens, kinds=("words",))["words"]
+    text = features.vectors(tokens)
+    topics = learn_topics(text, features.vocabulary)
+    assert 2 <= len(topics.names) <= 5
+    # Each learned topic holds the papers of one persona topic ...
+    for topic in range(len(topics.names)):
+        members = [
+            topic_of(p["id"]) for p, t in zip(catalog, topics.of_paper, strict=True) if t == topic
+        ]
+        if members:
+            majority = max(set(members), key=members.count)
+            assert members.count(majority) >= 0.9 * len(members), (topics.names[topic], members)
+            # ... and is named by words of that topic.
+            words = set(TOPICS[majority].lower().split()) | {majority}
+            assert all(term in words for term in topics.names[topic].replace(" · ", " ").split())
+    # A new paper goes to the topic of the papers it reads like.
+    new = features.vectors(
+        tokenize(["Graph neural network with message passing on molecular graphs"])
+    )
+    [found] = assign(topics, new)
+    graph_topic = [
+        topic_of(p["id"]) for p, t in zip(catalog, topics.of_paper, strict=True) if t == found
+    ]
+    assert graph_topic.count("graphs") > 0.9 * len(graph_topic)

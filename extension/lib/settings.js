@@ -12,6 +12,7 @@ export const DEFAULTS = {
   openedAt: 0,
   cachedFeed: null,
   cachedTrending: {},
+  cachedLibrary: {},
   forYou: null,
 };
 

@@ -181,3 +181,58 @@ document.addEventListener("visibilitychange", () => {
 
 fill();
 showDigest();
+
+// --- hidden (dismissed) papers ------------------------------------------------------
+
+const hiddenList = document.getElementById("hidden-list");
+const hiddenState = document.getElementById("hidden-state");
+
+function showHidden(items) {
+  hiddenList.replaceChildren(
+    ...items.map((item) => {
+      const row = document.createElement("li");
+      row.dataset.paperId = item.paper.id;
+      const undo = Object.assign(document.createElement("button"), {
+        type: "button", textContent: "Undo",
+      });
+      undo.addEventListener("click", async () => {
+        await chrome.runtime.sendMessage({
+          kind: "track", site: "options", events: [{ type: "undismiss", paper_id: item.paper.id }],
+        });
+        row.remove();
+        const s = await read(storage, ["cachedLibrary"]);
+        const dismissed = s.cachedLibrary.dismissed;
+        if (dismissed) {
+          dismissed.items = dismissed.items.filter((i) => i.paper.id !== item.paper.id);
+          await storage.set({ cachedLibrary: { ...s.cachedLibrary, dismissed } });
+        }
+        hiddenState.textContent = `“${item.paper.title || item.paper.id}” is back in your feed.`;
+      });
+      row.append(`${item.paper.title || item.paper.id} `, undo);
+      return row;
+    }),
+  );
+}
+
+async function loadHidden() {
+  const s = await read(storage, ["backendUrl", "token", "cachedLibrary"]);
+  if (!s.token) {
+    hiddenState.textContent = "Nothing hidden.";
+    return;
+  }
+  try {
+    const dismissed = await api.getLibrary(s.backendUrl, s.token, "dismissed", 200);
+    await storage.set({ cachedLibrary: { ...s.cachedLibrary, dismissed } });
+    showHidden(dismissed.items);
+    hiddenState.textContent = dismissed.items.length ? "" : "Nothing hidden.";
+  } catch (error) {
+    if (error.kind === "offline" && s.cachedLibrary.dismissed) {
+      showHidden(s.cachedLibrary.dismissed.items);
+      hiddenState.textContent = "Offline: the list as it was last seen; undo is sent later.";
+    } else {
+      hiddenState.textContent = api.KINDS[error.kind] ?? "The hidden papers could not be read.";
+    }
+  }
+}
+
+loadHidden();

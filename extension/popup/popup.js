@@ -8,6 +8,8 @@ const list = document.getElementById("list");
 const status = document.getElementById("status");
 const template = document.getElementById("item");
 const windowSelect = document.getElementById("window");
+const searchBox = document.getElementById("search");
+const TABS = [["feed", "tab-feed"], ["trending", "tab-trending"], ["saved", "tab-saved"]];
 const state = { tab: "feed", items: [], acted: new Map(), current: 0, impressed: new Set() };
 // An impression is a card actually seen: at least half of it visible for a second (the
 // service lowers a paper a little for each showing, so a card never scrolled to must
@@ -29,10 +31,28 @@ function say(text) {
 async function load() {
   say("Loading…");
   list.replaceChildren();
-  const settings = await read(storage, ["backendUrl", "token", "cachedFeed", "cachedTrending"]);
+  const settings = await read(
+    storage, ["backendUrl", "token", "cachedFeed", "cachedTrending", "cachedLibrary"],
+  );
   const windowName = windowSelect.value;
   try {
     let items;
+    if (state.tab === "search") {
+      const query = searchBox.value.trim();
+      items = (await api.search(settings.backendUrl, settings.token, query, 30)).items;
+      say(items.length ? "" : `Nothing matches “${query}”.`);
+      show(items);
+      return;
+    }
+    if (state.tab === "saved") {
+      const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
+      if (install.error) throw new api.ApiError(install.error);
+      const saved = await api.getLibrary(settings.backendUrl, install.token, "saved", 100);
+      await storage.set({ cachedLibrary: { ...settings.cachedLibrary, saved } });
+      say(saved.items.length ? "" : "Nothing saved yet: ★ Save keeps a paper here.");
+      showSaved(saved.items);
+      return;
+    }
     if (state.tab === "feed") {
       const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
       if (install.error) throw new api.ApiError(install.error);
@@ -48,12 +68,22 @@ async function load() {
     say(items.length ? "" : "Nothing here yet: read, upvote or save a few papers.");
     show(items);
   } catch (error) {
-    const cached = state.tab === "feed" ? settings.cachedFeed : settings.cachedTrending[windowName];
+    const cached = {
+      feed: settings.cachedFeed,
+      trending: settings.cachedTrending[windowName],
+      saved: settings.cachedLibrary.saved,
+    }[state.tab];
     if (error.kind === "offline" && cached) {
-      say(state.tab === "feed"
-        ? "Offline: showing your last feed. Your actions are kept and sent later."
-        : "Offline: showing trending as it was last seen. Your actions are kept and sent later.");
-      show(cached.items);
+      const what = {
+        feed: "your last feed",
+        trending: "trending as it was last seen",
+        saved: "your saved papers as they were last seen",
+      }[state.tab];
+      say(`Offline: showing ${what}. Your actions are kept and sent later.`);
+      if (state.tab === "saved") showSaved(cached.items);
+      else show(cached.items);
+    } else if (error.kind === "offline" && state.tab === "search") {
+      say("Offline: search needs the service.");
     } else if (error.kind === "offline") {
       say("");
       firstRun(settings.backendUrl);
@@ -95,6 +125,15 @@ function show(items) {
   seenTimers.clear();
   list.replaceChildren(...items.map((item, index) => render(item, index)));
   list.querySelectorAll("article.paper").forEach((card) => visibility.observe(card));
+}
+
+// The Saved tab: the reader's library, each card with its save pressed (unsave there).
+function showSaved(items) {
+  for (const item of items) {
+    if (!state.acted.has(item.paper.id)) state.acted.set(item.paper.id, { saved: true });
+  }
+  const when = (at) => new Date(at * 1000).toLocaleDateString();
+  show(items.map((item) => ({ ...item, reasons: [`saved ${when(item.at)}`] })));
 }
 
 function watchCards(entries) {
@@ -205,6 +244,15 @@ function focusItem(index) {
 
 document.addEventListener("keydown", (event) => {
   if (event.target instanceof HTMLSelectElement) return;
+  if (event.target === searchBox) {
+    if (event.key === "Escape") { searchBox.blur(); focusItem(state.current); }
+    return;
+  }
+  if (event.key === "/" && !event.altKey && !event.ctrlKey && !event.metaKey) {
+    event.preventDefault();
+    searchBox.focus();
+    return;
+  }
   const action = keyAction(event);
   if (!action) return;
   event.preventDefault();
@@ -215,14 +263,22 @@ document.addEventListener("keydown", (event) => {
 
 function selectTab(tab) {
   state.tab = tab;
-  for (const [name, button] of [["feed", "tab-feed"], ["trending", "tab-trending"]]) {
+  for (const [name, button] of TABS) {
     document.getElementById(button).setAttribute("aria-selected", String(name === tab));
   }
   document.getElementById("window-label").hidden = tab !== "trending";
   load();
 }
 
-document.getElementById("tab-feed").addEventListener("click", () => selectTab("feed"));
-document.getElementById("tab-trending").addEventListener("click", () => selectTab("trending"));
+for (const [name, button] of TABS) {
+  document.getElementById(button).addEventListener("click", () => {
+    searchBox.value = "";
+    selectTab(name);
+  });
+}
+document.getElementById("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (searchBox.value.trim()) selectTab("search");
+});
 windowSelect.addEventListener("change", load);
 load();

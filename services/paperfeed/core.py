@@ -37,6 +37,7 @@ class Core:
             poll_s=settings.model_poll_s,
             trend_s=settings.trending_snapshot_s,
         )
+        self.holder.on_catalog_change = self.catalog.forget_cached
         self.feeds = FeedService(
             self.catalog,
             self.users,

@@ -32,6 +32,7 @@ from paperfeed.api.meta import MetaController
 from paperfeed.api.metrics import mirror_store_metrics, watch_model
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
+from paperfeed.api.search import SearchController
 from paperfeed.core import Core
 from paperfeed.logs import json_wanted, logging_config
 from paperfeed.settings import Settings, load_settings
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             FeedController,
             HealthController,
             MetaController,
+            SearchController,
             MetricsController,
         ],
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -135,12 +136,21 @@ def paper_from_record(record: PaperRecord, source: str) -> Paper:
     )
 
 
-def parse_page(text: str) -> list[Paper]:
-    """Papers of the trending page text, in page order (the page's ranking)."""
+def parse_page(text: str, today: date | None = None) -> list[Paper]:
+    """Papers of the trending page text, in page order (the page's ranking).
+
+    The page's header ends with its date ("Mar 13", or "Mar 13, 2025"): every paper
+    gets it as its date (the page lists the day's papers), the year being the latest at
+    or before ``today`` (default: today, UTC) when the line has none. Without a date
+    line the papers have no date (their import time stands in)."""
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     start = 0
+    listed: str | None = None
     for index, paragraph in enumerate(paragraphs[:12]):
-        if DATE_LINE.match(paragraph) or paragraph.lower() in PAGE_HEADER_LINES:
+        if DATE_LINE.match(paragraph):
+            listed = page_date(paragraph, today or datetime.now(UTC).date())
+            start = index + 1
+        elif paragraph.lower() in PAGE_HEADER_LINES:
             start = index + 1
     body = paragraphs[start:]
     if len(body) % 2:
@@ -148,9 +158,31 @@ def parse_page(text: str) -> list[Paper]:
             f"page text: {len(body)} paragraphs after the header, expected title/abstract pairs"
         )
     return [
-        paper_from_record(PaperRecord(title=title, abstract=abstract), "seed")
+        paper_from_record(PaperRecord(title=title, abstract=abstract, published=listed), "seed")
         for title, abstract in zip(body[::2], body[1::2], strict=True)
     ]
+
+
+def page_date(line: str, today: date) -> str | None:
+    """ "Mar 13" -> the latest March 13 at or before ``today``; "Mar 13, 2025" as is."""
+    for pattern in ("%b %d, %Y", "%B %d, %Y"):
+        try:
+            return datetime.strptime(line, pattern).date().isoformat()
+        except ValueError:
+            continue
+    for pattern in ("%b %d %Y", "%B %d %Y"):
+        try:
+            parsed = datetime.strptime(f"{line} 2000", pattern)  # a leap year: Feb 29 reads
+        except ValueError:
+            continue
+        for year in range(today.year, today.year - 5, -1):
+            try:
+                candidate = parsed.replace(year=year).date()
+            except ValueError:  # February 29 of a year without one
+                continue
+            if candidate <= today:
+                return candidate.isoformat()
+    return None
 
 
 def parse_daily_papers(data: bytes) -> list[Paper]:

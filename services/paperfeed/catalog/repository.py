@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode_paper = msgspec.json.Decoder(Paper).decode
 CHUNK = 1_000
-PAPER_CACHE_S = 30.0
+PAPER_CACHE_S = 600.0
 PAPER_CACHE_SIZE = 200_000
 ALIAS_CACHE_S = 30.0
 # Page order of an import is kept among papers of the same date.
@@ -122,8 +122,10 @@ class Catalog:
     async def get_many(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
         """Papers by id (missing ids are left out), through a short in-process cache.
 
-        A feed reads hundreds of candidates; papers change rarely, so each process keeps
-        decoded papers for ``PAPER_CACHE_S`` (an import shows everywhere after that).
+        Feeds and searches read papers all the time and papers change rarely, so each
+        process keeps decoded papers: the cache empties when the process sees the catalog
+        version change (``forget_cached``, within ``model_poll_s`` of an import), and
+        ``PAPER_CACHE_S`` bounds what it keeps if it missed one.
         """
         now = time.monotonic()
         found: dict[str, Paper] = {}
@@ -144,6 +146,9 @@ class Catalog:
             if len(self._cache) > PAPER_CACHE_SIZE:
                 self._cache.clear()
         return found
+
+    def forget_cached(self) -> None:
+        self._cache.clear()
 
     async def all_ids(self) -> list[str]:
         return [str(pid) for pid in await self.redis.zrange(keys.PAPERS_BY_DATE, 0, -1)]

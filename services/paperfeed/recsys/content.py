@@ -104,6 +104,11 @@ def _words() -> Callable[[str], list[str]]:
     return analyzer
 
 
+def words_of(text: str) -> list[str]:
+    """One text's words, as ``tokenize`` finds them."""
+    return _words()(text)
+
+
 def tokenize(texts: Sequence[str]) -> Tokens:
     """Every text's words as ``Tokens``: the one pass over the text that every kind of
     features counts from."""

@@ -16,7 +16,11 @@ api's bounded thread pool):
    cannot know them yet) and get up to ``FRESH_BOOST`` (halving every 2 days); papers
    only shown sink by ``IMPRESSION_PENALTY`` a showing (both in units of the spread of
    the blended scores, whose scale the learned weights set).
-4. ``reasons``: for the returned papers only.
+4. ``reasons``: for the returned papers only: the reader's paper it is closest to in
+   text, "popular with readers like you", trending today or this week, and "new in
+   <topic>" for a paper of the last ``FRESH_DAYS`` in a topic of the reader's own papers
+   (topics learned from the catalog's text, ``recsys.topics``), else new today or this
+   week.
 
 Only the returned papers are read from Redis.
 """
@@ -46,6 +50,7 @@ from paperfeed.recsys.matrix import cell_weight
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
 from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_vector
+from paperfeed.recsys.search import INLINE_WORK, Found, find, query_columns, work
 from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.store import keys
 from paperfeed.store.scripts import lua
@@ -85,6 +90,18 @@ class SimilarItem(msgspec.Struct):
 class Similar(msgspec.Struct):
     items: list[SimilarItem]
     model_version: str | None
+
+
+class SearchItem(msgspec.Struct):
+    paper: Paper
+    score: float
+
+
+class SearchResults(msgspec.Struct):
+    query: str
+    items: list[SearchItem]
+    personal: bool
+    """Ranked for the caller too (a token was sent), not by text and trending alone."""
 
 
 class Reader(NamedTuple):
@@ -286,6 +303,10 @@ def reasons(
         if len(anchors)
         else np.zeros((len(chosen), 0))
     )
+    topics = index.topics
+    own_topics = (
+        set(topics.of_paper[reader.liked].tolist()) - {-1} if len(topics.of_paper) else set()
+    )
     hot_today = set(trend.today_top[:HOT_TODAY].tolist())
     hot_week = set(trend.week_top[:HOT_WEEK].tolist())
     personal = reader.positives > 0 and index.model is not None
@@ -304,7 +325,11 @@ def reasons(
             why.append("trending today")
         elif position in hot_week:
             why.append("trending this week")
-        if ages[i] < 1:
+        topic = int(topics.of_paper[position]) if len(topics.of_paper) else -1
+        if ages[i] <= FRESH_DAYS and topic in own_topics:
+            # New in a topic of the reader's own papers: says more than "new".
+            why.append(f"new in {topics.names[topic]}")
+        elif ages[i] < 1:
             why.append("new today")
         elif ages[i] <= FRESH_DAYS:
             why.append("new this week")
@@ -471,6 +496,34 @@ class FeedService:
         ]
         return Feed(items=items, model_version=cached.model_version)
 
+    async def search(self, query: str, limit: int, user_id: str | None) -> SearchResults:
+        """Papers for ``query``, ranked for ``user_id`` when given (``recsys.search``),
+        on this process's catalog index (an import shows within ``model_poll_s``: the
+        index is not checked against Redis at each search, which costs a round trip)."""
+        raw_records = raw_vector = last_event = None
+        if user_id is not None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keys.user_papers(user_id))
+                pipe.get(keys.user_vector(user_id))
+                pipe.hget(keys.user_profile(user_id), "last_event_at")
+                raw_records, raw_vector, last_event = await pipe.execute()
+        index = await self.index()
+        trend = await self.holder.refresh_trend(time.time())
+        columns = query_columns(query)
+        args = (index, trend, query, limit, raw_records, raw_vector, last_event, columns)
+        if raw_records is None and work(index.search, columns) <= INLINE_WORK:
+            found = search_stored(*args)  # well under a millisecond: no thread handoff
+        else:
+            found = await self.offload(search_stored, *args)
+        ids = [index.ids[p] for p in found.positions]
+        papers = await self.catalog.get_many(ids)
+        items = [
+            SearchItem(paper=papers[pid], score=round(float(score), 4))
+            for pid, score in zip(ids, found.scores, strict=True)
+            if pid in papers
+        ]
+        return SearchResults(query=query, items=items, personal=bool(raw_records))
+
     async def similar(self, paper_id: str, limit: int) -> Similar:
         index = await self.index()
         position = index.pos.get(paper_id)
@@ -491,6 +544,48 @@ class FeedService:
             if pid in found
         ]
         return Similar(items=items, model_version=index.model_version)
+
+
+def search_stored(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    query: str,
+    limit: int,
+    raw_records: dict[str, str] | None,
+    raw_vector: str | None,
+    last_event: str | None,
+    columns: list[int] | None = None,
+) -> Found:
+    """``recsys.search.find`` for a reader as read from Redis (None: anonymous): their
+    text profile and vector say how well each match fits them (CPU: off the loop)."""
+    personal = None
+    if raw_records:
+        records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
+        reader = reader_of(index, records)
+        text_profile = profile(index, reader)
+        vector = cached_vector(index, raw_vector, float(last_event or 0.0))
+        if vector is None and index.model is not None and reader.positives:
+            vector = fold_in(index.model, index, reader)
+
+        def fit(positions: IntArray) -> FloatArray:
+            score = profile_scores(index.text, positions, text_profile)
+            if vector is not None and index.factors is not None:
+                cf = (index.factors[positions] @ vector).astype(np.float32)
+                spread = float(cf.std()) or 1.0
+                score = score / (float(score.std()) or 1.0) + cf / spread
+            return score.astype(np.float32)
+
+        personal = fit if reader.positives else None
+    return find(
+        index.search,
+        query,
+        limit,
+        index.pos,
+        index.dates,
+        personal=personal,
+        trending=trend.week,
+        columns=columns,
+    )
 
 
 def cached_vector(index: CatalogIndex, raw: str | None, last_event_at: float) -> FloatArray | None:

@@ -32,6 +32,8 @@ from paperfeed.recsys.content import (
 )
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import BoolArray, IntArray
+from paperfeed.recsys.search import BUCKETS, SearchIndex, build_search, search_counts
+from paperfeed.recsys.topics import NO_TOPICS, REFIT_GROWTH, Topics, assign, learn_topics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class CatalogPaper(msgspec.Struct):
     id: str
     title: str
     abstract: str = ""
+    authors: list[str] = msgspec.field(default_factory=list)
     published: str | None = None
     added_at: float = 0.0
 
@@ -67,6 +70,8 @@ class CatalogIndex:
         model_rows: IntArray,
         catalog_version: str,
         aliases: dict[str, str] | None = None,
+        topics: Topics = NO_TOPICS,
+        search: SearchIndex | None = None,
     ) -> None:
         self.ids = ids
         self.pos = {pid: i for i, pid in enumerate(ids)}
@@ -100,6 +105,12 @@ class CatalogIndex:
         self.model_rows = model_rows
         """(n,) the model's item index of each paper (-1: unknown to it)."""
         self.catalog_version = catalog_version
+        self.topics = topics
+        """Each paper's topic and the topics' names (``recsys.topics``)."""
+        self.search = search or build_search(
+            sparse.csr_matrix((len(ids), BUCKETS), dtype=np.float32), titles, [[]] * len(ids)
+        )
+        """The search index (``recsys.search``)."""
         self._unit: FloatArray | None = None
 
     def unit_factors(self) -> FloatArray:
@@ -131,6 +142,9 @@ class CatalogIndex:
         total += by_term.data.nbytes + by_term.indices.nbytes + by_term.indptr.nbytes
         if self.factors is not None and self.pool_factors is not None:
             total += self.factors.nbytes + self.pool_factors.nbytes
+        total += self.search.nbytes()
+        centres = self.topics.centres
+        total += centres.data.nbytes + centres.indices.nbytes + self.topics.of_paper.nbytes
         total += sum(len(t) + len(i) + 100 for t, i in zip(self.titles, self.ids, strict=True))
         return int(total)
 
@@ -180,6 +194,8 @@ def build_index(
         text = sparse.csr_matrix(stacked[where], dtype=np.float32)
     else:
         text = sparse.csr_matrix((0, features.terms), dtype=np.float32)
+    topics = catalog_topics(text, features, previous, old_rows)
+    search = catalog_search(papers, text_keys, previous)
     dates = np.array(
         [published_ts(_as_paper(p)) or p.added_at or 0.0 for p in papers], dtype=np.float64
     )
@@ -225,6 +241,8 @@ def build_index(
         model_rows=model_rows,
         catalog_version=catalog_version,
         aliases=aliases,
+        topics=topics,
+        search=search,
     )
     log.info(
         "catalog index built",
@@ -237,6 +255,64 @@ def build_index(
         },
     )
     return index
+
+
+def catalog_topics(
+    text: sparse.csr_matrix,
+    features: TextFeatures,
+    previous: CatalogIndex | None,
+    old_rows: IntArray,
+) -> Topics:
+    """The previous index's topics, extended to new papers, while they still describe
+    the catalog (the same text features, not much grown since their fit); else learned
+    again."""
+    if (
+        previous is not None
+        and previous.topics.names
+        and previous.features.same_as(features)
+        and len(old_rows) <= previous.topics.fitted_on * (1 + REFIT_GROWTH)
+    ):
+        of_paper = np.full(len(old_rows), -1, dtype=np.int64)
+        kept = np.flatnonzero(old_rows >= 0)
+        fresh = np.flatnonzero(old_rows < 0)
+        of_paper[kept] = previous.topics.of_paper[old_rows[kept]]
+        if len(fresh):
+            of_paper[fresh] = assign(previous.topics, text[fresh])
+        return previous.topics._replace(of_paper=of_paper)
+    return learn_topics(text, features.vocabulary)
+
+
+def catalog_search(
+    papers: Sequence[CatalogPaper], text_keys: list[int], previous: CatalogIndex | None
+) -> SearchIndex:
+    """The search index; the word counts of papers whose text did not change are kept
+    from ``previous`` (whatever the model: search does not depend on it)."""
+    old_rows = np.full(len(papers), -1, dtype=np.int64)
+    if previous is not None:
+        for i, (paper, key) in enumerate(zip(papers, text_keys, strict=True)):
+            old = previous.pos.get(paper.id)
+            if old is not None and previous.ids[old] == paper.id and previous.text_keys[old] == key:
+                old_rows[i] = old
+    kept = np.flatnonzero(old_rows >= 0)
+    fresh = np.flatnonzero(old_rows < 0)
+    blocks = []
+    if len(kept) and previous is not None:
+        blocks.append(previous.search.counts[old_rows[kept]])
+    if len(fresh):
+        new = [papers[i] for i in fresh.tolist()]
+        blocks.append(
+            search_counts(
+                [p.title for p in new], [p.abstract for p in new], [p.authors for p in new]
+            )
+        )
+    if blocks:
+        stacked = sparse.vstack(blocks, format="csr", dtype=np.float32)
+        where = np.empty(len(papers), dtype=np.int64)
+        where[np.concatenate([kept, fresh])] = np.arange(len(papers))
+        counts = sparse.csr_matrix(stacked[where], dtype=np.float32)
+    else:
+        counts = sparse.csr_matrix((0, BUCKETS), dtype=np.float32)
+    return build_search(counts, [p.title for p in papers], [p.authors for p in papers])
 
 
 def _as_paper(paper: CatalogPaper) -> Paper:

@@ -65,6 +65,8 @@ class ModelHolder:
         trend_s: float,
     ) -> None:
         self.redis = redis
+        self.on_catalog_change: Callable[[], None] = lambda: None
+        """Called when this process sees the catalog change (its paper cache empties)."""
         self.repository = repository
         self.trending = trending
         self.offload = offload
@@ -106,6 +108,8 @@ class ModelHolder:
                 or index.model_version != (model.version if model else None)
             )
             if stale:
+                if index is not None and index.catalog_version != catalog_version:
+                    self.on_catalog_change()
                 papers = await self._catalog()
                 raw_aliases = await self.redis.hgetall(keys.PAPERS_ALIAS)
                 aliases = {str(old): str(new) for old, new in raw_aliases.items()}

@@ -1,0 +1,101 @@
+"""Topics of the catalog, learned from its text, for the feed's "new in <topic>" reason.
+
+The papers' TF-IDF vectors (L2-normalised) are clustered by k-means (cosine, in effect):
+one topic per ``PAPERS_PER_TOPIC`` papers, at most ``MAX_TOPICS``. A topic is named by
+the heaviest terms of its centre ("diffusion · video"); a paper's topic is its nearest
+centre. Papers added later are assigned to the centres learned before (no refit at
+every import): the centres are fitted again with the text features (a new model) or
+when the catalog has grown by ``REFIT_GROWTH`` since.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+from sklearn.cluster import MiniBatchKMeans
+
+log = logging.getLogger(__name__)
+
+PAPERS_PER_TOPIC = 25
+MIN_TOPICS = 2
+MAX_TOPICS = 40
+NAME_TERMS = 2
+CENTRE_TERMS = 300
+"""Terms kept of each centre (the rest weigh little): assigning a paper is a sparse
+product, and the centres take little memory."""
+REFIT_GROWTH = 0.25
+
+IntArray = npt.NDArray[np.int64]
+
+
+class Topics(NamedTuple):
+    of_paper: IntArray
+    """(n,) each paper's topic (-1: none, for a paper without known terms)."""
+    names: list[str]
+    centres: sparse.csr_matrix
+    """(topics, terms): the centres' heaviest terms, rows L2-normalised."""
+    fitted_on: int
+    """Papers the centres were fitted on."""
+
+
+NO_TOPICS = Topics(np.zeros(0, np.int64), [], sparse.csr_matrix((0, 0), dtype=np.float32), 0)
+
+
+def learn_topics(text: sparse.csr_matrix, vocabulary: Sequence[str], seed: int = 0) -> Topics:
+    """Topics of the papers whose text vectors are ``text`` (n, terms)."""
+    text = sparse.csr_matrix(text, dtype=np.float32)
+    has_text = np.diff(text.indptr) > 0
+    count = min(MAX_TOPICS, int(has_text.sum()) // PAPERS_PER_TOPIC)
+    if count < MIN_TOPICS:
+        return Topics(np.full(text.shape[0], -1, np.int64), [], NO_TOPICS.centres, 0)
+    rows = np.flatnonzero(has_text)
+    kmeans = MiniBatchKMeans(
+        n_clusters=count, random_state=seed, batch_size=2048, n_init=3, max_iter=50
+    ).fit(text[rows])
+    centres = np.asarray(kmeans.cluster_centers_, dtype=np.float32)
+    names = [_name(centre, vocabulary) for centre in centres]
+    kept = _heaviest(centres, CENTRE_TERMS)
+    of_paper = np.full(text.shape[0], -1, dtype=np.int64)
+    of_paper[rows] = kmeans.labels_
+    return Topics(of_paper, names, kept, len(rows))
+
+
+def assign(topics: Topics, text: sparse.csr_matrix) -> IntArray:
+    """Each paper's nearest centre (-1 when it shares no term with any)."""
+    if not topics.names or text.shape[0] == 0:
+        return np.full(text.shape[0], -1, dtype=np.int64)
+    scores = np.asarray((sparse.csr_matrix(text) @ topics.centres.T).todense())
+    best: IntArray = scores.argmax(axis=1).astype(np.int64)
+    best[scores.max(axis=1) <= 0] = -1
+    return best
+
+
+def _name(centre: npt.NDArray[np.float32], vocabulary: Sequence[str]) -> str:
+    """The centre's heaviest terms, leaving out one that a chosen term already says
+    ("language" after "language models")."""
+    chosen: list[str] = []
+    for index in np.argsort(-centre)[: 10 * NAME_TERMS]:
+        term = vocabulary[int(index)]
+        if centre[index] <= 0:
+            break
+        if any(term in other.split() or other in term.split() for other in chosen):
+            continue
+        chosen.append(term)
+        if len(chosen) == NAME_TERMS:
+            break
+    return " · ".join(chosen)
+
+
+def _heaviest(centres: npt.NDArray[np.float32], keep: int) -> sparse.csr_matrix:
+    if centres.shape[1] > keep:
+        cut = np.argpartition(-centres, keep - 1, axis=1)[:, :keep]
+        mask = np.zeros_like(centres, dtype=bool)
+        np.put_along_axis(mask, cut, True, axis=1)
+        centres = np.where(mask, centres, 0).astype(np.float32)
+    norms = np.linalg.norm(centres, axis=1, keepdims=True)
+    return sparse.csr_matrix(centres / np.maximum(norms, 1e-12), dtype=np.float32)
