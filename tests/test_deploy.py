@@ -572,3 +572,15 @@ def eval_json(text: str) -> list[str]:
     value = json.loads(text)
     assert isinstance(value, list)
     return [str(v) for v in value]
+
+
+def test_the_quick_start_says_how_to_change_the_port_and_what_happens_after_start() -> None:
+    """What a newcomer reads first: the two commands, how to move the port, and what
+    they will see (the worker, the catalog sync, the first model, the extension)."""
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "make run" in quick_start
+    assert "make test" in quick_start
+    assert "PAPERFEED_PORT=8080 make run" in quick_start
+    for promise in ("worker", "first model", "Hugging Face", "options page"):
+        assert promise in quick_start, promise

@@ -504,6 +504,55 @@ def test_the_popup_searches_with_slash_and_shows_the_same_cards(
     page.close()
 
 
+def test_the_options_page_pairs_this_browser_with_another(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """The other browser is an install made over HTTP: its code links this extension to
+    its reader, and this extension's code links another install to this one's reader."""
+    context, extension_id = browser
+    api = httpx.Client(base_url=service.url)
+    other = api.post("/v1/installs").json()
+    other_auth = {"Authorization": f"Bearer {other['token']}"}
+    code = api.post("/v1/me/pairing-codes", headers=other_auth).json()["code"]
+    options = context.new_page()
+    options.goto(f"chrome-extension://{extension_id}/options/options.html")
+    options.fill("#pairing-input", code)
+    options.get_by_role("button", name="Link this browser").click()
+    options.wait_for_selector("#pairing-state[data-ok='true']")
+    # This extension's token now stands for the other install's reader.
+    assert export(service, context)["user_id"] == other["user_id"]
+    assert storage(context, "userId") == other["user_id"]
+    # A wrong code says so, without telling whether it exists.
+    options.fill("#pairing-input", "ABCD-EFGH")
+    options.get_by_role("button", name="Link this browser").click()
+    options.wait_for_selector("#pairing-state[data-ok='false']")
+    assert "not valid" in options.locator("#pairing-state").inner_text()
+    # This browser shows a code; a third install links with it.
+    options.get_by_role("button", name="Show a pairing code").click()
+    options.wait_for_function(
+        "/^[A-Z0-9]{4}-[A-Z0-9]{4}$/.test(document.getElementById('pairing-code').textContent)"
+    )
+    shown = options.locator("#pairing-code").inner_text()
+    third = api.post("/v1/installs").json()
+    linked = api.post(
+        "/v1/me/link", json={"code": shown}, headers={"Authorization": f"Bearer {third['token']}"}
+    )
+    assert linked.status_code == 200
+    assert linked.json()["user_id"] == other["user_id"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    options.screenshot(path=str(SCREENSHOTS / "options-pairing.png"), full_page=True)
+    # Unlinking this browser revokes its token; the reader stays with the others.
+    options.get_by_role("button", name="Unlink this browser").click()
+    options.wait_for_function(
+        "document.getElementById('pairing-state').textContent.includes('Unlinked')"
+    )
+    assert storage(context, "token") is None
+    assert api.get("/v1/feed", headers=other_auth).status_code == 200
+    options.close()
+    api.close()
+    open_popup(context, extension_id).close()  # registers afresh, as a reader would
+
+
 def test_paper_pages_record_a_view_with_metadata(
     browser: tuple[Any, str], service: Service
 ) -> None:

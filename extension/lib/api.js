@@ -78,3 +78,8 @@ export const getLibrary = (base, token, kind = "saved", limit = 50) =>
   call(base, `/v1/me/library?kind=${kind}&limit=${limit}`, { token });
 export const search = (base, token, query, limit = 30) =>
   call(base, `/v1/search?q=${encodeURIComponent(query)}&limit=${limit}`, { token: token ?? undefined });
+export const createPairingCode = (base, token) =>
+  call(base, "/v1/me/pairing-codes", { method: "POST", token });
+export const linkInstall = (base, token, code) =>
+  call(base, "/v1/me/link", { method: "POST", token, body: { code } });
+export const unlinkInstall = (base, token) => call(base, "/v1/me/link", { method: "DELETE", token });

@@ -236,3 +236,62 @@ async function loadHidden() {
 }
 
 loadHidden();
+
+// --- the same reader on other browsers ----------------------------------------------
+
+const pairingState = document.getElementById("pairing-state");
+const LOCAL_READER = ["cachedFeed", "cachedLibrary", "forYou", "seenFeedIds"];
+
+async function installed() {
+  const s = await read(storage, ["backendUrl", "token"]);
+  if (s.token) return s;
+  const install = await chrome.runtime.sendMessage({ kind: "install" });
+  if (install.error) throw new api.ApiError(install.error);
+  return { backendUrl: s.backendUrl, token: install.token };
+}
+
+document.getElementById("pairing-show").addEventListener("click", async () => {
+  try {
+    const s = await installed();
+    const answer = await api.createPairingCode(s.backendUrl, s.token);
+    document.getElementById("pairing-code").textContent = answer.code;
+    pairingState.textContent = `Enter it in the other browser within ${Math.round(answer.expires_in / 60)} minutes.`;
+  } catch (error) {
+    pairingState.textContent = api.KINDS[error.kind] ?? "No code could be made.";
+  }
+});
+
+document.getElementById("pairing-link").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const code = document.getElementById("pairing-input").value;
+  try {
+    const s = await installed();
+    const linked = await api.linkInstall(s.backendUrl, s.token, code);
+    await storage.remove(LOCAL_READER);
+    await storage.set({ userId: linked.user_id });
+    pairingState.dataset.ok = "true";
+    pairingState.textContent = "Linked: this browser now shares that reader's feed and library.";
+    document.getElementById("pairing-input").value = "";
+    loadHidden();
+  } catch (error) {
+    pairingState.dataset.ok = "false";
+    pairingState.textContent = error.kind === "rejected"
+      ? "That code is not valid (a typo, or expired, or used). Show a new one in the other browser."
+      : (api.KINDS[error.kind] ?? "Linking failed.");
+  }
+});
+
+document.getElementById("pairing-unlink").addEventListener("click", async () => {
+  const s = await read(storage, ["backendUrl", "token"]);
+  if (!s.token) return;
+  try {
+    await api.unlinkInstall(s.backendUrl, s.token);
+  } catch (error) {
+    pairingState.textContent = error.kind === "rejected"
+      ? "This browser is the reader's first one: nothing to unlink (Delete my data erases the reader)."
+      : (api.KINDS[error.kind] ?? "Unlinking failed.");
+    return;
+  }
+  await withQueueLock(() => storage.remove(["token", "userId", ...LOCAL_READER]));
+  pairingState.textContent = "Unlinked: this browser starts afresh as a reader of its own.";
+});

@@ -8,6 +8,7 @@ from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
 from paperfeed.digest.service import Digests
 from paperfeed.events import Ingestor
+from paperfeed.pairing import Pairing
 from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.recsys.serving import ModelHolder, Offload
@@ -27,6 +28,7 @@ class Core:
         self.catalog = Catalog(redis, settings, self.trending)
         self.ingestor = Ingestor(redis, settings, self.catalog, self.trending)
         self.users = Users(redis, self.catalog, self.trending)
+        self.pairing = Pairing(redis, self.users, self.trending)
         self.models = ModelRepository(redis, settings.models_kept)
         self.offload = Offload(settings.feed_threads)
         self.holder = ModelHolder(

@@ -138,6 +138,10 @@ class Users:
         self._tokens[token_hash] = (now + TOKEN_CACHE_S, str(user_id))
         return str(user_id)
 
+    def forget_cached(self, token_hash: str) -> None:
+        """This process forgets whom a token belonged to (it was revoked or relinked)."""
+        self._tokens.pop(token_hash, None)
+
     async def papers(self, user_id: str) -> dict[str, UserPaper]:
         raw = await self.redis.hgetall(keys.user_papers(user_id))
         return {str(pid): decode_user_paper(value) for pid, value in raw.items()}
@@ -171,11 +175,13 @@ class Users:
         """Forget the user everywhere: their keys, token, trending weight, reports."""
         now = time.time() if now is None else now
         token_hash = await self.redis.hget(keys.user_profile(user_id), "token_hash")
-        if token_hash:
-            # The token goes first: no request can act as the user while we erase.
-            await self.redis.delete(keys.token(str(token_hash)))
-            await self.redis.delete(keys.install_rate_limit(str(token_hash)))  # another slot
-            self._tokens.pop(str(token_hash), None)
+        linked = await self.redis.smembers(keys.user_installs(user_id))
+        # The tokens go first (the reader's own and every install linked to them): no
+        # request can act as the user while we erase.
+        for hashed in [str(token_hash)] * bool(token_hash) + [str(h) for h in linked]:
+            await self.redis.delete(keys.token(hashed))
+            await self.redis.delete(keys.install_rate_limit(hashed))  # another slot
+            self.forget_cached(hashed)
         papers = await self.papers(user_id)
         contributions = [
             Contribution(c.paper_id, -c.weight, c.at)

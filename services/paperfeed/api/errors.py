@@ -27,11 +27,13 @@ from paperfeed.errors import (
     Unauthorized,
     Unavailable,
 )
+from paperfeed.pairing import TooManyAttempts
 from paperfeed.store.scripts import NotReplicated
 
 log = logging.getLogger(__name__)
 
 STATUS = {
+    TooManyAttempts: HTTP_429_TOO_MANY_REQUESTS,
     InvalidInput: HTTP_400_BAD_REQUEST,
     Unauthorized: HTTP_401_UNAUTHORIZED,
     Forbidden: HTTP_403_FORBIDDEN,
@@ -57,6 +59,8 @@ def paperfeed_error(_: Request[Any, Any, Any], error: PaperfeedError) -> Respons
         headers = {"WWW-Authenticate": "Bearer"}
     elif status == HTTP_503_SERVICE_UNAVAILABLE:
         headers = {"Retry-After": "5"}
+    elif status == HTTP_429_TOO_MANY_REQUESTS:
+        headers = {"Retry-After": "3600"}
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
@@ -140,6 +144,7 @@ def invalid_request(request: Request[Any, Any, Any], error: ValidationException)
 
 
 EXPECTED_ERRORS: set[type[Exception]] = {
+    TooManyAttempts,
     InvalidInput,
     Unauthorized,
     Forbidden,

@@ -1,16 +1,25 @@
 from __future__ import annotations
 
-from litestar import Controller, delete, get
-from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery
-from litestar.status_codes import HTTP_204_NO_CONTENT
+from typing import Annotated, Any
 
-from paperfeed.api.deps import provide_user_id
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from paperfeed.api.deps import bearer_token, provide_user_id
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Cursor, Limit
 from paperfeed.core import Core
 from paperfeed.library import LibraryKind, LibraryPage, library
+from paperfeed.pairing import Linked, PairingCode
 from paperfeed.users import UserExport
+
+
+class LinkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    """The pairing code shown by the other browser (case, spaces and dashes ignored)."""
 
 
 class MeController(Controller):
@@ -47,11 +56,61 @@ class MeController(Controller):
         ``saved``, an ``undismiss`` out of ``dismissed``. ``next`` continues the list."""
         return await library(core.redis, core.catalog, user_id, kind, limit, cursor)
 
+    @post(
+        "/pairing-codes",
+        status_code=HTTP_201_CREATED,
+        summary="A code that links another browser's install to the caller",
+        tags=["pairing"],
+        responses=documented(401, 429),
+    )
+    async def pairing_code(
+        self, core: NamedDependency[Core], user_id: NamedDependency[str]
+    ) -> PairingCode:
+        """Valid five minutes, for one use; at most ten an hour."""
+        return await core.pairing.create_code(user_id)
+
+    @post(
+        "/link",
+        status_code=HTTP_200_OK,
+        summary="Link this install to the reader whose pairing code is given",
+        tags=["pairing"],
+        responses=documented(400, 401, 429),
+    )
+    async def link(
+        self,
+        request: Request[Any, Any, Any],
+        core: NamedDependency[Core],
+        user_id: NamedDependency[str],
+        data: JSONBody[LinkRequest],
+    ) -> Linked:
+        """This install's token now stands for that reader (one history, one feed, one
+        library); what it did before joins them. A wrong, expired or used code: 400,
+        the same for each; at most ten codes tried an hour."""
+        return await core.pairing.link(bearer_token(request) or "", user_id, data.code)
+
+    @delete(
+        "/link",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Unlink this install from its reader (its token is revoked)",
+        tags=["pairing"],
+        responses=documented(400, 401),
+    )
+    async def unlink(
+        self,
+        request: Request[Any, Any, Any],
+        core: NamedDependency[Core],
+        user_id: NamedDependency[str],
+    ) -> None:
+        """The extension registers afresh after it. The reader's first install cannot
+        be unlinked (``DELETE /v1/me`` erases the reader and every linked install)."""
+        await core.pairing.unlink(bearer_token(request) or "", user_id)
+
     @delete(
         status_code=HTTP_204_NO_CONTENT,
         summary="Erase the caller everywhere",
         responses=documented(401),
     )
     async def erase(self, core: NamedDependency[Core], user_id: NamedDependency[str]) -> None:
-        """Deletes the install, its token, its events, and takes back its trending weight."""
+        """Deletes the install, its token and every install linked to it, its events, and
+        takes back its trending weight."""
         await core.users.erase(user_id)

@@ -45,6 +45,12 @@ Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:touched`` (ZSET) paper id -> last event time — same members, eviction order.
 - ``pf:{u:<id>}:log`` (LIST) accepted raw events, newest first — at most ``event_log_cap``.
 - ``pf:{u:<id>}:dedupe`` (ZSET) event id -> ingest time — ``dedupe_days`` and ``dedupe_cap``.
+- ``pf:{u:<id>}:installs`` (SET) token hashes of the other installs linked to the reader
+  by a pairing code (erasure revokes them all); ``pf:{u:<id>}:pairing`` (STRING) codes
+  made this hour (a counter, TTL one hour).
+- ``pf:pair:<code hash>`` (STRING) the reader a pairing code links to — TTL
+  ``PAIRING_CODE_TTL_S``, deleted by its one use; ``pf:pairtry:<token hash>`` (STRING)
+  an install's redeem attempts this hour.
 - ``pf:{u:<id>}:vector`` (STRING) JSON {version, at, factors(base64 float32)} — fold-in cache.
 - ``pf:{u:<id>}:feed`` (STRING) the reader's ranked feed (ids, scores, reasons) and what
   it was computed from (model, catalog version, trending epoch, their event count) — TTL
@@ -153,6 +159,22 @@ def token(token_hash: str) -> str:
     return f"pf:token:{token_hash}"
 
 
+def pairing_code(code_hash: str) -> str:
+    return f"pf:pair:{code_hash}"
+
+
+def pairing_tries(token_hash: str) -> str:
+    return f"pf:pairtry:{token_hash}"
+
+
+def user_installs(user_id: str) -> str:
+    return _user(user_id, "installs")
+
+
+def user_pairing(user_id: str) -> str:
+    return _user(user_id, "pairing")
+
+
 def _user(user_id: str, name: str) -> str:
     return f"pf:{{u:{user_id}}}:{name}"
 
@@ -214,6 +236,8 @@ def user_keys(user_id: str) -> list[str]:
         user_digest(user_id),
         user_digest_sent(user_id),
         user_digest_outbox(user_id),
+        user_installs(user_id),
+        user_pairing(user_id),
     ]
 
 
