@@ -20,6 +20,10 @@ class NotFound(PaperfeedError):
     """The thing asked for does not exist."""
 
 
+class Conflict(PaperfeedError):
+    """The request does not fit the state it meets (unlinking a reader's first install)."""
+
+
 class Unauthorized(PaperfeedError):
     """No valid bearer token."""
 

@@ -21,7 +21,7 @@ import time
 
 import msgspec
 
-from paperfeed.errors import InvalidInput, PaperfeedError
+from paperfeed.errors import Conflict, NotFound, PaperfeedError
 from paperfeed.events import decode_user_paper
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
@@ -34,6 +34,7 @@ CODE_LENGTH = 8
 PAIRING_CODE_TTL_S = 300
 CODES_PER_HOUR = 10
 TRIES_PER_HOUR = 10
+WRONG_CODE = "no such pairing code: a typo, or it expired, or it was used"
 
 
 class TooManyAttempts(PaperfeedError):
@@ -89,14 +90,14 @@ class Pairing:
             await self.redis.expire(keys.pairing_tries(token_hash), 3600)
         if tries > TRIES_PER_HOUR:
             raise TooManyAttempts(f"at most {TRIES_PER_HOUR} pairing codes tried an hour")
-        if len(normal_code(code)) != CODE_LENGTH:
-            raise InvalidInput("code", "not a valid pairing code, or expired, or used")
-        owner = await self.redis.getdel(keys.pairing_code(hash_code(code)))
+        owner = None
+        if len(normal_code(code)) == CODE_LENGTH:
+            owner = await self.redis.getdel(keys.pairing_code(hash_code(code)))
         if not owner:
-            raise InvalidInput("code", "not a valid pairing code, or expired, or used")
+            raise NotFound(WRONG_CODE)
         owner = str(owner)
         if owner == user_id:
-            raise InvalidInput("code", "this code was made by this browser: enter it in another")
+            raise Conflict("this code was made by this browser: enter it in another")
         # The token stands for the reader first (from now on this install's events are
         # the reader's), then what it did before joins them; the reader knows the token
         # for erasure.
@@ -150,8 +151,6 @@ class Pairing:
         token_hash = hash_token(token)
         removed = await self.redis.srem(keys.user_installs(user_id), token_hash)
         if not removed:
-            raise InvalidInput(
-                "token", "this install is the reader's own; DELETE /v1/me erases the reader"
-            )
+            raise Conflict("this install is the reader's own; DELETE /v1/me erases the reader")
         await self.redis.delete(keys.token(token_hash))
         self.users.forget_cached(token_hash)

@@ -13,6 +13,7 @@ from litestar.status_codes import (
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
@@ -20,6 +21,7 @@ from litestar.status_codes import (
 from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.errors import (
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -38,6 +40,7 @@ STATUS = {
     Unauthorized: HTTP_401_UNAUTHORIZED,
     Forbidden: HTTP_403_FORBIDDEN,
     NotFound: HTTP_404_NOT_FOUND,
+    Conflict: HTTP_409_CONFLICT,
     Unavailable: HTTP_503_SERVICE_UNAVAILABLE,
 }
 
@@ -149,6 +152,7 @@ EXPECTED_ERRORS: set[type[Exception]] = {
     Unauthorized,
     Forbidden,
     NotFound,
+    Conflict,
     Unavailable,
     NotReplicated,
     RecursionError,

@@ -74,7 +74,7 @@ class MeController(Controller):
         status_code=HTTP_200_OK,
         summary="Link this install to the reader whose pairing code is given",
         tags=["pairing"],
-        responses=documented(400, 401, 429),
+        responses=documented(400, 401, 404, 409, 429),
     )
     async def link(
         self,
@@ -84,8 +84,9 @@ class MeController(Controller):
         data: JSONBody[LinkRequest],
     ) -> Linked:
         """This install's token now stands for that reader (one history, one feed, one
-        library); what it did before joins them. A wrong, expired or used code: 400,
-        the same for each; at most ten codes tried an hour."""
+        library); what it did before joins them. A wrong, expired or used code: 404,
+        the same for each; this browser's own code: 409; at most ten codes tried an
+        hour."""
         return await core.pairing.link(bearer_token(request) or "", user_id, data.code)
 
     @delete(
@@ -93,7 +94,7 @@ class MeController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         summary="Unlink this install from its reader (its token is revoked)",
         tags=["pairing"],
-        responses=documented(400, 401),
+        responses=documented(401, 409),
     )
     async def unlink(
         self,
@@ -102,7 +103,8 @@ class MeController(Controller):
         user_id: NamedDependency[str],
     ) -> None:
         """The extension registers afresh after it. The reader's first install cannot
-        be unlinked (``DELETE /v1/me`` erases the reader and every linked install)."""
+        be unlinked: 409 (``DELETE /v1/me`` erases the reader and every linked
+        install)."""
         await core.pairing.unlink(bearer_token(request) or "", user_id)
 
     @delete(

@@ -174,10 +174,12 @@ class Catalog:
         now: float,
         credits: Sequence[int] | None = None,
         merge: bool = False,
+        credit_at: float | None = None,
     ) -> ImportResult:
         """Add or update papers; credits new imported upvotes to trending.
 
         ``credits`` (one per paper) replaces the upvotes as the trending credit.
+        ``credit_at``: when the credits count in trending (default: each paper's date).
         ``merge``: a paper already catalogued keeps what the new record lacks (its
         abstract, authors, links, date, the larger upvote count, its first source): two
         sources describe one paper.
@@ -223,7 +225,7 @@ class Catalog:
                             Contribution(
                                 paper.id,
                                 float(increase) * self.settings.upvote_seed_weight,
-                                min(when or now, now),
+                                credit_at if credit_at is not None else min(when or now, now),
                             )
                         )
                 await pipe.execute()
@@ -241,7 +243,9 @@ class Catalog:
         once (the same ``pf:papers:seeded`` bookkeeping as imported upvotes).
         """
         credits = [max(p.upvotes, len(papers) - rank) for rank, p in enumerate(papers)]
-        await self.upsert(papers, now, credits)
+        # Trending as the page showed it when it was loaded (the papers' own date is the
+        # page's, months old: credited then, it would have decayed to nothing).
+        await self.upsert(papers, now, credits, credit_at=now)
 
     async def report(
         self, user_id: str, paper_id: str, title: str | None, abstract: str | None, now: float
