@@ -135,3 +135,11 @@ def test_the_demo_page_papers_get_the_pages_date() -> None:
     assert importers.page_date("Mar 13, 2025", date(2026, 12, 1)) == "2025-03-13"
     undated = importers.parse_page("A title\n\nAn abstract.\n")
     assert undated[0].published is None
+
+
+def test_a_source_id_the_api_cannot_address_becomes_the_title_slug() -> None:
+    for raw in ("cs/0112017", "an id with spaces", "x" * 200):
+        paper = importers.paper_from_record(
+            importers.PaperRecord(id=raw, title="A Paper About Things"), "import"
+        )
+        assert paper.id == "a-paper-about-things", raw

@@ -131,3 +131,61 @@ def test_an_install_is_unlinked_and_the_reader_keeps_its_own(
     response = http.delete("/v1/me/link", headers=laptop)
     assert response.status_code == 409
     assert "DELETE /v1/me" in response.text
+
+
+def test_a_linked_install_moves_alone_and_its_own_code_stays_usable(
+    http: httpx.Client, catalog: None
+) -> None:
+    first_id, first = register(http)
+    _, second = register(http)
+    other_id, other = register(http)
+    send(http, first, event("2411.00006", "save"))
+    send(http, other, event("2411.00007", "save"))
+    assert (
+        http.post("/v1/me/link", json={"code": new_code(http, first)}, headers=second).status_code
+        == 200
+    )
+    # Its own code is refused and stays valid for another browser.
+    code = new_code(http, second)
+    assert http.post("/v1/me/link", json={"code": code}, headers=first).status_code == 409
+    # The linked browser now enters another reader's code: it alone moves.
+    assert (
+        http.post("/v1/me/link", json={"code": new_code(http, other)}, headers=second).status_code
+        == 200
+    )
+    assert saved(http, second) == saved(http, other) == {"2411.00007"}
+    assert saved(http, first) == {"2411.00006"}  # the first reader keeps what is theirs
+    assert http.get("/v1/feed", headers=first).status_code == 200
+    # The code made before the move still belongs to the first reader.
+    _, third = register(http)
+    linked = http.post("/v1/me/link", json={"code": code}, headers=third)
+    assert linked.status_code == 200
+    assert linked.json()["user_id"] == first_id
+    # A reader's first install with browsers linked to it cannot leave them behind.
+    refused = http.post("/v1/me/link", json={"code": new_code(http, other)}, headers=first)
+    assert refused.status_code == 409
+    assert other_id != first_id
+
+
+def test_another_api_process_that_remembers_the_old_reader_follows_the_link(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """Each process remembers tokens for seconds: a request reaching one that still maps
+    the token to the install's old reader is answered for the new one, never a 401 (the
+    extension would register afresh and lose the link)."""
+    from tests.conftest import live_servers, make_settings
+
+    with live_servers(make_settings(redis_url), 2) as (one, two):
+        a = httpx.Client(base_url=one.url)
+        b = httpx.Client(base_url=two.url)
+        assert a.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).status_code == 200
+        _, reader = register(a)
+        _, install = register(a)
+        send(b, install, event("2411.00008", "view"))  # process two remembers the token
+        code = new_code(a, reader)
+        assert a.post("/v1/me/link", json={"code": code}, headers=install).status_code == 200
+        send(b, install, event("2411.00009", "save"))
+        assert "2411.00009" in saved(a, reader)
+        assert b.get("/v1/feed", headers=install).status_code == 200
+        a.close()
+        b.close()

@@ -376,29 +376,28 @@ async def test_malformed_daily_papers_and_hostile_atom_are_refused_with_the_reas
     assert "arXiv API error: incorrect id format" in str(again["arxiv"].error)
 
 
-async def test_arxiv_pages_until_a_known_paper_and_waits_between_requests(
+async def test_arxiv_pages_until_a_page_of_known_papers_and_waits_between_requests(
     redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
 ) -> None:
+    from paperfeed.catalog.importers import parse_arxiv_atom
+
     state, base = replay
-    page = (ARXIV / "cs.LG-page1.xml").read_bytes()
-    # Three full pages of new papers, then the page with papers already known.
-    for number in range(3):
-        state.atom[("cs.LG", number * 3)] = synthetic_page(number * 3, 3)
-    state.atom[("cs.LG", 9)] = page
+    for start in range(0, 15, 3):
+        state.atom[("cs.LG", start)] = synthetic_page(start, 3)
     settings = sync_settings(
         redis_url, base, arxiv_categories="cs.LG", arxiv_delay_s=0.2, arxiv_max_pages=10
     )
     core = Core.connect(settings)
     try:
-        # 2401.00912 is known already: paging stops at its page.
-        from paperfeed.catalog.importers import parse_arxiv_atom
-
-        await core.catalog.upsert(parse_arxiv_atom(page)[:1], NOW)
+        # One paper of the second page is known (Hugging Face brought it): paging goes
+        # on; every paper of the fourth is known: paging stops there.
+        known = parse_arxiv_atom(synthetic_page(3, 3))[1:2] + parse_arxiv_atom(synthetic_page(9, 3))
+        await core.catalog.upsert(known, NOW)
         result = (await CatalogSync(core.redis, settings, core.catalog).run(["arxiv"], NOW))[0]
     finally:
         await core.close()
     assert result.ok
-    assert result.new == 9 + 1
+    assert result.new == 8
     starts = [int(q["start"][0]) for _, path, q in state.log if path == "/api/query"]
     assert starts == [0, 3, 6, 9]
     times = [at for at, path, _ in state.log if path == "/api/query"]

@@ -12,7 +12,8 @@ export const DEFAULTS = {
   openedAt: 0,
   cachedFeed: null,
   cachedTrending: {},
-  cachedLibrary: {},
+  cachedSaved: null,
+  cachedHidden: null,
   forYou: null,
 };
 

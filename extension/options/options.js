@@ -36,7 +36,9 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
   };
   await storage.set(changes);
   // Another service knows nothing of this install: register there on next use.
-  if (previous.backendUrl !== backend.origin) await storage.remove(["token", "userId", "cachedFeed", "forYou"]);
+  if (previous.backendUrl !== backend.origin) {
+    await storage.remove(["token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou"]);
+  }
   say("Saved.");
 });
 
@@ -88,7 +90,10 @@ document.getElementById("delete").addEventListener("click", async () => {
     if (error.kind !== "unauthorized") return say(api.KINDS[error.kind] ?? "Delete failed.");
   }
   await withQueueLock(() =>
-    storage.remove(["token", "userId", "cachedFeed", "forYou", "seenFeedIds", QUEUE_KEY, STATE_KEY]),
+    storage.remove([
+      "token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou", "seenFeedIds",
+      QUEUE_KEY, STATE_KEY,
+    ]),
   );
   say("Deleted. paperfeed starts afresh the next time it is used.");
 });
@@ -200,11 +205,10 @@ function showHidden(items) {
           kind: "track", site: "options", events: [{ type: "undismiss", paper_id: item.paper.id }],
         });
         row.remove();
-        const s = await read(storage, ["cachedLibrary"]);
-        const dismissed = s.cachedLibrary.dismissed;
-        if (dismissed) {
-          dismissed.items = dismissed.items.filter((i) => i.paper.id !== item.paper.id);
-          await storage.set({ cachedLibrary: { ...s.cachedLibrary, dismissed } });
+        const s = await read(storage, ["cachedHidden"]);
+        if (s.cachedHidden) {
+          const items = s.cachedHidden.items.filter((i) => i.paper.id !== item.paper.id);
+          await storage.set({ cachedHidden: { ...s.cachedHidden, items } });
         }
         hiddenState.textContent = `“${item.paper.title || item.paper.id}” is back in your feed.`;
       });
@@ -215,19 +219,19 @@ function showHidden(items) {
 }
 
 async function loadHidden() {
-  const s = await read(storage, ["backendUrl", "token", "cachedLibrary"]);
+  const s = await read(storage, ["backendUrl", "token", "cachedHidden"]);
   if (!s.token) {
     hiddenState.textContent = "Nothing hidden.";
     return;
   }
   try {
     const dismissed = await api.getLibrary(s.backendUrl, s.token, "dismissed", 200);
-    await storage.set({ cachedLibrary: { ...s.cachedLibrary, dismissed } });
+    await storage.set({ cachedHidden: dismissed });
     showHidden(dismissed.items);
     hiddenState.textContent = dismissed.items.length ? "" : "Nothing hidden.";
   } catch (error) {
-    if (error.kind === "offline" && s.cachedLibrary.dismissed) {
-      showHidden(s.cachedLibrary.dismissed.items);
+    if (error.kind === "offline" && s.cachedHidden) {
+      showHidden(s.cachedHidden.items);
       hiddenState.textContent = "Offline: the list as it was last seen; undo is sent later.";
     } else {
       hiddenState.textContent = api.KINDS[error.kind] ?? "The hidden papers could not be read.";
@@ -240,7 +244,7 @@ loadHidden();
 // --- the same reader on other browsers ----------------------------------------------
 
 const pairingState = document.getElementById("pairing-state");
-const LOCAL_READER = ["cachedFeed", "cachedLibrary", "forYou", "seenFeedIds"];
+const LOCAL_READER = ["cachedFeed", "cachedSaved", "cachedHidden", "forYou", "seenFeedIds"];
 
 async function installed() {
   const s = await read(storage, ["backendUrl", "token"]);
@@ -275,9 +279,12 @@ document.getElementById("pairing-link").addEventListener("submit", async (event)
     loadHidden();
   } catch (error) {
     pairingState.dataset.ok = "false";
-    pairingState.textContent = error.kind === "rejected"
-      ? "That code is not valid (a typo, or expired, or used). Show a new one in the other browser."
-      : (api.KINDS[error.kind] ?? "Linking failed.");
+    pairingState.textContent = {
+      404: "That code is not valid (a typo, or expired, or used). Show a new one in the other browser.",
+      409: error.message.includes("made by this browser")
+        ? "That is this browser's own code: enter it in the other browser."
+        : "Other browsers are linked to this one: enter this browser's code in them instead.",
+    }[error.status] ?? (api.KINDS[error.kind] ?? "Linking failed.");
   }
 });
 

@@ -17,7 +17,6 @@ const state = { tab: "feed", items: [], acted: new Map(), current: 0, impressed:
 const SEEN_RATIO = 0.5;
 const SEEN_MS = 1000;
 const seenTimers = new Map();
-let unsent = [];
 const visibility = new IntersectionObserver(watchCards, { threshold: [0, SEEN_RATIO, 1] });
 
 function send(events) {
@@ -32,7 +31,7 @@ async function load() {
   say("Loading…");
   list.replaceChildren();
   const settings = await read(
-    storage, ["backendUrl", "token", "cachedFeed", "cachedTrending", "cachedLibrary"],
+    storage, ["backendUrl", "token", "cachedFeed", "cachedTrending", "cachedSaved"],
   );
   const windowName = windowSelect.value;
   try {
@@ -48,7 +47,7 @@ async function load() {
       const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
       if (install.error) throw new api.ApiError(install.error);
       const saved = await api.getLibrary(settings.backendUrl, install.token, "saved", 100);
-      await storage.set({ cachedLibrary: { ...settings.cachedLibrary, saved } });
+      await storage.set({ cachedSaved: saved });
       say(saved.items.length ? "" : "Nothing saved yet: ★ Save keeps a paper here.");
       showSaved(saved.items);
       return;
@@ -71,7 +70,7 @@ async function load() {
     const cached = {
       feed: settings.cachedFeed,
       trending: settings.cachedTrending[windowName],
-      saved: settings.cachedLibrary.saved,
+      saved: settings.cachedSaved,
     }[state.tab];
     if (error.kind === "offline" && cached) {
       const what = {
@@ -153,15 +152,8 @@ function seen(id) {
   seenTimers.delete(id);
   if (state.impressed.has(id)) return;
   state.impressed.add(id);
-  // Cards seen within the same moment go out in one batch.
-  if (!unsent.length) {
-    setTimeout(() => {
-      const batch = unsent;
-      unsent = [];
-      send(batch.map((paperId) => ({ type: "impression", paper_id: paperId })));
-    }, 200);
-  }
-  unsent.push(id);
+  // At once: the popup may close the next moment (the background queues it).
+  send([{ type: "impression", paper_id: id }]);
 }
 
 function render(item, index) {

@@ -25,6 +25,7 @@ from paperfeed.errors import Conflict, NotFound, PaperfeedError
 from paperfeed.events import decode_user_paper
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
+from paperfeed.store.scripts import lua
 from paperfeed.trending import Contribution, Trending
 from paperfeed.users import Users, hash_token
 
@@ -69,6 +70,7 @@ class Pairing:
         self.redis = redis
         self.users = users
         self.trending = trending
+        self._redeem = redis.register_script(lua("pairing_redeem"))
 
     async def create_code(self, user_id: str) -> PairingCode:
         made = await self.redis.incr(keys.user_pairing(user_id))
@@ -90,22 +92,37 @@ class Pairing:
             await self.redis.expire(keys.pairing_tries(token_hash), 3600)
         if tries > TRIES_PER_HOUR:
             raise TooManyAttempts(f"at most {TRIES_PER_HOUR} pairing codes tried an hour")
+        # An install already linked to its reader only moves (its reader keeps its other
+        # browsers); a reader's first install whose reader has others linked would leave
+        # them behind: refused before the code is used.
+        linked_here = bool(await self.redis.sismember(keys.user_installs(user_id), token_hash))
+        if not linked_here and await self.redis.scard(keys.user_installs(user_id)):
+            raise Conflict(
+                "other browsers are linked to this one: enter their reader's codes the other "
+                "way round, or unlink them first"
+            )
         owner = None
         if len(normal_code(code)) == CODE_LENGTH:
-            owner = await self.redis.getdel(keys.pairing_code(hash_code(code)))
+            owner = await self._redeem(keys=[keys.pairing_code(hash_code(code))], args=[user_id])
         if not owner:
             raise NotFound(WRONG_CODE)
         owner = str(owner)
-        if owner == user_id:
+        if owner == "=":
             raise Conflict("this code was made by this browser: enter it in another")
+        if not await self.redis.exists(keys.user_profile(owner)):
+            raise NotFound(WRONG_CODE)  # the reader was erased since
         # The token stands for the reader first (from now on this install's events are
         # the reader's), then what it did before joins them; the reader knows the token
         # for erasure.
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(keys.token(token_hash), owner)
             pipe.sadd(keys.user_installs(owner), token_hash)
+            if linked_here:
+                pipe.srem(keys.user_installs(user_id), token_hash)
             await pipe.execute()
         self.users.forget_cached(token_hash)
+        if linked_here:
+            return Linked(user_id=owner, papers_merged=0)
         merged = await self._absorb(user_id, owner, now)
         return Linked(user_id=owner, papers_merged=merged)
 

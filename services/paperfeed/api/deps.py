@@ -46,6 +46,20 @@ async def provide_reader_id(request: Request[Any, Any, Any], core: NamedDependen
     return str(user_id)
 
 
+async def relinked_reader(
+    request: Request[Any, Any, Any], core: Core, stale_user_id: str
+) -> str | None:
+    """The reader the bearer token stands for now, when it is not ``stale_user_id``: a
+    token remembered for seconds may have been linked to another reader since (pairing);
+    its request goes to that reader rather than a 401 that would make the extension
+    register afresh."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    user_id = await core.users.authenticate(token, cached=False)
+    return user_id if user_id is not None and user_id != stale_user_id else None
+
+
 def _token(request: Request[Any, Any, Any]) -> str:
     token = bearer_token(request)
     if token is None:

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-from litestar import Controller, post
+from typing import Any
+
+from litestar import Controller, Request, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from paperfeed.api.deps import provide_reader_id
+from paperfeed.api.deps import provide_reader_id, relinked_reader
 from paperfeed.api.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.core import Core
+from paperfeed.errors import Unauthorized
 from paperfeed.events import EventBatch, IngestResult
 
 
@@ -24,13 +27,23 @@ class EventController(Controller):
         responses=documented(400, 401, 413),
     )
     async def ingest(
-        self, data: JSONBody[EventBatch], core: NamedDependency[Core], user_id: NamedDependency[str]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[EventBatch],
+        core: NamedDependency[Core],
+        user_id: NamedDependency[str],
     ) -> IngestResult:
         """Apply the events atomically and idempotently (by ``event_id``).
 
         ``duplicates`` counts events already applied earlier: a client may drop them.
         """
-        result = await core.ingestor.ingest(user_id, data.events)
+        try:
+            result = await core.ingestor.ingest(user_id, data.events)
+        except Unauthorized:
+            relinked = await relinked_reader(request, core, user_id)
+            if relinked is None:
+                raise
+            result = await core.ingestor.ingest(relinked, data.events)
         EVENTS_ACCEPTED.inc(result.accepted)
         EVENTS_DUPLICATE.inc(result.duplicates)
         return result

@@ -29,7 +29,15 @@ from defusedxml import ElementTree as SafeElementTree
 from defusedxml.common import DefusedXmlException
 from msgspec import Meta
 
-from paperfeed.catalog.papers import Paper, arxiv_id, arxiv_links, clean_text, paper_id_for
+from paperfeed.catalog.papers import (
+    PAPER_ID_PATTERN,
+    Paper,
+    arxiv_id,
+    arxiv_links,
+    clean_text,
+    paper_id_for,
+    slugify,
+)
 
 Format = Literal["page", "daily_papers", "jsonl"]
 
@@ -119,6 +127,9 @@ def paper_from_record(record: PaperRecord, source: str) -> Paper:
     url = web_url(record.url)
     raw_id = record.id or (arxiv_id(url) if url else None)
     paper_id = paper_id_for(raw_id, title)
+    if not re.fullmatch(PAPER_ID_PATTERN, paper_id):
+        # A source's id the api could not address (a "/", spaces, too long): the title's.
+        paper_id = slugify(title) if title else slugify(paper_id)
     abs_url, pdf_url = arxiv_links(paper_id)
     code, project = links_in(abstract)
     return Paper(

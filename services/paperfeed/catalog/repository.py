@@ -73,14 +73,14 @@ class Catalog:
         raws = await self.redis.hmget(keys.PAPERS, list(paper_ids))
         return {pid: _decode_paper(raw) for pid, raw in zip(paper_ids, raws, strict=True) if raw}
 
-    async def known_any(self, paper_ids: Sequence[str]) -> bool:
-        """Whether any of the ids is catalogued."""
+    async def known_all(self, paper_ids: Sequence[str]) -> bool:
+        """Whether every one of the ids is catalogued."""
         if not paper_ids:
             return False
         async with self.redis.pipeline(transaction=False) as pipe:
             for pid in paper_ids:
                 pipe.hexists(keys.PAPERS, pid)
-            return any(await pipe.execute())
+            return all(await pipe.execute())
 
     async def aliases(self) -> dict[str, str]:
         """Old id -> the id it was merged into (read again every ``ALIAS_CACHE_S``)."""
@@ -291,7 +291,8 @@ class Catalog:
         if int(reporters) < self.settings.candidate_min_users or not stored:
             return None
         paper = _decode_paper(stored)
-        await self.upsert([paper], now)
+        # A source may have brought the paper meanwhile: its record wins over a page's.
+        await self.upsert([paper], now, merge=True)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(keys.CANDIDATE_PAPERS, paper_id)
             pipe.zrem(keys.CANDIDATE_SCORE, paper_id)

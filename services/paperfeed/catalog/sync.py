@@ -7,7 +7,7 @@
   prior: the catalog credits each increase once (``Catalog.upsert``).
 - ``arxiv``: the arXiv API's newest submissions, ``GET {arxiv_api_url}/api/query`` per
   category of ``arxiv_categories``, ``arxiv_page_size`` entries a page, newest first,
-  paged until a page holds a paper already catalogued (or ``arxiv_max_pages``), with at
+  paged until a page holds only papers already catalogued (or ``arxiv_max_pages``), with at
   least ``arxiv_delay_s`` between two requests (the arXiv API's terms ask for 3 s).
 
 One paper, one entry: an arXiv id is a paper's identity (``2411.01234``,
@@ -19,8 +19,8 @@ title has the same slug (``Catalog.merge``: trending follows at once; readers' r
 the model's rows and the old id resolve through the alias).
 
 A source's run is all or nothing: its papers are imported only when every request of
-the run succeeded. A failed page would otherwise leave a gap that "stop at a known
-paper" never comes back for. A failure (timeout, connection error, HTTP error, 429,
+the run succeeded. A failed page would otherwise leave a gap that "stop at a page of
+known papers" never comes back for. A failure (timeout, connection error, HTTP error, 429,
 a malformed or truncated body) is logged with the source and the reason and leaves the
 catalog and trending untouched; the source is tried again after a backoff (doubling
 from ``RETRY_BASE_S``, at most the sync interval; a 429's ``Retry-After`` when longer),
@@ -200,7 +200,9 @@ async def fetch_arxiv(fetcher: Fetcher, settings: Settings, catalog: Catalog) ->
             except ImportFormatError as exc:
                 raise SourceFailed(f"malformed arXiv answer for {category}: {exc}") from exc
             papers.extend(found)
-            if len(found) < size or await catalog.known_any([p.id for p in found]):
+            # Caught up at a page whose papers are all catalogued (a page with some known
+            # ones goes on: Hugging Face lists a few of the day's arXiv papers first).
+            if len(found) < size or await catalog.known_all([p.id for p in found]):
                 break
     return papers
 
@@ -281,7 +283,8 @@ class CatalogSync:
     ) -> SourceResult:
         failures = await self.redis.hincrby(keys.SYNC_STATE, f"{source}:failures", 1)
         backoff = min(
-            max(self.settings.sync_interval_s, RETRY_BASE_S), RETRY_BASE_S * 2 ** (failures - 1)
+            max(self.settings.sync_interval_s, RETRY_BASE_S),
+            RETRY_BASE_S * 2 ** min(failures - 1, 30),
         )
         if exc.retry_after_s is not None:
             backoff = max(backoff, min(exc.retry_after_s, RETRY_AFTER_CAP_S))

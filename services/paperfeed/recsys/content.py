@@ -452,16 +452,3 @@ def neighbour_factors(
         mixed = np.einsum("nk,nkf->nf", weights, known_factors[top])
         out[start : start + batch] = np.where(total > 0, mixed / np.maximum(total, 1e-12), 0)
     return out
-    transposed = known_text.T.tocsr()
-    take = min(neighbours, n_known)
-    for start in range(0, n_new, batch):
-        sims = (new_text[start : start + batch] @ transposed).toarray()
-        if take < n_known:
-            top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
-        else:
-            top = np.broadcast_to(np.arange(n_known), (sims.shape[0], n_known))
-        weights = np.maximum(np.take_along_axis(sims, top, axis=1), 0)
-        total = weights.sum(axis=1, keepdims=True)
-        mixed = np.einsum("nk,nkf->nf", weights, known_factors[top])
-        out[start : start + batch] = np.where(total > 0, mixed / np.maximum(total, 1e-12), 0)
-    return out

@@ -54,6 +54,13 @@ def normal_name(value: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9]+", " ", ascii_value.lower()).split())
 
 
+def title_key(title: str) -> str | None:
+    """A title's slug, or None when nothing of it survives (a title in a script the slug
+    drops: it would collide with every other such title)."""
+    slug = slugify(title)
+    return None if slug == "untitled" else slug
+
+
 def hashed_counts(tokens: Tokens) -> sparse.csr_matrix:
     """(len(tokens), BUCKETS) float32: how often each word (hashed) occurs in each text."""
     columns = np.fromiter(
@@ -104,11 +111,13 @@ def build_search(
     idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
     by_title: dict[str, int] = {}
     for position, title in enumerate(titles):
-        by_title.setdefault(slugify(title), position)
+        if key := title_key(title):
+            by_title.setdefault(key, position)
     by_author: dict[str, list[int]] = {}
     for position, names in enumerate(authors):
         for name in names:
-            by_author.setdefault(normal_name(name), []).append(position)
+            if key := normal_name(name):
+                by_author.setdefault(key, []).append(position)
     return SearchIndex(
         counts=counts,
         postings=postings,
@@ -184,10 +193,11 @@ def find(
         found = positions_of.get(wanted)
         if found is not None:
             return Found(np.array([found], np.int64), np.array([1.0], np.float32))
-    titled = index.by_title.get(slugify(query))
+    key = title_key(query)
+    titled = index.by_title.get(key) if key else None
     if titled is not None:
         first.append(titled)
-    authored = index.by_author.get(normal_name(query), [])
+    authored = index.by_author.get(normal_name(query), []) if normal_name(query) else []
     first.extend(sorted(authored, key=lambda p: -dates[p]))
     scores = bm25(index, query_columns(query) if columns is None else columns)
     matches = np.flatnonzero(scores > 0)
