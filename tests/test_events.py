@@ -324,3 +324,20 @@ def test_the_library_follows_save_unsave_upvote_dismiss_and_undismiss(
     assert bad.status_code == 400
     assert "kind" in bad.text
     assert http.get("/v1/me/library").status_code == 401
+
+
+def test_a_long_library_is_read_in_the_thread_pool_and_still_in_order(
+    http: httpx.Client, catalog: None
+) -> None:
+    """Over 200 records the library is decoded off the event loop: same answer."""
+    _, auth = register(http)
+    now = time.time()
+    events = [event(f"2411.9{n:04d}", "save", ts=now - n) for n in range(250)]
+    for start in range(0, 250, 100):
+        batch = {"events": events[start : start + 100]}
+        assert http.post("/v1/events", json=batch, headers=auth).status_code == 200
+    page = http.get("/v1/me/library", params={"kind": "saved", "limit": 5}, headers=auth).json()
+    assert page["total"] == 250
+    assert [item["paper"]["id"] for item in page["items"]] == [
+        f"2411.9{n:04d}" for n in range(5)
+    ]

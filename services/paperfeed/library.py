@@ -9,7 +9,8 @@ for it).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 import msgspec
 
@@ -20,6 +21,9 @@ from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
 LibraryKind = Literal["saved", "upvoted", "read", "dismissed"]
+INLINE_RECORDS = 200
+"""Records decoded and sorted on the event loop at most (a long history, up to
+``user_papers_cap``, takes milliseconds: the thread pool's work)."""
 
 
 class LibraryItem(msgspec.Struct):
@@ -50,6 +54,11 @@ def when(record: UserPaper, kind: LibraryKind) -> float | None:
     return None
 
 
+def listed_of(raw: dict[Any, Any], kind: LibraryKind) -> list[tuple[str, float]]:
+    """``entries`` of the records as read from Redis."""
+    return entries({str(pid): decode_user_paper(value) for pid, value in raw.items()}, kind)
+
+
 def entries(records: dict[str, UserPaper], kind: LibraryKind) -> list[tuple[str, float]]:
     """(paper id, when) of ``kind``, newest first (ties by id)."""
     found = [(pid, at) for pid, record in records.items() if (at := when(record, kind))]
@@ -64,11 +73,14 @@ async def library(
     kind: LibraryKind,
     limit: int,
     cursor: str | None = None,
+    offload: Callable[..., Awaitable[Any]] | None = None,
 ) -> LibraryPage:
     offset = decode_cursor(cursor)
     raw = await redis.hgetall(keys.user_papers(user_id))
-    records = {str(pid): decode_user_paper(value) for pid, value in raw.items()}
-    listed = entries(records, kind)
+    if offload is not None and len(raw) > INLINE_RECORDS:
+        listed: list[tuple[str, float]] = await offload(listed_of, raw, kind)
+    else:
+        listed = listed_of(raw, kind)
     page = listed[offset : offset + limit]
     # Papers merged since (a demo slug, now its arXiv id) are shown as they are now.
     resolved = await catalog.resolve([pid for pid, _ in page])

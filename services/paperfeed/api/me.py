@@ -54,7 +54,9 @@ class MeController(Controller):
     ) -> LibraryPage:
         """Follows the caller's events at once: an ``unsave`` takes a paper out of
         ``saved``, an ``undismiss`` out of ``dismissed``. ``next`` continues the list."""
-        return await library(core.redis, core.catalog, user_id, kind, limit, cursor)
+        return await library(
+            core.redis, core.catalog, user_id, kind, limit, cursor, offload=core.offload
+        )
 
     @post(
         "/pairing-codes",
