@@ -338,6 +338,4 @@ def test_a_long_library_is_read_in_the_thread_pool_and_still_in_order(
         assert http.post("/v1/events", json=batch, headers=auth).status_code == 200
     page = http.get("/v1/me/library", params={"kind": "saved", "limit": 5}, headers=auth).json()
     assert page["total"] == 250
-    assert [item["paper"]["id"] for item in page["items"]] == [
-        f"2411.9{n:04d}" for n in range(5)
-    ]
+    assert [item["paper"]["id"] for item in page["items"]] == [f"2411.9{n:04d}" for n in range(5)]
