@@ -151,11 +151,14 @@ def wait_for(check: Any, timeout: float = 15.0) -> Any:
         time.sleep(0.2)
 
 
-def open_popup(context: Any, extension_id: str, dark: bool = False) -> Any:
+def open_popup(context: Any, extension_id: str, dark: bool = False, tab: str | None = None) -> Any:
+    """The popup at its size, on ``tab`` (default: For you), once it shows papers."""
     page = context.new_page()
     page.set_viewport_size({"width": 440, "height": 600})
     page.emulate_media(color_scheme="dark" if dark else "light")
     page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+    if tab is not None:
+        page.get_by_role("tab", name=tab).click()
     page.wait_for_selector("article.paper")
     return page
 
@@ -462,7 +465,7 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
     options.wait_for_selector(f"#hidden-list li[data-paper-id='{hidden}']")
     worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
     try:
-        offline = open_popup_tab(context, extension_id, "Saved")
+        offline = open_popup(context, extension_id, tab="Saved")
         assert "Offline" in offline.locator("#status").inner_text()
         kept = offline.locator("article.paper").evaluate_all(
             "(nodes) => nodes.map((n) => n.dataset.paperId)"
@@ -480,15 +483,6 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
     assert wait_for(lambda: hidden not in library("dismissed"))
     assert "back in your feed" in options.locator("#hidden-state").inner_text()
     options.close()
-
-
-def open_popup_tab(context: Any, extension_id: str, tab: str) -> Any:
-    page = context.new_page()
-    page.set_viewport_size({"width": 440, "height": 600})
-    page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
-    page.get_by_role("tab", name=tab).click()
-    page.wait_for_selector("article.paper")
-    return page
 
 
 def test_the_popup_searches_with_slash_and_shows_the_same_cards(

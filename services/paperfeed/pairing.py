@@ -35,6 +35,7 @@ CODE_LENGTH = 8
 PAIRING_CODE_TTL_S = 300
 CODES_PER_HOUR = 10
 TRIES_PER_HOUR = 10
+HOUR_MS = 3_600_000
 WRONG_CODE = "no such pairing code: a typo, or it expired, or it was used"
 
 
@@ -71,13 +72,16 @@ class Pairing:
         self.users = users
         self.trending = trending
         self._redeem = redis.register_script(lua("pairing_redeem"))
+        self._count = redis.register_script(lua("rate_count"))
+
+    async def _spend(self, key: str, limit: int, what: str) -> None:
+        """One more of ``what`` this hour (the request budgets' atomic counter script)."""
+        count, _ = await self._count(keys=[key], args=[HOUR_MS])
+        if int(count) > limit:
+            raise TooManyAttempts(f"at most {limit} {what} an hour")
 
     async def create_code(self, user_id: str) -> PairingCode:
-        made = await self.redis.incr(keys.user_pairing(user_id))
-        if made == 1:
-            await self.redis.expire(keys.user_pairing(user_id), 3600)
-        if made > CODES_PER_HOUR:
-            raise TooManyAttempts(f"at most {CODES_PER_HOUR} pairing codes an hour")
+        await self._spend(keys.user_pairing(user_id), CODES_PER_HOUR, "pairing codes")
         code = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
         await self.redis.set(keys.pairing_code(hash_code(code)), user_id, ex=PAIRING_CODE_TTL_S)
         pretty = f"{code[:4]}-{code[4:]}"
@@ -87,11 +91,7 @@ class Pairing:
         """Link the install of ``token`` (now reader ``user_id``) to the code's reader."""
         now = time.time() if now is None else now
         token_hash = hash_token(token)
-        tries = await self.redis.incr(keys.pairing_tries(token_hash))
-        if tries == 1:
-            await self.redis.expire(keys.pairing_tries(token_hash), 3600)
-        if tries > TRIES_PER_HOUR:
-            raise TooManyAttempts(f"at most {TRIES_PER_HOUR} pairing codes tried an hour")
+        await self._spend(keys.pairing_tries(token_hash), TRIES_PER_HOUR, "pairing codes tried")
         # An install already linked to its reader only moves (its reader keeps its other
         # browsers); a reader's first install whose reader has others linked would leave
         # them behind: refused before the code is used.

@@ -12,6 +12,7 @@ import msgspec
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisClusterException, RedisError
 
+from paperfeed.catalog.sync import read_state
 from paperfeed.recsys.serving import ModelHolder
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
@@ -123,8 +124,7 @@ async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> N
             last = await redis.lindex(keys.MODEL_DECISIONS, 0)
             if last:
                 mirror_decision(msgspec.json.decode(last))
-            raw = await redis.hgetall(keys.SYNC_STATE)
-            mirror_sync({str(k): str(v) for k, v in raw.items()})
+            mirror_sync(await read_state(redis))
         except (RedisError, RedisClusterException):
             pass  # readiness reports Redis; the gauges keep their last values
         with contextlib.suppress(TimeoutError):

@@ -261,20 +261,15 @@ class CatalogSync:
             requests=fetcher.requests,
             seconds=round(time.perf_counter() - started, 3),
         )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                keys.SYNC_STATE,
-                mapping={
-                    f"{source}:last_success": now,
-                    f"{source}:last_attempt": now,
-                    f"{source}:failures": 0,
-                    f"{source}:retry_at": 0,
-                    f"{source}:last_error": "",
-                    f"{source}:last_new": result.new,
-                },
-            )
-            pipe.hincrby(keys.SYNC_STATE, f"{source}:added_total", result.new)
-            await pipe.execute()
+        success: dict[str, float | str] = {
+            "last_success": now,
+            "last_attempt": now,
+            "failures": 0,
+            "retry_at": 0,
+            "last_error": "",
+            "last_new": result.new,
+        }
+        await self._write_state(source, success, "added_total", result.new)
         log.info("catalog synced", extra=msgspec.to_builtins(outcome))
         return outcome
 
@@ -289,17 +284,8 @@ class CatalogSync:
         if exc.retry_after_s is not None:
             backoff = max(backoff, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
         retry_at = now + backoff
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                keys.SYNC_STATE,
-                mapping={
-                    f"{source}:last_attempt": now,
-                    f"{source}:retry_at": retry_at,
-                    f"{source}:last_error": exc.reason[:500],
-                },
-            )
-            pipe.hincrby(keys.SYNC_STATE, f"{source}:failures_total", 1)
-            await pipe.execute()
+        failure = {"last_attempt": now, "retry_at": retry_at, "last_error": exc.reason[:500]}
+        await self._write_state(source, failure, "failures_total", 1)
         log.warning(
             "catalog sync failed; retrying later",
             extra={"source": source, "reason": exc.reason, "retry_in_s": round(backoff, 1)},
@@ -330,11 +316,25 @@ class CatalogSync:
         return merged
 
     async def state(self) -> dict[str, str]:
-        raw = await self.redis.hgetall(keys.SYNC_STATE)
-        return {str(k): str(v) for k, v in raw.items()}
+        return await read_state(self.redis)
+
+    async def _write_state(
+        self, source: Source, fields: dict[str, float | str], total: str, add: int
+    ) -> None:
+        """Set ``source``'s ``fields`` and add ``add`` to its ``total`` counter."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(keys.SYNC_STATE, mapping={f"{source}:{k}": v for k, v in fields.items()})
+            pipe.hincrby(keys.SYNC_STATE, f"{source}:{total}", add)
+            await pipe.execute()
 
     def _due(self, state: dict[str, str], source: Source, now: float) -> bool:
         return source_due(state, source, now, self.settings.sync_interval_s)
+
+
+async def read_state(redis: RedisClient) -> dict[str, str]:
+    """``pf:sync:state``: ``<source>:<field>`` -> value (the worker and /metrics read it)."""
+    raw = await redis.hgetall(keys.SYNC_STATE)
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 def source_due(state: dict[str, str], source: Source, now: float, interval_s: float) -> bool:
@@ -348,8 +348,7 @@ async def sync_due(redis: RedisClient, settings: Settings, now: float) -> bool:
     """Some source of ``sync_sources`` is due (the worker asks; interval 0: never)."""
     if settings.sync_interval_s <= 0:
         return False
-    raw = await redis.hgetall(keys.SYNC_STATE)
-    state = {str(k): str(v) for k, v in raw.items()}
+    state = await read_state(redis)
     return any(
         source_due(state, source, now, settings.sync_interval_s)
         for source in parse_sources(settings.sync_sources)

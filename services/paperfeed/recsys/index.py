@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -174,28 +174,17 @@ def build_index(
         features = previous.features
     else:
         features = TextFeatures.fit(tokenize(texts))["words"]
-    old_rows = np.full(len(papers), -1, dtype=np.int64)
-    if reuse and previous is not None:
-        for i, (paper, key) in enumerate(zip(papers, text_keys, strict=True)):
-            old = previous.pos.get(paper.id)
-            if old is not None and previous.text_keys[old] == key:
-                old_rows[i] = old
-    kept = np.flatnonzero(old_rows >= 0)
-    fresh = np.flatnonzero(old_rows < 0)
-    blocks = []
-    if len(kept) and previous is not None:
-        blocks.append(previous.text[old_rows[kept]])
-    if len(fresh):
-        blocks.append(features.transform([texts[i] for i in fresh]))
-    if blocks:
-        stacked = sparse.vstack(blocks, format="csr", dtype=np.float32)
-        where = np.empty(len(papers), dtype=np.int64)
-        where[np.concatenate([kept, fresh])] = np.arange(len(papers))
-        text = sparse.csr_matrix(stacked[where], dtype=np.float32)
-    else:
-        text = sparse.csr_matrix((0, features.terms), dtype=np.float32)
+    unchanged = unchanged_rows(papers, text_keys, previous)
+    # Text rows only under the same text features; search's words whatever the model.
+    old_rows = unchanged if reuse else np.full(len(papers), -1, dtype=np.int64)
+    text = reused_or_new(
+        old_rows,
+        previous.text if previous is not None else None,
+        lambda fresh: features.transform([texts[i] for i in fresh]),
+        features.terms,
+    )
     topics = catalog_topics(text, features, previous, old_rows)
-    search = catalog_search(papers, text_keys, previous)
+    search = catalog_search(papers, unchanged, previous)
     dates = np.array(
         [published_ts(_as_paper(p)) or p.added_at or 0.0 for p in papers], dtype=np.float64
     )
@@ -248,7 +237,7 @@ def build_index(
         "catalog index built",
         extra={
             "papers": len(papers),
-            "encoded": len(fresh),
+            "encoded": int((old_rows < 0).sum()),
             "model": index.model_version,
             "seconds": round(time.perf_counter() - started, 2),
             "mbytes": round(index.nbytes() / 2**20, 1),
@@ -282,36 +271,59 @@ def catalog_topics(
     return learn_topics(text, features.vocabulary)
 
 
-def catalog_search(
+def unchanged_rows(
     papers: Sequence[CatalogPaper], text_keys: list[int], previous: CatalogIndex | None
-) -> SearchIndex:
-    """The search index; the word counts of papers whose text did not change are kept
-    from ``previous`` (whatever the model: search does not depend on it)."""
+) -> IntArray:
+    """Each paper's row in ``previous`` when its text is unchanged there, else -1."""
     old_rows = np.full(len(papers), -1, dtype=np.int64)
     if previous is not None:
         for i, (paper, key) in enumerate(zip(papers, text_keys, strict=True)):
             old = previous.pos.get(paper.id)
+            # ``pos`` also holds merged papers' old ids: only the paper's own row counts.
             if old is not None and previous.ids[old] == paper.id and previous.text_keys[old] == key:
                 old_rows[i] = old
+    return old_rows
+
+
+def reused_or_new(
+    old_rows: IntArray,
+    previous_rows: sparse.csr_matrix | None,
+    new_rows: Callable[[IntArray], sparse.csr_matrix],
+    columns: int,
+) -> sparse.csr_matrix:
+    """(len(old_rows), columns) float32 CSR: ``previous_rows`` where ``old_rows`` points
+    into them, ``new_rows(positions)`` for the rest, in the papers' order."""
     kept = np.flatnonzero(old_rows >= 0)
     fresh = np.flatnonzero(old_rows < 0)
     blocks = []
-    if len(kept) and previous is not None:
-        blocks.append(previous.search.counts[old_rows[kept]])
+    if len(kept) and previous_rows is not None:
+        blocks.append(previous_rows[old_rows[kept]])
     if len(fresh):
+        blocks.append(new_rows(fresh))
+    if not blocks:
+        return sparse.csr_matrix((0, columns), dtype=np.float32)
+    stacked = sparse.vstack(blocks, format="csr", dtype=np.float32)
+    where = np.empty(len(old_rows), dtype=np.int64)
+    where[np.concatenate([kept, fresh])] = np.arange(len(old_rows))
+    return sparse.csr_matrix(stacked[where], dtype=np.float32)
+
+
+def catalog_search(
+    papers: Sequence[CatalogPaper], old_rows: IntArray, previous: CatalogIndex | None
+) -> SearchIndex:
+    """The search index; the word counts of papers whose text did not change
+    (``old_rows``) are kept from ``previous`` (whatever the model: search does not
+    depend on it)."""
+
+    def counted(fresh: IntArray) -> sparse.csr_matrix:
         new = [papers[i] for i in fresh.tolist()]
-        blocks.append(
-            search_counts(
-                [p.title for p in new], [p.abstract for p in new], [p.authors for p in new]
-            )
+        return search_counts(
+            [p.title for p in new], [p.abstract for p in new], [p.authors for p in new]
         )
-    if blocks:
-        stacked = sparse.vstack(blocks, format="csr", dtype=np.float32)
-        where = np.empty(len(papers), dtype=np.int64)
-        where[np.concatenate([kept, fresh])] = np.arange(len(papers))
-        counts = sparse.csr_matrix(stacked[where], dtype=np.float32)
-    else:
-        counts = sparse.csr_matrix((0, BUCKETS), dtype=np.float32)
+
+    counts = reused_or_new(
+        old_rows, previous.search.counts if previous is not None else None, counted, BUCKETS
+    )
     return build_search(counts, [p.title for p in papers], [p.authors for p in papers])
 
 

@@ -197,7 +197,8 @@ def find(
     titled = index.by_title.get(key) if key else None
     if titled is not None:
         first.append(titled)
-    authored = index.by_author.get(normal_name(query), []) if normal_name(query) else []
+    author = normal_name(query)
+    authored = index.by_author.get(author, []) if author else []
     first.extend(sorted(authored, key=lambda p: -dates[p]))
     scores = bm25(index, query_columns(query) if columns is None else columns)
     matches = np.flatnonzero(scores > 0)
