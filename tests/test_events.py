@@ -98,6 +98,25 @@ def test_trending_follows_weights_and_undo_takes_back_exactly(
     assert trending_scores(http)["2411.00004"] == pytest.approx(1.0, rel=1e-3)
 
 
+def test_events_after_redis_lost_its_scripts_credit_trending_exactly_once(
+    http: httpx.Client, catalog: None, r: redis.Redis
+) -> None:
+    """The trending windows are written in the ingest's one pipeline by script sha: a
+    Redis that lost its scripts (a restart, a failover, SCRIPT FLUSH) refuses them there,
+    and each window is then credited once, neither skipped nor twice."""
+    _, auth = register(http)
+    r.script_flush()
+    http.post("/v1/events", json={"events": [event("2411.00005", "upvote")]}, headers=auth)
+    stored = {w: r.zscore(keys.trend_scores(w), "2411.00005") for w in ("day", "week", "month")}
+    assert all(score is not None and score > 0 for score in stored.values()), stored
+    assert trending_scores(http)["2411.00005"] == pytest.approx(4.0, rel=1e-3)
+    assert trending_scores(http, "month")["2411.00005"] == pytest.approx(4.0, rel=1e-3)
+    r.script_flush()
+    http.post("/v1/events", json={"events": [event("2411.00005", "view")]}, headers=auth)
+    assert trending_scores(http)["2411.00005"] == pytest.approx(5.0, rel=1e-3)
+    assert trending_scores(http, "week")["2411.00005"] == pytest.approx(5.0, rel=1e-3)
+
+
 async def test_concurrent_ingest_from_many_clients_loses_and_doubles_nothing(
     server: LiveServer, catalog: None, r: redis.Redis
 ) -> None:

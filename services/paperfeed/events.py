@@ -9,7 +9,6 @@ See ``docs/events.md``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -221,6 +220,8 @@ class Ingestor:
             for i in range(0, len(flat), 3)
         ]
         touched_ids = list(dict.fromkeys(touched))
+        # One round trip for the rest: which papers the catalog knows, the reader's
+        # activity, and the trending windows.
         async with self.redis.pipeline(transaction=False) as pipe:
             for pid in touched_ids:
                 pipe.hexists(keys.PAPERS, pid)
@@ -228,7 +229,12 @@ class Ingestor:
                 pipe.zadd(keys.USERS, {user_id: now}, xx=True)
                 pipe.zrem(keys.SILENT_INSTALLS, user_id)
                 pipe.hincrby(keys.STATS, "events", int(accepted))
-            replies, _ = await asyncio.gather(pipe.execute(), self.trending.add(contributions, now))
+            queued = self.trending.queue_add(pipe, contributions, now)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies[: len(replies) - len(queued)]:
+            if isinstance(reply, Exception):
+                raise reply
+        await self.trending.replay_unloaded(queued, replies[len(replies) - len(queued) :])
         known = replies[: len(touched_ids)]
         unknown = [pid for pid, exists in zip(touched_ids, known, strict=True) if not exists]
         admitted = await self._report_unknown(user_id, unknown, events, paper_ids, now)
