@@ -91,6 +91,31 @@ def test_continuing_als_converges_to_the_fold_in() -> None:
     assert cosine.min() > 0.99
 
 
+def test_a_readers_fold_in_is_implicits_least_squares() -> None:
+    """The request's fold-in (Woodbury, through the model's cached inverse) gives
+    implicit's vector for short histories, dismissals (negative weights) included, and
+    is implicit's own solve for long ones."""
+    from paperfeed.recsys.model import ModelMeta
+
+    rng = np.random.default_rng(7)
+    k, items = 32, 400
+    params = AlsParams(factors=k, regularization=5.0, alpha=40.0)
+    meta = ModelMeta(version="t", trained_at=0.0, als=params, blend=BlendParams())
+    factors = (rng.standard_normal((items, k)) * 0.3).astype(np.float32)
+    text = TextFeatures("words", ["a"], np.ones(1, dtype=np.float32))
+    model = RecModel(meta, [str(i) for i in range(items)], factors, np.ones(items), text,
+                     ConfidenceScale(params.alpha))  # fmt: skip
+    for count in (1, 5, k // 2, k // 2 + 1, 60):
+        columns = rng.choice(items, count, replace=False)
+        weights = rng.choice([1.0, 3.0, 5.0, 11.0, -1.0], count).astype(np.float32)
+        row = sparse.csr_matrix((weights, (np.zeros(count, dtype=np.int64), columns)),
+                                shape=(1, items))  # fmt: skip
+        theirs = model.fold_in(row)[0]
+        ours = model.fold_in_reader(row)
+        assert np.abs(theirs).max() > 0.01
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4 * np.abs(theirs).max())
+
+
 def test_ranking_metrics_agree_with_implicit() -> None:
     from implicit.evaluation import ranking_metrics_at_k
 

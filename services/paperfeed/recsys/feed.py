@@ -178,8 +178,7 @@ def fold_in(model: RecModel, index: CatalogIndex, reader: Reader) -> FloatArray:
         (reader.weights[keep], (np.zeros(int(keep.sum()), dtype=np.int64), rows[keep])),
         shape=(1, len(model.item_ids)),
     )
-    vector: FloatArray = model.fold_in(weights)[0]
-    return vector
+    return model.fold_in_reader(weights)
 
 
 def profile(index: CatalogIndex, reader: Reader) -> ReaderProfile:

