@@ -235,7 +235,8 @@ class RecModel:
         confidences = self.scale(weights)
         count = confidences.nnz
         if count == 0 or count > self.item_factors.shape[1] // 2:
-            return self.fold_in(weights)[0]
+            solved: FloatArray = self.fold_in(weights)[0]
+            return solved
         given = confidences.data.astype(np.float64)
         y = self.item_factors[confidences.indices].astype(np.float64)
         z = y @ self.base_inverse()
@@ -249,12 +250,14 @@ class RecModel:
     def base_inverse(self) -> npt.NDArray[np.float64]:
         """``(YᵀY + λI)⁻¹`` (k x k), made on first use (85 ms for 50,000 papers)."""
         with self._inverse_lock:
-            if self._base_inverse is None:
+            inverse = self._base_inverse
+            if inverse is None:
                 factors = self.item_factors
                 base = (factors.T @ factors).astype(np.float64)
                 base[np.diag_indices_from(base)] += self.meta.als.regularization
-                self._base_inverse = np.linalg.inv(base)
-            return self._base_inverse
+                inverse = np.linalg.inv(base).astype(np.float64)
+                self._base_inverse = inverse
+            return inverse
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
