@@ -335,9 +335,24 @@ def test_the_library_follows_save_unsave_upvote_dismiss_and_undismiss(
     send(*(event(f"2411.000{n:02d}", "save", ts=now + n) for n in range(10, 15)))
     page = library("saved", limit=2)
     assert page["total"] == 6
+    whole = ids("saved")
     rest = library("saved", limit=10, cursor=page["next"])
-    assert [i["paper"]["id"] for i in page["items"] + rest["items"]] == ids("saved")
+    assert [i["paper"]["id"] for i in page["items"] + rest["items"]] == whole
     assert rest["next"] is None
+    # The list changing between pages neither skips nor repeats a paper: the cursor
+    # names the last paper shown, not a position.
+    send(event(whole[0], "unsave"))  # one fewer before the cursor
+    rest = library("saved", limit=10, cursor=page["next"])
+    assert [i["paper"]["id"] for i in rest["items"]] == whole[2:]
+    send(event("2411.00016", "save", ts=now + 100), event("2411.00017", "save", ts=now + 101))
+    rest = library("saved", limit=10, cursor=page["next"])
+    assert [i["paper"]["id"] for i in rest["items"]] == whole[2:]
+    for cursor in ("abc", "!!", "1" * 401):
+        bad_page = http.get(
+            "/v1/me/library", params={"kind": "saved", "cursor": cursor}, headers=auth
+        )
+        assert bad_page.status_code == 400, (cursor, bad_page.text)
+        assert "cursor" in bad_page.text
     # Bad input names the parameter; no token, no library.
     bad = http.get("/v1/me/library", params={"kind": "liked"}, headers=auth)
     assert bad.status_code == 400

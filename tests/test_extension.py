@@ -485,6 +485,64 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
     options.close()
 
 
+def test_a_long_library_comes_a_page_at_a_time_in_the_popup_and_the_options(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """A reader with 105 saved and 105 dismissed papers sees the first 100 of each and
+    a button for the rest, in order, nothing twice (another install, so the module's
+    reader keeps their feed)."""
+    context, extension_id = browser
+    install = httpx.post(f"{service.url}/v1/installs").json()
+    auth = {"Authorization": f"Bearer {install['token']}"}
+    now = time.time()
+    saves = [f"2412.8{n:04d}" for n in range(105)]
+    dismissals = [f"2412.9{n:04d}" for n in range(105)]
+    for kind, papers in (("save", saves), ("dismiss", dismissals)):
+        events = [
+            {"event_id": f"{kind}-{n}", "type": kind, "paper_id": pid, "ts": now - n}
+            for n, pid in enumerate(papers)
+        ]
+        for start in range(0, len(events), 100):
+            batch = {"events": events[start : start + 100]}
+            sent = httpx.post(f"{service.url}/v1/events", json=batch, headers=auth)
+            assert sent.status_code == 200, sent.text
+    kept = worker_of(context).evaluate("chrome.storage.local.get(['token', 'userId'])")
+    switch = {"token": install["token"], "userId": install["user_id"]}
+    worker_of(context).evaluate(
+        f"chrome.storage.local.set({json.dumps(switch)})"
+        ".then(() => chrome.storage.local.remove(['cachedSaved', 'cachedHidden']))"
+    )
+    try:
+        page = open_popup(context, extension_id, tab="Saved")
+        cards = page.locator("article.paper")
+        assert cards.count() == 100
+        page.get_by_role("button", name="Show more saved papers").click()
+        page.wait_for_selector("article.paper:nth-of-type(105)")
+        listed = cards.evaluate_all("(nodes) => nodes.map((n) => n.dataset.paperId)")
+        assert listed == saves  # newest first, each once
+        assert page.get_by_role("button", name="Show more saved papers").count() == 0
+        page.close()
+
+        options = context.new_page()
+        options.goto(f"chrome-extension://{extension_id}/options/options.html")
+        options.wait_for_selector("#hidden-list li:nth-child(100)")
+        more = options.locator("#hidden-more")
+        assert more.is_visible()
+        more.click()
+        options.wait_for_selector("#hidden-list li:nth-child(105)")
+        rows = options.locator("#hidden-list li").evaluate_all(
+            "(nodes) => nodes.map((n) => n.dataset.paperId)"
+        )
+        assert rows == dismissals
+        assert wait_for(lambda: not more.is_visible())
+        options.close()
+    finally:
+        worker_of(context).evaluate(
+            f"chrome.storage.local.set({json.dumps(kept)})"
+            ".then(() => chrome.storage.local.remove(['cachedSaved', 'cachedHidden']))"
+        )
+
+
 def test_the_popup_searches_with_slash_and_shows_the_same_cards(
     browser: tuple[Any, str], service: Service
 ) -> None:

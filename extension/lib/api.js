@@ -74,8 +74,8 @@ export const putDigest = (base, token, choice) =>
   call(base, "/v1/me/digest", { method: "PUT", token, body: choice });
 export const deleteDigest = (base, token) =>
   call(base, "/v1/me/digest", { method: "DELETE", token });
-export const getLibrary = (base, token, kind = "saved", limit = 50) =>
-  call(base, `/v1/me/library?kind=${kind}&limit=${limit}`, { token });
+export const getLibrary = (base, token, kind = "saved", limit = 50, cursor = null) =>
+  call(base, `/v1/me/library?kind=${kind}&limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { token });
 export const search = (base, token, query, limit = 30) =>
   call(base, `/v1/search?q=${encodeURIComponent(query)}&limit=${limit}`, { token: token ?? undefined });
 export const createPairingCode = (base, token) =>

@@ -191,32 +191,59 @@ showDigest();
 
 const hiddenList = document.getElementById("hidden-list");
 const hiddenState = document.getElementById("hidden-state");
+const hiddenMore = document.getElementById("hidden-more");
+const HIDDEN_PAGE = 100;
+let hiddenNext = null;
 
 function showHidden(items) {
-  hiddenList.replaceChildren(
-    ...items.map((item) => {
-      const row = document.createElement("li");
-      row.dataset.paperId = item.paper.id;
-      const undo = Object.assign(document.createElement("button"), {
-        type: "button", textContent: "Undo",
-      });
-      undo.addEventListener("click", async () => {
-        await chrome.runtime.sendMessage({
-          kind: "track", site: "options", events: [{ type: "undismiss", paper_id: item.paper.id }],
-        });
-        row.remove();
-        const s = await read(storage, ["cachedHidden"]);
-        if (s.cachedHidden) {
-          const items = s.cachedHidden.items.filter((i) => i.paper.id !== item.paper.id);
-          await storage.set({ cachedHidden: { ...s.cachedHidden, items } });
-        }
-        hiddenState.textContent = `“${item.paper.title || item.paper.id}” is back in your feed.`;
-      });
-      row.append(`${item.paper.title || item.paper.id} `, undo);
-      return row;
-    }),
-  );
+  hiddenList.replaceChildren(...hiddenRows(items));
 }
+
+function hiddenRows(items) {
+  return items.map((item) => {
+    const row = document.createElement("li");
+    row.dataset.paperId = item.paper.id;
+    const undo = Object.assign(document.createElement("button"), {
+      type: "button", textContent: "Undo",
+    });
+    undo.addEventListener("click", async () => {
+      await chrome.runtime.sendMessage({
+        kind: "track", site: "options", events: [{ type: "undismiss", paper_id: item.paper.id }],
+      });
+      row.remove();
+      const s = await read(storage, ["cachedHidden"]);
+      if (s.cachedHidden) {
+        const items = s.cachedHidden.items.filter((i) => i.paper.id !== item.paper.id);
+        await storage.set({ cachedHidden: { ...s.cachedHidden, items } });
+      }
+      hiddenState.textContent = `“${item.paper.title || item.paper.id}” is back in your feed.`;
+    });
+    row.append(`${item.paper.title || item.paper.id} `, undo);
+    return row;
+  });
+}
+
+// A long list comes a page at a time.
+function offerMore(next) {
+  hiddenNext = next ?? null;
+  hiddenMore.hidden = !hiddenNext;
+}
+
+hiddenMore.addEventListener("click", async () => {
+  const s = await read(storage, ["backendUrl", "token"]);
+  hiddenMore.disabled = true;
+  try {
+    const page = await api.getLibrary(s.backendUrl, s.token, "dismissed", HIDDEN_PAGE, hiddenNext);
+    hiddenList.append(...hiddenRows(page.items));
+    offerMore(page.next);
+  } catch (error) {
+    hiddenState.textContent = error.kind === "offline"
+      ? "Offline: the rest of the list needs the service."
+      : api.KINDS[error.kind] ?? "The hidden papers could not be read.";
+  } finally {
+    hiddenMore.disabled = false;
+  }
+});
 
 async function loadHidden() {
   const s = await read(storage, ["backendUrl", "token", "cachedHidden"]);
@@ -225,9 +252,10 @@ async function loadHidden() {
     return;
   }
   try {
-    const dismissed = await api.getLibrary(s.backendUrl, s.token, "dismissed", 200);
+    const dismissed = await api.getLibrary(s.backendUrl, s.token, "dismissed", HIDDEN_PAGE);
     await storage.set({ cachedHidden: dismissed });
     showHidden(dismissed.items);
+    offerMore(dismissed.next);
     hiddenState.textContent = dismissed.items.length ? "" : "Nothing hidden.";
   } catch (error) {
     if (error.kind === "offline" && s.cachedHidden) {

@@ -10,6 +10,7 @@ const template = document.getElementById("item");
 const windowSelect = document.getElementById("window");
 const searchBox = document.getElementById("search");
 const TABS = [["feed", "tab-feed"], ["trending", "tab-trending"], ["saved", "tab-saved"]];
+const LIBRARY_PAGE = 100;
 const state = { tab: "feed", items: [], acted: new Map(), current: 0, impressed: new Set() };
 // An impression is a card actually seen: at least half of it visible for a second (the
 // service lowers a paper a little for each showing, so a card never scrolled to must
@@ -46,10 +47,11 @@ async function load() {
     if (state.tab === "saved") {
       const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
       if (install.error) throw new api.ApiError(install.error);
-      const saved = await api.getLibrary(settings.backendUrl, install.token, "saved", 100);
+      const saved = await api.getLibrary(settings.backendUrl, install.token, "saved", LIBRARY_PAGE);
       await storage.set({ cachedSaved: saved });
       say(saved.items.length ? "" : "Nothing saved yet: ★ Save keeps a paper here.");
       showSaved(saved.items);
+      if (saved.next) list.append(moreSaved(settings.backendUrl, install.token, saved.next));
       return;
     }
     if (state.tab === "feed") {
@@ -128,11 +130,47 @@ function show(items) {
 
 // The Saved tab: the reader's library, each card with its save pressed (unsave there).
 function showSaved(items) {
+  show(savedCards(items));
+}
+
+function savedCards(items) {
   for (const item of items) {
     if (!state.acted.has(item.paper.id)) state.acted.set(item.paper.id, { saved: true });
   }
   const when = (at) => new Date(at * 1000).toLocaleDateString();
-  show(items.map((item) => ({ ...item, reasons: [`saved ${when(item.at)}`] })));
+  return items.map((item) => ({ ...item, reasons: [`saved ${when(item.at)}`] }));
+}
+
+// A long library comes a page at a time: the button at its end reads the next page.
+function moreSaved(backendUrl, token, cursor) {
+  const button = Object.assign(document.createElement("button"), {
+    type: "button", className: "more", textContent: "Show more saved papers",
+  });
+  const shown = state.items;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const page = await api.getLibrary(backendUrl, token, "saved", LIBRARY_PAGE, cursor);
+      if (state.items !== shown) return; // the reader went to another tab meanwhile
+      button.remove();
+      append(savedCards(page.items));
+      if (page.next) list.append(moreSaved(backendUrl, token, page.next));
+    } catch (error) {
+      button.disabled = false;
+      say(error.kind === "offline"
+        ? "Offline: the rest of your saved papers needs the service."
+        : api.KINDS[error.kind] ?? "Something went wrong.");
+    }
+  });
+  return button;
+}
+
+function append(items) {
+  const start = state.items.length;
+  state.items.push(...items);
+  const nodes = items.map((item, n) => render(item, start + n));
+  list.append(...nodes);
+  nodes.filter((node) => node.matches("article.paper")).forEach((node) => visibility.observe(node));
 }
 
 function watchCards(entries) {

@@ -9,13 +9,17 @@ for it).
 
 from __future__ import annotations
 
+import base64
+import binascii
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
 
 from paperfeed.catalog.papers import Paper
-from paperfeed.catalog.repository import Catalog, decode_cursor, encode_cursor
+from paperfeed.catalog.repository import Catalog
+from paperfeed.errors import InvalidInput
 from paperfeed.events import UserPaper, decode_user_paper
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
@@ -38,7 +42,27 @@ class LibraryPage(msgspec.Struct):
     total: int
     """Papers of this kind in all."""
     next: str | None = None
-    """Cursor of the next page (None: this is the last)."""
+    """Cursor of the next page (None: this is the last). It names the last paper of
+    this page, so the next page starts right after it even when papers joined or left
+    the list meanwhile (an unsave on this page skips nothing, a new save repeats
+    nothing)."""
+
+
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,400}$"
+
+
+def encode_cursor(at: float, paper_id: str) -> str:
+    raw = msgspec.json.encode([at, paper_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, paper_id = msgspec.json.decode(raw, type=tuple[float, str])
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise InvalidInput("cursor", "not a cursor returned by this api") from exc
+    return at, paper_id
 
 
 def when(record: UserPaper, kind: LibraryKind) -> float | None:
@@ -75,13 +99,16 @@ async def library(
     cursor: str | None = None,
     offload: Callable[..., Awaitable[Any]] | None = None,
 ) -> LibraryPage:
-    offset = decode_cursor(cursor)
+    after = decode_cursor(cursor) if cursor else None
     raw = await redis.hgetall(keys.user_papers(user_id))
     if offload is not None and len(raw) > INLINE_RECORDS:
         listed: list[tuple[str, float]] = await offload(listed_of, raw, kind)
     else:
         listed = listed_of(raw, kind)
-    page = listed[offset : offset + limit]
+    start = 0
+    if after is not None:
+        start = bisect_right([(-at, pid) for pid, at in listed], (-after[0], after[1]))
+    page = listed[start : start + limit]
     # Papers merged since (a demo slug, now its arXiv id) are shown as they are now.
     resolved = await catalog.resolve([pid for pid, _ in page])
     papers = await catalog.get_many(resolved)
@@ -90,10 +117,10 @@ async def library(
         LibraryItem(paper=papers.get(pid) or Paper(id=pid, title=pid), at=at)
         for pid, (_, at) in zip(resolved, page, strict=True)
     ]
-    more = offset + limit < len(listed)
+    more = start + limit < len(listed)
     return LibraryPage(
         kind=kind,
         items=items,
         total=len(listed),
-        next=encode_cursor(offset + limit) if more else None,
+        next=encode_cursor(page[-1][1], page[-1][0]) if more and page else None,
     )

@@ -5,16 +5,21 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from paperfeed.api.deps import bearer_token, provide_user_id
 from paperfeed.api.openapi import INSTALL_AUTH, documented
-from paperfeed.api.papers import Cursor, Limit
+from paperfeed.api.papers import Limit
 from paperfeed.core import Core
-from paperfeed.library import LibraryKind, LibraryPage, library
+from paperfeed.library import CURSOR_PATTERN, LibraryKind, LibraryPage, library
 from paperfeed.pairing import Linked, PairingCode
 from paperfeed.users import UserExport
+
+LibraryCursor = Annotated[
+    str | None,
+    QueryParameter(pattern=CURSOR_PATTERN, description="The ``next`` of the previous page"),
+]
 
 
 class LinkRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,7 +55,7 @@ class MeController(Controller):
         user_id: NamedDependency[str],
         kind: FromQuery[LibraryKind] = "saved",
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: LibraryCursor = None,
     ) -> LibraryPage:
         """Follows the caller's events at once: an ``unsave`` takes a paper out of
         ``saved``, an ``undismiss`` out of ``dismissed``. ``next`` continues the list."""
