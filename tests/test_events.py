@@ -101,9 +101,9 @@ def test_trending_follows_weights_and_undo_takes_back_exactly(
 def test_events_after_redis_lost_its_scripts_credit_trending_exactly_once(
     http: httpx.Client, catalog: None, r: redis.Redis
 ) -> None:
-    """The trending windows are written in the ingest's one pipeline by script sha: a
-    Redis that lost its scripts (a restart, a failover, SCRIPT FLUSH) refuses them there,
-    and each window is then credited once, neither skipped nor twice."""
+    """The trending windows are written in the ingest's one pipeline: a Redis that lost
+    its scripts (a restart, a failover, SCRIPT FLUSH) still credits each window once,
+    neither skipped nor twice."""
     _, auth = register(http)
     r.script_flush()
     http.post("/v1/events", json={"events": [event("2411.00005", "upvote")]}, headers=auth)

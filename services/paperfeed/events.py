@@ -229,12 +229,8 @@ class Ingestor:
                 pipe.zadd(keys.USERS, {user_id: now}, xx=True)
                 pipe.zrem(keys.SILENT_INSTALLS, user_id)
                 pipe.hincrby(keys.STATS, "events", int(accepted))
-            queued = self.trending.queue_add(pipe, contributions, now)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies[: len(replies) - len(queued)]:
-            if isinstance(reply, Exception):
-                raise reply
-        await self.trending.replay_unloaded(queued, replies[len(replies) - len(queued) :])
+            self.trending.queue_add(pipe, contributions, now)
+            replies = await pipe.execute()
         known = replies[: len(touched_ids)]
         unknown = [pid for pid, exists in zip(touched_ids, known, strict=True) if not exists]
         admitted = await self._report_unknown(user_id, unknown, events, paper_ids, now)

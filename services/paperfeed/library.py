@@ -58,9 +58,9 @@ def encode_cursor(at: float, paper_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
     """The api's pattern checked the shape; a cursor from elsewhere is refused here."""
-    at, _, paper_id = cursor.partition("~")
     if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise InvalidInput("cursor", "not a cursor returned by this api")
+    at, _, paper_id = cursor.partition("~")
     return float(at), paper_id
 
 

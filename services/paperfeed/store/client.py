@@ -16,7 +16,8 @@ from paperfeed.store import embedded
 RedisClient: TypeAlias = aredis.Redis | aredis.RedisCluster
 """What every part of paperfeed talks to. Code written against it runs unchanged on one
 Redis and on a Redis Cluster because every multi-key command keeps to one hash slot
-(see ``store.keys``) and scripts are never queued in a pipeline without being loaded."""
+(see ``store.keys``) and a script queued in a pipeline either is sent with its text
+(``EVAL``) or has its ``NOSCRIPT`` handled (``store.scripts.run_replicated``)."""
 
 
 POOL_WAIT_S = 5.0
