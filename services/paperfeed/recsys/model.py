@@ -248,7 +248,8 @@ class RecModel:
         return vector
 
     def base_inverse(self) -> npt.NDArray[np.float64]:
-        """``(YᵀY + λI)⁻¹`` (k x k), made on first use (85 ms for 50,000 papers)."""
+        """``(YᵀY + λI)⁻¹`` (k x k), made once (85 ms for 50,000 papers; an api process
+        makes it when it loads the model)."""
         with self._inverse_lock:
             inverse = self._base_inverse
             if inverse is None:

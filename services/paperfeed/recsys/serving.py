@@ -94,6 +94,8 @@ class ModelHolder:
             if version and version != self.version and version != self.failed_version:
                 try:
                     model = await self.repository.load(version, self.offload)
+                    # What a reader's fold-in needs, made before the first feed waits on it.
+                    await self.offload(model.base_inverse)
                 except Exception:
                     log.exception(
                         "loading model failed; keeping the current one", extra={"version": version}
