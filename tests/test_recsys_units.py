@@ -6,6 +6,7 @@ import json
 import os
 import random
 from pathlib import Path
+from unittest import mock
 
 import msgspec
 import numpy as np
@@ -111,7 +112,9 @@ def test_a_readers_fold_in_is_implicits_least_squares() -> None:
         row = sparse.csr_matrix((weights, (np.zeros(count, dtype=np.int64), columns)),
                                 shape=(1, items))  # fmt: skip
         theirs = model.fold_in(row)[0]
-        ours = model.fold_in_reader(row)
+        with mock.patch.object(model, "fold_in", wraps=model.fold_in) as implicits:
+            ours = model.fold_in_reader(row)
+        assert implicits.called == (count > k // 2)  # Woodbury for short histories
         assert np.abs(theirs).max() > 0.01
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4 * np.abs(theirs).max())
 
