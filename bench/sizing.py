@@ -7,10 +7,18 @@ ingest script, training and publishing), reading ``used_memory`` between the ste
 2. readers, each sending ``--events`` events (views, clicks, saves, upvotes) over their
    own papers, in batches of 20 like the extension's queue;
 3. one trained and published model (ALS factors of every paper and reader, plus each
-   reader's vector key).
+   reader's vector key);
+4. one hostile install sending ``--hostile-events`` events at the schema's limits (64-
+   character event ids, 128-character paper ids the catalog lacks, 1,000-character
+   titles, 20,000-character abstracts, 2,000-character urls): what one install can make
+   Redis keep, whatever it sends.
+
+A reader's bytes are ``MEMORY USAGE`` summed over all of the reader's keys (their token
+key included; the model's vector of the reader counted apart), and ``used_memory``
+growth per reader beside it (which adds the global indexes of installs).
 
 Run: ``python -m bench.sizing [--papers N --users N --events N --factors N]``; figures
-go in docs/deploy.md.
+go in docs/deploy.md and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,6 +49,45 @@ KINDS = ["view"] * 6 + ["click"] * 2 + ["save", "upvote"]
 
 def used(url: str) -> int:
     return int(redis.Redis.from_url(url).info("memory")["used_memory"])
+
+
+def reader_bytes(client: redis.Redis, user_id: str, with_vector: bool = False) -> int:
+    """``MEMORY USAGE`` (every element counted) of all of a reader's keys and their
+    token's key; the model's vector of the reader only when asked."""
+    names = [k for k in keys.user_keys(user_id) if with_vector or k != keys.user_vector(user_id)]
+    token_hash = client.hget(keys.user_profile(user_id), "token_hash")
+    if token_hash:
+        names.append(keys.token(str(token_hash, "utf-8")))
+    total = 0
+    for name in names:
+        total += int(client.execute_command("MEMORY", "USAGE", name, "SAMPLES", "0") or 0)
+    return total
+
+
+async def hostile_install(core: Core, url: str, events: int) -> tuple[int, int]:
+    """One install sends ``events`` maximum-size events about papers the catalog lacks;
+    returns (its keys' bytes, used_memory growth)."""
+    before = used(url)
+    user_id = (await core.users.register()).user_id
+    for start in range(0, events, 40):
+        batch = [
+            Event(
+                event_id=f"{n:064d}",
+                # half arXiv-shaped (reported to the catalog), half long catalog-like ids
+                paper_id=f"2612.{n:05d}" if n % 2 else f"p{n:07d}-" + "x" * 119,
+                type="view",  # type: ignore[arg-type]
+                ts=time.time(),
+                dwell_ms=86_400_000,
+                source="z" * 32,
+                title="T" * 1_000,
+                abstract="A" * 20_000,
+                url="https://example.org/" + "u" * 1_980,
+            )
+            for n in range(start, min(start + 40, events))
+        ]
+        await core.ingestor.ingest(user_id, batch)
+    client = redis.Redis.from_url(url)
+    return reader_bytes(client, user_id), used(url) - before
 
 
 def text(rng: random.Random, words: int) -> str:
@@ -94,8 +141,11 @@ async def run(args: argparse.Namespace) -> None:
         client = redis.Redis.from_url(url)
         version = report.version or ""
         blob = int(client.strlen(keys.model_blob(version)))
-        first_user = str(client.zrange(keys.USERS, 0, 0)[0], "utf-8")
-        vector = int(client.memory_usage(keys.user_vector(first_user)) or 0)
+        readers = [str(u, "utf-8") for u in client.zrange(keys.USERS, 0, -1)]
+        vector = int(client.memory_usage(keys.user_vector(readers[0])) or 0)
+        sample = readers[:: max(1, len(readers) // 500)]
+        keys_per_reader = sum(reader_bytes(client, u) for u in sample) / len(sample)
+        hostile, hostile_growth = await hostile_install(core, url, args.hostile_events)
         await core.close()
 
     per_paper = (after_papers - base) / args.papers
@@ -103,10 +153,15 @@ async def run(args: argparse.Namespace) -> None:
     per_model = after_model - after_users
     print(f"papers={args.papers} users={args.users} events/user={args.events} k={args.factors}")
     print(f"per paper (catalog + trending): {per_paper / 1024:.2f} KiB")
-    print(f"per reader with {args.events} events: {per_user / 1024:.2f} KiB")
+    print(f"per reader with {args.events} events (MEMORY USAGE of their keys and token):")
+    print(f"  {keys_per_reader / 1024:.2f} KiB; used_memory growth: {per_user / 1024:.2f} KiB")
     print(f"per reader vector (k={args.factors}): {vector / 1024:.2f} KiB")
     print(f"model blob: {blob / 2**20:.1f} MiB ({blob / (args.papers + args.users):.0f} B/row)")
     print(f"model version incl. reader vectors: {per_model / 2**20:.1f} MiB")
+    print(f"one install, {args.hostile_events} maximum-size events about unknown papers:")
+    print(
+        f"  its keys: {hostile / 1024:.1f} KiB; used_memory growth: {hostile_growth / 1024:.1f} KiB"
+    )
 
 
 def main() -> None:
@@ -115,6 +170,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--events", type=int, default=40)
     parser.add_argument("--factors", type=int, default=256)
+    parser.add_argument("--hostile-events", type=int, default=6_000)
     asyncio.run(run(parser.parse_args()))
 
 

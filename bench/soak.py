@@ -34,6 +34,7 @@ import redis
 
 from bench.common import api_server, percentile, redis_server
 from bench.loadgen import Connection, connect
+from paperfeed.events import event_id_hash, seen_hashes
 from paperfeed.store import keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,12 +207,10 @@ async def soak(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     lost = doubled = 0
     for person in people:
-        logged = [
-            json.loads(raw)["event_id"]
-            for raw in client.lrange(keys.user_log(person.user_id), 0, -1)
-        ]
-        doubled += len(logged) - len(set(logged))
-        lost += len(set(person.acknowledged) - set(logged))
+        seen = set(seen_hashes(client.get(keys.user_seen(person.user_id))))
+        logged = str(client.get(keys.user_events(person.user_id)) or "").splitlines()
+        doubled += max(0, len(logged) - len(person.acknowledged))
+        lost += len({event_id_hash(e) for e in person.acknowledged} - seen)
     client.close()
     acknowledged = sum(len(p.acknowledged) for p in people)
     latest = max((v for v in served_versions if v), default=None)

@@ -6,7 +6,6 @@ service acknowledges it; afterwards Redis must hold exactly the acknowledged eve
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import redis
 
+from paperfeed.events import event_id_hash, seen_hashes
 from paperfeed.store import keys
 from tests.personas import event
 
@@ -80,9 +80,10 @@ class Senders:
 def assert_exactly_once(client: redis.Redis, queues: list[ExtensionQueue]) -> int:
     """Each install's stored events are exactly its acknowledged ones; their count."""
     for queue in queues:
-        raw = client.lrange(keys.user_log(queue.user_id), 0, -1)
-        logged = [json.loads(r)["event_id"] for r in raw]
-        assert len(logged) == len(set(logged)), "an event stored twice"
-        assert sorted(logged) == sorted(queue.acknowledged), "stored = acknowledged"
+        seen = seen_hashes(client.get(keys.user_seen(queue.user_id)))
+        logged = str(client.get(keys.user_events(queue.user_id)) or "").splitlines()
+        assert len(seen) == len(set(seen)), "an event id remembered twice"
+        assert sorted(seen) == sorted(map(event_id_hash, queue.acknowledged)), "seen = acked"
+        assert len(logged) == len(queue.acknowledged), "an event stored twice or lost"
         assert int(client.hget(keys.user_profile(queue.user_id), "events") or 0) == len(logged)
     return sum(len(q.acknowledged) for q in queues)

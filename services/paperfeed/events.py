@@ -1,23 +1,36 @@
 """Interaction events: their shape, their weights, and atomic idempotent ingest.
 
-A user's events are applied by one Lua script on the user's hash slot: each
-``event_id`` is remembered (``dedupe_days``), so a replayed batch counts nothing twice.
-The script keeps one record a paper for the user (``UserPaper``) and returns the
-trending contributions of what changed; those are then added to the global windows.
-See ``docs/events.md``.
+A reader's events are applied by one Lua script on the reader's hash slot. What is kept
+is compact and bounded whatever a client sends (see ``docs/events.md``):
+
+- one record a paper (``UserPaper``), a short JSON array of numbers, at most
+  ``user_papers_cap`` of them (past it, the records with no upvote, save, dismissal or
+  share go first, oldest first);
+- the event ids seen, as 12-hex-digit hashes (the newest ``dedupe_cap``), so a replayed
+  batch counts nothing twice;
+- a log of the accepted events as short lines (type, time, dwell, where, paper), the
+  newest within ``event_log_bytes``;
+- the page title of a paper the catalog lacks (a hint for the reader's own library,
+  never catalog text), at most ``page_titles_cap`` of them.
+
+No other client-sent text is kept. The script returns the trending contributions of what
+changed; those are then added to the global windows.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import math
 import time
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from msgspec import Meta
 
-from paperfeed.catalog.papers import PAPER_ID_PATTERN, normalize_paper_id
+from paperfeed.catalog.papers import PAPER_ID_PATTERN, arxiv_id, clean_text, normalize_paper_id
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput, Unauthorized
 from paperfeed.settings import Settings
@@ -43,8 +56,21 @@ DWELL_CAP = 3.0
 # paper (a second view adds nothing); unvote/unsave take back exactly what was added.
 TRENDING = {"view": 1.0, "click": 2.0, "upvote": 4.0, "save": 3.0, "share": 3.0}
 
-# Flags of ``UserPaper.f``.
-UPVOTED, SAVED, DISMISSED, SHARED = 1, 2, 4, 8
+# Flags of ``UserPaper.f``. UNCREDITED: the catalog lacked the paper when the reader
+# first met it, so the reader's actions on it earn (and take back) no trending weight.
+UPVOTED, SAVED, DISMISSED, SHARED, UNCREDITED = 1, 2, 4, 8, 16
+
+# One letter a type in the log (stable: stored).
+TYPE_CODES: dict[str, str] = {
+    "impression": "i", "view": "v", "read": "r", "click": "c", "upvote": "u", "unvote": "U",
+    "save": "s", "unsave": "S", "share": "h", "dismiss": "d", "undismiss": "D",
+}  # fmt: skip
+TYPE_OF_CODE = {code: kind for kind, code in TYPE_CODES.items()}
+# Where an event happened, as the extension says it; anything else is kept as "other".
+SOURCE_CODES: dict[str, str] = {"popup": "p", "arxiv": "a", "huggingface": "h", "other": "o"}
+SOURCE_OF_CODE = {code: source for source, code in SOURCE_CODES.items()}
+PAGE_TITLE_MAX = 200
+"""Characters of a page title kept as a hint (cleaned, cut)."""
 
 EventId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 PaperIdField = Annotated[str, Meta(min_length=1, max_length=128, pattern=PAPER_ID_PATTERN)]
@@ -65,9 +91,13 @@ class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     source: Annotated[str, Meta(max_length=32, pattern=r"^[a-z0-9_-]*$")] | None = None
     """Where it happened: ``popup``, ``arxiv``, ``huggingface``, ..."""
     title: Annotated[str, Meta(max_length=1_000)] | None = None
-    """Paper metadata the client read from the page (used for unknown papers)."""
+    """The title the page showed: a hint kept (cut to 200 characters) only for a paper
+    the catalog lacks, shown in this reader's own library until a source describes the
+    paper. Never catalog text."""
     abstract: Annotated[str, Meta(max_length=20_000)] | None = None
+    """Accepted for older extensions; ignored (never kept)."""
     url: Annotated[str, Meta(max_length=2_000)] | None = None
+    """Accepted for older extensions; ignored (never kept)."""
 
 
 class EventBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,17 +111,28 @@ class IngestResult(msgspec.Struct):
     """Events whose ``event_id`` was seen before (already applied; safe to drop)."""
     unknown_papers: int = 0
     """Accepted events about papers not in the catalog (kept; see docs/events.md)."""
-    admitted_papers: list[str] = msgspec.field(default_factory=list)
-    """Unknown papers that this batch admitted into the catalog."""
+
+
+def confidence(f: Any, v: Any, c: Any, dw: Any) -> Any:
+    """How much the recommender counts a record (numbers or numpy arrays alike); the
+    ingest script computes the same (its tables are generated from these constants)."""
+    return (
+        np.minimum(v, REPEAT_CAP) * CONFIDENCE["view"]
+        + np.minimum(c, REPEAT_CAP) * CONFIDENCE["click"]
+        + (np.bitwise_and(f, UPVOTED) > 0) * CONFIDENCE["upvote"]
+        + (np.bitwise_and(f, SAVED) > 0) * CONFIDENCE["save"]
+        + (np.bitwise_and(f, SHARED) > 0) * CONFIDENCE["share"]
+        + np.minimum(np.asarray(dw) / DWELL_PER_POINT_MS, DWELL_CAP)
+    )
 
 
 class UserPaper(msgspec.Struct, kw_only=True):
     """What one user did with one paper (the record the ingest script maintains)."""
 
     w: float = 0.0
-    """Confidence (see CONFIDENCE)."""
+    """Confidence (see CONFIDENCE), computed from the rest."""
     f: int = 0
-    """Flags: UPVOTED | SAVED | DISMISSED | SHARED."""
+    """Flags: UPVOTED | SAVED | DISMISSED | SHARED | UNCREDITED."""
     v: int = 0
     c: int = 0
     i: int = 0
@@ -124,6 +165,8 @@ class UserPaper(msgspec.Struct, kw_only=True):
 
     def trending_contributions(self, paper_id: str) -> list[Contribution]:
         """The trending weight this record holds (what erasure takes back)."""
+        if self.f & UNCREDITED:
+            return []
         held = [
             (self.vt, TRENDING["view"]),
             (self.ct, TRENDING["click"]),
@@ -134,11 +177,74 @@ class UserPaper(msgspec.Struct, kw_only=True):
         return [Contribution(paper_id, weight, at) for at, weight in held if at is not None]
 
 
-decode_user_paper = msgspec.json.Decoder(UserPaper).decode
+class PackedRecord(msgspec.Struct, array_like=True):
+    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, whole seconds,
+    the five times as seconds before ``t`` (-1: none), trailing defaults left out."""
+
+    t: int
+    f: int = 0
+    v: int = 0
+    c: int = 0
+    i: int = 0
+    dw: int = 0
+    vt: int = -1
+    ct: int = -1
+    ut: int = -1
+    st: int = -1
+    sh: int = -1
 
 
-def _lua_table(values: dict[str, float]) -> str:
-    return "{" + ", ".join(f"{k} = {v!r}" for k, v in values.items()) + "}"
+RECORD_FIELDS = ("t", "f", "v", "c", "i", "dw", "vt", "ct", "ut", "st", "sh")
+_decode_packed = msgspec.json.Decoder(PackedRecord).decode
+_decode_packed_many = msgspec.json.Decoder(list[PackedRecord]).decode
+_decode_legacy = msgspec.json.Decoder(UserPaper).decode
+
+
+def decode_user_paper(raw: str | bytes) -> UserPaper:
+    """A stored record (the packed array, or the JSON object of the earlier layout)."""
+    if raw[:1] in ("{", b"{"):
+        record = _decode_legacy(raw)
+    else:
+        p = _decode_packed(raw)
+
+        def at(before: int) -> float | None:
+            return float(p.t - before) if before >= 0 else None
+
+        record = UserPaper(
+            f=p.f, v=p.v, c=p.c, i=p.i, dw=float(p.dw), t=float(p.t),
+            vt=at(p.vt), ct=at(p.ct), ut=at(p.ut), st=at(p.st), sh=at(p.sh),
+        )  # fmt: skip
+    record.w = float(confidence(record.f, record.v, record.c, record.dw))
+    return record
+
+
+def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
+    """Records as rows of ``RECORD_FIELDS`` (times absolute, ``inf`` for none), decoded
+    in one pass (training reads millions)."""
+    table = np.zeros((len(raws), len(RECORD_FIELDS)), dtype=np.float64)
+    packed = [n for n, raw in enumerate(raws) if raw[:1] != "{"]
+    if packed:
+        cells = _decode_packed_many("[" + ",".join(raws[n] for n in packed) + "]")
+        table[packed] = np.array(
+            [(c.t, c.f, c.v, c.c, c.i, c.dw, c.vt, c.ct, c.ut, c.st, c.sh) for c in cells],
+            dtype=np.float64,
+        ).reshape(-1, len(RECORD_FIELDS))
+        times = table[packed, 6:]
+        table[np.ix_(packed, range(6, 11))] = np.where(
+            times >= 0, table[packed, :1] - times, math.inf
+        )
+    for n, raw in enumerate(raws):
+        if raw[:1] == "{":
+            r = _decode_legacy(raw)
+            table[n] = [
+                r.t, r.f, r.v, r.c, r.i, r.dw,
+                *(math.inf if x is None else x for x in (r.vt, r.ct, r.ut, r.st, r.sh)),
+            ]  # fmt: skip
+    return table
+
+
+def _lua_table(values: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"[{k!r}] = {v!r}" for k, v in values.items()) + "}"
 
 
 def ingest_script() -> str:
@@ -149,7 +255,73 @@ def ingest_script() -> str:
         .replace("__REPEAT_CAP__", str(REPEAT_CAP))
         .replace("__DWELL_PER_POINT_MS__", str(DWELL_PER_POINT_MS))
         .replace("__DWELL_CAP__", str(DWELL_CAP))
+        .replace("__TYPE_CODES__", _lua_table(TYPE_CODES))
+        .replace("__SOURCE_CODES__", _lua_table(SOURCE_CODES))
     )
+
+
+def log_line(kind: str, at: int, dwell_ms: int, source: str | None, paper_id: str) -> str:
+    """One event in the reader's log: ``<type letter>,<unix s>,<dwell ms>,<where>,<paper>``."""
+    where = "" if source is None else SOURCE_CODES.get(source, "o")
+    return f"{TYPE_CODES[kind]},{at},{dwell_ms or ''},{where},{paper_id}\n"
+
+
+class LoggedEvent(msgspec.Struct, omit_defaults=True):
+    """An event as the reader's log keeps it (the export lists these)."""
+
+    type: str
+    paper_id: str
+    ts: float
+    dwell_ms: int = 0
+    source: str | None = None
+
+
+def parse_log(raw: str | None) -> list[LoggedEvent]:
+    """The log's events, newest first."""
+    events = []
+    for line in reversed((raw or "").splitlines()):
+        parts = line.split(",", 4)
+        if len(parts) != 5 or parts[0] not in TYPE_OF_CODE:
+            continue
+        code, at, dwell, where, paper_id = parts
+        events.append(
+            LoggedEvent(
+                type=TYPE_OF_CODE[code],
+                paper_id=paper_id,
+                ts=float(at),
+                dwell_ms=int(dwell or 0),
+                source=SOURCE_OF_CODE.get(where) if where else None,
+            )
+        )
+    return events
+
+
+ID_HASH_CHARS = 12
+
+
+def event_id_hash(event_id: str) -> str:
+    """How a reader's ``seen`` key remembers an event id (as the ingest script hashes it)."""
+    return hashlib.sha1(event_id.encode()).hexdigest()[:ID_HASH_CHARS]
+
+
+def seen_hashes(raw: str | None) -> list[str]:
+    """The event id hashes a reader's ``seen`` key holds, oldest first."""
+    raw = raw or ""
+    return [raw[n : n + ID_HASH_CHARS] for n in range(0, len(raw), ID_HASH_CHARS)]
+
+
+def reader_keys(user_id: str) -> list[str]:
+    """The keys of the ingest script, in its order."""
+    return [
+        keys.user_seen(user_id),
+        keys.user_papers(user_id),
+        keys.user_events(user_id),
+        keys.user_profile(user_id),
+        keys.user_page_titles(user_id),
+        keys.legacy_user_dedupe(user_id),
+        keys.legacy_user_touched(user_id),
+        keys.legacy_user_log(user_id),
+    ]
 
 
 class Ingestor:
@@ -175,40 +347,38 @@ class Ingestor:
         self.validate(events)
         if not events:
             return IngestResult(accepted=0, duplicates=0)
-        args: list[str | float | int] = [
-            now,
-            now - self.settings.dedupe_days * 86_400,
-            self.settings.dedupe_cap,
-            self.settings.event_log_cap,
-            self.settings.user_papers_cap,
-        ]
         # A paper merged into another (a demo slug into its arXiv id) is recorded as it.
         paper_ids = await self.catalog.resolve([normalize_paper_id(e.paper_id) for e in events])
+        known = await self.catalog.known_ids(paper_ids)
+        args: list[str | float | int] = [
+            now,
+            self.settings.dedupe_cap,
+            self.settings.event_log_bytes,
+            self.settings.user_papers_cap,
+            self.settings.page_titles_cap,
+        ]
         for event, paper_id in zip(events, paper_ids, strict=True):
-            raw = msgspec.structs.asdict(event)
-            raw = {k: v for k, v in raw.items() if v is not None}
-            raw["paper_id"] = paper_id
-            raw["received"] = now
+            at = int(min(event.ts, now))
+            is_known = paper_id in known
+            title = ""
+            if not is_known and event.title:
+                title = clean_text(event.title, PAGE_TITLE_MAX)
             args.extend(
                 (
                     event.event_id,
                     paper_id,
                     event.type,
-                    min(event.ts, now),
+                    at,
                     event.dwell_ms,
-                    json.dumps(raw, separators=(",", ":")),
+                    int(is_known),
+                    title,
+                    log_line(event.type, at, event.dwell_ms, event.source, paper_id),
                 )
             )
         accepted, duplicates, flat, touched = await run_replicated(
             self.redis,
             self._ingest,
-            keys=[
-                keys.user_dedupe(user_id),
-                keys.user_papers(user_id),
-                keys.user_touched(user_id),
-                keys.user_log(user_id),
-                keys.user_profile(user_id),
-            ],
+            keys=reader_keys(user_id),
             args=args,
             replicas=self.settings.redis_wait_replicas,
             timeout_ms=self.settings.redis_wait_timeout_ms,
@@ -219,48 +389,27 @@ class Ingestor:
             Contribution(flat[i], float(flat[i + 1]), float(flat[i + 2]))
             for i in range(0, len(flat), 3)
         ]
-        touched_ids = list(dict.fromkeys(touched))
-        # One round trip for the rest: which papers the catalog knows, the reader's
-        # activity, and the trending windows.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pid in touched_ids:
-                pipe.hexists(keys.PAPERS, pid)
-            if accepted:
-                pipe.zadd(keys.USERS, {user_id: now}, xx=True)
-                pipe.zrem(keys.SILENT_INSTALLS, user_id)
-                pipe.hincrby(keys.STATS, "events", int(accepted))
-            self.trending.queue_add(pipe, contributions, now)
-            replies = await pipe.execute()
-        known = replies[: len(touched_ids)]
-        unknown = [pid for pid, exists in zip(touched_ids, known, strict=True) if not exists]
-        admitted = await self._report_unknown(user_id, unknown, events, paper_ids, now)
+        # One round trip for the rest: the reader's activity and the trending windows.
+        if accepted or contributions:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if accepted:
+                    pipe.zadd(keys.USERS, {user_id: now}, xx=True)
+                    pipe.zrem(keys.SILENT_INSTALLS, user_id)
+                    pipe.hincrby(keys.STATS, "events", int(accepted))
+                self.trending.queue_add(pipe, contributions, now)
+                await pipe.execute()
+        unknown = [pid for pid in dict.fromkeys(touched) if pid not in known]
+        await self._report_unknown(user_id, unknown, now)
         unknown_set = set(unknown)
-        unknown_events = sum(1 for pid in touched if pid in unknown_set)
         return IngestResult(
             accepted=int(accepted),
             duplicates=int(duplicates),
-            unknown_papers=unknown_events,
-            admitted_papers=admitted,
+            unknown_papers=sum(1 for pid in touched if pid in unknown_set),
         )
 
-    async def _report_unknown(
-        self,
-        user_id: str,
-        unknown: list[str],
-        events: Sequence[Event],
-        paper_ids: Sequence[str],
-        now: float,
-    ) -> list[str]:
-        if not unknown:
-            return []
-        metadata: dict[str, Event] = {}
-        for event, pid in zip(events, paper_ids, strict=True):
-            if pid in unknown and (pid not in metadata or event.title):
-                metadata[pid] = event
-        admitted = []
+    async def _report_unknown(self, user_id: str, unknown: list[str], now: float) -> None:
+        """Unknown arXiv ids go to the catalog's candidates, for a source to confirm
+        (the reader's page text is never the catalog's)."""
         for pid in unknown:
-            event = metadata[pid]
-            paper = await self.catalog.report(user_id, pid, event.title, event.abstract, now)
-            if paper is not None:
-                admitted.append(paper.id)
-        return admitted
+            if arxiv_id(pid) == pid:
+                await self.catalog.report(user_id, pid, now)

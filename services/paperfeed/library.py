@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from paperfeed.catalog.papers import Paper
+from paperfeed.catalog.papers import Paper, arxiv_links
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput
 from paperfeed.events import UserPaper, decode_user_paper
@@ -89,6 +89,13 @@ def entries(records: dict[str, UserPaper], kind: LibraryKind) -> list[tuple[str,
     return found
 
 
+def unlisted_paper(paper_id: str, page_title: str | None) -> Paper:
+    """A paper only this reader has met: the title their page showed (or its id), and
+    for an arXiv id the links built from the id."""
+    abs_url, pdf_url = arxiv_links(paper_id)
+    return Paper(id=paper_id, title=page_title or paper_id, url=abs_url, pdf_url=pdf_url)
+
+
 async def library(
     redis: RedisClient,
     catalog: Catalog,
@@ -111,10 +118,14 @@ async def library(
     # Papers merged since (a demo slug, now its arXiv id) are shown as they are now.
     resolved = await catalog.resolve([pid for pid, _ in page])
     papers = await catalog.get_many(resolved)
+    missing = [pid for pid in resolved if pid not in papers]
+    if missing:
+        # A paper the catalog does not have (yet): as the reader's page showed it.
+        titles = await redis.hmget(keys.user_page_titles(user_id), missing)
+        for pid, title in zip(missing, titles, strict=True):
+            papers[pid] = unlisted_paper(pid, str(title) if title else None)
     items = [
-        # A paper the catalog does not have (an unknown paper the reader met): its id.
-        LibraryItem(paper=papers.get(pid) or Paper(id=pid, title=pid), at=at)
-        for pid, (_, at) in zip(resolved, page, strict=True)
+        LibraryItem(paper=papers[pid], at=at) for pid, (_, at) in zip(resolved, page, strict=True)
     ]
     more = start + limit < len(listed)
     return LibraryPage(

@@ -132,17 +132,18 @@ class Pairing:
         trending weight is taken back. Then ``old``'s keys go (its token does not)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.user_papers(old))
-            pipe.zrange(keys.user_touched(old), 0, -1, withscores=True)
+            pipe.hgetall(keys.user_page_titles(old))
             pipe.hget(keys.user_profile(old), "events")
-            mine, touched, events = await pipe.execute()
+            mine, titles, events = await pipe.execute()
         theirs = set(await self.redis.hkeys(keys.user_papers(reader))) if mine else set()
         joining = {pid: raw for pid, raw in mine.items() if pid not in theirs}
         doubled = [pid for pid in mine if pid in theirs]
-        when = {str(pid): float(at) for pid, at in touched}
+        joining_titles = {pid: title for pid, title in titles.items() if pid in joining}
         async with self.redis.pipeline(transaction=False) as pipe:
             if joining:
                 pipe.hset(keys.user_papers(reader), mapping=joining)
-                pipe.zadd(keys.user_touched(reader), {pid: when.get(pid, now) for pid in joining})
+            if joining_titles:
+                pipe.hset(keys.user_page_titles(reader), mapping=joining_titles)
             if events:
                 pipe.hincrby(keys.user_profile(reader), "events", int(events))
             pipe.delete(keys.user_feed(reader), keys.user_vector(reader))  # ranked again

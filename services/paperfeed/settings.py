@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_max_connections: PositiveInt = 200
     """Connections one process opens to Redis (per node of a cluster). On one Redis,
     requests beyond wait up to 5 s for a free one; a cluster answers 503 beyond."""
+    redis_maxmemory: Annotated[str, Meta(pattern=r"^[0-9]+([kKmMgG][bB]?|[bB])?$")] = "1gb"
+    """``maxmemory`` of the embedded redis-server (``REDIS_URL`` unset), as Redis writes it
+    (``512mb``, ``2gb``; ``0``: no limit). At it Redis evicts nothing and refuses writes:
+    the api answers writes 503 and keeps serving reads (docs/deploy.md, "Memory limit and
+    eviction"). Applied when the server starts."""
     data_dir: str = "./var"
     """Directory of the embedded Redis (socket, AOF files) and of trainer artefacts."""
     host: str = "127.0.0.1"
@@ -73,19 +78,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- events
     max_batch: Annotated[int, Meta(ge=1, le=10_000)] = 500
     """Most events one ``POST /v1/events`` may carry."""
-    event_log_cap: PositiveInt = 5_000
-    """Raw events kept per user (newest first) for export and retraining."""
-    user_papers_cap: PositiveInt = 5_000
-    """Papers remembered per user (least recently touched are forgotten first)."""
-    dedupe_days: PositiveFloat = 30.0
-    """How long an ``event_id`` is remembered for idempotent replay."""
-    dedupe_cap: PositiveInt = 20_000
-    """Most event ids remembered per user."""
+    event_log_bytes: Annotated[int, Meta(ge=1_024, le=1_048_576)] = 32_768
+    """Bytes of event log kept per reader (the newest events; about 30 bytes an event,
+    see docs/events.md): what the export lists."""
+    user_papers_cap: Annotated[int, Meta(ge=20, le=100_000)] = 1_000
+    """Papers remembered per reader. Past it, papers the reader never upvoted, saved,
+    dismissed or shared are forgotten first, oldest first."""
+    dedupe_cap: Annotated[int, Meta(ge=100, le=100_000)] = 2_000
+    """Event ids remembered per reader (the newest), for idempotent replay."""
+    page_titles_cap: Annotated[int, Meta(ge=0, le=10_000)] = 50
+    """Page titles kept per reader for papers the catalog lacks (their library shows
+    them until a source describes the paper)."""
     candidate_min_users: PositiveInt = 2
-    """Distinct installs that must report an unknown arXiv paper before it is admitted
-    into the catalog."""
+    """Distinct installs that must report an unknown arXiv id before the worker looks it
+    up at the sources (only a source's metadata admits a paper; with 2, the catalog never
+    tells what one reader opened)."""
     candidate_cap: PositiveInt = 10_000
-    """Unknown papers remembered while they wait for admission."""
+    """Reported arXiv ids remembered while they wait for a source to confirm them."""
+    candidate_lookup_interval_s: Annotated[float, Meta(ge=0)] = 300.0
+    """How often the worker looks reported arXiv ids up at the sources (0: never, and no
+    reported paper is admitted; ``paperfeed sync --source reported`` still does)."""
+    candidate_lookup_batch: Annotated[int, Meta(ge=1, le=500)] = 50
+    """Reported ids looked up in one run at most, most reporters first (one arXiv
+    ``id_list`` request; one Hugging Face request for each id arXiv does not know)."""
+    candidate_lookup_tries: Annotated[int, Meta(ge=1, le=20)] = 3
+    """Lookups answered "not known" by every source (an hour apart) before a reported id
+    is dropped. A source's failure is not an answer: it is retried after a backoff."""
 
     # --- trending
     half_life_day_h: PositiveFloat = 8.0

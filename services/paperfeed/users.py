@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from paperfeed.catalog.repository import Catalog
-from paperfeed.events import SHARED, UserPaper, decode_user_paper
+from paperfeed.events import SHARED, LoggedEvent, UserPaper, decode_user_paper, parse_log
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.trending import Contribution, Trending
@@ -75,10 +75,13 @@ class UserExport(msgspec.Struct):
     events_total: int
     papers: dict[str, PaperRecord]
     """What the user did with each paper, by paper id."""
-    events: list[dict[str, Any]]
-    """Raw accepted events, newest first (at most ``event_log_cap``)."""
+    events: list[LoggedEvent]
+    """The accepted events kept, newest first (the newest ``event_log_bytes`` of them;
+    ``papers`` holds what they added up to)."""
     vector: dict[str, Any] | None
     """The user's factor vector, if one was computed."""
+    page_titles: dict[str, str] = msgspec.field(default_factory=dict)
+    """Titles the reader's pages showed for papers the catalog lacked, by paper id."""
     digest: dict[str, Any] | None = None
     """The e-mail digest subscription (address, frequency, confirmation), if any."""
     feed: dict[str, Any] | None = None
@@ -154,18 +157,21 @@ class Users:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.user_profile(user_id))
             pipe.hgetall(keys.user_papers(user_id))
-            pipe.lrange(keys.user_log(user_id), 0, -1)
+            pipe.get(keys.user_events(user_id))
+            pipe.lrange(keys.legacy_user_log(user_id), 0, -1)
+            pipe.hgetall(keys.user_page_titles(user_id))
             pipe.get(keys.user_vector(user_id))
             pipe.get(keys.user_digest(user_id))
             pipe.get(keys.user_feed(user_id))
-            profile, papers, log, vector, digest, feed = await pipe.execute()
+            profile, papers, log, legacy_log, titles, vector, digest, feed = await pipe.execute()
         return UserExport(
             user_id=user_id,
             created_at=float(profile.get("created_at", 0)),
             last_event_at=float(profile["last_event_at"]) if "last_event_at" in profile else None,
             events_total=int(profile.get("events", 0)),
             papers={pid: PaperRecord.of(decode_user_paper(v)) for pid, v in papers.items()},
-            events=[msgspec.json.decode(line) for line in log],
+            events=parse_log(log) + [_legacy_event(line) for line in legacy_log],
+            page_titles=dict(titles),
             vector=msgspec.json.decode(vector) if vector else None,
             digest=msgspec.json.decode(digest) if digest else None,
             feed=_feed_export(feed),
@@ -236,6 +242,18 @@ class Users:
                 else:
                     await self.redis.zrem(keys.SILENT_INSTALLS, str(user_id))
         return forgotten
+
+
+def _legacy_event(line: str) -> LoggedEvent:
+    """An event of the log's earlier layout (a JSON object a line), not converted yet."""
+    raw = msgspec.json.decode(line)
+    return LoggedEvent(
+        type=str(raw.get("type")),
+        paper_id=str(raw.get("paper_id")),
+        ts=float(raw.get("ts", 0)),
+        dwell_ms=int(raw.get("dwell_ms", 0)),
+        source=raw.get("source"),
+    )
 
 
 def _feed_export(raw: str | None) -> dict[str, Any] | None:

@@ -1,5 +1,8 @@
 """The catalog in Redis: papers, their listing order, and papers reported by readers.
 
+A reported paper is only a candidate (its id and how many installs reported it, never
+text from a client) until a source confirms it (``catalog.lookup``).
+
 Importing is idempotent: a paper keeps its ``added_at`` across re-imports, and only the
 upvotes not yet credited to trending are credited (``pf:papers:seeded``, by a script:
 an increase is credited once, never twice, a decrease never).
@@ -16,8 +19,9 @@ import time
 from collections.abc import Iterable, Sequence
 
 import msgspec
+from redis.typing import EncodableT, FieldT
 
-from paperfeed.catalog.papers import Paper, arxiv_id, arxiv_links, clean_text, published_ts
+from paperfeed.catalog.papers import Paper, arxiv_id, published_ts, slugify
 from paperfeed.errors import InvalidInput
 from paperfeed.settings import Settings
 from paperfeed.store import keys
@@ -34,6 +38,28 @@ PAPER_CACHE_SIZE = 200_000
 ALIAS_CACHE_S = 30.0
 # Page order of an import is kept among papers of the same date.
 ORDER_STEP_S = 1e-3
+
+
+class CandidateLookup(msgspec.Struct, kw_only=True):
+    """A reported id's lookups so far (``pf:cand:{c}:papers``): the answers of "not
+    known" it got, and when it is tried again."""
+
+    misses: int
+    next: float
+
+
+_decode_lookup = msgspec.json.Decoder(CandidateLookup).decode
+
+
+def _lookup_state(raw: str | bytes | None) -> CandidateLookup | None:
+    """The lookup state, None when there is none (or an entry from before lookups: the
+    reported paper JSON this hash used to hold)."""
+    if not raw:
+        return None
+    try:
+        return _decode_lookup(raw)
+    except msgspec.DecodeError:
+        return None
 
 
 class ImportResult(msgspec.Struct):
@@ -81,6 +107,26 @@ class Catalog:
             for pid in paper_ids:
                 pipe.hexists(keys.PAPERS, pid)
             return all(await pipe.execute())
+
+    async def known_ids(self, paper_ids: Sequence[str]) -> set[str]:
+        """Which of the ids are catalogued: from this process's paper cache, the rest
+        asked in one round trip (none when every paper was cached)."""
+        now = time.monotonic()
+        known = set()
+        wanted = []
+        for pid in dict.fromkeys(paper_ids):
+            cached = self._cache.get(pid)
+            if cached is not None and cached[0] > now:
+                known.add(pid)
+            else:
+                wanted.append(pid)
+        if wanted:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pid in wanted:
+                    pipe.hexists(keys.PAPERS, pid)
+                found = await pipe.execute()
+            known.update(pid for pid, exists in zip(wanted, found, strict=True) if exists)
+        return known
 
     async def aliases(self) -> dict[str, str]:
         """Old id -> the id it was merged into (read again every ``ALIAS_CACHE_S``)."""
@@ -247,31 +293,15 @@ class Catalog:
         # page's, months old: credited then, it would have decayed to nothing).
         await self.upsert(papers, now, credits, credit_at=now)
 
-    async def report(
-        self, user_id: str, paper_id: str, title: str | None, abstract: str | None, now: float
-    ) -> Paper | None:
-        """A reader met a paper that is not catalogued. Returns it if it was admitted.
-
-        Only arXiv ids are ever admitted, after ``candidate_min_users`` distinct installs
-        reported them, with the first reported title (cleaned, cut) and arXiv links
-        built from the id, never a client-sent URL.
-        """
+    async def report(self, user_id: str, paper_id: str, now: float) -> None:
+        """A reader met an arXiv paper that is not catalogued: the install is counted
+        among its reporters (``candidate_cap`` papers at most, the oldest reported
+        evicted). Nothing the client says about the paper is kept, and nothing is
+        admitted here: the worker looks the id up at the sources (``catalog.lookup``)
+        and only a source's metadata puts it in the catalog. Other ids are ignored."""
         if arxiv_id(paper_id) != paper_id:
-            return None
-        metadata = b""
-        if title and title.strip():
-            abs_url, pdf_url = arxiv_links(paper_id)
-            metadata = _encode(
-                Paper(
-                    id=paper_id,
-                    title=clean_text(title, 500),
-                    abstract=clean_text(abstract or "", 5000),
-                    url=abs_url,
-                    pdf_url=pdf_url,
-                    source="reported",
-                )
-            )
-        reporters, stored = await self._report(
+            return
+        await self._report(
             keys=[
                 keys.CANDIDATE_PAPERS,
                 keys.CANDIDATE_SCORE,
@@ -281,25 +311,123 @@ class Catalog:
             args=[
                 paper_id,
                 user_id,
-                metadata,
                 now,
                 self.settings.candidate_cap,
                 keys.CANDIDATE_REPORTER_TTL_S,
                 keys.candidate_reporters(""),
             ],
         )
-        if int(reporters) < self.settings.candidate_min_users or not stored:
-            return None
-        paper = _decode_paper(stored)
-        # A source may have brought the paper meanwhile: its record wins over a page's.
-        await self.upsert([paper], now, merge=True)
+
+    async def candidate_count(self) -> int:
+        """Reported papers waiting for a source to confirm them."""
+        return int(await self.redis.zcard(keys.CANDIDATE_SCORE))
+
+    async def candidates_due(self, now: float, limit: int, min_reporters: int) -> list[str]:
+        """Up to ``limit`` reported ids to look up now, those with the most reporters
+        first (at least ``min_reporters``), leaving out the ones a source did not know
+        at their last lookup until their next try. Candidates no install reports any
+        more (erased readers) are forgotten."""
+        scored = await self.redis.zrevrange(keys.CANDIDATE_SCORE, 0, -1, withscores=True)
+        ranked = [(str(pid), float(score)) for pid, score in scored]  # type: ignore[str-unpack]
+        if not ranked:
+            return []
+        lookups = {
+            str(pid): _lookup_state(raw)
+            for pid, raw in (await self.redis.hgetall(keys.CANDIDATE_PAPERS)).items()
+        }
+        members = {pid for pid, _ in ranked}
+        stale = [pid for pid in lookups if pid not in members]
+        if stale:
+            await self.redis.hdel(keys.CANDIDATE_PAPERS, *stale)
+        await self.forget_candidates([pid for pid, score in ranked if score < 1])
+        chosen: list[str] = []
+        for pid, score in ranked:
+            if len(chosen) >= limit or score < min_reporters:
+                break
+            state = lookups.get(pid)
+            if state is None or state.next <= now:
+                chosen.append(pid)
+        return chosen
+
+    async def candidates_missed(
+        self, paper_ids: Sequence[str], tries: int, retry_at: float
+    ) -> list[str]:
+        """The sources did not know these ids: each counts a miss; an id with ``tries``
+        misses is dropped (returned), the others wait for ``retry_at``."""
+        if not paper_ids:
+            return []
+        raws = await self.redis.hmget(keys.CANDIDATE_PAPERS, list(paper_ids))
+        dropped: list[str] = []
+        waiting: dict[FieldT, EncodableT] = {}
+        for pid, raw in zip(paper_ids, raws, strict=True):
+            state = _lookup_state(raw)
+            misses = (state.misses if state else 0) + 1
+            if misses >= tries:
+                dropped.append(pid)
+            else:
+                waiting[pid] = _encode(CandidateLookup(misses=misses, next=retry_at))
+        if waiting:
+            await self.redis.hset(keys.CANDIDATE_PAPERS, mapping=waiting)
+        await self.forget_candidates(dropped)
+        return dropped
+
+    async def forget_candidates(self, paper_ids: Sequence[str]) -> None:
+        """The ids leave the candidates (admitted, catalogued meanwhile, or unknown)."""
+        if not paper_ids:
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(keys.CANDIDATE_PAPERS, paper_id)
-            pipe.zrem(keys.CANDIDATE_SCORE, paper_id)
-            pipe.zrem(keys.CANDIDATE_SEEN, paper_id)
-            pipe.delete(keys.candidate_reporters(paper_id))
+            pipe.hdel(keys.CANDIDATE_PAPERS, *paper_ids)
+            pipe.zrem(keys.CANDIDATE_SCORE, *paper_ids)
+            pipe.zrem(keys.CANDIDATE_SEEN, *paper_ids)
+            for pid in paper_ids:
+                pipe.delete(keys.candidate_reporters(pid))
             await pipe.execute()
-        return paper
+
+    async def requeue_reported(self, now: float, reporters: int) -> int:
+        """Papers admitted from readers' reports with their page's text (``source``
+        ``reported``, before sources confirmed reported papers) leave the catalog and
+        become candidates with ``reporters`` reporters: a source's metadata brings them
+        back, dated by their submission, or they stay out. Returns how many."""
+        found: list[str] = []
+        cursor = 0
+        while True:
+            cursor, chunk = await self.redis.hscan(keys.PAPERS, cursor, count=2_000)
+            assert isinstance(chunk, dict)
+            for pid, raw in chunk.items():
+                if '"source":"reported"' in raw and _decode_paper(raw).source == "reported":
+                    found.append(str(pid))
+            if not cursor:
+                break
+        for start in range(0, len(found), CHUNK):
+            ids = found[start : start + CHUNK]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(keys.PAPERS, *ids)
+                pipe.zrem(keys.PAPERS_BY_DATE, *ids)
+                pipe.hdel(keys.PAPERS_SEEDED, *ids)
+                pipe.zadd(keys.CANDIDATE_SCORE, dict.fromkeys(ids, reporters), gt=True)
+                pipe.zadd(keys.CANDIDATE_SEEN, dict.fromkeys(ids, now), nx=True)
+                await pipe.execute()
+            for pid in ids:
+                self._cache.pop(pid, None)
+        if found:
+            await self.redis.incr(keys.PAPERS_VERSION)
+            log.info("reported papers wait for a source again", extra={"papers": len(found)})
+        return len(found)
+
+    async def merge_slugs(self, papers: Sequence[Paper], now: float) -> int:
+        """Papers catalogued under the slug of a title that now arrives with its arXiv
+        id are merged into that id (``merge``); returns how many."""
+        by_slug = {slugify(p.title): p.id for p in papers if p.title and arxiv_id(p.id) == p.id}
+        if not by_slug:
+            return 0
+        existing = await self.get_stored(list(by_slug))
+        merged = 0
+        for slug, paper in existing.items():
+            if paper.id == by_slug[slug]:
+                continue
+            await self.merge(slug, by_slug[slug], now)
+            merged += 1
+        return merged
 
     async def forget_reporter(self, user_id: str, paper_ids: Sequence[str]) -> None:
         """Erase a user from the reporter lists of waiting candidates."""

@@ -7,12 +7,15 @@ Redis): the next training re-reads only readers active since (``pf:users`` holds
 install's last activity, moved by every accepted event) and takes the others' rows from
 the file. Installs gone from ``pf:users`` (erased) are left out; papers gone from the
 catalog are dropped.
+
+Each reader's event count is read just before their records (and kept in the file with
+their row): the vectors a training publishes carry it, and a vector whose reader's
+count moved since (an event during the training) is folded in afresh by the feed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import time
@@ -25,7 +28,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
-from paperfeed.events import DISMISSED
+from paperfeed.events import DISMISSED, confidence, record_table
 from paperfeed.recsys.content import paper_text
 from paperfeed.recsys.matrix import DISMISS_WEIGHT, Indexer
 from paperfeed.store import keys
@@ -44,21 +47,6 @@ FloatArray64 = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class Cell(msgspec.Struct):
-    """The fields of a reader's per-paper record that training reads: weight, flags,
-    last event, and the times of the first view, click, upvote, save and share (the
-    earliest of which is when the reader first showed interest)."""
-
-    w: float = 0.0
-    f: int = 0
-    t: float = 0.0
-    vt: float = math.inf
-    ct: float = math.inf
-    ut: float = math.inf
-    st: float = math.inf
-    sh: float = math.inf
-
-
 class Interactions(msgspec.Struct):
     user_ids: list[str]
     item_ids: list[str]
@@ -67,6 +55,10 @@ class Interactions(msgspec.Struct):
     """(n_users, n_items) float32: event confidence, -1 for dismissed papers."""
     first_at: sparse.csr_matrix
     """The same cells: when each was first liked (unix seconds)."""
+    read_at: float = 0.0
+    """When the reading began (the time the readers' vectors are stamped with)."""
+    user_events: list[int] = msgspec.field(default_factory=list)
+    """Each reader's event count, read before their records (``user_ids`` order)."""
 
     @property
     def data_until(self) -> float:
@@ -120,20 +112,27 @@ async def read_interactions(
         else:
             to_read.append(user_id)
     readers: list[str] = []
+    events: list[int] = []
     parts: list[tuple[IntArray, IntArray, FloatArray64, FloatArray64]] = []
     if cached is not None and reuse:
         parts.append(cached.rows_of(reuse, columns))
         readers.extend(reuse)
+        events.extend(cached.events[cached.rows[user]] for user in reuse)
     for start in range(0, len(to_read), USERS_CHUNK):
         chunk_ids = to_read[start : start + USERS_CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for user_id in chunk_ids:
+                # The count first: an event landing between the two replies leaves the
+                # count behind the records (the vector is folded again), never ahead.
+                pipe.hget(keys.user_profile(user_id), "events")
                 pipe.hgetall(keys.user_papers(user_id))
-            records = await pipe.execute()
+            replies = await pipe.execute()
+        counts, records = replies[0::2], replies[1::2]
         owners, cells, weights, firsts = _cells_of(records, columns)
         present, rows = np.unique(owners, return_inverse=True)
         parts.append((rows + len(readers), cells, weights, firsts))
         readers.extend(chunk_ids[i] for i in present)
+        events.extend(int(counts[i] or 0) for i in present)
         if progress:
             progress("read", min(start + USERS_CHUNK, len(to_read)), len(to_read))
     shape = (len(readers), len(item_index))
@@ -150,6 +149,8 @@ async def read_interactions(
         texts,
         _matrix(rows[keep], cols[keep], values[keep], shape),
         _matrix(rows[keep], cols[keep], times[keep], shape, dtype=np.float64),
+        read_at=read_at,
+        user_events=events,
     )
     log.info(
         "training data read",
@@ -176,12 +177,15 @@ class Cached:
         items: list[str],
         weights: sparse.csr_matrix,
         first_at: sparse.csr_matrix,
+        events: list[int],
     ) -> None:
         self.read_at = read_at
         self.rows = {user: row for row, user in enumerate(users)}
         self.items = items
         self.weights = weights
         self.first_at = first_at
+        self.events = events
+        """Each reader's event count when their row was read (row order)."""
 
     def rows_of(
         self, users: list[str], index: dict[str, int]
@@ -216,7 +220,10 @@ def load_cache(cache_dir: Path, deployment: str) -> Cached | None:
             indptr, indices = arrays["indptr"], arrays["indices"]
             weights = sparse.csr_matrix((arrays["weights"], indices, indptr), shape=shape)
             first_at = sparse.csr_matrix((arrays["first_at"], indices, indptr), shape=shape)
-            return Cached(float(arrays["read_at"]), users, items, weights, first_at)
+            events = [int(count) for count in arrays["events"]]
+            if len(events) != len(users):
+                raise ValueError("one event count a reader")
+            return Cached(float(arrays["read_at"]), users, items, weights, first_at, events)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as exc:
@@ -243,6 +250,7 @@ def save_cache(cache_dir: Path, deployment: str, read_at: float, data: Interacti
                 indices=weights.indices,
                 weights=weights.data,
                 first_at=first_at.data,
+                events=np.array(data.user_events, dtype=np.int64),
             )
         os.replace(partial, cache_dir / CACHE_FILE)
     except OSError as exc:
@@ -258,14 +266,11 @@ def _split(raw: npt.NDArray[np.generic]) -> list[str]:
     return text.split("\n") if text else []
 
 
-_decode_cells = msgspec.json.Decoder(list[Cell]).decode
-
-
 def _cells_of(
     records: list[dict[str, str]], index: dict[str, int]
 ) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64]:
     """(owner, column, weight, first time) of every record of catalogued papers, decoded
-    in one pass (one JSON array for the whole chunk: training reads millions)."""
+    in one pass (training reads millions)."""
     owners: list[int] = []
     columns: list[int | None] = []
     raws: list[str] = []
@@ -273,15 +278,15 @@ def _cells_of(
         owners.extend([owner] * len(papers))
         columns.extend(map(index.get, papers.keys()))
         raws.extend(papers.values())
-    cells = _decode_cells("[" + ",".join(raws) + "]")
-    table = np.array(
-        [(c.w, c.f, c.t, c.vt, c.ct, c.ut, c.st, c.sh) for c in cells], dtype=np.float64
-    ).reshape(-1, 8)
+    table = record_table(raws)
     known = np.array([c is not None for c in columns], dtype=bool)
+    t, views, clicks, dwell = (table[:, n] for n in (0, 2, 3, 5))
     flags = table[:, 1].astype(np.int64)
-    weights = np.where(flags & DISMISSED, DISMISS_WEIGHT, table[:, 0])
-    firsts = table[:, 3:].min(axis=1)
-    firsts = np.where(np.isfinite(firsts), firsts, table[:, 2])
+    weights = np.where(
+        flags & DISMISSED, DISMISS_WEIGHT, confidence(flags, views, clicks, dwell)
+    ).astype(np.float64)
+    firsts = table[:, 6:].min(axis=1) if len(table) else np.zeros(0)
+    firsts = np.where(np.isfinite(firsts), firsts, t)
     column_ids = np.array([c if c is not None else -1 for c in columns], dtype=np.int64)
     return (
         np.array(owners, dtype=np.int64)[known],

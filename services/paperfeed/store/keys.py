@@ -40,11 +40,16 @@ Installs
 
 Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:profile`` (HASH) created_at, token_hash, last_event_at, events.
-- ``pf:{u:<id>}:papers`` (HASH) paper id -> interaction record JSON (see ``store.events``) —
-  at most ``user_papers_cap`` fields.
-- ``pf:{u:<id>}:touched`` (ZSET) paper id -> last event time — same members, eviction order.
-- ``pf:{u:<id>}:log`` (LIST) accepted raw events, newest first — at most ``event_log_cap``.
-- ``pf:{u:<id>}:dedupe`` (ZSET) event id -> ingest time — ``dedupe_days`` and ``dedupe_cap``.
+- ``pf:{u:<id>}:papers`` (HASH) paper id -> packed interaction record, a JSON array of
+  numbers (see ``paperfeed.events``) — at most ``user_papers_cap`` fields.
+- ``pf:{u:<id>}:events`` (STRING) the accepted events as short lines, oldest first —
+  at most ``event_log_bytes``.
+- ``pf:{u:<id>}:seen`` (STRING) 12-hex-digit hashes of the event ids seen, oldest first —
+  at most ``dedupe_cap`` of them.
+- ``pf:{u:<id>}:titles`` (HASH) paper id -> the title its page showed, for papers the
+  catalog lacked (a hint for the reader's library) — at most ``page_titles_cap`` fields.
+- ``pf:{u:<id>}:touched`` (ZSET), ``pf:{u:<id>}:log`` (LIST), ``pf:{u:<id>}:dedupe`` (ZSET):
+  the layout before compact records; the reader's next ingest converts and deletes them.
 - ``pf:{u:<id>}:installs`` (SET) token hashes of the other installs linked to the reader
   by a pairing code (erasure revokes them all); ``pf:{u:<id>}:pairing`` (STRING) codes
   made this hour (a counter, TTL one hour).
@@ -187,15 +192,27 @@ def user_papers(user_id: str) -> str:
     return _user(user_id, "papers")
 
 
-def user_touched(user_id: str) -> str:
+def user_events(user_id: str) -> str:
+    return _user(user_id, "events")
+
+
+def user_seen(user_id: str) -> str:
+    return _user(user_id, "seen")
+
+
+def user_page_titles(user_id: str) -> str:
+    return _user(user_id, "titles")
+
+
+def legacy_user_touched(user_id: str) -> str:
     return _user(user_id, "touched")
 
 
-def user_log(user_id: str) -> str:
+def legacy_user_log(user_id: str) -> str:
     return _user(user_id, "log")
 
 
-def user_dedupe(user_id: str) -> str:
+def legacy_user_dedupe(user_id: str) -> str:
     return _user(user_id, "dedupe")
 
 
@@ -228,9 +245,9 @@ def user_keys(user_id: str) -> list[str]:
     return [
         user_profile(user_id),
         user_papers(user_id),
-        user_touched(user_id),
-        user_log(user_id),
-        user_dedupe(user_id),
+        user_events(user_id),
+        user_seen(user_id),
+        user_page_titles(user_id),
         user_vector(user_id),
         user_feed(user_id),
         user_digest(user_id),
@@ -238,6 +255,9 @@ def user_keys(user_id: str) -> list[str]:
         user_digest_outbox(user_id),
         user_installs(user_id),
         user_pairing(user_id),
+        legacy_user_touched(user_id),
+        legacy_user_log(user_id),
+        legacy_user_dedupe(user_id),
     ]
 
 

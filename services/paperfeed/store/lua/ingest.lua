@@ -1,107 +1,239 @@
--- Atomic, idempotent ingest of one user's events (all keys share the user's hash tag).
--- KEYS[1] dedupe ZSET, KEYS[2] papers HASH, KEYS[3] touched ZSET, KEYS[4] log LIST,
--- KEYS[5] profile HASH
--- ARGV[1] now, ARGV[2] dedupe cutoff (unix s), ARGV[3] dedupe cap, ARGV[4] log cap,
--- ARGV[5] papers cap, then 6 values an event: event id, paper id, type, at, dwell ms,
--- raw JSON for the log.
+-- Atomic, idempotent ingest of one reader's events (all keys share the reader's hash tag).
+-- KEYS[1] seen STRING (event id hashes), KEYS[2] papers HASH, KEYS[3] events STRING (the
+-- compact log), KEYS[4] profile HASH, KEYS[5] titles HASH (page titles of papers the
+-- catalog lacks), KEYS[6..8] the layout before compact records (dedupe ZSET, touched
+-- ZSET, log LIST): converted once, then deleted.
+-- ARGV[1] now, ARGV[2] seen cap (ids), ARGV[3] log cap (bytes), ARGV[4] papers cap,
+-- ARGV[5] titles cap, then 6 values an event: event id, paper id, type, at (whole unix
+-- seconds), dwell ms, catalogued (1/0), page title ("" for none), log line.
 -- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids}}.
--- The weight tables below are generated from paperfeed.events (one source of truth).
+-- The tables below are generated from paperfeed.events (one source of truth).
 local CONFIDENCE = __CONFIDENCE__
 local TRENDING = __TRENDING__
 local REPEAT_CAP = __REPEAT_CAP__
 local DWELL_PER_POINT_MS = __DWELL_PER_POINT_MS__
 local DWELL_CAP = __DWELL_CAP__
-local UPVOTED, SAVED, DISMISSED, SHARED = 1, 2, 4, 8
+local TYPE_CODES = __TYPE_CODES__
+local SOURCE_CODES = __SOURCE_CODES__
+local UPVOTED, SAVED, DISMISSED, SHARED, UNCREDITED = 1, 2, 4, 8, 16
+local ID_CHARS = 12
+local PER_EVENT = 8
 
 -- A reader erased since their token was checked: nothing of theirs is written again.
-if redis.call('EXISTS', KEYS[5]) == 0 then
+if redis.call('EXISTS', KEYS[4]) == 0 then
   return {-1, 0, {}, {}}
 end
 
 local now = tonumber(ARGV[1])
-local accepted, duplicates = 0, 0
-local trend, papers = {}, {}
+local seen_cap, log_cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local papers_cap, titles_cap = tonumber(ARGV[4]), tonumber(ARGV[5])
 
-local function credit(paper, weight, at)
+local function has(f, flag) return math.floor(f / flag) % 2 == 1 end
+
+-- A record is a JSON array [t, f, v, c, i, dw, vt, ct, ut, st, sh]: t the last event
+-- (whole seconds), then flags, views, clicks, impressions, dwell ms, and the times of the
+-- first view, first click, upvote, save and share as seconds before t (-1: none).
+-- Trailing default values are left out.
+local function decode(stored)
+  if not stored then return {t = 0, f = 0, v = 0, c = 0, i = 0, dw = 0} end
+  if string.sub(stored, 1, 1) == '{' then  -- a record of the JSON-object layout
+    local r = cjson.decode(stored)
+    r.w = nil
+    r.t = math.floor(r.t or 0); r.f = r.f or 0; r.v = r.v or 0; r.c = r.c or 0
+    r.i = r.i or 0; r.dw = math.floor(r.dw or 0)
+    return r
+  end
+  local a = cjson.decode(stored)
+  local t = a[1]
+  local function at(k) local d = a[k]; if d == nil or d < 0 then return nil end; return t - d end
+  return {
+    t = t, f = a[2] or 0, v = a[3] or 0, c = a[4] or 0, i = a[5] or 0, dw = a[6] or 0,
+    vt = at(7), ct = at(8), ut = at(9), st = at(10), sh = at(11),
+  }
+end
+
+local function encode(r)
+  local t = r.t
+  local function before(x) if x == nil then return -1 end; return t - math.floor(x) end
+  local a = {t, r.f, r.v, r.c, r.i, r.dw, before(r.vt), before(r.ct), before(r.ut),
+    before(r.st), before(r.sh)}
+  local n = #a
+  while n > 1 and a[n] == (n > 6 and -1 or 0) do a[n] = nil; n = n - 1 end
+  for k = 1, n do a[k] = string.format('%d', a[k]) end
+  return '[' .. table.concat(a, ',') .. ']'
+end
+
+local function id_hash(event_id) return string.sub(redis.sha1hex(event_id), 1, ID_CHARS) end
+
+-- The event ids seen: a string of fixed-width hashes, oldest first. Looked up by a plain
+-- search for a small batch, through a table for a large one.
+local seen = redis.call('GET', KEYS[1]) or ''
+local fresh = {}
+local migrated = false
+
+-- The layout before compact records, converted once.
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  local old = redis.call('ZRANGE', KEYS[6], -seen_cap, -1)
+  local parts = {}
+  for _, event_id in ipairs(old) do parts[#parts + 1] = id_hash(event_id) end
+  seen = table.concat(parts) .. seen
+  redis.call('DEL', KEYS[6])
+  migrated = true
+end
+local log = redis.call('GET', KEYS[3]) or ''
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  local old = redis.call('LRANGE', KEYS[8], 0, -1)  -- newest first
+  local parts = {}
+  for k = #old, 1, -1 do
+    local ok, e = pcall(cjson.decode, old[k])
+    if ok and type(e) == 'table' and TYPE_CODES[e.type] then
+      parts[#parts + 1] = TYPE_CODES[e.type] .. ',' .. string.format('%d', math.floor(e.ts or 0))
+        .. ',' .. ((e.dwell_ms or 0) > 0 and string.format('%d', e.dwell_ms) or '')
+        .. ',' .. (SOURCE_CODES[e.source or ''] or (e.source and 'o' or '')) .. ','
+        .. tostring(e.paper_id) .. '\n'
+    end
+  end
+  log = table.concat(parts) .. log
+  redis.call('DEL', KEYS[8])
+  migrated = true
+end
+redis.call('DEL', KEYS[7])
+
+local lookup = nil
+if (#ARGV - 5) / PER_EVENT > 16 then
+  lookup = {}
+  for k = 1, #seen, ID_CHARS do lookup[string.sub(seen, k, k + ID_CHARS - 1)] = true end
+end
+local function was_seen(h)
+  if lookup then return lookup[h] == true end
+  local from = 1
+  while true do
+    local pos = string.find(seen, h, from, true)
+    if not pos then return false end
+    if (pos - 1) % ID_CHARS == 0 then return true end
+    from = pos + 1
+  end
+end
+
+local accepted, duplicates = 0, 0
+local trend, papers, lines = {}, {}, {}
+local records = {}
+
+local function credit(r, paper, weight, at)
+  if has(r.f, UNCREDITED) then return end
   trend[#trend + 1] = paper
   trend[#trend + 1] = tostring(weight)
   trend[#trend + 1] = tostring(at)
 end
 
-local function has(r, flag) return math.floor(r.f / flag) % 2 == 1 end
-local function set(r, flag) if not has(r, flag) then r.f = r.f + flag end end
-local function clear(r, flag) if has(r, flag) then r.f = r.f - flag end end
+local function set(r, flag) if not has(r.f, flag) then r.f = r.f + flag end end
+local function clear(r, flag) if has(r.f, flag) then r.f = r.f - flag end end
 
-local function confidence(r)
-  local w = math.min(r.v, REPEAT_CAP) * CONFIDENCE.view + math.min(r.c, REPEAT_CAP) * CONFIDENCE.click
-  if has(r, UPVOTED) then w = w + CONFIDENCE.upvote end
-  if has(r, SAVED) then w = w + CONFIDENCE.save end
-  if has(r, SHARED) then w = w + CONFIDENCE.share end
-  return w + math.min(r.dw / DWELL_PER_POINT_MS, DWELL_CAP)
-end
+local titles_left = nil
 
-for i = 6, #ARGV, 6 do
+for i = 6, #ARGV, PER_EVENT do
   local event_id, paper, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local at, dwell, raw = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5]
-  if redis.call('ZADD', KEYS[1], 'NX', now, event_id) == 0 then
+  local at, dwell, known = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5] == '1'
+  local title, line = ARGV[i + 6], ARGV[i + 7]
+  local h = id_hash(event_id)
+  if was_seen(h) or fresh[h] then
     duplicates = duplicates + 1
   else
+    fresh[h] = true
+    fresh[#fresh + 1] = h
     accepted = accepted + 1
     papers[#papers + 1] = paper
-    local stored = redis.call('HGET', KEYS[2], paper)
-    local r = stored and cjson.decode(stored) or {}
-    r.f = r.f or 0; r.v = r.v or 0; r.c = r.c or 0; r.i = r.i or 0; r.dw = r.dw or 0
+    local r = records[paper]
+    if not r then
+      local stored = redis.call('HGET', KEYS[2], paper)
+      r = decode(stored)
+      -- A paper the catalog did not have when the reader met it earns no trending
+      -- weight from this reader, ever (so nothing is taken back that was never given).
+      if not stored and not known then r.f = UNCREDITED end
+      records[paper] = r
+    end
     if kind == 'impression' then
       r.i = r.i + 1
     elseif kind == 'view' then
       r.v = r.v + 1
       r.dw = r.dw + dwell
-      if r.v == 1 then r.vt = at; credit(paper, TRENDING.view, at) end
+      if r.v == 1 then r.vt = at; credit(r, paper, TRENDING.view, at) end
     elseif kind == 'read' then
       r.dw = r.dw + dwell
     elseif kind == 'click' then
       r.c = r.c + 1
-      if r.c == 1 then r.ct = at; credit(paper, TRENDING.click, at) end
+      if r.c == 1 then r.ct = at; credit(r, paper, TRENDING.click, at) end
     elseif kind == 'upvote' then
-      if not has(r, UPVOTED) then set(r, UPVOTED); r.ut = at; credit(paper, TRENDING.upvote, at) end
+      if not has(r.f, UPVOTED) then set(r, UPVOTED); r.ut = at; credit(r, paper, TRENDING.upvote, at) end
     elseif kind == 'unvote' then
-      if has(r, UPVOTED) then clear(r, UPVOTED); credit(paper, -TRENDING.upvote, r.ut); r.ut = nil end
+      if has(r.f, UPVOTED) then clear(r, UPVOTED); credit(r, paper, -TRENDING.upvote, r.ut); r.ut = nil end
     elseif kind == 'save' then
-      if not has(r, SAVED) then set(r, SAVED); r.st = at; credit(paper, TRENDING.save, at) end
+      if not has(r.f, SAVED) then set(r, SAVED); r.st = at; credit(r, paper, TRENDING.save, at) end
     elseif kind == 'unsave' then
-      if has(r, SAVED) then clear(r, SAVED); credit(paper, -TRENDING.save, r.st); r.st = nil end
+      if has(r.f, SAVED) then clear(r, SAVED); credit(r, paper, -TRENDING.save, r.st); r.st = nil end
     elseif kind == 'share' then
-      if not has(r, SHARED) then set(r, SHARED); r.sh = at; credit(paper, TRENDING.share, at) end
+      if not has(r.f, SHARED) then set(r, SHARED); r.sh = at; credit(r, paper, TRENDING.share, at) end
     elseif kind == 'dismiss' then
       set(r, DISMISSED)
     elseif kind == 'undismiss' then
       clear(r, DISMISSED)
     end
-    r.w = confidence(r)
-    r.t = math.max(r.t or 0, at)
-    redis.call('HSET', KEYS[2], paper, cjson.encode(r))
-    redis.call('ZADD', KEYS[3], now, paper)
-    redis.call('LPUSH', KEYS[4], raw)
+    r.v = math.min(r.v, 65535); r.c = math.min(r.c, 65535); r.i = math.min(r.i, 65535)
+    r.dw = math.min(r.dw, 4294967295)
+    r.t = math.max(r.t, at)
+    lines[#lines + 1] = line
+    if title ~= '' and not known then
+      if titles_left == nil then titles_left = titles_cap - redis.call('HLEN', KEYS[5]) end
+      if titles_left > 0 and redis.call('HSETNX', KEYS[5], paper, title) == 1 then
+        titles_left = titles_left - 1
+      end
+    end
   end
 end
 
--- Bounds: dedupe ids by age and count, the log by length, papers by recency.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]))
-local size = redis.call('ZCARD', KEYS[1])
-if size > tonumber(ARGV[3]) then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - tonumber(ARGV[3]) - 1)
+for paper, r in pairs(records) do
+  redis.call('HSET', KEYS[2], paper, encode(r))
 end
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-size = redis.call('ZCARD', KEYS[3])
-if size > tonumber(ARGV[5]) then
-  local old = redis.call('ZRANGE', KEYS[3], 0, size - tonumber(ARGV[5]) - 1)
-  for _, paper in ipairs(old) do
-    redis.call('HDEL', KEYS[2], paper)
-    redis.call('ZREM', KEYS[3], paper)
+
+-- Bounds. Event ids: the newest seen_cap. The log: the newest lines within log_cap bytes.
+if accepted > 0 or migrated then
+  seen = seen .. table.concat(fresh)
+  if #seen > seen_cap * ID_CHARS then seen = string.sub(seen, -seen_cap * ID_CHARS) end
+  redis.call('SET', KEYS[1], seen)
+end
+if accepted > 0 or migrated then
+  log = log .. table.concat(lines)
+  if #log > log_cap then
+    local cut = string.find(log, '\n', #log - log_cap, true)
+    log = cut and string.sub(log, cut + 1) or ''
+  end
+  if log == '' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], log) end
+end
+
+-- Papers: past the cap, the records that matter least go first (those with no upvote,
+-- save, dismissal or share, then the rest), oldest first, down to 95% of the cap so
+-- that this scan runs once per many new papers.
+local size = redis.call('HLEN', KEYS[2])
+if size > papers_cap then
+  local all = redis.call('HGETALL', KEYS[2])
+  local ranked = {}
+  for k = 1, #all, 2 do
+    local r = decode(all[k + 1])
+    ranked[#ranked + 1] = {all[k], (r.f % 16 > 0) and 1 or 0, r.t}
+  end
+  table.sort(ranked, function(a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return a[1] < b[1]
+  end)
+  local keep = math.floor(papers_cap * 0.95)
+  for k = 1, size - keep do
+    redis.call('HDEL', KEYS[2], ranked[k][1])
+    redis.call('HDEL', KEYS[5], ranked[k][1])
   end
 end
 if accepted > 0 then
-  redis.call('HINCRBY', KEYS[5], 'events', accepted)
-  redis.call('HSET', KEYS[5], 'last_event_at', string.format('%.3f', now))
+  redis.call('HINCRBY', KEYS[4], 'events', accepted)
+  redis.call('HSET', KEYS[4], 'last_event_at', string.format('%.3f', now))
 end
 return {accepted, duplicates, trend, papers}
