@@ -80,7 +80,9 @@ class Senders:
 def assert_exactly_once(client: redis.Redis, queues: list[ExtensionQueue]) -> int:
     """Each install's stored events are exactly its acknowledged ones; their count."""
     for queue in queues:
-        seen = seen_hashes(client.get(keys.user_seen(queue.user_id)))
+        seen = seen_hashes(
+            client.execute_command("GET", keys.user_seen(queue.user_id), NEVER_DECODE=True)
+        )
         logged = str(client.get(keys.user_events(queue.user_id)) or "").splitlines()
         assert len(seen) == len(set(seen)), "an event id remembered twice"
         assert sorted(seen) == sorted(map(event_id_hash, queue.acknowledged)), "seen = acked"

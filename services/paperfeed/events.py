@@ -69,6 +69,8 @@ TYPE_OF_CODE = {code: kind for kind, code in TYPE_CODES.items()}
 # Where an event happened, as the extension says it; anything else is kept as "other".
 SOURCE_CODES: dict[str, str] = {"popup": "p", "arxiv": "a", "huggingface": "h", "other": "o"}
 SOURCE_OF_CODE = {code: source for source, code in SOURCE_CODES.items()}
+RECORD_EPOCH = 1_700_000_000
+"""Records and the log count seconds from here (November 2023): shorter numbers."""
 PAGE_TITLE_MAX = 200
 """Characters of a page title kept as a hint (cleaned, cut)."""
 
@@ -178,8 +180,9 @@ class UserPaper(msgspec.Struct, kw_only=True):
 
 
 class PackedRecord(msgspec.Struct, array_like=True):
-    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, whole seconds,
-    the five times as seconds before ``t`` (-1: none), trailing defaults left out."""
+    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, ``t`` in whole
+    seconds from ``RECORD_EPOCH``, the five times as seconds before ``t`` (-1: none),
+    trailing defaults left out."""
 
     t: int
     f: int = 0
@@ -206,12 +209,13 @@ def decode_user_paper(raw: str | bytes) -> UserPaper:
         record = _decode_legacy(raw)
     else:
         p = _decode_packed(raw)
+        t = p.t + RECORD_EPOCH
 
         def at(before: int) -> float | None:
-            return float(p.t - before) if before >= 0 else None
+            return float(t - before) if before >= 0 else None
 
         record = UserPaper(
-            f=p.f, v=p.v, c=p.c, i=p.i, dw=float(p.dw), t=float(p.t),
+            f=p.f, v=p.v, c=p.c, i=p.i, dw=float(p.dw), t=float(t),
             vt=at(p.vt), ct=at(p.ct), ut=at(p.ut), st=at(p.st), sh=at(p.sh),
         )  # fmt: skip
     record.w = float(confidence(record.f, record.v, record.c, record.dw))
@@ -226,7 +230,10 @@ def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
     if packed:
         cells = _decode_packed_many("[" + ",".join(raws[n] for n in packed) + "]")
         table[packed] = np.array(
-            [(c.t, c.f, c.v, c.c, c.i, c.dw, c.vt, c.ct, c.ut, c.st, c.sh) for c in cells],
+            [
+                (c.t + RECORD_EPOCH, c.f, c.v, c.c, c.i, c.dw, c.vt, c.ct, c.ut, c.st, c.sh)
+                for c in cells
+            ],
             dtype=np.float64,
         ).reshape(-1, len(RECORD_FIELDS))
         times = table[packed, 6:]
@@ -257,13 +264,31 @@ def ingest_script() -> str:
         .replace("__DWELL_CAP__", str(DWELL_CAP))
         .replace("__TYPE_CODES__", _lua_table(TYPE_CODES))
         .replace("__SOURCE_CODES__", _lua_table(SOURCE_CODES))
+        .replace("__RECORD_EPOCH__", str(RECORD_EPOCH))
     )
 
 
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def base36(n: int) -> str:
+    if n < 0:
+        return "-" + base36(-n)
+    out = ""
+    while True:
+        n, digit = divmod(n, 36)
+        out = _DIGITS[digit] + out
+        if n == 0:
+            return out
+
+
 def log_line(kind: str, at: int, dwell_ms: int, source: str | None, paper_id: str) -> str:
-    """One event in the reader's log: ``<type letter>,<unix s>,<dwell ms>,<where>,<paper>``."""
+    """One event in the reader's log, ``<type letter><time>,<dwell ms>,<where>,<paper>``:
+    the time in base 36 seconds from ``RECORD_EPOCH``, the dwell in base 36 (empty: 0),
+    where as a letter of ``SOURCE_CODES`` (empty: not said)."""
     where = "" if source is None else SOURCE_CODES.get(source, "o")
-    return f"{TYPE_CODES[kind]},{at},{dwell_ms or ''},{where},{paper_id}\n"
+    dwell = base36(dwell_ms) if dwell_ms else ""
+    return f"{TYPE_CODES[kind]}{base36(at - RECORD_EPOCH)},{dwell},{where},{paper_id}\n"
 
 
 class LoggedEvent(msgspec.Struct, omit_defaults=True):
@@ -280,34 +305,35 @@ def parse_log(raw: str | None) -> list[LoggedEvent]:
     """The log's events, newest first."""
     events = []
     for line in reversed((raw or "").splitlines()):
-        parts = line.split(",", 4)
-        if len(parts) != 5 or parts[0] not in TYPE_OF_CODE:
+        parts = line[1:].split(",", 3)
+        if len(parts) != 4 or line[:1] not in TYPE_OF_CODE:
             continue
-        code, at, dwell, where, paper_id = parts
+        at, dwell, where, paper_id = parts
         events.append(
             LoggedEvent(
-                type=TYPE_OF_CODE[code],
+                type=TYPE_OF_CODE[line[0]],
                 paper_id=paper_id,
-                ts=float(at),
-                dwell_ms=int(dwell or 0),
+                ts=float(int(at, 36) + RECORD_EPOCH),
+                dwell_ms=int(dwell or "0", 36),
                 source=SOURCE_OF_CODE.get(where) if where else None,
             )
         )
     return events
 
 
-ID_HASH_CHARS = 12
+ID_HASH_BYTES = 8
 
 
-def event_id_hash(event_id: str) -> str:
-    """How a reader's ``seen`` key remembers an event id (as the ingest script hashes it)."""
-    return hashlib.sha1(event_id.encode()).hexdigest()[:ID_HASH_CHARS]
+def event_id_hash(event_id: str) -> bytes:
+    """How a reader's ``seen`` key remembers an event id (as the ingest script hashes it:
+    the first 8 bytes of its SHA-1; read the key with a client that does not decode)."""
+    return hashlib.sha1(event_id.encode()).digest()[:ID_HASH_BYTES]
 
 
-def seen_hashes(raw: str | None) -> list[str]:
+def seen_hashes(raw: bytes | None) -> list[bytes]:
     """The event id hashes a reader's ``seen`` key holds, oldest first."""
-    raw = raw or ""
-    return [raw[n : n + ID_HASH_CHARS] for n in range(0, len(raw), ID_HASH_CHARS)]
+    raw = raw or b""
+    return [raw[n : n + ID_HASH_BYTES] for n in range(0, len(raw), ID_HASH_BYTES)]
 
 
 def reader_keys(user_id: str) -> list[str]:
@@ -356,6 +382,7 @@ class Ingestor:
             self.settings.event_log_bytes,
             self.settings.user_papers_cap,
             self.settings.page_titles_cap,
+            self.settings.reports_per_day,
         ]
         for event, paper_id in zip(events, paper_ids, strict=True):
             at = int(min(event.ts, now))
@@ -375,7 +402,7 @@ class Ingestor:
                     log_line(event.type, at, event.dwell_ms, event.source, paper_id),
                 )
             )
-        accepted, duplicates, flat, touched = await run_replicated(
+        accepted, duplicates, flat, touched, first_met = await run_replicated(
             self.redis,
             self._ingest,
             keys=reader_keys(user_id),
@@ -398,18 +425,17 @@ class Ingestor:
                     pipe.hincrby(keys.STATS, "events", int(accepted))
                 self.trending.queue_add(pipe, contributions, now)
                 await pipe.execute()
-        unknown = [pid for pid in dict.fromkeys(touched) if pid not in known]
-        await self._report_unknown(user_id, unknown, now)
-        unknown_set = set(unknown)
+        await self._report_unknown(user_id, first_met, now)
         return IngestResult(
             accepted=int(accepted),
             duplicates=int(duplicates),
-            unknown_papers=sum(1 for pid in touched if pid in unknown_set),
+            unknown_papers=sum(1 for pid in touched if pid not in known),
         )
 
-    async def _report_unknown(self, user_id: str, unknown: list[str], now: float) -> None:
-        """Unknown arXiv ids go to the catalog's candidates, for a source to confirm
-        (the reader's page text is never the catalog's)."""
-        for pid in unknown:
+    async def _report_unknown(self, user_id: str, first_met: list[str], now: float) -> None:
+        """Papers the catalog lacks, met for the first time (at most ``reports_per_day``
+        a reader): arXiv ids go to the catalog's candidates for a source to confirm (the
+        reader's page text is never the catalog's)."""
+        for pid in first_met:
             if arxiv_id(pid) == pid:
                 await self.catalog.report(user_id, pid, now)

@@ -89,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     page_titles_cap: Annotated[int, Meta(ge=0, le=10_000)] = 50
     """Page titles kept per reader for papers the catalog lacks (their library shows
     them until a source describes the paper)."""
+    reports_per_day: Annotated[int, Meta(ge=0, le=10_000)] = 100
+    """Papers the catalog lacks that one reader may report a day (for a source to look
+    up); beyond, their events are kept but report nothing."""
     candidate_min_users: PositiveInt = 2
     """Distinct installs that must report an unknown arXiv id before the worker looks it
     up at the sources (only a source's metadata admits a paper; with 2, the catalog never

@@ -4,9 +4,11 @@
 -- catalog lacks), KEYS[6..8] the layout before compact records (dedupe ZSET, touched
 -- ZSET, log LIST): converted once, then deleted.
 -- ARGV[1] now, ARGV[2] seen cap (ids), ARGV[3] log cap (bytes), ARGV[4] papers cap,
--- ARGV[5] titles cap, then 6 values an event: event id, paper id, type, at (whole unix
--- seconds), dwell ms, catalogued (1/0), page title ("" for none), log line.
--- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids}}.
+-- ARGV[5] titles cap, ARGV[6] reports a day, then 8 values an event: event id, paper id,
+-- type, at (whole unix seconds), dwell ms, catalogued (1/0), page title ("" for none),
+-- log line.
+-- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids},
+-- {papers the catalog lacks, met for the first time, within the reader's reports a day}}.
 -- The tables below are generated from paperfeed.events (one source of truth).
 local CONFIDENCE = __CONFIDENCE__
 local TRENDING = __TRENDING__
@@ -16,22 +18,24 @@ local DWELL_CAP = __DWELL_CAP__
 local TYPE_CODES = __TYPE_CODES__
 local SOURCE_CODES = __SOURCE_CODES__
 local UPVOTED, SAVED, DISMISSED, SHARED, UNCREDITED = 1, 2, 4, 8, 16
-local ID_CHARS = 12
+local ID_BYTES = 8
+local EPOCH = __RECORD_EPOCH__
 local PER_EVENT = 8
 
 -- A reader erased since their token was checked: nothing of theirs is written again.
 if redis.call('EXISTS', KEYS[4]) == 0 then
-  return {-1, 0, {}, {}}
+  return {-1, 0, {}, {}, {}}
 end
 
 local now = tonumber(ARGV[1])
 local seen_cap, log_cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local papers_cap, titles_cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+local reports_cap = tonumber(ARGV[6])
 
 local function has(f, flag) return math.floor(f / flag) % 2 == 1 end
 
 -- A record is a JSON array [t, f, v, c, i, dw, vt, ct, ut, st, sh]: t the last event
--- (whole seconds), then flags, views, clicks, impressions, dwell ms, and the times of the
+-- (whole seconds since EPOCH), then flags, views, clicks, impressions, dwell ms, and the times of the
 -- first view, first click, upvote, save and share as seconds before t (-1: none).
 -- Trailing default values are left out.
 local function decode(stored)
@@ -44,7 +48,7 @@ local function decode(stored)
     return r
   end
   local a = cjson.decode(stored)
-  local t = a[1]
+  local t = a[1] + EPOCH
   local function at(k) local d = a[k]; if d == nil or d < 0 then return nil end; return t - d end
   return {
     t = t, f = a[2] or 0, v = a[3] or 0, c = a[4] or 0, i = a[5] or 0, dw = a[6] or 0,
@@ -55,7 +59,7 @@ end
 local function encode(r)
   local t = r.t
   local function before(x) if x == nil then return -1 end; return t - math.floor(x) end
-  local a = {t, r.f, r.v, r.c, r.i, r.dw, before(r.vt), before(r.ct), before(r.ut),
+  local a = {t - EPOCH, r.f, r.v, r.c, r.i, r.dw, before(r.vt), before(r.ct), before(r.ut),
     before(r.st), before(r.sh)}
   local n = #a
   while n > 1 and a[n] == (n > 6 and -1 or 0) do a[n] = nil; n = n - 1 end
@@ -63,7 +67,25 @@ local function encode(r)
   return '[' .. table.concat(a, ',') .. ']'
 end
 
-local function id_hash(event_id) return string.sub(redis.sha1hex(event_id), 1, ID_CHARS) end
+-- An event id as the first ID_BYTES bytes of its SHA-1.
+local function id_hash(event_id)
+  local hex, out = redis.sha1hex(event_id), {}
+  for k = 1, 2 * ID_BYTES, 2 do out[#out + 1] = string.char(tonumber(string.sub(hex, k, k + 1), 16)) end
+  return table.concat(out)
+end
+
+local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function b36(n)
+  n = math.floor(n)
+  local sign, out = '', ''
+  if n < 0 then sign = '-'; n = -n end
+  repeat
+    local d = n % 36
+    out = string.sub(DIGITS, d + 1, d + 1) .. out
+    n = math.floor(n / 36)
+  until n == 0
+  return sign .. out
+end
 
 -- The event ids seen: a string of fixed-width hashes, oldest first. Looked up by a plain
 -- search for a small batch, through a table for a large one.
@@ -87,8 +109,8 @@ if redis.call('EXISTS', KEYS[8]) == 1 then
   for k = #old, 1, -1 do
     local ok, e = pcall(cjson.decode, old[k])
     if ok and type(e) == 'table' and TYPE_CODES[e.type] then
-      parts[#parts + 1] = TYPE_CODES[e.type] .. ',' .. string.format('%d', math.floor(e.ts or 0))
-        .. ',' .. ((e.dwell_ms or 0) > 0 and string.format('%d', e.dwell_ms) or '')
+      parts[#parts + 1] = TYPE_CODES[e.type] .. b36(math.floor(e.ts or 0) - EPOCH)
+        .. ',' .. ((e.dwell_ms or 0) > 0 and b36(e.dwell_ms) or '')
         .. ',' .. (SOURCE_CODES[e.source or ''] or (e.source and 'o' or '')) .. ','
         .. tostring(e.paper_id) .. '\n'
     end
@@ -100,9 +122,9 @@ end
 redis.call('DEL', KEYS[7])
 
 local lookup = nil
-if (#ARGV - 5) / PER_EVENT > 16 then
+if (#ARGV - 6) / PER_EVENT > 16 then
   lookup = {}
-  for k = 1, #seen, ID_CHARS do lookup[string.sub(seen, k, k + ID_CHARS - 1)] = true end
+  for k = 1, #seen, ID_BYTES do lookup[string.sub(seen, k, k + ID_BYTES - 1)] = true end
 end
 local function was_seen(h)
   if lookup then return lookup[h] == true end
@@ -110,7 +132,7 @@ local function was_seen(h)
   while true do
     local pos = string.find(seen, h, from, true)
     if not pos then return false end
-    if (pos - 1) % ID_CHARS == 0 then return true end
+    if (pos - 1) % ID_BYTES == 0 then return true end
     from = pos + 1
   end
 end
@@ -130,8 +152,12 @@ local function set(r, flag) if not has(r.f, flag) then r.f = r.f + flag end end
 local function clear(r, flag) if has(r.f, flag) then r.f = r.f - flag end end
 
 local titles_left = nil
+-- Papers the catalog lacks are reported for a source to confirm, a bounded number a day.
+local reports = {}
+local day = math.floor(now / 86400)
+local reports_left = nil
 
-for i = 6, #ARGV, PER_EVENT do
+for i = 7, #ARGV, PER_EVENT do
   local event_id, paper, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local at, dwell, known = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5] == '1'
   local title, line = ARGV[i + 6], ARGV[i + 7]
@@ -149,7 +175,18 @@ for i = 6, #ARGV, PER_EVENT do
       r = decode(stored)
       -- A paper the catalog did not have when the reader met it earns no trending
       -- weight from this reader, ever (so nothing is taken back that was never given).
-      if not stored and not known then r.f = UNCREDITED end
+      if not stored and not known then
+        r.f = UNCREDITED
+        if reports_left == nil then
+          local counted = redis.call('HMGET', KEYS[4], 'reports_day', 'reports')
+          reports_left = reports_cap
+          if tonumber(counted[1]) == day then reports_left = reports_cap - tonumber(counted[2] or 0) end
+        end
+        if reports_left > 0 then
+          reports[#reports + 1] = paper
+          reports_left = reports_left - 1
+        end
+      end
       records[paper] = r
     end
     if kind == 'impression' then
@@ -198,7 +235,7 @@ end
 -- Bounds. Event ids: the newest seen_cap. The log: the newest lines within log_cap bytes.
 if accepted > 0 or migrated then
   seen = seen .. table.concat(fresh)
-  if #seen > seen_cap * ID_CHARS then seen = string.sub(seen, -seen_cap * ID_CHARS) end
+  if #seen > seen_cap * ID_BYTES then seen = string.sub(seen, -seen_cap * ID_BYTES) end
   redis.call('SET', KEYS[1], seen)
 end
 if accepted > 0 or migrated then
@@ -236,4 +273,7 @@ if accepted > 0 then
   redis.call('HINCRBY', KEYS[4], 'events', accepted)
   redis.call('HSET', KEYS[4], 'last_event_at', string.format('%.3f', now))
 end
-return {accepted, duplicates, trend, papers}
+if reports_left ~= nil then
+  redis.call('HSET', KEYS[4], 'reports_day', day, 'reports', reports_cap - reports_left)
+end
+return {accepted, duplicates, trend, papers, reports}
