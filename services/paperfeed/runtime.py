@@ -28,7 +28,7 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
         yield settings
         return
     url = client.resolve_redis_url(settings)
-    watch = EmbeddedWatch(settings.data_path)
+    watch = EmbeddedWatch(settings.data_path, settings.redis_maxmemory)
     watch.start()
     try:
         yield msgspec.structs.replace(settings, redis_url=url)
@@ -47,9 +47,10 @@ class EmbeddedWatch(threading.Thread):
     brings back every acknowledged write, and the clients reconnect by themselves.
     Repeated failures back off (1 s, 2 s, ... up to ``WATCH_BACKOFF_CAP_S``)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, maxmemory: str = embedded.DEFAULT_MAXMEMORY) -> None:
         super().__init__(name="embedded-redis-watch", daemon=True)
         self.data_dir = data_dir
+        self.maxmemory = maxmemory
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -62,7 +63,7 @@ class EmbeddedWatch(threading.Thread):
             log.error("the embedded redis-server is down; starting it again",
                       extra={"data_dir": str(self.data_dir), "attempt": failures + 1})  # fmt: skip
             try:
-                embedded.ensure_server(self.data_dir)
+                embedded.ensure_server(self.data_dir, maxmemory=self.maxmemory)
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 failures += 1
                 log.error("restarting the embedded redis-server failed",

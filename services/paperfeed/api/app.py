@@ -7,10 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.config.response_cache import ResponseCacheConfig
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.logging.config import LoggingConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -29,7 +29,7 @@ from paperfeed.api.installs import InstallController
 from paperfeed.api.limits import RequestBudgets
 from paperfeed.api.me import MeController
 from paperfeed.api.meta import MetaController
-from paperfeed.api.metrics import mirror_store_metrics, watch_model
+from paperfeed.api.metrics import mirror_store_metrics, read_redis_memory, watch_model
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.api.search import SearchController
@@ -43,8 +43,16 @@ UNLIMITED_PATHS = ["/healthz", "/readyz", "/metrics", "/schema"]
 
 
 class MetricsController(PrometheusController):
+    """Litestar's Prometheus endpoint, with Redis's memory read just before each scrape
+    (every process that answers one reads it itself: right with several processes)."""
+
     path = "/metrics"
     include_in_schema = False
+
+    @get()
+    async def get(self, core: NamedDependency[Core]) -> Response[bytes]:
+        await read_redis_memory(core.redis)
+        return await PrometheusController.get.fn(self)  # type: ignore[no-any-return]
 
 
 def create_app(settings: Settings | None = None, core: Core | None = None) -> Litestar:

@@ -18,7 +18,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
 from paperfeed.errors import (
     Conflict,
@@ -30,6 +30,12 @@ from paperfeed.errors import (
     Unavailable,
 )
 from paperfeed.pairing import TooManyAttempts
+from paperfeed.store.pressure import (
+    RETRY_AFTER_S,
+    WritesRefused,
+    note_refused,
+    refused_for_memory,
+)
 from paperfeed.store.scripts import NotReplicated
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,8 @@ def paperfeed_error(_: Request[Any, Any, Any], error: PaperfeedError) -> Respons
 
 
 def redis_error(request: Request[Any, Any, Any], error: Exception) -> Response[object]:
+    if refused_for_memory(error):  # Redis 6.2: a script's refusal is a plain ResponseError
+        return storage_full(request, error)
     log.error("redis unavailable", extra={"path": request.url.path, "error": repr(error)})
     body = {"status_code": HTTP_503_SERVICE_UNAVAILABLE, "detail": "storage unavailable, retry"}
     return Response(
@@ -75,6 +83,23 @@ def redis_error(request: Request[Any, Any, Any], error: Exception) -> Response[o
         status_code=HTTP_503_SERVICE_UNAVAILABLE,
         media_type=MediaType.JSON,
         headers={"Retry-After": "5"},
+    )
+
+
+def storage_full(request: Request[Any, Any, Any], error: Exception) -> Response[object]:
+    """Redis refused a write at ``maxmemory`` (``store.pressure``): 503, retry much later.
+    Counted, and logged once a minute (no traceback: nothing here is a bug)."""
+    if not isinstance(error, WritesRefused):  # else counted where its budget was refused
+        note_refused("request", error, path=request.url.path)
+    body = {
+        "status_code": HTTP_503_SERVICE_UNAVAILABLE,
+        "detail": "storage full: writes are refused for now, retry later (reads still work)",
+    }
+    return Response(
+        body,
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
@@ -156,11 +181,15 @@ EXPECTED_ERRORS: set[type[Exception]] = {
     Unavailable,
     NotReplicated,
     RecursionError,
+    OutOfMemoryError,
+    WritesRefused,
 }
 
 EXCEPTION_HANDLERS = {
     PaperfeedError: paperfeed_error,
     RedisError: redis_error,
+    OutOfMemoryError: storage_full,
+    WritesRefused: storage_full,
     RedisClusterException: redis_error,
     RecursionError: too_deep,
     TooManyRequestsException: too_many_requests,

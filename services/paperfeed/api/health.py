@@ -7,6 +7,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.core import Core
+from paperfeed.store.pressure import refused_recently
 
 
 class Health(msgspec.Struct):
@@ -30,4 +31,8 @@ class HealthController(Controller):
             return Response(
                 Health("unavailable", repr(exc)), status_code=HTTP_503_SERVICE_UNAVAILABLE
             )
+        if refused_recently():
+            # Still ready: reads are served; writes are answered 503 until memory is back.
+            full = "redis refuses writes (maxmemory): reads are served, writes answered 503"
+            return Response(Health("ok", full), status_code=HTTP_200_OK)
         return Response(Health("ok"), status_code=HTTP_200_OK)

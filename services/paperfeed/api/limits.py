@@ -10,19 +10,28 @@ cannot be raced and costs one.
 
 The caller's user id, once checked, is left in the request's state for
 ``deps.provide_reader_id`` (the feed, event ingest), so their token is looked up once.
+
+When Redis refuses writes at ``maxmemory`` (``store.pressure``) it refuses the budget's
+counter too. A write request is then answered 503 with ``Retry-After`` (it could not be
+stored anyway); a read is counted against the same budget kept by this process alone
+(``LocalWindows``: with N processes a client may make up to N times its budget while
+Redis is full) and answered, so readers keep their feeds through the incident.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Final
 
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
+from redis.exceptions import ResponseError
 
 from paperfeed.core import Core
 from paperfeed.store import keys
+from paperfeed.store.pressure import WritesRefused, note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import hash_token
 
@@ -40,6 +49,31 @@ def bearer_from_scope(scope: Scope) -> str | None:
 
 
 HOUR_S = 3600
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class LocalWindows:
+    """Fixed-window request counters in this process: the budgets of reads while Redis
+    refuses the shared counter's writes. At most ``cap`` budgets are kept (those of past
+    windows go first; if every one is current, all are forgotten)."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self._counts: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def spend(self, key: str, window_s: int, now: float | None = None) -> tuple[int, int]:
+        """One request from ``key``: (count in this window, ms left of it)."""
+        now = time.time() if now is None else now
+        window = int(now // window_s)
+        slot = (key, window_s)
+        if slot not in self._counts and len(self._counts) >= self.cap:
+            self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
+            if len(self._counts) >= self.cap:
+                self._counts.clear()
+        seen, count = self._counts.get(slot, (window, 0))
+        count = count + 1 if seen == window else 1
+        self._counts[slot] = (window, count)
+        return count, max(1, int(((window + 1) * window_s - now) * 1000))
 
 
 class RequestBudgets(ASGIMiddleware):
@@ -51,6 +85,7 @@ class RequestBudgets(ASGIMiddleware):
         self.installs_per_hour = core.settings.installs_per_hour
         self.unlimited = frozenset(unlimited)
         self._count = core.redis.register_script(lua("rate_count"))
+        self._local = LocalWindows()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         path = scope["path"]
@@ -61,21 +96,35 @@ class RequestBudgets(ASGIMiddleware):
         user_id = await self.core.users.authenticate(token) if token else None
         client = scope.get("client")
         address = client[0] if client else "unknown"
+        read = scope.get("method") in READ_METHODS
         if user_id is not None:
             scope.setdefault("state", {})[USER_ID_STATE] = user_id
             assert token is not None
             key = keys.install_rate_limit(hash_token(token))
-            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute)
+            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read)
         else:
-            await self._spend(keys.rate_limit(f"ip:{address}"), keys.RATE_WINDOW_S, self.per_minute)
+            key = keys.rate_limit(f"ip:{address}")
+            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read)
         if path == INSTALLS_PATH and scope.get("method") == "POST":
             key = keys.rate_limit(f"installs:{address}", HOUR_S)
-            await self._spend(key, HOUR_S, self.installs_per_hour)
+            await self._spend(key, HOUR_S, self.installs_per_hour, read)
         await next_app(scope, receive, send)
 
-    async def _spend(self, key: str, window_s: int, limit: int) -> None:
-        """One request from ``key``'s budget of ``limit`` a ``window_s``; 429 past it."""
-        count, ttl_ms = await self._count(keys=[key], args=[window_s * 1000])
+    async def _spend(self, key: str, window_s: int, limit: int, read: bool) -> None:
+        """One request from ``key``'s budget of ``limit`` a ``window_s``; 429 past it.
+
+        Redis refusing the counter's write for memory: a read spends this process's own
+        budget instead (``LocalWindows``), a write is refused (``WritesRefused``: 503).
+        """
+        try:
+            count, ttl_ms = await self._count(keys=[key], args=[window_s * 1000])
+        except ResponseError as exc:
+            if not refused_for_memory(exc):
+                raise
+            note_refused("budget", exc)
+            if not read:
+                raise WritesRefused from exc
+            count, ttl_ms = self._local.spend(key, window_s)
         if int(count) > limit:
             retry = str(max(1, -(-int(ttl_ms) // 1000)))
             headers: dict[str, Any] = {

@@ -15,7 +15,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from paperfeed.catalog.sync import read_state
 from paperfeed.recsys.serving import ModelHolder
 from paperfeed.store import keys
-from paperfeed.store.client import RedisClient
+from paperfeed.store.client import RedisClient, is_cluster
 
 # With several api processes (PAPERFEED_WORKERS > 1) each writes its metrics to
 # PROMETHEUS_MULTIPROC_DIR and a scrape sums them; a gauge shows the value most recently
@@ -89,6 +89,22 @@ SYNC_FAILURES = Gauge(
 SYNC_SOURCES = ("hf", "arxiv")
 STORE_METRICS_S = 5.0
 
+# Redis memory against its limit, read from INFO at each scrape (alert on their ratio,
+# docs/deploy.md "Memory limit and eviction"). On a cluster: the primary nearest its limit.
+# Writes refused at the limit: ``store.pressure.WRITES_REFUSED``
+# (paperfeed_redis_writes_refused_total{what="budget|cache|request"}).
+REDIS_USED_MEMORY = Gauge(
+    "paperfeed_redis_used_memory_bytes",
+    "Memory Redis uses (INFO used_memory; a cluster's primary nearest its limit)",
+    multiprocess_mode=SHARED,
+)
+REDIS_MAXMEMORY = Gauge(
+    "paperfeed_redis_maxmemory_bytes",
+    "Redis's maxmemory, where it refuses writes (0: no limit)",
+    multiprocess_mode=SHARED,
+)
+REDIS_INFO_TIMEOUT_S = 2.0
+
 
 def watch_model(holder: ModelHolder) -> None:
     """Report the age of the model ``holder`` serves (measured at each scrape)."""
@@ -112,6 +128,35 @@ def mirror_sync(state: dict[str, str]) -> None:
         SYNC_LAST_SUCCESS.labels(source=source).set(float(state.get(f"{source}:last_success", 0)))
         SYNC_ADDED.labels(source=source).set(float(state.get(f"{source}:added_total", 0)))
         SYNC_FAILURES.labels(source=source).set(float(state.get(f"{source}:failures_total", 0)))
+
+
+async def _memory(redis: RedisClient) -> list[tuple[float, float]]:
+    """(used_memory, maxmemory) of the server, or of each primary of a cluster."""
+    if is_cluster(redis):
+        await redis.initialize()  # a cluster client knows its nodes only then
+        primaries = redis.get_primaries()  # type: ignore[union-attr]
+        infos = [await redis.info("memory", target_nodes=node) for node in primaries]
+    else:
+        infos = [await redis.info("memory")]
+    return [(float(info["used_memory"]), float(info.get("maxmemory", 0))) for info in infos]
+
+
+def _fill(memory: tuple[float, float]) -> tuple[float, float]:
+    used, limit = memory
+    return (used / limit if limit else 0.0, used)
+
+
+async def read_redis_memory(redis: RedisClient) -> None:
+    """Set the Redis memory gauges from INFO (each scrape; its last values if Redis does
+    not answer within ``REDIS_INFO_TIMEOUT_S``)."""
+    try:
+        memories = await asyncio.wait_for(_memory(redis), REDIS_INFO_TIMEOUT_S)
+    except (RedisError, RedisClusterException, OSError, TimeoutError, KeyError, ValueError):
+        return
+    if memories:
+        used, limit = max(memories, key=_fill)
+        REDIS_USED_MEMORY.set(used)
+        REDIS_MAXMEMORY.set(limit)
 
 
 async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> None:

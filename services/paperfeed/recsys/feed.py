@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import msgspec
 import numpy as np
+from redis.exceptions import ResponseError
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper
@@ -53,6 +54,7 @@ from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_v
 from paperfeed.recsys.search import INLINE_WORK, Found, find, query_columns, work
 from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.store import keys
+from paperfeed.store.pressure import note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import Users
 
@@ -395,7 +397,8 @@ class FeedService:
     """Feeds, each kept for its reader in Redis (``pf:{u:<id>}:feed``, shared by every
     api process) and served as it is until something that changes it happens: the
     reader's own event, a new model, a catalog change, the next trending snapshot (every
-    ``trend_s``; the cache's time to live)."""
+    ``trend_s``; the cache's time to live). A feed computed while Redis refuses writes
+    (at ``maxmemory``) is answered without being kept (``store.pressure``)."""
 
     def __init__(
         self,
@@ -477,10 +480,20 @@ class FeedService:
         folded = b""
         if ranked.vector is not None and index.model is not None:
             folded = encode_vector(index.model.version, time.time(), ranked.vector)
-        await self._keep(
-            keys=[keys.user_profile(user_id), keys.user_feed(user_id), keys.user_vector(user_id)],
-            args=[encode_cached(computed), int(self.trend_s * 1000), folded],
-        )
+        try:
+            await self._keep(
+                keys=[
+                    keys.user_profile(user_id),
+                    keys.user_feed(user_id),
+                    keys.user_vector(user_id),
+                ],
+                args=[encode_cached(computed), int(self.trend_s * 1000), folded],
+            )
+        except ResponseError as exc:
+            # Redis at maxmemory: the cache is a convenience, the reader gets their feed.
+            if not refused_for_memory(exc):
+                raise
+            note_refused("cache", exc)
         return computed
 
     async def _answer(self, cached: CachedFeed, limit: int) -> Feed:

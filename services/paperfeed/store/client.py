@@ -27,7 +27,7 @@ def resolve_redis_url(settings: Settings) -> str:
     """The URL to use, starting the embedded server when ``REDIS_URL`` is unset."""
     if settings.redis_url:
         return settings.redis_url
-    return embedded.ensure_server(settings.data_path)
+    return embedded.ensure_server(settings.data_path, maxmemory=settings.redis_maxmemory)
 
 
 def connect(settings: Settings, url: str | None = None) -> RedisClient:

@@ -6,7 +6,9 @@ socket inside the data dir, with AOF persistence there. Later commands find the 
 and use the same server. Each process names its connections ``paperfeed:<pid>``; when
 a process exits and no other paperfeed process is connected, it shuts the server down
 (the AOF is fsynced before every write is answered, so even kill -9 loses nothing
-acknowledged).
+acknowledged). Its memory is limited to ``maxmemory`` (``PAPERFEED_REDIS_MAXMEMORY``)
+with ``noeviction``, as deploy/redis.conf has it: at the limit writes are refused and
+nothing is evicted.
 """
 
 from __future__ import annotations
@@ -94,8 +96,14 @@ def is_up(data_dir: Path) -> bool:
     return _ping(socket_path(data_dir))
 
 
-def ensure_server(data_dir: Path, timeout_s: float = 20.0) -> str:
-    """Start the data dir's redis-server unless it runs already; returns its URL."""
+DEFAULT_MAXMEMORY = "1gb"
+
+
+def ensure_server(
+    data_dir: Path, timeout_s: float = 20.0, maxmemory: str = DEFAULT_MAXMEMORY
+) -> str:
+    """Start the data dir's redis-server unless it runs already; returns its URL.
+    ``maxmemory`` (Redis's notation, ``0``: no limit) applies to a server started here."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = socket_path(data_dir)
     if _ping(sock):
@@ -106,7 +114,7 @@ def ensure_server(data_dir: Path, timeout_s: float = 20.0) -> str:
         if not _running(data_dir):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
-            _start(data_dir, sock)
+            _start(data_dir, sock, maxmemory)
         deadline = time.monotonic() + timeout_s
         while not _ping(sock):
             if time.monotonic() > deadline:
@@ -125,7 +133,7 @@ def _running(data_dir: Path) -> bool:
     return True
 
 
-def _start(data_dir: Path, sock: Path) -> None:
+def _start(data_dir: Path, sock: Path, maxmemory: str) -> None:
     # A unix socket path is limited to ~100 bytes; the data dir keeps it short.
     command = [
         redis_server_binary(),
@@ -136,6 +144,8 @@ def _start(data_dir: Path, sock: Path) -> None:
         "--appendonly", "yes",
         "--appendfsync", "always",
         "--save", "",
+        "--maxmemory", maxmemory,
+        "--maxmemory-policy", "noeviction",
         "--daemonize", "yes",
         "--pidfile", str(data_dir / "redis.pid"),
         "--logfile", str(data_dir / "redis.log"),
