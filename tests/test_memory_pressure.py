@@ -111,12 +111,13 @@ def test_a_full_redis_refuses_writes_with_503_and_keeps_serving_reads(
 
     # Writes: 503 with Retry-After and a JSON body saying why, never a 500.
     writes = [
-        ("/v1/events", {"json": {"events": [event("2411.00004", "save")]}, "headers": auth}),
-        ("/v1/installs", {}),
-        ("/v1/me/pairing-codes", {"headers": auth}),
+        ("POST", "/v1/events", {"json": {"events": [event("2411.00004", "save")]}}),
+        ("POST", "/v1/installs", {}),
+        ("POST", "/v1/me/pairing-codes", {}),
+        ("DELETE", "/v1/me", {}),  # refused before it starts: no erasure left half done
     ]
-    for path, kwargs in writes:
-        response = http.post(path, **kwargs)
+    for method, path, kwargs in writes:
+        response = http.request(method, path, headers=auth, **kwargs)
         assert response.status_code == 503, (path, response.status_code, response.text)
         assert response.headers["retry-after"] == "60"
         body = response.json()
