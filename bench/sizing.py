@@ -9,9 +9,9 @@ ingest script, training and publishing), reading ``used_memory`` between the ste
 3. one trained and published model (ALS factors of every paper and reader, plus each
    reader's vector key);
 4. one hostile install sending ``--hostile-events`` events at the schema's limits (64-
-   character event ids, 128-character paper ids the catalog lacks, 1,000-character
-   titles, 20,000-character abstracts, 2,000-character urls): what one install can make
-   Redis keep, whatever it sends.
+   character event ids, 128-character paper ids the catalog lacks and arXiv ids it
+   lacks, 1,000-character titles of 4-byte characters, 20,000-character abstracts,
+   2,000-character urls): what one install can make Redis keep, whatever it sends.
 
 A reader's bytes are ``MEMORY USAGE`` summed over all of the reader's keys (their token
 key included; the model's vector of the reader counted apart), and ``used_memory``
@@ -73,13 +73,13 @@ async def hostile_install(core: Core, url: str, events: int) -> tuple[int, int]:
         batch = [
             Event(
                 event_id=f"{n:064d}",
-                # half arXiv-shaped (reported to the catalog), half long catalog-like ids
-                paper_id=f"2612.{n:05d}" if n % 2 else f"p{n:07d}-" + "x" * 119,
+                # arXiv-shaped ids (reported to the catalog) and the longest ids there are
+                paper_id=f"2612.{n:05d}" if n % 10 == 0 else f"p{n:07d}-" + "x" * 119,
                 type="view",  # type: ignore[arg-type]
                 ts=time.time(),
                 dwell_ms=86_400_000,
                 source="z" * 32,
-                title="T" * 1_000,
+                title="\U0001d54f" * 1_000,  # 4 bytes a character in UTF-8
                 abstract="A" * 20_000,
                 url="https://example.org/" + "u" * 1_980,
             )

@@ -336,6 +336,22 @@ def seen_hashes(raw: bytes | None) -> list[bytes]:
     return [raw[n : n + ID_HASH_BYTES] for n in range(0, len(raw), ID_HASH_BYTES)]
 
 
+def footprint_bound(settings: Settings) -> int:
+    """The most bytes of Redis one install's keys can take, whatever it sends: each cap
+    at its worst (128-character paper ids, 200-character titles of 4-byte characters,
+    allocator rounding), with Redis's per-entry overhead. Measured figures are in
+    docs/benchmarks.md (``bench.sizing``)."""
+    record = 128 + 64 + 80  # paper id, record, hash entry
+    title = 128 + PAGE_TITLE_MAX * 4 + 80
+    return (
+        settings.user_papers_cap * record
+        + settings.page_titles_cap * title
+        + settings.event_log_bytes * 5 // 4
+        + settings.dedupe_cap * ID_HASH_BYTES * 5 // 4
+        + 4_096  # profile, token, request budget, small keys
+    )
+
+
 def reader_keys(user_id: str) -> list[str]:
     """The keys of the ingest script, in its order."""
     return [
