@@ -55,9 +55,9 @@
           type: "view",
           paper_id: id,
           dwell_ms: more,
-          title: (meta("citation_title", "og:title") ?? document.title)?.slice(0, 1000) ?? undefined,
-          abstract: meta("citation_abstract", "og:description", "description")?.slice(0, 20000) ?? undefined,
-          url: location.href.slice(0, 2000),
+          // The page's title: a hint the service keeps (cut) for this reader's own
+          // library when its catalog lacks the paper. Nothing else of the page is sent.
+          title: (meta("citation_title", "og:title") ?? document.title)?.slice(0, 300) ?? undefined,
         };
     viewSent = true;
     reported += more;
