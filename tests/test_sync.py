@@ -4,8 +4,10 @@ pages (hand-written in arXiv's format), never the internet."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import redis
 
 from paperfeed.catalog.importers import parse_page
 from paperfeed.catalog.papers import slugify
-from paperfeed.catalog.sync import CatalogSync, retry_after_s, run_sync
+from paperfeed.catalog.sync import CatalogSync, SourceResult, retry_after_s, run_sync
 from paperfeed.core import Core
 from paperfeed.recsys.data import read_interactions
 from paperfeed.store import keys
@@ -60,14 +62,36 @@ def fixture_papers() -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle]
 
 
+ENTRY = re.compile(rb"<entry>.*?</entry>", re.DOTALL)
+ENTRY_ID = re.compile(rb"<id>http://arxiv\.org/abs/(\d{4}\.\d{4,5})v\d+</id>")
+UNKNOWN_ENTRY = b"<entry><updated>2024-01-03T00:00:00-05:00</updated><title></title></entry>"
+"""What arXiv lists for an ``id_list`` id it does not know: an entry without an id."""
+
+
+def arxiv_entries(*names: str) -> dict[str, bytes]:
+    """The entries of fixture Atom files, by arXiv id."""
+    found = {}
+    for name in names:
+        for entry in ENTRY.findall((ARXIV / name).read_bytes()):
+            match = ENTRY_ID.search(entry)
+            if match:
+                found[match.group(1).decode()] = entry
+    return found
+
+
 class Replay:
     """What the local server answers, set by each test; every request is logged."""
 
     def __init__(self) -> None:
         self.daily: dict[str, list[dict[str, Any]]] = {}
         self.atom: dict[tuple[str, int], bytes] = {}
+        self.by_id: dict[str, bytes] = arxiv_entries("id_list.xml", "cs.LG-page1.xml")
+        """arXiv's entries for ``id_list`` lookups."""
+        self.hf_papers: dict[str, dict[str, Any]] = {}
+        """Hugging Face's ``/api/papers/<id>`` answers."""
         self.failures: dict[str, str] = {}
-        """Path prefix -> how to fail: 500, 429, timeout, malformed, truncated."""
+        """Path prefix (or ``cat:<category>``) -> how to fail: 500, 429, timeout,
+        malformed, truncated."""
         self.log: list[tuple[float, str, dict[str, list[str]]]] = []
         self.lock = threading.Lock()
 
@@ -93,6 +117,9 @@ def replay() -> Iterator[tuple[Replay, str]]:
                 (how for prefix, how in state.failures.items() if parts.path.startswith(prefix)),
                 None,
             )
+            if "search_query" in query:
+                category = query["search_query"][0].removeprefix("cat:")
+                failure = state.failures.get(f"cat:{category}", failure)
             if failure == "timeout":
                 time.sleep(2.0)  # the tests' sync_timeout_s is 0.5
             if failure == "500":
@@ -107,10 +134,22 @@ def replay() -> Iterator[tuple[Replay, str]]:
                 day = query.get("date", [""])[0]
                 body = json.dumps(state.daily.get(day, [])).encode()
                 kind = "application/json"
+            elif parts.path == "/api/query" and "id_list" in query:
+                ids = query["id_list"][0].split(",")
+                entries = b"".join(state.by_id.get(pid, UNKNOWN_ENTRY) for pid in ids)
+                body = b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">'
+                body += entries + b"</feed>"
+                kind = "application/atom+xml"
             elif parts.path == "/api/query":
                 category = query["search_query"][0].removeprefix("cat:")
                 body = state.atom.get((category, int(query["start"][0])), empty_feed())
                 kind = "application/atom+xml"
+            elif parts.path.startswith("/api/papers/"):
+                paper = state.hf_papers.get(parts.path.removeprefix("/api/papers/"))
+                if paper is None:
+                    return self.answer(404, b'{"error":"Paper not found"}', "application/json")
+                body = json.dumps(paper).encode()
+                kind = "application/json"
             else:
                 return self.answer(404, b"no such page", "text/plain")
             if failure == "malformed":
@@ -547,3 +586,382 @@ def test_logs_are_readable_lines_on_a_terminal_and_json_lines_otherwise(
     assert "WARNING paperfeed.catalog.sync: catalog sync failed" in text
     assert "source=hf" in text
     assert not any(line.lstrip().startswith("{") for line in text.splitlines())
+
+
+# --- each arXiv category is its own unit ---------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["xml bomb", "error entry", "500", "garbage"])
+async def test_a_failing_category_does_not_stop_another(
+    redis_url: str,
+    r: redis.Redis,
+    replay: tuple[Replay, str],
+    answer: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """cs.CL (tried first) answers something refused; cs.LG's complete run is imported,
+    and cs.CL alone waits for its own retry, its reason in the log and in the state."""
+    state, base = replay
+    state.atom[("cs.LG", 0)] = (ARXIV / "cs.LG-page1.xml").read_bytes()
+    if answer == "xml bomb":
+        state.atom[("cs.CL", 0)] = (ARXIV / "hostile.xml").read_bytes()
+    elif answer == "error entry":
+        state.atom[("cs.CL", 0)] = (ARXIV / "error.xml").read_bytes()
+    else:
+        state.failures["cat:cs.CL"] = "500" if answer == "500" else "malformed"
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.CL,cs.LG")
+    caplog.set_level("WARNING", logger="paperfeed.catalog.sync")
+    result = (await sync_once(settings))["arxiv"]
+    assert not result.ok
+    assert list(result.failed) == ["cs.CL"]
+    why = {
+        "xml bomb": "DTDForbidden",
+        "error entry": "arXiv API error",
+        "500": "HTTP 500",
+        "garbage": "malformed arXiv answer for cs.CL",
+    }[answer]
+    assert why in result.failed["cs.CL"]
+    assert result.new == 2  # cs.LG's papers
+    assert set(r.hkeys(keys.PAPERS)) == {"2401.00912", "2312.17653"}
+    sync_state = r.hgetall(keys.SYNC_STATE)
+    assert sync_state["arxiv:cs.CL:failures"] == "1"
+    assert why in sync_state["arxiv:cs.CL:last_error"]
+    assert float(sync_state["arxiv:cs.CL:retry_at"]) == NOW + 60
+    assert sync_state["arxiv:cs.LG:failures"] == "0"
+    assert sync_state["arxiv:cs.LG:last_new"] == "2"
+    assert float(sync_state["arxiv:cs.LG:last_success"]) == NOW
+    assert sync_state["arxiv:failing"] == "cs.CL"
+    assert sync_state["arxiv:last_error"].startswith("cs.CL: ")
+    failed = [rec for rec in caplog.records if rec.getMessage().startswith("catalog sync failed")]
+    assert [(rec.__dict__["source"], rec.__dict__["category"]) for rec in failed] == [
+        ("arxiv", "cs.CL")
+    ]
+
+    # Its retry asks cs.CL alone (cs.LG is not due before the sync interval).
+    state.log.clear()
+    state.atom[("cs.CL", 0)] = empty_feed()
+    state.failures.clear()
+    assert (await sync_once(settings, NOW + 30, force=False))["arxiv"].skipped
+    later = (await sync_once(settings, NOW + 61, force=False))["arxiv"]
+    assert later.ok, later
+    asked = [q["search_query"][0] for _, path, q in state.log if path == "/api/query"]
+    assert asked == ["cat:cs.CL"]
+    sync_state = r.hgetall(keys.SYNC_STATE)
+    assert sync_state["arxiv:cs.CL:failures"] == "0"
+    assert sync_state["arxiv:failing"] == ""
+    assert sync_state["arxiv:failures"] == "0"
+
+
+def test_metrics_say_which_category_fails(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    state.atom[("cs.LG", 0)] = (ARXIV / "cs.LG-page1.xml").read_bytes()
+    state.atom[("cs.CL", 0)] = (ARXIV / "hostile.xml").read_bytes()
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.CL,cs.LG")
+    asyncio.run(sync_once(settings))
+    with live_server(settings) as server:
+        expected = [
+            'paperfeed_sync_category_failing{category="cs.CL"} 1.0',
+            'paperfeed_sync_category_failing{category="cs.LG"} 0.0',
+            'paperfeed_sync_category_failures{category="cs.CL"} 1.0',
+            'paperfeed_sync_category_papers_added{category="cs.LG"} 2.0',
+            'paperfeed_sync_papers_added{source="arxiv"} 2.0',
+            'paperfeed_sync_failures{source="arxiv"} 1.0',
+        ]
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            text = httpx.get(f"{server.url}/metrics").text
+            if all(line in text for line in expected):
+                break
+            time.sleep(0.2)
+        for line in expected:
+            assert line in text
+        assert 'paperfeed_sync_category_last_success_timestamp_seconds{category="cs.LG"}' in text
+
+
+async def test_a_retry_after_from_one_category_holds_back_every_arxiv_request(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    """A 429 concerns arXiv, not a category: the run ends there, and neither the other
+    categories nor the lookup of reported ids ask arXiv before it passed."""
+    state, base = replay
+    state.atom[("cs.LG", 0)] = (ARXIV / "cs.LG-page1.xml").read_bytes()
+    state.failures["cat:cs.CL"] = "429"
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.CL,cs.LG")
+    result = (await sync_once(settings))["arxiv"]
+    assert list(result.failed) == ["cs.CL"]
+    asked = [q["search_query"][0] for _, path, q in state.log if path == "/api/query"]
+    assert asked == ["cat:cs.CL"]
+    assert float(r.hget(keys.SYNC_STATE, "arxiv:refused_until") or 0) == NOW + 7200
+    assert result.retry_at == NOW + 7200
+    await report(settings, "1706.03762", "reader-1", "reader-2")
+    assert (await sync_once(settings, NOW + 3_600, force=False))["arxiv"].skipped
+    assert (await lookup_once(settings, NOW + 3_600)).skipped
+    assert state.count("/api/query") == 1
+    del state.failures["cat:cs.CL"]
+    results = await sync_once(settings, NOW + 7_201, force=False)
+    assert results["arxiv"].ok
+    assert (await lookup_once(settings, NOW + 7_202)).new == 1
+
+
+# --- reported papers: a source's metadata, or nothing --------------------------------
+
+
+async def report(settings: Any, paper_id: str, *users: str, now: float = NOW) -> None:
+    core = Core.connect(settings)
+    try:
+        for user in users:
+            await core.catalog.report(user, paper_id, now)
+    finally:
+        await core.close()
+
+
+async def lookup_once(settings: Any, now: float = NOW, force: bool = False) -> SourceResult:
+    """The worker's lookup of reported ids (when due, as the worker runs it)."""
+    core = Core.connect(settings)
+    try:
+        results = await CatalogSync(core.redis, settings, core.catalog).run(
+            [], now=now, force=force, lookup=True
+        )
+    finally:
+        await core.close()
+    assert [result.source for result in results] == ["reported"]
+    return results[0]
+
+
+def asked(replay: Replay) -> list[str]:
+    """The lookups the sources were asked, in order: ``arxiv:<ids>``, ``hf:<id>``."""
+    with replay.lock:
+        return [
+            f"arxiv:{q['id_list'][0]}" if path == "/api/query" else f"hf:{path.rsplit('/', 1)[1]}"
+            for _, path, q in replay.log
+            if "id_list" in q or path.startswith("/api/papers/")
+        ]
+
+
+async def test_a_reported_paper_is_shown_to_no_one_until_a_source_confirms_it(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    """Two readers open an old arXiv paper the catalog lacks, their pages saying what
+    they like: nobody sees it until arXiv describes it; then it is arXiv's paper, dated
+    by its 2017 submission (never "new")."""
+    state, base = replay
+    filled(state)
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.LG")
+    await sync_once(settings)
+    paper_id = "1706.03762"
+    with live_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+
+            async def reader() -> dict[str, str]:
+                token = (await http.post("/v1/installs", json={})).json()["token"]
+                return {"Authorization": f"Bearer {token}"}
+
+            async def feed(auth: dict[str, str]) -> dict[str, Any]:
+                answer = await http.get("/v1/feed", params={"limit": 100}, headers=auth)
+                assert answer.status_code == 200, answer.text
+                return {item["paper"]["id"]: item for item in answer.json()["items"]}
+
+            async def listed() -> list[str]:
+                page = (await http.get("/v1/papers", params={"limit": 100})).json()
+                return [p["id"] for p in page["items"]]
+
+            for n in range(2):
+                view = {
+                    "event_id": f"e-view-{n}",
+                    "type": "view",
+                    "paper_id": f"{paper_id}v5",
+                    "ts": time.time(),
+                    "title": "Miracle pills, buy now",
+                }
+                sent = await http.post(
+                    "/v1/events", json={"events": [view]}, headers=await reader()
+                )
+                assert sent.status_code == 200, sent.text
+            assert r.zscore(keys.CANDIDATE_SCORE, paper_id) == 2
+            assert r.hget(keys.CANDIDATE_PAPERS, paper_id) is None
+            assert (await http.get(f"/v1/papers/{paper_id}")).status_code == 404
+            assert paper_id not in await listed()
+            found = (await http.get("/v1/search", params={"q": paper_id})).json()
+            assert paper_id not in [item["paper"]["id"] for item in found["items"]]
+            assert paper_id not in await feed(await reader())
+
+            result = await lookup_once(settings, time.time())
+            assert (result.ok, result.new, result.fetched) == (True, 1, 1), result
+            assert asked(state) == [f"arxiv:{paper_id}"]
+
+            paper = (await http.get(f"/v1/papers/{paper_id}")).json()
+            assert paper["title"] == "Attention Is All You Need"
+            assert paper["authors"][:2] == ["Ashish Vaswani", "Noam Shazeer"]
+            assert paper["abstract"].startswith("The dominant sequence transduction models")
+            assert paper["published"] == "2017-06-12T17:57:34Z"
+            assert paper["source"] == "arxiv"
+            assert paper["url"] == "https://arxiv.org/abs/1706.03762"
+            assert "pills" not in json.dumps(paper)
+            # Dated by its submission: listed after every newer paper, and never new.
+            assert (await listed())[-1] == paper_id
+            newcomer = await reader()
+            deadline = time.monotonic() + 30
+            items = await feed(newcomer)
+            while paper_id not in items and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                items = await feed(newcomer)
+            assert paper_id in items
+            assert not any(reason.startswith("new") for reason in items[paper_id]["reasons"])
+    assert r.zcard(keys.CANDIDATE_SCORE) == 0
+    assert not r.exists(keys.candidate_reporters(paper_id))
+    assert r.hget(keys.SYNC_STATE, "reported:added_total") == "1"
+
+
+async def test_an_id_no_source_knows_is_never_admitted_and_leaves_the_candidates(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    settings = sync_settings(redis_url, base)
+    fake, impossible = "2312.99999", "2612.00001"  # a month to come, at NOW
+    await report(settings, fake, "reader-1", "reader-2")
+    await report(settings, impossible, "reader-1", "reader-2")
+    await report(settings, "2401.99999", "reader-1")  # one reporter: not looked up
+    first = await lookup_once(settings)
+    assert (first.ok, first.new, first.dropped) == (True, 0, 1), first
+    assert asked(state) == [f"arxiv:{fake}", f"hf:{fake}"]  # the impossible one: no request
+    assert r.zscore(keys.CANDIDATE_SCORE, impossible) is None
+    assert r.zscore(keys.CANDIDATE_SCORE, fake) == 2  # a miss: tried again later
+    # Not due before the lookup interval; then not asked before its hour.
+    assert (await lookup_once(settings, NOW + 60)).skipped
+    assert (await lookup_once(settings, NOW + 400)).fetched == 0
+    assert len(asked(state)) == 2
+    await lookup_once(settings, NOW + 3_601)
+    last = await lookup_once(settings, NOW + 7_202)
+    assert last.dropped == 1
+    assert asked(state) == [f"arxiv:{fake}", f"hf:{fake}"] * 3
+    assert r.zrange(keys.CANDIDATE_SCORE, 0, -1) == ["2401.99999"]
+    assert not r.exists(keys.candidate_reporters(fake))
+    assert r.hget(keys.CANDIDATE_PAPERS, fake) is None
+    assert r.hlen(keys.PAPERS) == 0
+    assert r.hget(keys.SYNC_STATE, "reported:dropped_total") == "2"
+    assert r.hget(keys.SYNC_STATE, "reported:waiting") == "1"
+
+
+async def test_hugging_face_confirms_what_arxiv_does_not_list(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    larp = next(p for p in fixture_papers() if p["id"] == "2312.17653")
+    state.hf_papers["2312.17653"] = daily_entry(larp)["paper"]
+    del state.by_id["2312.17653"]
+    settings = sync_settings(redis_url, base)
+    await report(settings, "2312.17653", "reader-1", "reader-2")
+    await report(settings, "1706.03762", "reader-1", "reader-2", "reader-3")
+    result = await lookup_once(settings)
+    assert (result.ok, result.new) == (True, 2), result
+    # Most reporters first; one arXiv request; Hugging Face for what arXiv lacks.
+    assert asked(state) == ["arxiv:1706.03762,2312.17653", "hf:2312.17653"]
+    stored = json.loads(r.hget(keys.PAPERS, "2312.17653"))
+    assert stored["source"] == "hf"
+    assert stored["title"] == larp["title"]
+    assert stored["published"] == larp["published"]
+    assert stored["url"] == "https://arxiv.org/abs/2312.17653"
+    # With Hugging Face alone among the sources, arXiv is never asked.
+    state.log.clear()
+    await report(settings, "2312.17654", "reader-1", "reader-2")
+    hf_only = sync_settings(redis_url, base, sync_sources="hf")
+    assert (await lookup_once(hf_only, NOW + 400)).fetched == 1
+    assert asked(state) == ["hf:2312.17654"]
+
+
+async def test_a_source_failure_is_not_an_answer(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    state, base = replay
+    settings = sync_settings(redis_url, base)
+    await report(settings, "1706.03762", "reader-1", "reader-2")
+    state.failures["/api/query"] = "malformed"
+    failed = await lookup_once(settings)
+    assert not failed.ok
+    assert "malformed arXiv answer" in str(failed.error)
+    assert asked(state) == ["arxiv:1706.03762"]  # Hugging Face is not asked instead
+    assert r.zscore(keys.CANDIDATE_SCORE, "1706.03762") == 2
+    assert r.hget(keys.CANDIDATE_PAPERS, "1706.03762") is None  # no miss counted
+    sync_state = r.hgetall(keys.SYNC_STATE)
+    assert sync_state["reported:failures"] == "1"
+    assert float(sync_state["reported:retry_at"]) == NOW + 60
+    assert (await lookup_once(settings, NOW + 30)).skipped
+    state.failures["/api/query"] = "500"
+    assert not (await lookup_once(settings, NOW + 61)).ok
+    assert float(r.hget(keys.SYNC_STATE, "reported:retry_at") or 0) == NOW + 61 + 120
+    del state.failures["/api/query"]
+    recovered = await lookup_once(settings, NOW + 182)
+    assert (recovered.ok, recovered.new) == (True, 1)
+    assert r.hget(keys.SYNC_STATE, "reported:failures") == "0"
+
+
+async def test_papers_once_admitted_from_page_text_wait_for_a_source_again(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    """A deployment upgraded from client-text admission: those papers leave the catalog
+    until a source confirms them (a made-up one never comes back)."""
+    from paperfeed.catalog.papers import Paper
+
+    _, base = replay
+    settings = sync_settings(redis_url, base)
+    core = Core.connect(settings)
+    try:
+        injected = [
+            Paper(id="2312.99998", title="Miracle pills", source="reported"),
+            Paper(id="1706.03762", title="A page's title", source="reported"),
+        ]
+        await core.catalog.upsert(injected, NOW - 86_400)
+    finally:
+        await core.close()
+    result = await lookup_once(settings)
+    assert (result.new, result.fetched) == (1, 2), result
+    assert set(r.hkeys(keys.PAPERS)) == {"1706.03762"}
+    assert json.loads(r.hget(keys.PAPERS, "1706.03762"))["source"] == "arxiv"
+    assert r.zscore(keys.PAPERS_BY_DATE, "2312.99998") is None
+    assert r.hget(keys.SYNC_STATE, "reported:requeued") == "2"
+
+
+def test_the_worker_looks_reported_ids_up_with_no_command(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    state, base = replay
+    settings = sync_settings(redis_url, base, candidate_min_users=1)
+    asyncio.run(report(settings, "1706.03762", "reader-1", now=time.time()))
+    env = {
+        **os.environ,
+        **redis_env(redis_url),
+        "PAPERFEED_HF_API_URL": base,
+        "PAPERFEED_ARXIV_API_URL": base,
+        "PAPERFEED_CANDIDATE_MIN_USERS": "1",
+        "PAPERFEED_DATA_DIR": str(tmp_path),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "paperfeed.cli", "worker", "--poll", "0.2"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not r.hexists(keys.PAPERS, "1706.03762"):
+            time.sleep(0.1)
+        assert json.loads(r.hget(keys.PAPERS, "1706.03762"))["source"] == "arxiv"
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    assert asked(state) == ["arxiv:1706.03762"]
+    with live_server(make_settings(redis_url)) as server:
+        line = 'paperfeed_sync_papers_added{source="reported"} 1.0'
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline and line not in text:
+            text = httpx.get(f"{server.url}/metrics").text
+            time.sleep(0.2)
+        assert line in text
+        assert "paperfeed_reported_waiting 0.0" in text

@@ -10,8 +10,10 @@ Jobs (each its own asyncio task; one failing never stops another):
   the job's failure, and stopping the worker stops it.
 - ``digests``: every ``digest_check_s`` when SMTP is configured.
 - ``retention``: erase inactive installs, daily.
-- ``sync``: the catalog from Hugging Face and arXiv (``catalog.sync``), each source every
-  ``sync_interval_s``, a failing one after its own backoff.
+- ``sync``: the catalog from Hugging Face and arXiv (``catalog.sync``), each source (each
+  arXiv category) every ``sync_interval_s``, a failing one after its own backoff; and
+  every ``candidate_lookup_interval_s`` the lookup of the arXiv ids readers reported
+  (``catalog.lookup``: only a source's metadata admits a reported paper).
 
 A job that raises is logged with its traceback and retried with exponential backoff
 (``BACKOFF_S`` doubling up to ``BACKOFF_CAP_S``). Job state lives in Redis
@@ -31,6 +33,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 from redis.exceptions import RedisClusterException, RedisError
@@ -41,6 +44,9 @@ from paperfeed.runtime import redis_for
 from paperfeed.settings import Settings, settings_env
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
+
+if TYPE_CHECKING:
+    from paperfeed.catalog.sources import SourceResult
 
 log = logging.getLogger("paperfeed.worker")
 
@@ -293,15 +299,23 @@ class Worker:
         from paperfeed.catalog.sync import SyncBusy, parse_sources, run_sync
 
         try:
-            results = await run_sync(self.settings, parse_sources(self.settings.sync_sources))
+            results = await run_sync(
+                self.settings, parse_sources(self.settings.sync_sources), lookup=True
+            )
         except SyncBusy:
             return "another process is syncing the catalog; skipped"
-        return "; ".join(
-            f"{r.source}: {'skipped' if r.skipped else 'ok' if r.ok else 'failed'}"
-            + (f" ({r.new} new, {r.updated} updated, {r.merged} merged)" if r.ok else "")
-            + (f" ({r.error})" if r.error else "")
-            for r in results
-        )
+        return "; ".join(sync_summary(r) for r in results)
+
+
+def sync_summary(result: SourceResult) -> str:
+    """One unit of a sync run in a line: ``arxiv: failed (3 new, ...) (cs.CL: ...)``."""
+    if result.skipped:
+        return f"{result.source}: skipped"
+    counts = f"{result.new} new, {result.updated} updated, {result.merged} merged"
+    if result.source == "reported":
+        counts += f", {result.dropped} dropped"
+    error = f" ({result.error})" if result.error else ""
+    return f"{result.source}: {'ok' if result.ok else 'failed'} ({counts}){error}"
 
 
 async def run_worker(settings: Settings, poll_s: float, once: bool) -> None:

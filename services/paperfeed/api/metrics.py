@@ -86,7 +86,42 @@ SYNC_FAILURES = Gauge(
     ["source"],
     multiprocess_mode=SHARED,
 )
-SYNC_SOURCES = ("hf", "arxiv")
+SYNC_CATEGORY_LAST_SUCCESS = Gauge(
+    "paperfeed_sync_category_last_success_timestamp_seconds",
+    "When each arXiv category last synced (0: never)",
+    ["category"],
+    multiprocess_mode=SHARED,
+)
+SYNC_CATEGORY_ADDED = Gauge(
+    "paperfeed_sync_category_papers_added",
+    "Papers each arXiv category added, in total",
+    ["category"],
+    multiprocess_mode=SHARED,
+)
+SYNC_CATEGORY_FAILURES = Gauge(
+    "paperfeed_sync_category_failures",
+    "Failed runs of each arXiv category, in total",
+    ["category"],
+    multiprocess_mode=SHARED,
+)
+SYNC_CATEGORY_FAILING = Gauge(
+    "paperfeed_sync_category_failing",
+    "1 while an arXiv category's last run failed (it waits for its retry), else 0",
+    ["category"],
+    multiprocess_mode=SHARED,
+)
+REPORTED_WAITING = Gauge(
+    "paperfeed_reported_waiting",
+    "Reported arXiv ids waiting for a source to confirm them (at the last lookup)",
+    multiprocess_mode=SHARED,
+)
+REPORTED_DROPPED = Gauge(
+    "paperfeed_reported_dropped",
+    "Reported ids dropped because no source knows them, in total",
+    multiprocess_mode=SHARED,
+)
+SYNC_SOURCES = ("hf", "arxiv", "reported")
+"""Units with the source metrics; ``reported`` is the lookup of reported ids."""
 STORE_METRICS_S = 5.0
 
 # Redis memory against its limit, read from INFO at each scrape (alert on their ratio,
@@ -128,6 +163,21 @@ def mirror_sync(state: dict[str, str]) -> None:
         SYNC_LAST_SUCCESS.labels(source=source).set(float(state.get(f"{source}:last_success", 0)))
         SYNC_ADDED.labels(source=source).set(float(state.get(f"{source}:added_total", 0)))
         SYNC_FAILURES.labels(source=source).set(float(state.get(f"{source}:failures_total", 0)))
+    for field, value in state.items():
+        unit, _, name = field.rpartition(":")
+        if not unit.startswith("arxiv:"):
+            continue
+        category = unit.removeprefix("arxiv:")
+        if name == "last_success":
+            SYNC_CATEGORY_LAST_SUCCESS.labels(category=category).set(float(value or 0))
+        elif name == "added_total":
+            SYNC_CATEGORY_ADDED.labels(category=category).set(float(value or 0))
+        elif name == "failures_total":
+            SYNC_CATEGORY_FAILURES.labels(category=category).set(float(value or 0))
+        elif name == "failures":
+            SYNC_CATEGORY_FAILING.labels(category=category).set(1.0 if float(value or 0) else 0.0)
+    REPORTED_WAITING.set(float(state.get("reported:waiting") or 0))
+    REPORTED_DROPPED.set(float(state.get("reported:dropped_total") or 0))
 
 
 async def _memory(redis: RedisClient) -> list[tuple[float, float]]:

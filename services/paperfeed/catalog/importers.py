@@ -8,6 +8,8 @@
 - ``jsonl``: one ``{"id", "title", "abstract", "authors", "published", "upvotes",
   "url"}`` record a line (only ``title`` is required).
 - ``arxiv``: an arXiv API answer (Atom), read by ``parse_arxiv_atom`` (catalog sync).
+- ``hf paper``: Hugging Face's ``/api/papers/{id}`` answer, one paper in the shape of
+  ``daily_papers``' ``paper``, read by ``parse_hf_paper`` (the lookup of reported ids).
 
 Links are kept only when they are http(s): a catalog link ends up in an ``href`` of the
 popup and of the e-mail digest.
@@ -201,19 +203,29 @@ def parse_daily_papers(data: bytes) -> list[Paper]:
         entries = msgspec.json.decode(data, type=list[_DailyEntry])
     except msgspec.ValidationError as exc:
         raise ImportFormatError(f"daily_papers JSON: {exc}") from exc
-    papers = []
-    for entry in entries:
-        p = entry.paper
-        record = PaperRecord(
-            id=p.id,
-            title=p.title,
-            abstract=p.summary,
-            authors=[a.name for a in p.authors],
-            published=p.publishedAt or entry.publishedAt,
-            upvotes=max(p.upvotes, 0),
-        )
-        papers.append(paper_from_record(record, "import"))
-    return papers
+    return [_daily_paper(entry.paper, entry.publishedAt, "import") for entry in entries]
+
+
+def parse_hf_paper(data: bytes) -> Paper:
+    """The paper of a Hugging Face ``/api/papers/{id}`` answer (its text is Hugging
+    Face's, ``source`` ``hf``); raises ``ImportFormatError`` when it is not one."""
+    try:
+        paper = msgspec.json.decode(data, type=_DailyPaper)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ImportFormatError(f"Hugging Face paper JSON: {exc}") from exc
+    return _daily_paper(paper, None, "hf")
+
+
+def _daily_paper(p: _DailyPaper, listed_at: str | None, source: str) -> Paper:
+    record = PaperRecord(
+        id=p.id,
+        title=p.title,
+        abstract=p.summary,
+        authors=[a.name for a in p.authors],
+        published=p.publishedAt or listed_at,
+        upvotes=max(p.upvotes, 0),
+    )
+    return paper_from_record(record, source)
 
 
 ATOM = "{http://www.w3.org/2005/Atom}"

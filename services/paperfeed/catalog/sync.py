@@ -18,14 +18,21 @@ demo page's papers) is merged into its arXiv entry when a source brings a paper 
 title has the same slug (``Catalog.merge``: trending follows at once; readers' records,
 the model's rows and the old id resolve through the alias).
 
-A source's run is all or nothing: its papers are imported only when every request of
-the run succeeded. A failed page would otherwise leave a gap that "stop at a page of
-known papers" never comes back for. A failure (timeout, connection error, HTTP error, 429,
-a malformed or truncated body) is logged with the source and the reason and leaves the
-catalog and trending untouched; the source is tried again after a backoff (doubling
-from ``RETRY_BASE_S``, at most the sync interval; a 429's ``Retry-After`` when longer),
-and the other source goes on. Per-source bookkeeping is in ``pf:sync:state`` and
-exported by ``/metrics``.
+A unit's run is all or nothing: Hugging Face's, and each arXiv category's. Its papers
+are imported only when every request of that run succeeded (a failed page would
+otherwise leave a gap that "stop at a page of known papers" never comes back for), and
+a complete category is imported whatever the other categories answer. A failure
+(timeout, connection error, HTTP error, 429, a malformed, truncated or hostile body, an
+arXiv error entry) is logged with the source, the category and the reason and leaves
+the catalog and trending untouched by that unit; the unit is tried again after its own
+backoff (doubling from ``RETRY_BASE_S``, at most the sync interval; a 429's
+``Retry-After`` when longer, and then no arXiv request at all until it passed), and the
+other units go on. The bookkeeping is in ``pf:sync:state`` (``hf:*``, ``arxiv:*`` for
+the source as a whole, ``arxiv:<category>:*``; ``catalog.sources``) and exported by
+``/metrics``.
+
+``lookup=True`` (the worker) then looks up the arXiv ids readers reported
+(``catalog.lookup``), under the same pacing.
 """
 
 from __future__ import annotations
@@ -37,111 +44,58 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Literal
 
 import httpx
 import msgspec
 
-from paperfeed import __version__
 from paperfeed.catalog.importers import ImportFormatError, parse_arxiv_atom, parse_daily_papers
-from paperfeed.catalog.papers import Paper, arxiv_id, slugify
+from paperfeed.catalog.lookup import (
+    ReportedLookup,
+    lookup_due,
+    lookup_wanted,
+    refuse_arxiv,
+    refused_until,
+)
+from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.repository import Catalog
+from paperfeed.catalog.sources import (
+    RETRY_BASE_S,
+    SOURCES,
+    USER_AGENT,
+    Fetcher,
+    Pacer,
+    Source,
+    SourceFailed,
+    SourceResult,
+    parse_sources,
+    read_state,
+    record_failure,
+    record_success,
+    retry_after_s,
+    unit_due,
+    write_state,
+)
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
+__all__ = [
+    "RETRY_BASE_S",
+    "SOURCES",
+    "CatalogSync",
+    "Fetcher",
+    "Source",
+    "SourceFailed",
+    "SourceResult",
+    "SyncBusy",
+    "parse_sources",
+    "read_state",
+    "retry_after_s",
+    "run_sync",
+    "sync_due",
+]
+
 log = logging.getLogger(__name__)
-
-Source = Literal["hf", "arxiv"]
-SOURCES: tuple[Source, ...] = ("hf", "arxiv")
-RETRY_BASE_S = 60.0
-RETRY_AFTER_CAP_S = 86_400.0
-MAX_BODY_BYTES = 20 * 2**20
-USER_AGENT = f"paperfeed/{__version__} (catalog sync)"
-
-
-class SourceFailed(Exception):
-    """One request of a source failed; the message says which and why."""
-
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-
-class SourceResult(msgspec.Struct, kw_only=True):
-    source: Source
-    ok: bool
-    skipped: bool = False
-    """Not tried: the source waits for its retry time."""
-    fetched: int = 0
-    """Papers the source listed (before identity merging)."""
-    new: int = 0
-    updated: int = 0
-    merged: int = 0
-    """Papers known by their title's slug merged into their arXiv entry."""
-    requests: int = 0
-    error: str | None = None
-    retry_at: float | None = None
-    seconds: float = 0.0
-
-
-def parse_sources(value: str) -> list[Source]:
-    """``hf,arxiv`` -> the sources, in that order; unknown names raise ValueError."""
-    names = [part.strip() for part in value.split(",") if part.strip()]
-    unknown = [name for name in names if name not in SOURCES]
-    if unknown:
-        raise ValueError(f"unknown sync sources {unknown}; known: {', '.join(SOURCES)}")
-    return [source for source in SOURCES if source in names]
-
-
-class Fetcher:
-    """GET with a time limit, a size limit and every failure as ``SourceFailed``."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.requests = 0
-
-    async def get(self, url: str, params: dict[str, str | int]) -> bytes:
-        self.requests += 1
-        try:
-            async with self.client.stream("GET", url, params=params) as response:
-                if response.status_code != 200:
-                    retry_after = (
-                        retry_after_s(response.headers.get("retry-after"))
-                        if response.status_code in (429, 503)
-                        else None
-                    )
-                    raise SourceFailed(
-                        f"HTTP {response.status_code} from {response.url}", retry_after
-                    )
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > MAX_BODY_BYTES:
-                        raise SourceFailed(f"body of {response.url} over {MAX_BODY_BYTES} bytes")
-                return bytes(body)
-        except httpx.TimeoutException as exc:
-            raise SourceFailed(f"timeout ({type(exc).__name__}) from {url}") from exc
-        except httpx.HTTPError as exc:
-            raise SourceFailed(f"{type(exc).__name__} from {url}: {exc}") from exc
-
-
-def retry_after_s(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 async def fetch_hf(fetcher: Fetcher, settings: Settings, now: float) -> list[Paper]:
@@ -162,48 +116,40 @@ async def fetch_hf(fetcher: Fetcher, settings: Settings, now: float) -> list[Pap
     return papers
 
 
-class Pacer:
-    """At least ``delay_s`` between the starts of two requests."""
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-        self.last = -float("inf")
-
-    async def wait(self) -> None:
-        pause = self.last + self.delay_s - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        self.last = time.monotonic()
+def arxiv_categories(settings: Settings) -> list[str]:
+    """The configured categories, in order, each once."""
+    names = [c.strip() for c in settings.arxiv_categories.split(",") if c.strip()]
+    return list(dict.fromkeys(names))
 
 
-async def fetch_arxiv(fetcher: Fetcher, settings: Settings, catalog: Catalog) -> list[Paper]:
-    """Each category's newest submissions, paged until a page holds a known paper."""
+async def fetch_arxiv_category(
+    fetcher: Fetcher, pacer: Pacer, settings: Settings, catalog: Catalog, category: str
+) -> list[Paper]:
+    """One category's newest submissions, paged until a page holds only known papers."""
     url = f"{settings.arxiv_api_url.rstrip('/')}/api/query"
-    pacer = Pacer(settings.arxiv_delay_s)
     size = settings.arxiv_page_size
     papers: list[Paper] = []
-    for category in [c.strip() for c in settings.arxiv_categories.split(",") if c.strip()]:
-        for page in range(settings.arxiv_max_pages):
-            await pacer.wait()
-            body = await fetcher.get(
-                url,
-                {
-                    "search_query": f"cat:{category}",
-                    "sortBy": "submittedDate",
-                    "sortOrder": "descending",
-                    "start": page * size,
-                    "max_results": size,
-                },
-            )
-            try:
-                found = parse_arxiv_atom(body)
-            except ImportFormatError as exc:
-                raise SourceFailed(f"malformed arXiv answer for {category}: {exc}") from exc
-            papers.extend(found)
-            # Caught up at a page whose papers are all catalogued (a page with some known
-            # ones goes on: Hugging Face lists a few of the day's arXiv papers first).
-            if len(found) < size or await catalog.known_all([p.id for p in found]):
-                break
+    for page in range(settings.arxiv_max_pages):
+        await pacer.wait()
+        body = await fetcher.get(
+            url,
+            {
+                "search_query": f"cat:{category}",
+                "sortBy": "submittedDate",
+                "sortOrder": "descending",
+                "start": page * size,
+                "max_results": size,
+            },
+        )
+        try:
+            found = parse_arxiv_atom(body)
+        except ImportFormatError as exc:
+            raise SourceFailed(f"malformed arXiv answer for {category}: {exc}") from exc
+        papers.extend(found)
+        # Caught up at a page whose papers are all catalogued (a page with some known
+        # ones goes on: Hugging Face lists a few of the day's arXiv papers first).
+        if len(found) < size or await catalog.known_all([p.id for p in found]):
+            break
     return papers
 
 
@@ -212,6 +158,7 @@ class CatalogSync:
         self.redis = redis
         self.settings = settings
         self.catalog = catalog
+        self.lookup = ReportedLookup(redis, settings, catalog)
 
     async def run(
         self,
@@ -219,11 +166,15 @@ class CatalogSync:
         now: float | None = None,
         force: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        lookup: bool = False,
     ) -> list[SourceResult]:
-        """Sync each source that is due (``force``: whether due or not)."""
+        """Sync each source that is due (``force``: whether due or not); ``lookup``:
+        then look reported ids up, when due and some wait (``force``: whenever)."""
         now = time.time() if now is None else now
         state = await self.state()
         results = []
+        last_request = float(state.get("arxiv:last_request_at") or 0)
+        pacer = Pacer(self.settings.arxiv_delay_s, last_request)
         async with httpx.AsyncClient(
             timeout=self.settings.sync_timeout_s,
             follow_redirects=True,
@@ -231,28 +182,67 @@ class CatalogSync:
             transport=transport,
         ) as client:
             for source in sources:
-                if not force and not self._due(state, source, now):
-                    retry_at = float(state.get(f"{source}:retry_at") or 0) or None
+                if not force and not source_due(state, source, now, self.settings):
                     results.append(
-                        SourceResult(source=source, ok=False, skipped=True, retry_at=retry_at)
+                        SourceResult(
+                            source=source,
+                            ok=False,
+                            skipped=True,
+                            retry_at=retry_time(state, source),
+                        )
                     )
-                    continue
-                results.append(await self.sync_source(source, Fetcher(client), now))
+                elif source == "hf":
+                    results.append(await self.sync_hf(Fetcher(client), now))
+                else:
+                    results.append(await self.sync_arxiv(Fetcher(client), pacer, state, now, force))
+            if lookup:
+                state = await self.state()
+                if force or (
+                    lookup_due(state, self.settings, now) and await lookup_wanted(self.redis, state)
+                ):
+                    results.append(await self.lookup.run(Fetcher(client), pacer, now))
+                else:
+                    results.append(
+                        SourceResult(
+                            source="reported",
+                            ok=False,
+                            skipped=True,
+                            retry_at=retry_time(state, "reported"),
+                        )
+                    )
+        if pacer.at > last_request:
+            await write_state(self.redis, "arxiv", {"last_request_at": pacer.at}, {})
         return results
 
-    async def sync_source(self, source: Source, fetcher: Fetcher, now: float) -> SourceResult:
+    async def sync_hf(self, fetcher: Fetcher, now: float) -> SourceResult:
         started = time.perf_counter()
         try:
-            if source == "hf":
-                papers = await fetch_hf(fetcher, self.settings, now)
-            else:
-                papers = await fetch_arxiv(fetcher, self.settings, self.catalog)
+            papers = await fetch_hf(fetcher, self.settings, now)
         except SourceFailed as exc:
-            return await self._failed(source, exc, fetcher.requests, now, started)
-        merged = await self.merge_slugs(papers, now)
+            retry_at = await record_failure(
+                self.redis, "hf", exc, now, self.settings.sync_interval_s
+            )
+            log.warning(
+                "catalog sync failed; retrying later",
+                extra={
+                    "source": "hf",
+                    "reason": exc.reason,
+                    "retry_in_s": round(retry_at - now, 1),
+                },
+            )
+            return SourceResult(
+                source="hf",
+                ok=False,
+                requests=fetcher.requests,
+                error=exc.reason,
+                retry_at=retry_at,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        merged = await self.catalog.merge_slugs(papers, now)
         result = await self.catalog.upsert(papers, now, merge=True)
+        await record_success(self.redis, "hf", now, result.new)
         outcome = SourceResult(
-            source=source,
+            source="hf",
             ok=True,
             fetched=len(papers),
             new=result.new,
@@ -261,98 +251,128 @@ class CatalogSync:
             requests=fetcher.requests,
             seconds=round(time.perf_counter() - started, 3),
         )
-        success: dict[str, float | str] = {
-            "last_success": now,
-            "last_attempt": now,
-            "failures": 0,
-            "retry_at": 0,
-            "last_error": "",
-            "last_new": result.new,
-        }
-        await self._write_state(source, success, "added_total", result.new)
         log.info("catalog synced", extra=msgspec.to_builtins(outcome))
         return outcome
 
-    async def _failed(
-        self, source: Source, exc: SourceFailed, requests: int, now: float, started: float
+    async def sync_arxiv(
+        self, fetcher: Fetcher, pacer: Pacer, state: dict[str, str], now: float, force: bool
     ) -> SourceResult:
-        failures = await self.redis.hincrby(keys.SYNC_STATE, f"{source}:failures", 1)
-        backoff = min(
-            max(self.settings.sync_interval_s, RETRY_BASE_S),
-            RETRY_BASE_S * 2 ** min(failures - 1, 30),
-        )
-        if exc.retry_after_s is not None:
-            backoff = max(backoff, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
-        retry_at = now + backoff
-        failure = {"last_attempt": now, "retry_at": retry_at, "last_error": exc.reason[:500]}
-        await self._write_state(source, failure, "failures_total", 1)
-        log.warning(
-            "catalog sync failed; retrying later",
-            extra={"source": source, "reason": exc.reason, "retry_in_s": round(backoff, 1)},
-        )
-        return SourceResult(
-            source=source,
-            ok=False,
-            requests=requests,
-            error=exc.reason,
-            retry_at=retry_at,
-            seconds=round(time.perf_counter() - started, 3),
-        )
-
-    async def merge_slugs(self, papers: Sequence[Paper], now: float) -> int:
-        """Papers catalogued under the slug of a title that now arrives with its arXiv
-        id are merged into that id."""
-        by_slug = {slugify(p.title): p.id for p in papers if p.title and arxiv_id(p.id) == p.id}
-        if not by_slug:
-            return 0
-        slugs = list(by_slug)
-        existing = await self.catalog.get_stored(slugs)
-        merged = 0
-        for slug, paper in existing.items():
-            if paper.id == by_slug[slug]:
+        """Each category due (``force``: each one) is its own unit: its complete run is
+        imported whatever the others answer; a failed one keeps its own backoff. A
+        ``Retry-After`` ends the run (it concerns every arXiv request)."""
+        started = time.perf_counter()
+        interval = self.settings.sync_interval_s
+        configured = arxiv_categories(self.settings)
+        await self._forget_categories(state, configured)
+        due = [c for c in configured if force or unit_due(state, f"arxiv:{c}", now, interval)]
+        outcome = SourceResult(source="arxiv", ok=True)
+        for category in due:
+            unit = f"arxiv:{category}"
+            try:
+                papers = await fetch_arxiv_category(
+                    fetcher, pacer, self.settings, self.catalog, category
+                )
+            except SourceFailed as exc:
+                outcome.failed[category] = exc.reason[:500]
+                retry_at = await record_failure(self.redis, unit, exc, now, interval)
+                log.warning(
+                    "catalog sync failed; retrying later",
+                    extra={
+                        "source": "arxiv",
+                        "category": category,
+                        "reason": exc.reason,
+                        "retry_in_s": round(retry_at - now, 1),
+                    },
+                )
+                if exc.retry_after_s is not None:
+                    await refuse_arxiv(self.redis, now, exc)
+                    break
                 continue
-            await self.catalog.merge(slug, by_slug[slug], now)
-            merged += 1
-        return merged
+            merged = await self.catalog.merge_slugs(papers, now)
+            result = await self.catalog.upsert(papers, now, merge=True)
+            await record_success(self.redis, unit, now, result.new)
+            outcome.fetched += len(papers)
+            outcome.new += result.new
+            outcome.updated += result.updated
+            outcome.merged += merged
+        outcome.requests = fetcher.requests
+        outcome.seconds = round(time.perf_counter() - started, 3)
+        summary = arxiv_summary(await self.state(), configured)
+        counters = {"added_total": outcome.new, "failures_total": len(outcome.failed)}
+        fields = {**summary, "last_attempt": now, "last_new": outcome.new}
+        await write_state(self.redis, "arxiv", fields, counters)
+        if outcome.failed:
+            outcome.ok = False
+            outcome.error = "; ".join(f"{c}: {why}" for c, why in outcome.failed.items())
+            outcome.retry_at = float(summary["retry_at"])
+        else:
+            log.info("catalog synced", extra=msgspec.to_builtins(outcome))
+        return outcome
+
+    async def _forget_categories(self, state: dict[str, str], configured: list[str]) -> None:
+        """The bookkeeping of categories no longer configured goes."""
+        gone = [
+            field
+            for field in state
+            if field.startswith("arxiv:")
+            and field.count(":") >= 2
+            and field[len("arxiv:") :].rsplit(":", 1)[0] not in configured
+        ]
+        if gone:
+            await self.redis.hdel(keys.SYNC_STATE, *gone)
 
     async def state(self) -> dict[str, str]:
         return await read_state(self.redis)
 
-    async def _write_state(
-        self, source: Source, fields: dict[str, float | str], total: str, add: int
-    ) -> None:
-        """Set ``source``'s ``fields`` and add ``add`` to its ``total`` counter."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(keys.SYNC_STATE, mapping={f"{source}:{k}": v for k, v in fields.items()})
-            pipe.hincrby(keys.SYNC_STATE, f"{source}:{total}", add)
-            await pipe.execute()
 
-    def _due(self, state: dict[str, str], source: Source, now: float) -> bool:
-        return source_due(state, source, now, self.settings.sync_interval_s)
+def arxiv_summary(state: dict[str, str], categories: list[str]) -> dict[str, float | str]:
+    """The arXiv source as a whole, from its categories' bookkeeping: ``failing`` (the
+    categories whose last run failed), ``failures`` (the most failures in a row of one
+    of them), ``last_error`` (each failing category's reason), ``retry_at`` (when the
+    first of them is tried again; a refusal's end when later), ``last_success`` (when
+    the category synced longest ago last synced: every category is synced since)."""
+
+    def field(category: str, name: str) -> float:
+        return float(state.get(f"arxiv:{category}:{name}") or 0)
+
+    failing = [c for c in categories if field(c, "failures") > 0]
+    retry_at = min((field(c, "retry_at") for c in failing), default=0.0)
+    if failing:
+        retry_at = max(retry_at, refused_until(state))
+    return {
+        "failing": ",".join(failing),
+        "failures": int(max((field(c, "failures") for c in categories), default=0)),
+        "last_error": "; ".join(f"{c}: {state.get(f'arxiv:{c}:last_error', '')}" for c in failing),
+        "retry_at": retry_at,
+        "last_success": min((field(c, "last_success") for c in categories), default=0.0),
+    }
 
 
-async def read_state(redis: RedisClient) -> dict[str, str]:
-    """``pf:sync:state``: ``<source>:<field>`` -> value (the worker and /metrics read it)."""
-    raw = await redis.hgetall(keys.SYNC_STATE)
-    return {str(k): str(v) for k, v in raw.items()}
+def retry_time(state: dict[str, str], unit: str) -> float | None:
+    return float(state.get(f"{unit}:retry_at") or 0) or None
 
 
-def source_due(state: dict[str, str], source: Source, now: float, interval_s: float) -> bool:
-    """Its last success is ``interval_s`` old (or it never ran) and its retry time came."""
-    last = float(state.get(f"{source}:last_success") or 0)
-    retry_at = float(state.get(f"{source}:retry_at") or 0)
-    return now >= retry_at and now - last >= interval_s
+def source_due(state: dict[str, str], source: Source, now: float, settings: Settings) -> bool:
+    """``hf``: its last success is ``sync_interval_s`` old (or it never ran) and its
+    retry time came. ``arxiv``: so is one of its categories, and arXiv does not ask to
+    wait (``Retry-After``)."""
+    interval = settings.sync_interval_s
+    if source == "hf":
+        return unit_due(state, "hf", now, interval)
+    return now >= refused_until(state) and any(
+        unit_due(state, f"arxiv:{c}", now, interval) for c in arxiv_categories(settings)
+    )
 
 
 async def sync_due(redis: RedisClient, settings: Settings, now: float) -> bool:
-    """Some source of ``sync_sources`` is due (the worker asks; interval 0: never)."""
-    if settings.sync_interval_s <= 0:
-        return False
+    """Some source of ``sync_sources`` is due (interval 0: never), or the lookup of
+    reported ids is (``candidate_lookup_interval_s``) and some wait: the worker asks."""
     state = await read_state(redis)
-    return any(
-        source_due(state, source, now, settings.sync_interval_s)
-        for source in parse_sources(settings.sync_sources)
-    )
+    if settings.sync_interval_s > 0 and any(
+        source_due(state, source, now, settings) for source in parse_sources(settings.sync_sources)
+    ):
+        return True
+    return lookup_due(state, settings, now) and await lookup_wanted(redis, state)
 
 
 class SyncBusy(RuntimeError):
@@ -364,9 +384,11 @@ async def run_sync(
     sources: Sequence[Source],
     force: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    lookup: bool = False,
 ) -> list[SourceResult]:
     """One sync under the lease ``pf:sync:lock`` (one sync at a time in a deployment:
-    two would fetch the same pages twice)."""
+    two would fetch the same pages twice, or pace arXiv apart); ``lookup``: the lookup of
+    reported ids too."""
     from paperfeed.core import Core
     from paperfeed.store.lease import Lease
 
@@ -376,7 +398,7 @@ async def run_sync(
             if not lease.acquire():
                 raise SyncBusy("another catalog sync is running")
             sync = CatalogSync(core.redis, settings, core.catalog)
-            return await sync.run(sources, force=force, transport=transport)
+            return await sync.run(sources, force=force, transport=transport, lookup=lookup)
     finally:
         await core.close()
 
@@ -384,12 +406,19 @@ async def run_sync(
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     from paperfeed.runtime import redis_for
 
-    sources: list[Source] = list(SOURCES) if args.source == "all" else [args.source]
+    sources: list[Source] = (
+        list(SOURCES)
+        if args.source == "all"
+        else []
+        if args.source == "reported"
+        else [args.source]
+    )
+    lookup = args.source in ("all", "reported")
     if args.days is not None:
         settings = msgspec.structs.replace(settings, sync_days=args.days)
     with redis_for(settings) as ready:
         try:
-            results = asyncio.run(run_sync(ready, sources, force=True))
+            results = asyncio.run(run_sync(ready, sources, force=True, lookup=lookup))
         except SyncBusy as exc:
             print(f"paperfeed sync: {exc}", file=sys.stderr)
             return 3
@@ -405,7 +434,12 @@ def add_commands(
     sync = sub.add_parser(
         "sync", help="bring the catalog up to date from Hugging Face and arXiv (docs/catalog.md)"
     )
-    sync.add_argument("--source", choices=[*SOURCES, "all"], default="all")
+    sync.add_argument(
+        "--source",
+        choices=[*SOURCES, "reported", "all"],
+        default="all",
+        help="reported: look up the arXiv ids readers reported (all: every source, then that)",
+    )
     sync.add_argument(
         "--days", type=int, choices=range(1, 31), metavar="N",
         help="days of Hugging Face daily papers (default PAPERFEED_SYNC_DAYS)",

@@ -14,15 +14,21 @@ Catalog
 - ``pf:papers:seeded`` (HASH) paper id -> upvotes already credited to trending — same members.
 - ``pf:papers:alias`` (HASH) old paper id -> the id it was merged into (a demo page's
   title slug -> its arXiv id, once a source brings the id): the old id keeps resolving.
-- ``pf:sync:state`` (HASH) ``<source>:<field>`` -> the catalog sync's bookkeeping per
-  source (last success, failures, retry time, papers added); ``pf:sync:lock`` (STRING)
-  the lease of the one sync running.
-- ``pf:cand:{c}:papers`` (HASH) paper id -> reported Paper JSON of a paper that is not
-  in the catalog yet — at most ``candidate_cap`` entries (oldest evicted).
-- ``pf:cand:{c}:score`` (ZSET) paper id -> distinct reporting installs — same members.
+- ``pf:sync:state`` (HASH) ``<unit>:<field>`` -> the catalog sync's bookkeeping per unit
+  (last success, failures, retry time, last error, papers added): ``hf``, each arXiv
+  category ``arxiv:<category>``, ``arxiv`` (the source: a summary of its categories,
+  ``refused_until``, ``last_request_at``), ``reported`` (the lookup of reported ids) —
+  a few fields per unit; a category no longer configured loses its fields.
+  ``pf:sync:lock`` (STRING) the lease of the one sync running.
+- ``pf:cand:{c}:score`` (ZSET) arXiv id of a paper not in the catalog -> distinct
+  installs that reported it (no text from a client is kept) — at most
+  ``candidate_cap`` members (the first reported evicted first).
 - ``pf:cand:{c}:seen`` (ZSET) paper id -> first report time — same members, eviction order.
-- ``pf:cand:{c}:by:<paper>`` (SET) user ids that reported the paper — deleted on admission or
-  eviction, TTL 30 days.
+- ``pf:cand:{c}:papers`` (HASH) paper id -> its lookups so far, JSON ``{"misses", "next"}``
+  (sources that did not know it, when it is asked again) — only ids looked up and not
+  found yet, a subset of the same members.
+- ``pf:cand:{c}:by:<paper>`` (SET) user ids that reported the paper — deleted on admission,
+  drop or eviction, TTL 30 days.
 
 Trending (one tag per window so the decay script owns both keys)
 - ``pf:trend:{<window>}:scores`` (ZSET) paper id -> sum of w * 2^((t - epoch)/half_life) —
