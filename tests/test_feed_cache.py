@@ -11,10 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
 
 from paperfeed.core import Core
+from paperfeed.events import Event
+from paperfeed.recsys import learn
+from paperfeed.recsys.content import FloatArray
+from paperfeed.recsys.feed import fold_in, rank_stored, reader_of
+from paperfeed.recsys.repository import decode_vector
 from paperfeed.recsys.train import train_and_publish
 from paperfeed.store import keys
 from tests.conftest import LiveServer, admin_headers, live_server, live_servers, register
@@ -141,6 +147,75 @@ async def test_a_feed_computed_across_an_erasure_leaves_nothing_behind(
     await core.feeds.compute(user.user_id, 20, time.time(), stamp)
     assert not r.exists(keys.user_feed(user.user_id))
     assert not r.exists(keys.user_vector(user.user_id))
+
+
+async def folded_from_everything(core: Core, user_id: str) -> FloatArray:
+    """The reader's vector folded in now from all their records (the served model)."""
+    index = await core.feeds.index()
+    assert index.model is not None
+    return fold_in(index.model, index, reader_of(index, await core.users.papers(user_id)))
+
+
+def kept_vector(r: redis.Redis, user_id: str) -> FloatArray:
+    raw = r.get(keys.user_vector(user_id))
+    assert raw is not None
+    return decode_vector(raw).array()
+
+
+async def test_an_event_that_arrives_while_a_feed_is_ranked_counts_in_the_next_feed(
+    trained: str, core: Core, r: redis.Redis
+) -> None:
+    """The reader's vector kept by a feed stands for the records that feed read: a save
+    that lands while it is ranked is folded in by the next feed (the vector was stamped
+    with the time the ranking ended, which hid the save until the reader's next event)."""
+    user = await core.users.register()
+    await core.ingestor.ingest(
+        user.user_id, [Event(**event(paper_id(0, n), "save")) for n in range(3)]
+    )
+    meanwhile = paper_id(1, 5)  # another topic: it moves the vector
+    offload = core.feeds.offload
+    sent: list[str] = []
+
+    async def save_while_ranking(function: Any, *args: Any) -> Any:
+        if function is rank_stored and not sent:
+            sent.append(meanwhile)  # the reader's records were read; the ranking starts
+            await core.ingestor.ingest(user.user_id, [Event(**event(meanwhile, "save"))])
+        return await offload(function, *args)
+
+    core.feeds.offload = save_while_ranking  # type: ignore[assignment]
+    await core.feeds.feed(user.user_id, 20)
+    assert sent
+    await core.feeds.feed(user.user_id, 20)  # the event count moved: computed again
+    expected = await folded_from_everything(core, user.user_id)
+    np.testing.assert_allclose(kept_vector(r, user.user_id), expected, rtol=1e-4, atol=1e-5)
+
+
+async def test_an_event_that_arrives_during_a_training_counts_in_the_next_feed(
+    trained: str, core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    """A published model's vectors stand for the records the training read: a save that
+    lands while the model learns is folded in by the reader's next feed (the vectors
+    were stamped with the time the model was made, which hid it)."""
+    user = await core.users.register()
+    await core.ingestor.ingest(
+        user.user_id, [Event(**event(paper_id(0, n), "save")) for n in range(4)]
+    )
+    meanwhile = paper_id(1, 5)
+    loop = asyncio.get_running_loop()
+
+    def save_then_learn(*args: Any, **kwargs: Any) -> learn.Learned:
+        # The training has read its data (it learns in a thread); the reader saves.
+        saving = core.ingestor.ingest(user.user_id, [Event(**event(meanwhile, "save"))])
+        asyncio.run_coroutine_threadsafe(saving, loop).result(30)
+        return learn.learn(*args, **kwargs)
+
+    settings = train_settings(redis_url, gate_tolerance=1.0)
+    decision = await train_and_publish(core.redis, settings, learner=save_then_learn)
+    assert decision.published, decision.reason
+    assert meanwhile in await core.users.papers(user.user_id)
+    assert (await core.feeds.feed(user.user_id, 20)).model_version == decision.version
+    expected = await folded_from_everything(core, user.user_id)
+    np.testing.assert_allclose(kept_vector(r, user.user_id), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_readyz_answers_while_feeds_are_computed_under_load(

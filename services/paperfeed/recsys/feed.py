@@ -345,14 +345,15 @@ def rank_stored(
     trend: TrendSnapshot,
     raw_records: dict[str, str],
     raw_vector: str | None,
-    last_event: str | None,
+    events: int,
     limit: int,
     now: float,
 ) -> Ranked:
     """``rank`` from the reader's records as read from Redis (decoding a long history
-    is CPU work too: it runs in the pool with the rest)."""
+    is CPU work too: it runs in the pool with the rest); ``events``: their event count,
+    read before the records."""
     records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
-    vector = cached_vector(index, raw_vector, float(last_event or 0.0))
+    vector = cached_vector(index, raw_vector, events)
     return rank(index, trend, reader_of(index, records), vector, limit, now)
 
 
@@ -455,11 +456,7 @@ class FeedService:
     async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
         """Rank the reader's feed (off the event loop) and keep it for them."""
         model_version, catalog_version = stamp.split("|")[:2]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.user_papers(user_id))
-            pipe.get(keys.user_vector(user_id))
-            pipe.hget(keys.user_profile(user_id), "last_event_at")
-            raw_records, raw_vector, last_event = await pipe.execute()
+        read_at, events, raw_records, raw_vector = await self._read_reader(user_id)
         if model_version == self.holder.failed_version or model_version == "None":
             model_version = ""  # none, or a broken one: serve with the model we have
         index = await self.index(
@@ -468,7 +465,7 @@ class FeedService:
         trend = await self.holder.refresh_trend(now)
         depth = max(limit, CACHE_DEPTH)
         ranked = await self.offload(
-            rank_stored, index, trend, raw_records, raw_vector, last_event, depth, now
+            rank_stored, index, trend, raw_records, raw_vector, events, depth, now
         )
         computed = CachedFeed(
             stamp=stamp,
@@ -479,7 +476,9 @@ class FeedService:
         )
         folded = b""
         if ranked.vector is not None and index.model is not None:
-            folded = encode_vector(index.model.version, time.time(), ranked.vector)
+            # Stamped with what it was folded from (not with now: an event that arrived
+            # while it was ranked is not in it, and the next feed must fold again).
+            folded = encode_vector(index.model.version, read_at, ranked.vector, events)
         try:
             await self._keep(
                 keys=[
@@ -495,6 +494,17 @@ class FeedService:
                 raise
             note_refused("cache", exc)
         return computed
+
+    async def _read_reader(self, user_id: str) -> tuple[float, int, dict[str, str], str | None]:
+        """(when, event count, records, stored vector) of the reader, in one round trip;
+        the count is read before the records, so that it is never ahead of them."""
+        read_at = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.user_profile(user_id), "events")
+            pipe.hgetall(keys.user_papers(user_id))
+            pipe.get(keys.user_vector(user_id))
+            events, raw_records, raw_vector = await pipe.execute()
+        return read_at, int(events or 0), raw_records, raw_vector
 
     async def _answer(self, cached: CachedFeed, limit: int) -> Feed:
         """The feed a reader sees: the first ``limit`` of the ranked ids, with the
@@ -512,17 +522,15 @@ class FeedService:
         """Papers for ``query``, ranked for ``user_id`` when given (``recsys.search``),
         on this process's catalog index (an import shows within ``model_poll_s``: the
         index is not checked against Redis at each search, which costs a round trip)."""
-        raw_records = raw_vector = last_event = None
+        raw_records: dict[str, str] | None = None
+        raw_vector: str | None = None
+        events = 0
         if user_id is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(keys.user_papers(user_id))
-                pipe.get(keys.user_vector(user_id))
-                pipe.hget(keys.user_profile(user_id), "last_event_at")
-                raw_records, raw_vector, last_event = await pipe.execute()
+            _, events, raw_records, raw_vector = await self._read_reader(user_id)
         index = await self.index()
         trend = await self.holder.refresh_trend(time.time())
         columns = query_columns(query)
-        args = (index, trend, query, limit, raw_records, raw_vector, last_event, columns)
+        args = (index, trend, query, limit, raw_records, raw_vector, events, columns)
         if raw_records is None and work(index.search, columns) <= INLINE_WORK:
             found = search_stored(*args)  # well under a millisecond: no thread handoff
         else:
@@ -565,7 +573,7 @@ def search_stored(
     limit: int,
     raw_records: dict[str, str] | None,
     raw_vector: str | None,
-    last_event: str | None,
+    events: int,
     columns: list[int] | None = None,
 ) -> Found:
     """``recsys.search.find`` for a reader as read from Redis (None: anonymous): their
@@ -575,7 +583,7 @@ def search_stored(
         records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
         reader = reader_of(index, records)
         text_profile = profile(index, reader)
-        vector = cached_vector(index, raw_vector, float(last_event or 0.0))
+        vector = cached_vector(index, raw_vector, events)
         if vector is None and index.model is not None and reader.positives:
             vector = fold_in(index.model, index, reader)
 
@@ -600,12 +608,13 @@ def search_stored(
     )
 
 
-def cached_vector(index: CatalogIndex, raw: str | None, last_event_at: float) -> FloatArray | None:
-    """The stored vector when nothing happened since it was computed, else None."""
+def cached_vector(index: CatalogIndex, raw: str | None, events: int) -> FloatArray | None:
+    """The stored vector when it was folded from the reader's records as they are now
+    (for the served model, with their event count ``events`` then), else None."""
     if index.model is None or not raw:
         return None
     cached = decode_vector(raw)
-    if cached.version != index.model.version or cached.at < last_event_at:
+    if cached.version != index.model.version or cached.events != events:
         return None
     return cached.array()
 

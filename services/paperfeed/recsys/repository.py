@@ -24,17 +24,23 @@ DECISIONS_KEPT = 50
 class UserVector(msgspec.Struct):
     version: str
     at: float
-    """When it was computed: a user with events after this needs a fresh fold-in."""
+    """When the records it was computed from were read."""
     factors: str
     """base64 of float32 little-endian."""
+    events: int | None = None
+    """The reader's event count (``pf:{u:<id>}:profile``'s ``events``), read before
+    their records: the vector stands for them while the count is the same. An event
+    that arrived after the read (while a feed was ranked, a model trained) changes it,
+    and the next feed folds the reader in again. None (written by an older version):
+    never used."""
 
     def array(self) -> FloatArray:
         return np.frombuffer(base64.b64decode(self.factors), dtype="<f4").astype(np.float32)
 
 
-def encode_vector(version: str, at: float, vector: FloatArray) -> bytes:
+def encode_vector(version: str, at: float, vector: FloatArray, events: int | None) -> bytes:
     raw = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-    return msgspec.json.encode(UserVector(version=version, at=at, factors=raw))
+    return msgspec.json.encode(UserVector(version=version, at=at, factors=raw, events=events))
 
 
 decode_vector = msgspec.json.Decoder(UserVector).decode
@@ -93,15 +99,19 @@ class ModelRepository:
         user_ids: Sequence[str] = (),
         user_factors: FloatArray | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        read_at: float | None = None,
+        user_events: Sequence[int] | None = None,
     ) -> None:
-        """Store the model and its users' vectors, then point every api process at it."""
+        """Store the model and its users' vectors, then point every api process at it.
+
+        ``read_at`` and ``user_events``: when the training data was read, and each
+        user's event count read with their records (``UserVector.events``)."""
         version = model.version
         await self.redis.set(keys.model_blob(version), model.to_bytes())
         await self.redis.set(keys.model_meta(version), msgspec.json.encode(model.meta))
         if user_factors is not None:
-            await self.store_vectors(
-                version, user_ids, user_factors, model.meta.trained_at, progress
-            )
+            at = model.meta.trained_at if read_at is None else read_at
+            await self.store_vectors(version, user_ids, user_factors, at, user_events, progress)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.MODEL_VERSIONS, {version: time.time()})
             pipe.set(keys.MODEL_CURRENT, version)
@@ -116,6 +126,7 @@ class ModelRepository:
         user_ids: Sequence[str],
         factors: FloatArray,
         at: float,
+        events: Sequence[int] | None = None,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         # Scripts queued in a pipeline must be loaded already (on every cluster primary).
@@ -123,7 +134,8 @@ class ModelRepository:
         for start in range(0, len(user_ids), VECTOR_CHUNK):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for offset, user_id in enumerate(user_ids[start : start + VECTOR_CHUNK]):
-                    vector = encode_vector(version, at, factors[start + offset])
+                    count = None if events is None else int(events[start + offset])
+                    vector = encode_vector(version, at, factors[start + offset], count)
                     # execute_command: the cluster pipeline blocks .evalsha() but routes
                     # EVALSHA by its keys.
                     pipe.execute_command(

@@ -313,7 +313,14 @@ async def train_and_publish(
     )
     if publish:
         model.meta.train_seconds = round(time.perf_counter() - started, 3)
-        await repository.publish(model, data.user_ids, learned.user_factors, progress)
+        await repository.publish(
+            model,
+            data.user_ids,
+            learned.user_factors,
+            progress,
+            read_at=data.read_at,
+            user_events=data.user_events,
+        )
         stage("publish")
     else:
         log.warning("model not published", extra={"reason": reason})
