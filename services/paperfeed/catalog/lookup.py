@@ -17,7 +17,6 @@ job looks reported ids up every ``candidate_lookup_interval_s``:
    ``arxiv`` is not among ``sync_sources``); a 404 is "not known";
 5. a paper found is upserted with the source's metadata (``source`` ``arxiv`` or
    ``hf``), dated by its submission (else by its id's month): an old paper is never new;
-   its trending (the readers' views) is its own from then on;
 6. an id that no source knows counts a miss and is tried again ``MISS_RETRY_S`` later;
    after ``candidate_lookup_tries`` misses it leaves the candidates.
 
