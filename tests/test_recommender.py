@@ -259,6 +259,29 @@ async def test_a_handful_of_readers_get_a_model_and_every_retraining_publishes(
     ]
 
 
+async def test_readers_of_two_papers_each_get_a_model_and_a_recorded_decision(
+    core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    """Five readers who liked two papers each: no reader has enough liked papers to hold
+    some out, so nothing can be judged. That is a decision like the others (published,
+    as with too few readers to judge, and kept), not an error."""
+    records = [paper_from_record(PaperRecord(**p), "admin") for p in papers()]
+    await core.catalog.upsert(records, time.time())
+    for n in range(5):
+        user = await core.users.register()
+        await core.ingestor.ingest(
+            user.user_id,
+            [Event(**e) for k in range(2) for e in history_events(n % 3, 2 * n + k)],
+        )
+    decision = await train_and_publish(core.redis, train_settings(redis_url))
+    assert decision.published, decision.reason
+    assert "too few readers to judge" in decision.reason
+    assert (decision.judged_on, decision.judged_readers) == ("none", 0)
+    assert r.get(keys.MODEL_CURRENT) == decision.version
+    kept = await core.models.decisions()
+    assert (kept[0]["version"], kept[0]["reason"]) == (decision.version, decision.reason)
+
+
 async def test_thousands_of_readers_retrain_on_new_interactions_and_publish(
     core: Core, redis_url: str, r: redis.Redis
 ) -> None:
@@ -473,7 +496,8 @@ def test_admin_train_requests_queue_one_training_and_never_a_traceback(
             120,
             "the requested training",
         )
-        assert not r.exists(keys.TRAIN_REQUESTED)
+        # The request is answered once the training finished (its decision is kept).
+        wait_for(lambda: not r.exists(keys.TRAIN_REQUESTED), 30, "the request answered")
         seen = http.post("/v1/admin/train", headers=admin_headers()).json()
         assert seen["worker_seen_s"] is not None
         assert seen["worker_seen_s"] < 60

@@ -17,6 +17,7 @@ from paperfeed.core import Core
 from paperfeed.store import keys
 from paperfeed.worker import ALIVE_FILE, ALIVE_MAX_AGE_S, BACKOFF_S, Job, Worker, worker_alive
 from tests.conftest import make_settings, paperfeed_cli, redis_env
+from tests.recsys_fixtures import populate
 
 
 def jobs_for(worker: Worker, calls: Counter[str]) -> tuple[Job, Job]:
@@ -123,3 +124,54 @@ async def test_the_liveness_probe_fails_when_the_loop_stops_or_a_job_hangs(
     stale = worker_alive(settings, time.time() + ALIVE_MAX_AGE_S + 1)
     assert stale is not None
     assert "last turned" in stale
+
+
+async def test_a_failed_training_keeps_its_request_and_is_retried_after_its_backoff(
+    core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    """The trainer fails (a catalog record it cannot read): the admin's request stays
+    queued and the events stay uncounted, so the job tries again after its backoff
+    (before, the request was consumed and the events counted first: no retry until new
+    events came). The training that succeeds answers the request."""
+    await populate(core)
+    r.hset(keys.PAPERS, "2499.99999", "{not a paper")
+    queued, _, _ = await core.models.request_training()
+    assert queued
+    settings = make_settings(redis_url, als_factors=32, als_iterations=8)
+    worker = Worker(settings, core.redis, poll_s=0.05)
+    train = next(job for job in worker.jobs if job.name == "train")
+    worker.jobs = [train]
+    await worker.run(once=True)
+    assert train.failures == 1
+    assert train.retry_at >= time.time() + BACKOFF_S - 1
+    assert r.exists(keys.TRAIN_REQUESTED)
+    assert r.hget(keys.WORKER_STATE, "train:events") is None
+    assert r.llen(keys.MODEL_DECISIONS) == 0
+    await worker.run(once=True)  # inside its backoff: not tried again
+    assert train.failures == 1
+    r.hdel(keys.PAPERS, "2499.99999")  # the cause is fixed; the backoff passes
+    train.retry_at = 0.0
+    assert await worker.train_due(time.time())
+    await worker.run(once=True)
+    assert train.failures == 0
+    assert not r.exists(keys.TRAIN_REQUESTED)
+    assert r.hget(keys.WORKER_STATE, "train:events") == r.hget(keys.STATS, "events")
+    assert r.get(keys.MODEL_CURRENT)
+    assert r.llen(keys.MODEL_DECISIONS) == 1
+    assert not await worker.train_due(time.time())
+
+
+async def test_asking_for_a_training_while_one_runs_queues_another(
+    core: Core, r: redis.Redis
+) -> None:
+    """The worker answers the request it trained for when that training ends; one made
+    while it runs is another request (what arrived meanwhile is trained on next)."""
+    queued, running, _ = await core.models.request_training()
+    assert (queued, running) == (True, False)
+    first = r.get(keys.TRAIN_REQUESTED)
+    queued, running, _ = await core.models.request_training()
+    assert (queued, running) == (False, False)  # already queued, nothing runs
+    r.set(keys.TRAIN_LOCK, "a trainer", ex=60)  # a training runs (it took the first)
+    queued, running, _ = await core.models.request_training()
+    assert (queued, running) == (True, True)
+    assert r.get(keys.TRAIN_REQUESTED) != first

@@ -7,7 +7,9 @@ Jobs (each its own asyncio task; one failing never stops another):
   every ``train_interval_s`` when events arrived, as soon as ``train_min_new_events``
   arrived, or when the admin api asks (``pf:train:requested``). Training runs in a child
   ``paperfeed train`` process: its memory is returned after each run, a crash in it is
-  the job's failure, and stopping the worker stops it.
+  the job's failure, and stopping the worker stops it. Only a training that finished
+  (published or not: the decision is recorded) answers the request and counts the
+  events it saw; a failed one leaves both, and is retried after its backoff.
 - ``digests``: every ``digest_check_s`` when SMTP is configured.
 - ``retention``: erase inactive installs, daily.
 - ``sync``: the catalog from Hugging Face and arXiv (``catalog.sync``), each source (each
@@ -78,6 +80,12 @@ class Job:
     """When the running call of ``run`` started (0: not running)."""
 
 
+_DELETE_IF_SAME = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+"""Delete a key only while it holds the value given (a training request answered)."""
+
+
 class Worker:
     def __init__(self, settings: Settings, redis: RedisClient, poll_s: float) -> None:
         self.settings = settings
@@ -85,6 +93,7 @@ class Worker:
         self.poll_s = poll_s
         self.stopping = asyncio.Event()
         self.trainer: asyncio.subprocess.Process | None = None
+        self._answered = redis.register_script(_DELETE_IF_SAME)
         self.jobs = [
             Job("train", self.train_due, self.train),
             Job("digests", self.digests_due, self.digests),
@@ -227,14 +236,21 @@ class Worker:
 
     async def train(self) -> str:
         # Counted before training: events that arrive while it runs count for the next.
+        # Both are recorded only when the training finished (a failed one is retried).
+        started = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.STATS, "events")
-            pipe.delete(keys.TRAIN_REQUESTED)
-            events_raw, _ = await pipe.execute()
-        await self.redis.hset(
-            keys.WORKER_STATE,
-            mapping={"train:events": int(events_raw or 0), "train:at": time.time()},
-        )
+            pipe.get(keys.TRAIN_REQUESTED)
+            events_raw, request = await pipe.execute()
+        summary = await self._run_trainer()
+        await self._mark_trained(int(events_raw or 0), started)
+        if request is not None:
+            # The request this training answered (one made since stays: another follows).
+            await self._answered(keys=[keys.TRAIN_REQUESTED], args=[request])
+        return summary
+
+    async def _run_trainer(self) -> str:
+        """``paperfeed train`` in a child process; its summary, or JobFailed."""
         env = {
             **os.environ,
             **settings_env(self.settings),

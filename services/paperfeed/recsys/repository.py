@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -151,12 +152,19 @@ class ModelRepository:
                 progress("publish", min(start + VECTOR_CHUNK, len(user_ids)), len(user_ids))
 
     async def request_training(self) -> tuple[bool, bool, float | None]:
-        """Ask the worker to train: (newly queued?, training now?, worker heartbeat)."""
+        """Ask the worker to train: (newly queued?, training now?, worker heartbeat).
+
+        The worker removes the request it trained for only when that training finished
+        (and only if it is unchanged): asked while a training runs, the request is
+        renewed, so that another training (with what arrived meanwhile) follows."""
+        requested = f"{time.time():.3f} {secrets.token_hex(4)}"  # each request its own
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.TRAIN_REQUESTED, f"{time.time():.3f}", nx=True, ex=86_400)
+            pipe.set(keys.TRAIN_REQUESTED, requested, nx=True, ex=86_400)
             pipe.exists(keys.TRAIN_LOCK)
             pipe.get(keys.WORKER_HEARTBEAT)
             queued, running, heartbeat = await pipe.execute()
+        if running and not queued:
+            queued = await self.redis.set(keys.TRAIN_REQUESTED, requested, ex=86_400)
         return bool(queued), bool(running), float(heartbeat) if heartbeat else None
 
     async def training(self) -> bool:

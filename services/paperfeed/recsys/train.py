@@ -21,7 +21,9 @@ published learns from every interaction (``learn.learn``). Rules (``gate``):
   would rarely make (``GATE_SIGNIFICANCE`` standard errors);
 - with fewer than ``GATE_MIN_READERS`` judged readers there is too little to judge: the
   candidate is published (a small deployment needs its model to follow new readers and
-  papers), and the decision says so.
+  papers), and the decision says so. That includes none at all: no reader liked enough
+  papers to hold some out (a few readers of two papers each) is a decision like the
+  others, never an error.
 
 Every decision, published or not, is kept (``ModelRepository.decisions``).
 """
@@ -143,7 +145,13 @@ def _cells(liked: sparse.csr_matrix, mask: npt.NDArray[np.bool_]) -> sparse.csr_
 def gate(
     metrics: dict[str, evaluate.Metrics], judged_on: JudgedOn, readers: int, tolerance: float
 ) -> tuple[bool, str]:
-    """(publish?, why)."""
+    """(publish?, why). No ``candidate`` metrics: nothing could be judged."""
+    if "candidate" not in metrics:
+        return True, (
+            f"too few readers to judge (none of the {GATE_MIN_READERS} needed: no reader "
+            "liked enough papers to hold some out): published as the model of everything "
+            "read so far"
+        )
     candidate = metrics["candidate"].ndcg
     if not np.isfinite(candidate):
         return False, "candidate metrics are not finite"
