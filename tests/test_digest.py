@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import json
 import logging
 import os
@@ -25,7 +26,10 @@ import httpx
 import pytest
 import redis
 
+from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
+from paperfeed.digest import compose
+from paperfeed.recsys.feed import FeedItem
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from tests.conftest import (
@@ -151,7 +155,14 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
         assert before["sent"] == 0
         assert len(mailbox.messages) == 1, "no digest to an unconfirmed address"
 
-        confirm = httpx.get(link_in(confirmation, "confirm"))
+        # Opening the link (a GET, as mail scanners do) only asks; its button confirms.
+        link = link_in(confirmation, "confirm")
+        asked = httpx.get(link)
+        assert asked.status_code == 200
+        assert "<form method='post'" in asked.text
+        assert http.get("/v1/me/digest", headers=auth).json()["confirmed"] is False
+        assert run_digest(env)["sent"] == 0
+        confirm = httpx.post(link)
         assert confirm.status_code == 200
         assert "Subscribed" in confirm.text
         status = http.get("/v1/me/digest", headers=auth).json()
@@ -229,6 +240,68 @@ def test_confirmed_reader_gets_their_feed_by_mail_once_and_can_unsubscribe(
         assert "example.org" not in (output["stderr"]).lower()
 
 
+def test_opening_the_confirmation_link_confirms_nothing_its_button_does(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    """Mail scanners open every link in a mail (a GET): that must not subscribe an
+    address nobody confirmed. The link's page asks; its button (a POST) confirms."""
+    settings = make_settings(redis_url, **smtp_settings(mailbox, "http://127.0.0.1:1"))
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        _, auth = register(http)
+        subscribe(http, auth, "scanned@example.com")
+        link = link_in(mailbox.wait_for(1)[0], "confirm").replace("http://127.0.0.1:1", server.url)
+        for _ in range(3):  # a scanner, a preview, the reader
+            asked = httpx.get(link)
+            assert asked.status_code == 200
+            assert "<form method='post' action='confirm?user=" in asked.text
+            assert "<button type='submit'>Confirm</button>" in asked.text
+        assert http.get("/v1/me/digest", headers=auth).json()["confirmed"] is False
+        done = httpx.post(link)
+        assert done.status_code == 200
+        assert "Subscribed" in done.text
+        assert http.get("/v1/me/digest", headers=auth).json()["confirmed"] is True
+        again = httpx.get(link)  # the page says so afterwards, and offers nothing to press
+        assert "confirmed already" in again.text
+        assert "<form" not in again.text
+
+
+def test_a_digest_links_papers_by_http_and_https_only() -> None:
+    """A paper whose URL is not a web address (``javascript:``, ``data:``, a relative
+    path, another scheme) is linked to arXiv instead, in both parts of the mail, as the
+    extension shows only http(s) links."""
+    bad = ["javascript:alert(document.cookie)", "data:text/html,<b>x</b>", "/abs/1", "ftp://x/y"]
+    items = [
+        FeedItem(
+            paper=Paper(id=f"2411.0000{n}", title=f"Paper {n}", abstract="A. B.", url=url),
+            score=1.0,
+            reasons=["trending"],
+        )
+        for n, url in enumerate(bad)
+    ]
+    good = Paper(id="slug-only", title="Kept", abstract="", url="https://example.org/p")
+    items.append(FeedItem(paper=good, score=1.0, reasons=[]))
+    mail = compose.digest_message(
+        sender="paperfeed <digest@paperfeed.test>",
+        to="reader@example.org",
+        message_id="<digest.test@paperfeed.test>",
+        period="2026-12-01",
+        items=compose.items_of(items),
+        unsubscribe_link="https://paperfeed.test/v1/digest/unsubscribe?user=u&sig=s",
+    )
+    text, html_part = body_of(mail, "plain"), body_of(mail, "html")
+    links = [item.link for item in compose.items_of(items)]
+    assert links == [f"https://arxiv.org/abs/2411.0000{n}" for n in range(4)] + [
+        "https://example.org/p"
+    ]
+    for url in bad:
+        assert url not in text
+        assert html.escape(url) not in html_part
+        assert url not in html_part
+    hrefs = re.findall(r'href="([^"]*)"', html_part)
+    assert len(hrefs) == len(items) + 1  # the papers and the unsubscribe link
+    assert all(href.startswith(("https://", "http://")) for href in hrefs), hrefs
+
+
 def screenshot(html_text: str) -> None:
     """The rendered HTML part, as a reader's mail program shows it, for docs/."""
     from tests.test_extension import CHROMIUM, require_chromium
@@ -251,7 +324,7 @@ def confirmed_reader(
     count = len(mailbox.messages)
     subscribe(http, auth, email)
     confirmation = mailbox.wait_for(count + 1)[count]
-    assert httpx.get(link_in(confirmation, "confirm")).status_code == 200
+    assert httpx.post(link_in(confirmation, "confirm")).status_code == 200
     return user_id, auth
 
 
@@ -374,10 +447,10 @@ def test_bad_subscriptions_are_refused_with_the_field_named(
             assert answer.status_code == 400, (field, answer.text)
             assert field in answer.text
         assert http.get("/v1/me/digest", headers=auth).status_code == 404
-        forged = httpx.get(
-            f"{server.url}/v1/digest/confirm", params={"user": "0" * 24, "sig": "0" * 40}
-        )
-        assert forged.status_code == 403
+        forged = {"user": "0" * 24, "sig": "0" * 40}
+        for method in ("GET", "POST"):
+            answer = httpx.request(method, f"{server.url}/v1/digest/confirm", params=forged)
+            assert answer.status_code == 403, method
     with live_server(make_settings(redis_url)) as server, httpx.Client(base_url=server.url) as h:
         _, auth = register(h)
         # The service says beforehand that it sends no mail, and a client that asks

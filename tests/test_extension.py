@@ -852,7 +852,8 @@ def test_options_page_subscribes_to_the_digest_and_shows_its_state(
     body = confirmation.get_body(preferencelist=("plain",))
     assert body is not None
     link = next(w for w in str(body.get_content()).split() if "/v1/digest/confirm?" in w)
-    assert httpx.get(link).status_code == 200
+    assert "<form method='post'" in httpx.get(link).text  # the link's page asks ...
+    assert httpx.post(link).status_code == 200  # ... and its button confirms
     page.reload()
     page.wait_for_selector("#digest-state:has-text('Confirmed')")
     assert page.inner_text("#digest-state") == (

@@ -88,6 +88,14 @@ def page(title: str, text: str, status: int = HTTP_200_OK, form: str = "") -> Re
     return Response(body, status_code=status, media_type=MediaType.HTML)
 
 
+def not_valid() -> Response[str]:
+    return page(
+        "Link not valid",
+        "This confirmation link is not valid (the address may have changed).",
+        HTTP_403_FORBIDDEN,
+    )
+
+
 class DigestLinkController(Controller):
     """What the links in the mails open (no token: the signature is the authority)."""
 
@@ -97,7 +105,36 @@ class DigestLinkController(Controller):
 
     @get(
         "/confirm",
-        summary="Confirm an address (the link in the confirmation mail)",
+        summary="Ask before confirming an address (link scanners open links)",
+        media_type=MediaType.HTML,
+        responses=html_pages(400, 403),
+    )
+    async def ask_to_confirm(
+        self, core: NamedDependency[Core], user: UserParam, sig: SignatureParam
+    ) -> Response[str]:
+        """The link in the confirmation mail: a page whose button confirms (a GET changes
+        nothing: mail scanners open every link, and would confirm for nobody)."""
+        state = await core.digests.confirmation_state(user, sig)
+        if state == "invalid":
+            return not_valid()
+        if state == "confirmed":
+            return page("Subscribed", "Your paperfeed digest is confirmed already.")
+        form = (
+            f"<form method='post' action='confirm?user={html.escape(user)}"
+            f"&amp;sig={html.escape(sig)}'>"
+            "<button type='submit'>Confirm</button></form>"
+        )
+        return page(
+            "Confirm your paperfeed digest",
+            "Send trending papers picked for you to this address? Nothing is sent until "
+            "you confirm.",
+            form=form,
+        )
+
+    @post(
+        "/confirm",
+        status_code=HTTP_200_OK,
+        summary="Confirm an address (the button of the confirmation page)",
         media_type=MediaType.HTML,
         responses=html_pages(400, 403),
     )
@@ -106,11 +143,7 @@ class DigestLinkController(Controller):
     ) -> Response[str]:
         if await core.digests.confirm(user, sig):
             return page("Subscribed", "Your paperfeed digest is confirmed. See you soon.")
-        return page(
-            "Link not valid",
-            "This confirmation link is not valid (the address may have changed).",
-            HTTP_403_FORBIDDEN,
-        )
+        return not_valid()
 
     @get(
         "/unsubscribe",

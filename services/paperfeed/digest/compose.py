@@ -10,6 +10,7 @@ from urllib.parse import quote_plus, urlsplit
 
 import msgspec
 
+from paperfeed.catalog.importers import web_url
 from paperfeed.catalog.papers import Paper, arxiv_id
 from paperfeed.recsys.feed import FeedItem
 
@@ -23,8 +24,11 @@ class DigestItem(msgspec.Struct):
 
 
 def paper_link(paper: Paper) -> str:
-    if paper.url:
-        return paper.url
+    """Where a paper's title leads: its URL when that is http(s) (a ``javascript:`` or
+    ``data:`` URL never reaches a mail, as the extension never shows one), else arXiv."""
+    url = web_url(paper.url)
+    if url:
+        return url
     found = arxiv_id(paper.id)
     if found:
         return f"https://arxiv.org/abs/{found}"

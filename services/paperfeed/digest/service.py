@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from typing import Literal
 
 import msgspec
 
@@ -114,6 +115,15 @@ class Digests:
             await self.send_confirmation(user_id)
         except Exception as exc:
             log.warning("confirmation not sent yet", extra={"error": type(exc).__name__})
+
+    async def confirmation_state(
+        self, user_id: str, signature: str
+    ) -> Literal["invalid", "pending", "confirmed"]:
+        """What a confirmation link stands for now (nothing is changed)."""
+        sub = await self.subscriptions.get(user_id)
+        if sub is None or not await self.links.verify("confirm", user_id, sub.email, signature):
+            return "invalid"
+        return "confirmed" if sub.confirmed else "pending"
 
     async def confirm(self, user_id: str, signature: str) -> bool:
         sub = await self.subscriptions.get(user_id)
