@@ -64,9 +64,10 @@ def reader_bytes(client: redis.Redis, user_id: str, with_vector: bool = False) -
     return total
 
 
-async def hostile_install(core: Core, url: str, events: int) -> tuple[int, int]:
+async def hostile_install(core: Core, url: str, events: int) -> tuple[int, int, int]:
     """One install sends ``events`` maximum-size events about papers the catalog lacks;
-    returns (its keys' bytes, used_memory growth)."""
+    returns (its keys' bytes, used_memory growth, the catalog candidates' bytes)."""
+    redis.Redis.from_url(url).script_flush()
     before = used(url)
     user_id = (await core.users.register()).user_id
     for start in range(0, events, 40):
@@ -87,7 +88,16 @@ async def hostile_install(core: Core, url: str, events: int) -> tuple[int, int]:
         ]
         await core.ingestor.ingest(user_id, batch)
     client = redis.Redis.from_url(url)
-    return reader_bytes(client, user_id), used(url) - before
+    # Redis shrinks an idle client's query buffer (1 MB requests) within a few seconds.
+    await asyncio.sleep(5)
+    reports = sum(
+        int(client.execute_command("MEMORY", "USAGE", name, "SAMPLES", "0") or 0)
+        for name in client.scan_iter("pf:cand:*")
+    )
+    # The scripts' Lua heap (garbage the scripts made, collected by Lua's GC in its own
+    # time, shared by every call) is no install's data: a new Lua state drops it.
+    client.script_flush()
+    return reader_bytes(client, user_id), used(url) - before, reports
 
 
 def text(rng: random.Random, words: int) -> str:
@@ -145,7 +155,7 @@ async def run(args: argparse.Namespace) -> None:
         vector = int(client.memory_usage(keys.user_vector(readers[0])) or 0)
         sample = readers[:: max(1, len(readers) // 500)]
         keys_per_reader = sum(reader_bytes(client, u) for u in sample) / len(sample)
-        hostile, hostile_growth = await hostile_install(core, url, args.hostile_events)
+        hostile, hostile_growth, reports = await hostile_install(core, url, args.hostile_events)
         await core.close()
 
     per_paper = (after_papers - base) / args.papers
@@ -159,9 +169,9 @@ async def run(args: argparse.Namespace) -> None:
     print(f"model blob: {blob / 2**20:.1f} MiB ({blob / (args.papers + args.users):.0f} B/row)")
     print(f"model version incl. reader vectors: {per_model / 2**20:.1f} MiB")
     print(f"one install, {args.hostile_events} maximum-size events about unknown papers:")
-    print(
-        f"  its keys: {hostile / 1024:.1f} KiB; used_memory growth: {hostile_growth / 1024:.1f} KiB"
-    )
+    growth = hostile_growth / 1024
+    print(f"  its keys: {hostile / 1024:.1f} KiB; used_memory growth: {growth:.1f} KiB")
+    print(f"  of which the catalog's candidates (its reports): {reports / 1024:.1f} KiB")
 
 
 def main() -> None:
