@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
 
 from paperfeed.core import Core
 from paperfeed.settings import Settings
-from tests.conftest import live_server, make_settings, register
+from tests.conftest import (
+    live_server,
+    make_settings,
+    redis_env,
+    register,
+    serves_readyz,
+    start_on_free_port,
+)
 from tests.test_events import event
 
 
@@ -50,6 +65,68 @@ def test_openapi_schema_lists_the_api(http: httpx.Client) -> None:
     for path in ["/v1/installs", "/v1/events", "/v1/trending", "/v1/papers/{paper_id}"]:
         assert path in schema["paths"], path
     assert "/v1/me/export" in schema["paths"]
+
+
+def test_a_service_without_email_and_a_client_that_goes_away_are_documented_one_line_answers(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """``PUT /v1/me/digest`` on a service without SMTP is a 403 the schema documents; a
+    client that goes away halfway through its request's body is a 400 (it was a 500).
+    Each is one log line of the service's own (JSON) format, without a traceback."""
+    env = {
+        **os.environ,
+        **redis_env(redis_url),
+        "PAPERFEED_LOG_JSON": "true",
+        "PAPERFEED_LOG_LEVEL": "INFO",
+        "PAPERFEED_DEMO_CATALOG": "false",
+    }
+    env.pop("PAPERFEED_SMTP_HOST", None)
+
+    def serve(port: int) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "paperfeed.cli", "serve"],
+            env={**env, "PAPERFEED_PORT": str(port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    process, port = start_on_free_port(serve, serves_readyz, timeout_s=30)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        paths = http.get("/schema/openapi.json").json()["paths"]
+        assert "403" in paths["/v1/me/digest"]["put"]["responses"]
+        assert "400" in paths["/v1/events"]["post"]["responses"]
+        _, auth = register(http)
+        off = http.put("/v1/me/digest", json={"email": "a@example.com"}, headers=auth)
+        assert off.status_code == 403
+        # Half a body, then the connection closes (a tab closed, a network gone).
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: {auth['Authorization']}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                + b'{"events": [{"event_id": "e-1", '
+            )
+        answered = re.compile(r'paperfeed_requests_total\{[^}]*path="/v1/events"[^}]*\} ')
+        deadline = time.monotonic() + 15
+        while not answered.search(http.get("/metrics").text):
+            assert time.monotonic() < deadline, "the cut request was never answered"
+            time.sleep(0.05)
+        counted = [line for line in http.get("/metrics").text.splitlines() if answered.match(line)]
+        assert len(counted) == 1
+        assert 'status_code="400"' in counted[0], counted
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    lines = output.decode(errors="replace").splitlines()
+    records = [json.loads(line) for line in lines]  # a traceback's lines would not parse
+    assert not [record for record in records if "exc" in record]
+    about_digest = [record for record in records if "/v1/me/digest" in json.dumps(record)]
+    assert [record["logger"] for record in about_digest] == ["uvicorn.access"]
+    about_events = [record for record in records if "/v1/events" in json.dumps(record)]
+    assert [(record["level"], record["msg"]) for record in about_events] == [
+        ("info", "client went away before its request was complete")
+    ]
 
 
 def test_cors_admits_extension_origins_only(http: httpx.Client) -> None:

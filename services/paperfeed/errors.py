@@ -16,6 +16,14 @@ class InvalidInput(PaperfeedError):
         self.message = message
 
 
+class ClientDisconnected(InvalidInput):
+    """The client went away before its request's body was complete: a 400 nobody reads
+    (not a server error), logged in one line."""
+
+    def __init__(self) -> None:
+        super().__init__("body", "the client went away before sending all of it")
+
+
 class NotFound(PaperfeedError):
     """The thing asked for does not exist."""
 

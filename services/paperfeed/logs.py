@@ -75,6 +75,9 @@ def logging_config(level: str, as_json: bool) -> dict[str, Any]:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default"}},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
+            # Litestar's own logger (the exceptions it logs) writes through ours: one
+            # JSON line each, never its own multi-line format beside them.
+            "litestar": {"level": level, "handlers": [], "propagate": True},
             "uvicorn": {"level": level, "handlers": [], "propagate": True},
             "uvicorn.access": {"level": level, "handlers": [], "propagate": True},
             "uvicorn.error": {"level": level, "handlers": [], "propagate": True},

@@ -21,7 +21,7 @@ from paperfeed import __version__
 from paperfeed.api.admin import AdminController
 from paperfeed.api.deps import provide_core
 from paperfeed.api.digest import DigestLinkController, MyDigestController
-from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS
+from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS, WatchDisconnects
 from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
         middleware=[
             prometheus.middleware,
             RequestBudgets(core, UNLIMITED_PATHS),
+            WatchDisconnects(),
         ],
         cors_config=CORSConfig(
             allow_origins=[],

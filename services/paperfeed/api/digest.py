@@ -38,7 +38,7 @@ class MyDigestController(Controller):
     @put(
         status_code=HTTP_202_ACCEPTED,
         summary="Subscribe to (or change) the e-mail digest",
-        responses=documented(400, 401, 413),
+        responses=documented(400, 401, 403, 413),
     )
     async def subscribe(
         self,

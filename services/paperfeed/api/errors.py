@@ -6,8 +6,10 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
 from litestar.exceptions.responses import create_exception_response
+from litestar.middleware import ASGIMiddleware
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -18,13 +20,16 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
 from paperfeed.errors import (
+    ClientDisconnected,
     Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
+    NotOffered,
     PaperfeedError,
     Unauthorized,
     Unavailable,
@@ -58,8 +63,14 @@ def status_of(error: PaperfeedError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
-def paperfeed_error(_: Request[Any, Any, Any], error: PaperfeedError) -> Response[object]:
+def paperfeed_error(request: Request[Any, Any, Any], error: PaperfeedError) -> Response[object]:
     status = status_of(error)
+    if isinstance(error, ClientDisconnected):
+        # No answer reaches anyone (uvicorn logs no access line for it): this line is all.
+        log.info(
+            "client went away before its request was complete",
+            extra={"method": request.method, "path": request.url.path},
+        )
     body: dict[str, object] = {"status_code": status, "detail": str(error)}
     if isinstance(error, InvalidInput):
         body["extra"] = [{"key": error.field, "message": error.message}]
@@ -171,11 +182,36 @@ def invalid_request(request: Request[Any, Any, Any], error: ValidationException)
     return create_exception_response(request, error)
 
 
+class WatchDisconnects(ASGIMiddleware):
+    """A client that goes away while its request's body is still arriving is
+    ``ClientDisconnected`` (400, one log line), where Litestar would raise a 500 that is
+    logged with its traceback. A disconnect after the body is complete is passed on."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        complete = False
+
+        async def watched() -> ReceiveMessage:
+            nonlocal complete
+            message = await receive()
+            if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect" and not complete:
+                raise ClientDisconnected
+            return message
+
+        await next_app(scope, watched, send)
+
+
 EXPECTED_ERRORS: set[type[Exception]] = {
+    # Litestar's log of an exception matches these by exact class (no subclasses).
     TooManyAttempts,
     InvalidInput,
+    ClientDisconnected,
     Unauthorized,
     Forbidden,
+    NotOffered,
     NotFound,
     Conflict,
     Unavailable,

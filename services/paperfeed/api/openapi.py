@@ -35,9 +35,12 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 
 MEANING = {
-    400: "Invalid input; `extra` names the field at fault",
+    400: "Invalid input (or a body cut short: the client went away); `extra` names the field",
     401: "Missing, unknown or revoked bearer token",
-    403: "Not allowed (admin endpoints without the admin token; a link with a bad signature)",
+    403: (
+        "Not allowed (admin endpoints without the admin token; a link with a bad signature), "
+        "or not offered by this service (e-mail digests without SMTP: GET /v1/meta says so)"
+    ),
     404: "No such paper (or pairing code: wrong, expired or used)",
     409: "Not possible in this state (unlinking a reader's first install; linking with own code)",
     413: "Request body larger than PAPERFEED_MAX_BODY_BYTES",
