@@ -1,7 +1,7 @@
 // Options: the service URL, tracking switches, and the reader's data.
 import * as api from "../lib/api.js";
 import { QUEUE_KEY, STATE_KEY, withQueueLock } from "../lib/queue.js";
-import { DEFAULT_BACKEND, read } from "../lib/settings.js";
+import { DEFAULT_BACKEND, read, withInstallLock } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
 const status = document.getElementById("status");
@@ -25,7 +25,6 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
     say(`paperfeed needs permission to reach ${backend.origin}.`);
     return;
   }
-  const previous = await read(storage, ["backendUrl"]);
   const changes = {
     backendUrl: backend.origin,
     paused: document.getElementById("paused").checked,
@@ -34,11 +33,15 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
       huggingface: document.getElementById("site-huggingface").checked,
     },
   };
-  await storage.set(changes);
-  // Another service knows nothing of this install: register there on next use.
-  if (previous.backendUrl !== backend.origin) {
-    await storage.remove(["token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou"]);
-  }
+  // After a registration under way (it belongs to the service it started with).
+  await withInstallLock(async () => {
+    const previous = await read(storage, ["backendUrl"]);
+    await storage.set(changes);
+    // Another service knows nothing of this install: register there on next use.
+    if (previous.backendUrl !== backend.origin) {
+      await storage.remove(["token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou"]);
+    }
+  });
   say("Saved.");
 });
 
@@ -82,20 +85,34 @@ document.getElementById("export").addEventListener("click", async () => {
 });
 
 document.getElementById("delete").addEventListener("click", async () => {
-  if (!confirm("Delete everything paperfeed keeps about this browser?")) return;
+  const question =
+    "Delete everything paperfeed keeps about you: this browser's history and library, " +
+    "and those of every browser linked to it?";
+  if (!confirm(question)) return;
   const s = await read(storage, ["backendUrl", "token"]);
+  let already = false;
   try {
     if (s.token) await api.deleteData(s.backendUrl, s.token);
   } catch (error) {
-    if (error.kind !== "unauthorized") return say(api.KINDS[error.kind] ?? "Delete failed.");
+    // Only the service's answer says the data is gone: on any failure the token stays,
+    // and asking again finishes the erasure (the service resumes it where it stopped).
+    // A token it no longer knows opens nothing: it was erased before.
+    if (error.kind !== "unauthorized") {
+      return say(`${api.KINDS[error.kind] ?? "Delete failed."} Nothing was confirmed deleted: try again.`);
+    }
+    already = true;
   }
-  await withQueueLock(() =>
+  await withInstallLock(() => withQueueLock(() =>
     storage.remove([
       "token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou", "seenFeedIds",
       QUEUE_KEY, STATE_KEY,
     ]),
+  ));
+  say(
+    already
+      ? "The service no longer knows this browser: its data was already erased. paperfeed starts afresh the next time it is used."
+      : "Deleted at the service, with every linked browser. paperfeed starts afresh the next time it is used.",
   );
-  say("Deleted. paperfeed starts afresh the next time it is used.");
 });
 
 // --- e-mail digest ---------------------------------------------------------------
@@ -327,6 +344,6 @@ document.getElementById("pairing-unlink").addEventListener("click", async () => 
       : (api.KINDS[error.kind] ?? "Unlinking failed.");
     return;
   }
-  await withQueueLock(() => storage.remove(["token", "userId", ...LOCAL_READER]));
+  await withInstallLock(() => withQueueLock(() => storage.remove(["token", "userId", ...LOCAL_READER])));
   pairingState.textContent = "Unlinked: this browser starts afresh as a reader of its own.";
 });

@@ -13,7 +13,7 @@ from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.settings import Settings
-from paperfeed.store import client
+from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
 from paperfeed.trending import Trending
 from paperfeed.users import Users
@@ -76,5 +76,43 @@ async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
             return await core.users.count_inactive(days)
         silent = await core.users.forget_silent(settings.forget_silent_installs_days)
         return silent + await core.users.forget_inactive(days)
+    finally:
+        await core.close()
+
+
+async def finish_erasures(settings: Settings, now: float | None = None) -> str:
+    """The worker's ``erasures`` job: finish every erasure left unfinished, and take
+    erased readers out of the trainer's cache of training data."""
+    from paperfeed.recsys.data import CACHE_FILE, deployment_id, forget_cached_readers
+
+    now = time.time() if now is None else now
+    core = Core.connect(settings)
+    try:
+        finished = await core.users.finish_erasures(now=now)
+        scored = await core.redis.zrange(keys.ERASED, 0, -1, withscores=True)
+        erased = [(str(user), float(at)) for user, at in scored]  # type: ignore[str-unpack]
+        if not erased:
+            return f"finished {finished} erasures"
+        cache_dir = settings.data_path / "trainer"
+        last = float(await core.redis.hget(keys.WORKER_STATE, "erasures:cache_pass") or 0)
+        try:
+            written = (cache_dir / CACHE_FILE).stat().st_mtime
+        except OSError:
+            written = 0.0
+        # The cache is read (it can be large) only when a reader was erased, or a
+        # training wrote it (perhaps with readers it read before their erasure), since
+        # the last pass.
+        if max(at for _, at in erased) < last and written < last:
+            return f"finished {finished} erasures"
+        gone = {user for user, _ in erased}
+        read_at = forget_cached_readers(cache_dir, await deployment_id(core.redis), gone)
+        await core.redis.hset(keys.WORKER_STATE, "erasures:cache_pass", f"{now:.3f}")
+        # A cache read after an erasure never held that reader (erased readers are no
+        # longer listed): those are done with. The others stay until then, in case a
+        # training that read them before their erasure writes its cache.
+        done = [user for user, at in erased if read_at is None or at < read_at]
+        if done:
+            await core.redis.zrem(keys.ERASED, *done)
+        return f"finished {finished} erasures; {len(gone)} erased readers out of the cache"
     finally:
         await core.close()

@@ -36,15 +36,25 @@ class Trending:
         self.cap = settings.trending_cap
         self._script = lua("trending_add")
 
-    async def add(self, contributions: Sequence[Contribution], now: float) -> None:
-        """Add the contributions to every window (one round trip)."""
+    async def add(
+        self, contributions: Sequence[Contribution], now: float, once: str | None = None
+    ) -> None:
+        """Add the contributions to every window (one round trip). ``once``: an id of this
+        addition that makes it happen once per window whatever retries it (an erasure's
+        or a link's taking back, which a retry or the worker may run again)."""
         if not contributions:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
-            self.queue_add(pipe, contributions, now)
+            self.queue_add(pipe, contributions, now, once)
             await pipe.execute()
 
-    def queue_add(self, pipe: Any, contributions: Sequence[Contribution], now: float) -> None:
+    def queue_add(
+        self,
+        pipe: Any,
+        contributions: Sequence[Contribution],
+        now: float,
+        once: str | None = None,
+    ) -> None:
         """Queue the additions on ``pipe``: one script per window, each on its own hash
         slot (a cluster pipeline sends each to its node). ``EVAL`` with the script's
         text, not ``EVALSHA``: a Redis that lost its scripts (a restart, a failover)
@@ -54,9 +64,11 @@ class Trending:
         for c in contributions:
             args.extend((c.paper_id, c.weight, min(c.at, now)))
         for window, half_life in self.half_lives.items():
+            names = [keys.trend_scores(window), keys.trend_epoch(window)]
+            if once is not None:
+                names.append(keys.trend_once(window, once))
             pipe.execute_command(
-                "EVAL", self._script, 2, keys.trend_scores(window), keys.trend_epoch(window),
-                now, half_life, self.cap, *args,
+                "EVAL", self._script, len(names), *names, now, half_life, self.cap, *args,
             )  # fmt: skip
 
     async def top(self, window: Window, limit: int, now: float) -> list[tuple[str, float]]:

@@ -92,6 +92,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+MARK_ERASING = (
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'erasing', ARGV[1]) end"
+)
+"""The reader's profile says they are being erased (never recreating a profile)."""
+
 TOKEN_CACHE_S = 30.0
 TOKEN_CACHE_SIZE = 100_000
 
@@ -105,6 +110,7 @@ class Users:
         # (popup, badge, list page); a token erased in another process is refused by
         # every write (the reader's profile is gone) and by reads after TOKEN_CACHE_S.
         self._tokens: dict[str, tuple[float, str]] = {}
+        self._mark_erasing = redis.register_script(MARK_ERASING)
 
     async def register(self, now: float | None = None) -> Install:
         now = time.time() if now is None else now
@@ -178,30 +184,67 @@ class Users:
         )
 
     async def erase(self, user_id: str, now: float | None = None) -> None:
-        """Forget the user everywhere: their keys, token, trending weight, reports."""
+        """Forget the user everywhere: their keys, tokens, trending weight, reports.
+
+        An erasure always finishes. It is recorded first (``pf:erasures``) and the
+        reader marked as being erased (every write of theirs is refused from then on);
+        each step can run again without harm (the trending weight is taken back once,
+        whatever retries it); the tokens go last, so a retry with the same token (a 503
+        answered, the client asks again) finishes the job, and the worker's ``erasures``
+        job finishes any erasure left behind (``finish_erasures``).
+        """
         now = time.time() if now is None else now
-        token_hash = await self.redis.hget(keys.user_profile(user_id), "token_hash")
-        linked = await self.redis.smembers(keys.user_installs(user_id))
-        # The tokens go first (the reader's own and every install linked to them): no
-        # request can act as the user while we erase.
-        for hashed in [str(token_hash)] * bool(token_hash) + [str(h) for h in linked]:
-            await self.redis.delete(keys.token(hashed))
-            await self.redis.delete(keys.install_rate_limit(hashed))  # another slot
-            self.forget_cached(hashed)
-        papers = await self.papers(user_id)
+        await self.redis.zadd(keys.ERASURES, {user_id: now}, nx=True)
+        await self._mark_erasing(keys=[keys.user_profile(user_id)], args=[f"{now:.3f}"])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.user_profile(user_id), "token_hash")
+            pipe.smembers(keys.user_installs(user_id))
+            pipe.hgetall(keys.user_papers(user_id))
+            token_hash, linked, raw_records = await pipe.execute()
+        records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
+        # A paper merged since the reader met it holds its weight under its new id.
+        resolved = await self.catalog.resolve(list(records))
         contributions = [
             Contribution(c.paper_id, -c.weight, c.at)
-            for pid, record in papers.items()
-            for c in record.trending_contributions(pid)
+            for new_id, record in zip(resolved, records.values(), strict=True)
+            for c in record.trending_contributions(new_id)
         ]
-        await self.trending.add(contributions, now)
-        await self.catalog.forget_reporter(user_id, list(papers))
+        await self.trending.add(contributions, now, once=f"erase:{user_id}")
+        await self.catalog.forget_reporter(user_id, list(records))
+        kept = {keys.user_profile(user_id), keys.user_installs(user_id)}
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(*keys.user_keys(user_id))
+            pipe.delete(*[k for k in keys.user_keys(user_id) if k not in kept])
             pipe.zrem(keys.USERS, user_id)
             pipe.zrem(keys.SILENT_INSTALLS, user_id)
             pipe.srem(keys.DIGEST_SUBSCRIBERS, user_id)
+            pipe.zadd(keys.ERASED, {user_id: now})  # for the trainer's cache
             await pipe.execute()
+        # The tokens last: the linked installs', then the reader's own.
+        tokens = [str(h) for h in linked] + [str(token_hash)] * bool(token_hash)
+        for hashed in tokens:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.token(hashed))
+                pipe.delete(keys.install_rate_limit(hashed))  # another slot
+                await pipe.execute()
+            self.forget_cached(hashed)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(keys.user_profile(user_id), keys.user_installs(user_id))
+            pipe.zrem(keys.ERASURES, user_id)
+            await pipe.execute()
+        # Done: nothing runs this erasure again, its markers go too.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for window in keys.WINDOWS:
+                pipe.delete(keys.trend_once(window, f"erase:{user_id}"))
+            await pipe.execute()
+
+    async def finish_erasures(self, older_than_s: float = 60.0, now: float | None = None) -> int:
+        """Finish the erasures asked for more than ``older_than_s`` ago and left
+        unfinished (a Redis failure part-way, a process that died); returns how many."""
+        now = time.time() if now is None else now
+        pending = await self.redis.zrangebyscore(keys.ERASURES, "-inf", now - older_than_s)
+        for user_id in pending:
+            await self.erase(str(user_id), now)
+        return len(pending)
 
     async def count_inactive(self, days: float, now: float | None = None) -> int:
         """Installs whose last activity (registration, event, digest) is ``days`` old."""

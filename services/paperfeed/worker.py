@@ -57,9 +57,20 @@ BACKOFF_CAP_S = 900.0
 HEARTBEAT_TTL_S = 60.0
 ALIVE_FILE = "worker.alive"
 ALIVE_MAX_AGE_S = 90.0
-STUCK_AFTER_S = {"train": 6 * 3600.0, "digests": 3600.0, "retention": 3600.0, "sync": 3600.0}
+STUCK_AFTER_S = {
+    "train": 6 * 3600.0,
+    "digests": 3600.0,
+    "retention": 3600.0,
+    "sync": 3600.0,
+    "erasures": 3600.0,
+}
 """A job running longer than this is stuck (a hung Redis call, a deadlock): the
 liveness check fails and the orchestrator restarts the worker."""
+
+
+ERASURES_EVERY_S = 60.0
+"""How often the worker finishes erasures left unfinished (a retry of ``DELETE /v1/me``
+usually has already)."""
 
 
 class JobFailed(RuntimeError):
@@ -99,6 +110,7 @@ class Worker:
             Job("digests", self.digests_due, self.digests),
             Job("retention", self.retention_due, self.retention),
             Job("sync", self.sync_due, self.sync),
+            Job("erasures", self.erasures_due, self.erasures),
         ]
 
     # --- the loop -------------------------------------------------------------------
@@ -305,6 +317,14 @@ class Worker:
         return (
             f"erased {forgotten} installs inactive for {self.settings.forget_inactive_days:g} days"
         )
+
+    async def erasures_due(self, now: float) -> bool:
+        return now - await self.state("erasures:last_run") >= ERASURES_EVERY_S
+
+    async def erasures(self) -> str:
+        from paperfeed.core import finish_erasures
+
+        return await finish_erasures(self.settings)
 
     async def sync_due(self, now: float) -> bool:
         from paperfeed.catalog.sync import sync_due

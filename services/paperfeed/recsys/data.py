@@ -257,6 +257,31 @@ def save_cache(cache_dir: Path, deployment: str, read_at: float, data: Interacti
         log.warning("training data cache not written", extra={"error": repr(exc)})
 
 
+def forget_cached_readers(cache_dir: Path, deployment: str, user_ids: set[str]) -> float | None:
+    """The cache of training data rewritten without the rows of ``user_ids`` (erased
+    readers); returns the time the cache was read (None: there is no cache)."""
+    cached = load_cache(cache_dir, deployment)
+    if cached is None:
+        return None
+    users = list(cached.rows)
+    keep = [row for row, user in enumerate(users) if user not in user_ids]
+    if len(keep) < len(users):
+        save_cache(
+            cache_dir,
+            deployment,
+            cached.read_at,
+            Interactions(
+                [users[row] for row in keep],
+                cached.items,
+                [],
+                cached.weights[keep],
+                cached.first_at[keep],
+                user_events=[cached.events[row] for row in keep],
+            ),
+        )
+    return cached.read_at
+
+
 def _joined(ids: list[str]) -> npt.NDArray[np.uint8]:
     return np.frombuffer("\n".join(ids).encode(), dtype=np.uint8)
 

@@ -34,6 +34,8 @@ Trending (one tag per window so the decay script owns both keys)
 - ``pf:trend:{<window>}:scores`` (ZSET) paper id -> sum of w * 2^((t - epoch)/half_life) —
   at most ``trending_cap`` members.
 - ``pf:trend:{<window>}:epoch`` (STRING) the epoch t0 of the scores (unix seconds).
+- ``pf:trend:{<window>}:once:<id>`` (STRING) marks a once-only addition made (an
+  erasure's or a link's taking back, run again by a retry) — TTL 30 days.
 
 Installs
 - ``pf:token:<sha256(token)>`` (STRING) user id — deleted with the user.
@@ -43,6 +45,10 @@ Installs
 - ``pf:deployment`` (STRING) this deployment's random id (what the trainer's cache of
   training data belongs to), made once.
 - ``pf:stats`` (HASH) ``events`` (accepted events, all time), ``installs``.
+- ``pf:erasures`` (ZSET) user id -> when its erasure was asked: an erasure not finished
+  yet (a retry or the worker's ``erasures`` job finishes it) — removed when done.
+- ``pf:erased`` (ZSET) user id -> when it was erased: what the trainer's cache of training
+  data must forget — removed once the cache holds none of it.
 
 Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:profile`` (HASH) created_at, token_hash, last_event_at, events.
@@ -130,6 +136,8 @@ TRAIN_REQUESTED = "pf:train:requested"
 TRAIN_LOCK = "pf:train:lock"
 WORKER_STATE = "pf:worker:state"
 SILENT_INSTALLS = "pf:installs:silent"
+ERASURES = "pf:erasures"
+ERASED = "pf:erased"
 WORKER_HEARTBEAT = "pf:worker:heartbeat"
 
 RATE_LIMIT_NAMESPACE = "pf:ratelimit"
@@ -164,6 +172,10 @@ def trend_scores(window: str) -> str:
 
 def trend_epoch(window: str) -> str:
     return f"pf:trend:{{{window}}}:epoch"
+
+
+def trend_once(window: str, once: str) -> str:
+    return f"pf:trend:{{{window}}}:once:{once}"
 
 
 def token(token_hash: str) -> str:

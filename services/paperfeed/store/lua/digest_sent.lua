@@ -3,7 +3,7 @@
 -- KEYS[1] profile, KEYS[2] subscription, KEYS[3] sent papers ZSET, KEYS[4] outbox.
 -- ARGV[1] the subscription JSON (period done), ARGV[2] now, ARGV[3] papers kept,
 -- ARGV[4..] the papers sent. Returns 1 when recorded, 0 when the reader is gone.
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'erasing') == 1 then
   return 0
 end
 for i = 4, #ARGV do

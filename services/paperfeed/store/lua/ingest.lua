@@ -22,8 +22,9 @@ local ID_BYTES = 8
 local EPOCH = __RECORD_EPOCH__
 local PER_EVENT = 8
 
--- A reader erased since their token was checked: nothing of theirs is written again.
-if redis.call('EXISTS', KEYS[4]) == 0 then
+-- A reader erased (or being erased) since their token was checked: nothing of theirs is
+-- written again.
+if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('HEXISTS', KEYS[4], 'erasing') == 1 then
   return {-1, 0, {}, {}, {}}
 end
 

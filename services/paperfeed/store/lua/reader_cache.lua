@@ -2,7 +2,7 @@
 -- happened while the feed was computed must not be undone.
 -- KEYS: the reader's profile, their cached feed, their vector.
 -- ARGV: the feed JSON, its time to live (ms), the vector JSON ('' to leave it).
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'erasing') == 1 then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])

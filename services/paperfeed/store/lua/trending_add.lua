@@ -1,8 +1,12 @@
 -- Add time-decayed weights to one trending window, in log space.
--- KEYS[1] scores ZSET, KEYS[2] epoch STRING
+-- KEYS[1] scores ZSET, KEYS[2] epoch STRING, KEYS[3] (optional) the marker of a
+-- once-only addition: when it exists, the addition was made before and nothing happens.
 -- ARGV[1] now, ARGV[2] half-life (s), ARGV[3] cap, then triples: paper, weight, at
 -- A weight w at time t is stored as w * 2^((t - epoch) / half_life); when the exponent
 -- of "now" grows past 64 every score is rescaled to a new epoch (= now).
+if KEYS[3] and redis.call('SET', KEYS[3], '1', 'NX', 'EX', 30 * 86400) == false then
+  return redis.call('GET', KEYS[2])
+end
 local now = tonumber(ARGV[1])
 local half_life = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
