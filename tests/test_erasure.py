@@ -105,7 +105,7 @@ def test_the_worker_finishes_an_erasure_nobody_retried(
     # The worker's job finishes erasures asked for a minute ago or more.
     r.zadd(keys.ERASURES, {user_id: time.time() - 120})
     summary = asyncio.run(finish_erasures(make_settings(redis_url)))
-    assert summary.startswith("finished 1 erasures")
+    assert summary.startswith("finished 1 erasures, 0 links")
     assert leftovers(r, user_id) == []
     assert r.zscore(keys.trend_scores("day"), "2411.00004") is None
     assert http.delete("/v1/me", headers=auth).status_code == 401

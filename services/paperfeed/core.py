@@ -81,18 +81,19 @@ async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
 
 
 async def finish_erasures(settings: Settings, now: float | None = None) -> str:
-    """The worker's ``erasures`` job: finish every erasure left unfinished, and take
-    erased readers out of the trainer's cache of training data."""
+    """The worker's ``repairs`` job: finish every erasure and every link left unfinished,
+    and take erased readers out of the trainer's cache of training data."""
     from paperfeed.recsys.data import CACHE_FILE, deployment_id, forget_cached_readers
 
     now = time.time() if now is None else now
     core = Core.connect(settings)
     try:
         finished = await core.users.finish_erasures(now=now)
+        linked = await core.pairing.finish_links(now=now)
         scored = await core.redis.zrange(keys.ERASED, 0, -1, withscores=True)
         erased = [(str(user), float(at)) for user, at in scored]  # type: ignore[str-unpack]
         if not erased:
-            return f"finished {finished} erasures"
+            return f"finished {finished} erasures, {linked} links"
         cache_dir = settings.data_path / "trainer"
         last = float(await core.redis.hget(keys.WORKER_STATE, "erasures:cache_pass") or 0)
         try:
@@ -103,7 +104,7 @@ async def finish_erasures(settings: Settings, now: float | None = None) -> str:
         # training wrote it (perhaps with readers it read before their erasure), since
         # the last pass.
         if max(at for _, at in erased) < last and written < last:
-            return f"finished {finished} erasures"
+            return f"finished {finished} erasures, {linked} links"
         gone = {user for user, _ in erased}
         read_at = forget_cached_readers(cache_dir, await deployment_id(core.redis), gone)
         await core.redis.hset(keys.WORKER_STATE, "erasures:cache_pass", f"{now:.3f}")
@@ -113,6 +114,9 @@ async def finish_erasures(settings: Settings, now: float | None = None) -> str:
         done = [user for user, at in erased if read_at is None or at < read_at]
         if done:
             await core.redis.zrem(keys.ERASED, *done)
-        return f"finished {finished} erasures; {len(gone)} erased readers out of the cache"
+        return (
+            f"finished {finished} erasures, {linked} links; "
+            f"{len(gone)} erased readers out of the cache"
+        )
     finally:
         await core.close()

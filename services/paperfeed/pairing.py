@@ -18,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from typing import NamedTuple
 
 import msgspec
 
-from paperfeed.errors import Conflict, NotFound, PaperfeedError
+from paperfeed.errors import Conflict, NotFound, PaperfeedError, Unauthorized
 from paperfeed.events import decode_user_paper
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
@@ -50,6 +51,27 @@ class PairingCode(msgspec.Struct):
     """Seconds the code stays valid."""
 
 
+class PendingLink(NamedTuple):
+    """A link under way, as ``pf:links`` records it until it is done."""
+
+    token_hash: str
+    old: str
+    """The install's reader before the link."""
+    owner: str
+    """The code's reader."""
+    moving: bool
+    """A linked install moving alone (its reader stays); else its reader is absorbed."""
+
+    @property
+    def member(self) -> str:
+        return f"{self.token_hash} {self.old} {self.owner} {'moving' if self.moving else 'leaving'}"
+
+    @classmethod
+    def parse(cls, member: str) -> PendingLink:
+        token_hash, old, owner, how = member.split(" ")
+        return cls(token_hash, old, owner, how == "moving")
+
+
 class Linked(msgspec.Struct):
     user_id: str
     """The reader this install now belongs to."""
@@ -72,6 +94,9 @@ class Pairing:
         self.users = users
         self.trending = trending
         self._redeem = redis.register_script(lua("pairing_redeem"))
+        self._leave = redis.register_script(lua("pairing_leave"))
+        self._join = redis.register_script(lua("pairing_join"))
+        self._absorb_script = redis.register_script(lua("pairing_absorb"))
         self._count = redis.register_script(lua("rate_count"))
 
     async def _spend(self, key: str, limit: int, what: str) -> None:
@@ -88,72 +113,125 @@ class Pairing:
         return PairingCode(code=pretty, expires_in=PAIRING_CODE_TTL_S)
 
     async def link(self, token: str, user_id: str, code: str, now: float | None = None) -> Linked:
-        """Link the install of ``token`` (now reader ``user_id``) to the code's reader."""
+        """Link the install of ``token`` (now reader ``user_id``) to the code's reader.
+
+        A sequence that a retry or the worker finishes (``finish_links``), each step
+        guarded on its reader's slot: the install's reader is checked and marked as
+        leaving in one script (no install can link to it meanwhile), then the code is
+        redeemed, the link recorded (``pf:links``), the code's reader joined (only while
+        they exist), the token moved, and what the install did absorbed once.
+        """
         now = time.time() if now is None else now
         token_hash = hash_token(token)
         await self._spend(keys.pairing_tries(token_hash), TRIES_PER_HOUR, "pairing codes tried")
-        # An install already linked to its reader only moves (its reader keeps its other
-        # browsers); a reader's first install whose reader has others linked would leave
-        # them behind: refused before the code is used.
-        linked_here = bool(await self.redis.sismember(keys.user_installs(user_id), token_hash))
-        if not linked_here and await self.redis.scard(keys.user_installs(user_id)):
+        if len(normal_code(code)) != CODE_LENGTH:
+            raise NotFound(WRONG_CODE)
+        how = await self._leave(
+            keys=[keys.user_profile(user_id), keys.user_installs(user_id)],
+            args=[token_hash, f"{now:.3f}"],
+        )
+        if how == "gone":
+            raise Unauthorized("unknown or revoked token")
+        if how == "conflict":
             raise Conflict(
                 "other browsers are linked to this one: enter their reader's codes the other "
                 "way round, or unlink them first"
             )
-        owner = None
-        if len(normal_code(code)) == CODE_LENGTH:
-            owner = await self._redeem(keys=[keys.pairing_code(hash_code(code))], args=[user_id])
-        if not owner:
+        owner = await self._redeem(keys=[keys.pairing_code(hash_code(code))], args=[user_id])
+        if not owner or owner == "=":
+            await self._stay(user_id, how)
+            if owner == "=":
+                raise Conflict("this code was made by this browser: enter it in another")
             raise NotFound(WRONG_CODE)
-        owner = str(owner)
-        if owner == "=":
-            raise Conflict("this code was made by this browser: enter it in another")
-        if not await self.redis.exists(keys.user_profile(owner)):
-            raise NotFound(WRONG_CODE)  # the reader was erased since
-        # The token stands for the reader first (from now on this install's events are
-        # the reader's), then what it did before joins them; the reader knows the token
-        # for erasure.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.token(token_hash), owner)
-            pipe.sadd(keys.user_installs(owner), token_hash)
-            if linked_here:
-                pipe.srem(keys.user_installs(user_id), token_hash)
-            await pipe.execute()
-        self.users.forget_cached(token_hash)
-        if linked_here:
-            return Linked(user_id=owner, papers_merged=0)
-        merged = await self._absorb(user_id, owner, now)
-        return Linked(user_id=owner, papers_merged=merged)
+        link = PendingLink(token_hash, str(user_id), str(owner), how == "moving")
+        await self.redis.zadd(keys.LINKS, {link.member: now})
+        merged = await self._finish(link, now)
+        if merged is None:
+            raise NotFound(WRONG_CODE)  # the code's reader was erased since
+        return Linked(user_id=link.owner, papers_merged=merged)
 
-    async def _absorb(self, old: str, reader: str, now: float) -> int:
-        """What install ``old`` did joins ``reader``: its records of papers the reader has
-        none of; for papers both have, the reader's record stays and the install's
-        trending weight is taken back. Then ``old``'s keys go (its token does not)."""
+    async def _stay(self, user_id: str, how: str) -> None:
+        """The install stays with its reader (the code was wrong, or its reader gone)."""
+        if how == "leaving":
+            await self.redis.hdel(keys.user_profile(user_id), "leaving")
+
+    async def _finish(self, link: PendingLink, now: float) -> int | None:
+        """The rest of a link, from any point it stopped at (every step idempotent);
+        returns the papers merged, or None when the code's reader is gone (the install
+        then stays with its own reader)."""
+        joined = await self._join(
+            keys=[keys.user_profile(link.owner), keys.user_installs(link.owner)],
+            args=[link.token_hash],
+        )
+        if not int(joined):
+            await self._stay(link.old, "moving" if link.moving else "leaving")
+            await self.redis.zrem(keys.LINKS, link.member)
+            return None
+        # The token stands for the reader from now on (this install's events are
+        # theirs); the reader knows the token for erasure.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.token(link.token_hash), link.owner, xx=True)
+            if link.moving:
+                pipe.srem(keys.user_installs(link.old), link.token_hash)
+            moved, *_ = await pipe.execute()
+        self.users.forget_cached(link.token_hash)
+        merged = 0
+        if not link.moving:
+            merged = await self._absorb(link.old, link.owner, now) if moved else None
+            if merged is None:
+                # The code's reader was erased after the install joined them, and with
+                # them every install linked to them, this one too: what it did goes.
+                await self.users.erase(link.old, now)
+        await self.redis.zrem(keys.LINKS, link.member)
+        return merged
+
+    async def finish_links(self, older_than_s: float = 60.0, now: float | None = None) -> int:
+        """Finish the links started more than ``older_than_s`` ago and left unfinished
+        (a Redis failure part-way, a process that died); returns how many."""
+        now = time.time() if now is None else now
+        pending = await self.redis.zrangebyscore(keys.LINKS, "-inf", now - older_than_s)
+        for member in pending:
+            await self._finish(PendingLink.parse(str(member)), now)
+        return len(pending)
+
+    async def _absorb(self, old: str, reader: str, now: float) -> int | None:
+        """What install ``old`` did joins ``reader``, once: its records of papers the
+        reader has none of; for papers both have, the reader's record stays and the
+        install's trending weight is taken back. Then ``old``'s keys go (its token does
+        not). None when the reader is gone."""
+        # Nothing more is written to ``old`` (a request of a process that remembers the
+        # token as theirs goes to ``reader``): what is read here is all there is.
+        await self.users.refuse_writes(old, now)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.user_papers(old))
             pipe.hgetall(keys.user_page_titles(old))
             pipe.hget(keys.user_profile(old), "events")
             mine, titles, events = await pipe.execute()
-        theirs = set(await self.redis.hkeys(keys.user_papers(reader))) if mine else set()
-        joining = {pid: raw for pid, raw in mine.items() if pid not in theirs}
-        doubled = [pid for pid in mine if pid in theirs]
-        joining_titles = {pid: title for pid, title in titles.items() if pid in joining}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if joining:
-                pipe.hset(keys.user_papers(reader), mapping=joining)
-            if joining_titles:
-                pipe.hset(keys.user_page_titles(reader), mapping=joining_titles)
-            if events:
-                pipe.hincrby(keys.user_profile(reader), "events", int(events))
-            pipe.delete(keys.user_feed(reader), keys.user_vector(reader))  # ranked again
-            await pipe.execute()
+        args: list[str | int] = [old, int(events or 0), len(mine)]
+        for pid, raw in mine.items():
+            args.extend((pid, raw))
+        for pid, title in titles.items():
+            args.extend((pid, title))
+        result = await self._absorb_script(
+            keys=[
+                keys.user_profile(reader),
+                keys.user_papers(reader),
+                keys.user_page_titles(reader),
+                keys.user_feed(reader),
+                keys.user_vector(reader),
+            ],
+            args=args,
+        )
+        if int(result[0]) < 0:
+            return None
+        joined, doubled = int(result[0]), [str(pid) for pid in result[1:]]
         taken_back = [
             Contribution(c.paper_id, -c.weight, c.at)
             for pid in doubled
+            if pid in mine
             for c in decode_user_paper(mine[pid]).trending_contributions(pid)
         ]
-        await self.trending.add(taken_back, now)
+        await self.trending.add(taken_back, now, once=f"link:{old}")
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(keys.user_profile(old), "token_hash")
             pipe.delete(*keys.user_keys(old))
@@ -161,7 +239,12 @@ class Pairing:
             pipe.zrem(keys.SILENT_INSTALLS, old)
             pipe.srem(keys.DIGEST_SUBSCRIBERS, old)
             await pipe.execute()
-        return len(joining)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(keys.user_profile(reader), f"absorbed:{old}")
+            for window in keys.WINDOWS:
+                pipe.delete(keys.trend_once(window, f"link:{old}"))
+            await pipe.execute()
+        return joined
 
     async def unlink(self, token: str, user_id: str) -> None:
         """Revoke a linked install's token (the reader's first install cannot be

@@ -195,7 +195,7 @@ class Users:
         """
         now = time.time() if now is None else now
         await self.redis.zadd(keys.ERASURES, {user_id: now}, nx=True)
-        await self._mark_erasing(keys=[keys.user_profile(user_id)], args=[f"{now:.3f}"])
+        await self.refuse_writes(user_id, now)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.user_profile(user_id), "token_hash")
             pipe.smembers(keys.user_installs(user_id))
@@ -236,6 +236,12 @@ class Users:
             for window in keys.WINDOWS:
                 pipe.delete(keys.trend_once(window, f"erase:{user_id}"))
             await pipe.execute()
+
+    async def refuse_writes(self, user_id: str, now: float) -> None:
+        """From now on every write of the reader's is refused (an erasure, or the reader
+        being absorbed into another: a request remembered for the old reader is then
+        sent to the new one, ``relinked_reader``)."""
+        await self._mark_erasing(keys=[keys.user_profile(user_id)], args=[f"{now:.3f}"])
 
     async def finish_erasures(self, older_than_s: float = 60.0, now: float | None = None) -> int:
         """Finish the erasures asked for more than ``older_than_s`` ago and left

@@ -62,15 +62,15 @@ STUCK_AFTER_S = {
     "digests": 3600.0,
     "retention": 3600.0,
     "sync": 3600.0,
-    "erasures": 3600.0,
+    "repairs": 3600.0,
 }
 """A job running longer than this is stuck (a hung Redis call, a deadlock): the
 liveness check fails and the orchestrator restarts the worker."""
 
 
-ERASURES_EVERY_S = 60.0
-"""How often the worker finishes erasures left unfinished (a retry of ``DELETE /v1/me``
-usually has already)."""
+REPAIRS_EVERY_S = 60.0
+"""How often the worker finishes erasures and links left unfinished (a retry of
+``DELETE /v1/me`` usually has already)."""
 
 
 class JobFailed(RuntimeError):
@@ -110,7 +110,7 @@ class Worker:
             Job("digests", self.digests_due, self.digests),
             Job("retention", self.retention_due, self.retention),
             Job("sync", self.sync_due, self.sync),
-            Job("erasures", self.erasures_due, self.erasures),
+            Job("repairs", self.repairs_due, self.repairs),
         ]
 
     # --- the loop -------------------------------------------------------------------
@@ -318,10 +318,10 @@ class Worker:
             f"erased {forgotten} installs inactive for {self.settings.forget_inactive_days:g} days"
         )
 
-    async def erasures_due(self, now: float) -> bool:
-        return now - await self.state("erasures:last_run") >= ERASURES_EVERY_S
+    async def repairs_due(self, now: float) -> bool:
+        return now - await self.state("repairs:last_run") >= REPAIRS_EVERY_S
 
-    async def erasures(self) -> str:
+    async def repairs(self) -> str:
         from paperfeed.core import finish_erasures
 
         return await finish_erasures(self.settings)

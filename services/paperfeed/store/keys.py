@@ -46,7 +46,7 @@ Installs
   training data belongs to), made once.
 - ``pf:stats`` (HASH) ``events`` (accepted events, all time), ``installs``.
 - ``pf:erasures`` (ZSET) user id -> when its erasure was asked: an erasure not finished
-  yet (a retry or the worker's ``erasures`` job finishes it) — removed when done.
+  yet (a retry or the worker's ``repairs`` job finishes it) — removed when done.
 - ``pf:erased`` (ZSET) user id -> when it was erased: what the trainer's cache of training
   data must forget — removed once the cache holds none of it.
 
@@ -65,6 +65,10 @@ Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:installs`` (SET) token hashes of the other installs linked to the reader
   by a pairing code (erasure revokes them all); ``pf:{u:<id>}:pairing`` (STRING) codes
   made this hour (a counter, TTL one hour).
+- ``pf:links`` (ZSET) ``<token hash> <install's reader> <code's reader> moving|leaving``
+  -> when: a link under way (a retry or the worker's ``repairs`` job finishes it) —
+  removed when done. A reader's profile says ``leaving`` while they are being linked
+  to another, and ``absorbed:<reader>`` while what that reader did is joining theirs.
 - ``pf:pair:<code hash>`` (STRING) the reader a pairing code links to — TTL
   ``PAIRING_CODE_TTL_S``, deleted by its one use; ``pf:pairtry:<token hash>`` (STRING)
   an install's redeem attempts this hour.
@@ -138,6 +142,7 @@ WORKER_STATE = "pf:worker:state"
 SILENT_INSTALLS = "pf:installs:silent"
 ERASURES = "pf:erasures"
 ERASED = "pf:erased"
+LINKS = "pf:links"
 WORKER_HEARTBEAT = "pf:worker:heartbeat"
 
 RATE_LIMIT_NAMESPACE = "pf:ratelimit"
