@@ -352,6 +352,29 @@ async def test_a_demo_slug_is_merged_into_its_arxiv_entry_with_its_events(
             save = {"event_id": "e-slug-2", "type": "save", "paper_id": slug, "ts": time.time()}
             sent = await http.post("/v1/events", json={"events": [save]}, headers=reader)
             assert sent.status_code == 200
+
+            # The upvote given before the merge is undone after it: the arXiv entry's
+            # trending drops by exactly that upvote, and the library lists one paper.
+            async def library(kind: str) -> list[str]:
+                page = await http.get("/v1/me/library", params={"kind": kind}, headers=reader)
+                return [item["paper"]["id"] for item in page.json()["items"]]
+
+            deadline = time.monotonic() + 30  # the api sees the merge (model_poll_s)
+            while await library("upvoted") != ["2312.17653"]:
+                assert time.monotonic() < deadline
+            before_unvote = week_scores(r)["2312.17653"]
+            unvote = {"event_id": "e-slug-3", "type": "unvote", "paper_id": "2312.17653"}
+            unvote["ts"] = time.time()
+            sent = await http.post("/v1/events", json={"events": [unvote]}, headers=reader)
+            assert sent.status_code == 200
+            after_unvote = week_scores(r)["2312.17653"]
+            epoch = float(r.get(keys.trend_epoch("week")) or 0)
+            upvote_weight = 4.0 * 2 ** ((int(upvote["ts"]) - epoch) / (48 * 3600))
+            assert after_unvote == pytest.approx(before_unvote - upvote_weight, rel=1e-6)
+            assert await library("upvoted") == []
+            assert await library("saved") == ["2312.17653"]
+            user_id = (await http.get("/v1/me/export", headers=reader)).json()["user_id"]
+            assert r.hkeys(keys.user_papers(user_id)) == ["2312.17653"]  # one record
     data = await read_interactions(Core.connect(settings).redis)
     assert data.item_ids == ["2312.17653"]
     assert data.weights.shape == (1, 1)

@@ -179,6 +179,46 @@ class UserPaper(msgspec.Struct, kw_only=True):
         return [Contribution(paper_id, weight, at) for at, weight in held if at is not None]
 
 
+def join_records(a: UserPaper, b: UserPaper) -> UserPaper:
+    """One paper's two records (one kept under an id since merged into it), as the ingest
+    script joins them: flags and counts add up, each action keeps its first time."""
+
+    def first(x: float | None, y: float | None) -> float | None:
+        return y if x is None else x if y is None else min(x, y)
+
+    joined = UserPaper(
+        f=(a.f | b.f) & ~UNCREDITED | (a.f & b.f & UNCREDITED),
+        v=a.v + b.v,
+        c=a.c + b.c,
+        i=a.i + b.i,
+        dw=a.dw + b.dw,
+        t=max(a.t, b.t),
+        vt=first(a.vt, b.vt),
+        ct=first(a.ct, b.ct),
+        ut=first(a.ut, b.ut),
+        st=first(a.st, b.st),
+        sh=first(a.sh, b.sh),
+    )
+    joined.w = float(confidence(joined.f, joined.v, joined.c, joined.dw))
+    return joined
+
+
+def resolved_records(
+    records: dict[str, UserPaper], aliases: dict[str, str]
+) -> dict[str, UserPaper]:
+    """A reader's records by the id each paper has now: a record kept under an id since
+    merged into another joins that paper's (the ingest script does the same on the
+    reader's next event about it)."""
+    if not aliases:
+        return records
+    resolved: dict[str, UserPaper] = {}
+    for pid, record in records.items():
+        now_id = aliases.get(pid, pid)
+        held = resolved.get(now_id)
+        resolved[now_id] = record if held is None else join_records(held, record)
+    return resolved
+
+
 class PackedRecord(msgspec.Struct, array_like=True):
     """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, ``t`` in whole
     seconds from ``RECORD_EPOCH``, the five times as seconds before ``t`` (-1: none),
@@ -392,6 +432,7 @@ class Ingestor:
         # A paper merged into another (a demo slug into its arXiv id) is recorded as it.
         paper_ids = await self.catalog.resolve([normalize_paper_id(e.paper_id) for e in events])
         known = await self.catalog.known_ids(paper_ids)
+        merged_into = await self.catalog.merged_into()
         args: list[str | float | int] = [
             now,
             self.settings.dedupe_cap,
@@ -416,6 +457,7 @@ class Ingestor:
                     int(is_known),
                     title,
                     log_line(event.type, at, event.dwell_ms, event.source, paper_id),
+                    " ".join(merged_into.get(paper_id, ())),
                 )
             )
         accepted, duplicates, flat, touched, first_met = await run_replicated(

@@ -19,7 +19,7 @@ import msgspec
 from paperfeed.catalog.papers import Paper, arxiv_links
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput
-from paperfeed.events import UserPaper, decode_user_paper
+from paperfeed.events import UserPaper, decode_user_paper, resolved_records
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
@@ -77,9 +77,13 @@ def when(record: UserPaper, kind: LibraryKind) -> float | None:
     return None
 
 
-def listed_of(raw: dict[Any, Any], kind: LibraryKind) -> list[tuple[str, float]]:
-    """``entries`` of the records as read from Redis."""
-    return entries({str(pid): decode_user_paper(value) for pid, value in raw.items()}, kind)
+def listed_of(
+    raw: dict[Any, Any], kind: LibraryKind, aliases: dict[str, str] | None = None
+) -> list[tuple[str, float]]:
+    """``entries`` of the records as read from Redis, each paper under the id it has now
+    (a record kept under an id since merged joins that paper's: listed once)."""
+    records = {str(pid): decode_user_paper(value) for pid, value in raw.items()}
+    return entries(resolved_records(records, aliases or {}), kind)
 
 
 def entries(records: dict[str, UserPaper], kind: LibraryKind) -> list[tuple[str, float]]:
@@ -107,10 +111,11 @@ async def library(
 ) -> LibraryPage:
     after = decode_cursor(cursor) if cursor else None
     raw = await redis.hgetall(keys.user_papers(user_id))
+    aliases = await catalog.aliases()
     if offload is not None and len(raw) > INLINE_RECORDS:
-        listed: list[tuple[str, float]] = await offload(listed_of, raw, kind)
+        listed: list[tuple[str, float]] = await offload(listed_of, raw, kind, aliases)
     else:
-        listed = listed_of(raw, kind)
+        listed = listed_of(raw, kind, aliases)
     start = 0
     if after is not None:
         start = bisect_right([(-at, pid) for pid, at in listed], (-after[0], after[1]))

@@ -175,7 +175,7 @@ class Pairing:
                 pipe.srem(keys.user_installs(link.old), link.token_hash)
             moved, *_ = await pipe.execute()
         self.users.forget_cached(link.token_hash)
-        merged = 0
+        merged: int | None = 0
         if not link.moving:
             merged = await self._absorb(link.old, link.owner, now) if moved else None
             if merged is None:
@@ -224,12 +224,13 @@ class Pairing:
         )
         if int(result[0]) < 0:
             return None
-        joined, doubled = int(result[0]), [str(pid) for pid in result[1:]]
+        joined, doubled = int(result[0]), [str(pid) for pid in result[1:] if str(pid) in mine]
+        # A paper merged since holds its weight under the id it has now.
+        now_ids = await self.users.catalog.resolve(doubled)
         taken_back = [
             Contribution(c.paper_id, -c.weight, c.at)
-            for pid in doubled
-            if pid in mine
-            for c in decode_user_paper(mine[pid]).trending_contributions(pid)
+            for pid, now_id in zip(doubled, now_ids, strict=True)
+            for c in decode_user_paper(mine[pid]).trending_contributions(now_id)
         ]
         await self.trending.add(taken_back, now, once=f"link:{old}")
         async with self.redis.pipeline(transaction=False) as pipe:

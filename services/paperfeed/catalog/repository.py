@@ -78,6 +78,7 @@ class Catalog:
         self._move_trend = redis.register_script(lua("trending_merge"))
         self._cache: dict[str, tuple[float, Paper]] = {}
         self._aliases: tuple[float, dict[str, str]] = (0.0, {})
+        self._merged_into: tuple[float, dict[str, list[str]]] = (-1.0, {})
 
     async def count(self) -> int:
         return int(await self.redis.hlen(keys.PAPERS))
@@ -138,6 +139,17 @@ class Catalog:
         self._aliases = (time.monotonic(), fresh)
         return fresh
 
+    async def merged_into(self) -> dict[str, list[str]]:
+        """Paper id -> the ids merged into it (the reverse of ``aliases``)."""
+        aliases = await self.aliases()
+        at = self._aliases[0]
+        if self._merged_into[0] != at:
+            merged: dict[str, list[str]] = {}
+            for old, new in aliases.items():
+                merged.setdefault(new, []).append(old)
+            self._merged_into = (at, merged)
+        return self._merged_into[1]
+
     async def resolve(self, paper_ids: Sequence[str]) -> list[str]:
         """The ids with merged ones replaced by the id they were merged into."""
         aliases = await self.aliases()
@@ -194,7 +206,9 @@ class Catalog:
         return found
 
     def forget_cached(self) -> None:
+        """The catalog changed (its version moved): papers and merges are read afresh."""
         self._cache.clear()
+        self._aliases = (0.0, {})
 
     async def all_ids(self) -> list[str]:
         return [str(pid) for pid in await self.redis.zrange(keys.PAPERS_BY_DATE, 0, -1)]

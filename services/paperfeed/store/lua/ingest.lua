@@ -4,9 +4,10 @@
 -- catalog lacks), KEYS[6..8] the layout before compact records (dedupe ZSET, touched
 -- ZSET, log LIST): converted once, then deleted.
 -- ARGV[1] now, ARGV[2] seen cap (ids), ARGV[3] log cap (bytes), ARGV[4] papers cap,
--- ARGV[5] titles cap, ARGV[6] reports a day, then 8 values an event: event id, paper id,
+-- ARGV[5] titles cap, ARGV[6] reports a day, then 9 values an event: event id, paper id,
 -- type, at (whole unix seconds), dwell ms, catalogued (1/0), page title ("" for none),
--- log line.
+-- log line, the ids merged into this paper (space-separated: a record kept under one of
+-- them joins this paper's).
 -- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids},
 -- {papers the catalog lacks, met for the first time, within the reader's reports a day}}.
 -- The tables below are generated from paperfeed.events (one source of truth).
@@ -20,7 +21,7 @@ local SOURCE_CODES = __SOURCE_CODES__
 local UPVOTED, SAVED, DISMISSED, SHARED, UNCREDITED = 1, 2, 4, 8, 16
 local ID_BYTES = 8
 local EPOCH = __RECORD_EPOCH__
-local PER_EVENT = 8
+local PER_EVENT = 9
 
 -- A reader erased (or being erased) since their token was checked: nothing of theirs is
 -- written again.
@@ -152,6 +153,31 @@ end
 local function set(r, flag) if not has(r.f, flag) then r.f = r.f + flag end end
 local function clear(r, flag) if has(r.f, flag) then r.f = r.f - flag end end
 
+-- One paper's two records (one under an id since merged into it): flags and counts add
+-- up, each action keeps its first time, and the trending weight of an action both hold
+-- (both credited, the merge moved the old id's weight to this paper) is taken back once.
+local ACTIONS = {
+  {'vt', TRENDING.view}, {'ct', TRENDING.click}, {'ut', TRENDING.upvote},
+  {'st', TRENDING.save}, {'sh', TRENDING.share},
+}
+local function join(r, o, paper)
+  for _, action in ipairs(ACTIONS) do
+    local k, weight = action[1], action[2]
+    if r[k] and o[k] then
+      if not has(o.f, UNCREDITED) then credit(r, paper, -weight, math.max(r[k], o[k])) end
+      r[k] = math.min(r[k], o[k])
+    elseif o[k] then
+      r[k] = o[k]
+    end
+  end
+  for _, flag in ipairs({UPVOTED, SAVED, DISMISSED, SHARED}) do
+    if has(o.f, flag) then set(r, flag) end
+  end
+  r.v = r.v + o.v; r.c = r.c + o.c; r.i = r.i + o.i; r.dw = r.dw + o.dw
+  r.t = math.max(r.t, o.t)
+  return r
+end
+
 local titles_left = nil
 -- Papers the catalog lacks are reported for a source to confirm, a bounded number a day.
 local reports = {}
@@ -161,7 +187,7 @@ local reports_left = nil
 for i = 7, #ARGV, PER_EVENT do
   local event_id, paper, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local at, dwell, known = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5] == '1'
-  local title, line = ARGV[i + 6], ARGV[i + 7]
+  local title, line, merged = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local h = id_hash(event_id)
   if was_seen(h) or fresh[h] then
     duplicates = duplicates + 1
@@ -174,6 +200,16 @@ for i = 7, #ARGV, PER_EVENT do
     if not r then
       local stored = redis.call('HGET', KEYS[2], paper)
       r = decode(stored)
+      -- Records kept under an id since merged into this paper join its record.
+      for old in string.gmatch(merged, '%S+') do
+        local kept = redis.call('HGET', KEYS[2], old)
+        if kept then
+          r = stored and join(r, decode(kept), paper) or decode(kept)
+          stored = stored or kept
+          redis.call('HDEL', KEYS[2], old)
+          redis.call('HDEL', KEYS[5], old)
+        end
+      end
       -- A paper the catalog did not have when the reader met it earns no trending
       -- weight from this reader, ever (so nothing is taken back that was never given).
       if not stored and not known then
