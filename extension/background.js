@@ -3,7 +3,7 @@
 import * as api from "./lib/api.js";
 import { enqueue, flush, newEvent } from "./lib/queue.js";
 import { newCount } from "./lib/render.js";
-import { read, tracking } from "./lib/settings.js";
+import { read, tracking, withInstallLock } from "./lib/settings.js";
 
 const storage = chrome.storage.local;
 const FLUSH_ALARM = "flush";
@@ -12,12 +12,33 @@ const FOR_YOU_TTL_MS = 10 * 60_000;
 // Passive signals stop while tracking is paused; explicit actions still count.
 const PASSIVE = new Set(["impression", "view", "read", "click"]);
 
-async function ensureInstall() {
-  const settings = await read(storage, ["backendUrl", "token"]);
-  if (settings.token) return settings;
-  const install = await api.register(settings.backendUrl);
-  await storage.set({ token: install.token, userId: install.user_id });
-  return { ...settings, token: install.token };
+// The install, registered once however many ask at the same moment (onInstalled, the
+// popup, the options page, a Hugging Face list, the queue): the first call registers,
+// every other one awaits that same registration (two would leave orphan installs on the
+// service, one token kept, the others' readers lost). Under the install lock: a new
+// service URL, a deletion or an unlink waits for it, and it for them.
+let installing = null;
+
+function ensureInstall() {
+  installing ??= withInstallLock(async () => {
+    const settings = await read(storage, ["backendUrl", "token"]);
+    if (settings.token) return settings;
+    const install = await api.register(settings.backendUrl);
+    await storage.set({ token: install.token, userId: install.user_id });
+    return { ...settings, token: install.token };
+  }).finally(() => {
+    installing = null;
+  });
+  return installing;
+}
+
+// The service no longer knows this token (data deleted elsewhere): forget it, unless a
+// new one replaced it meanwhile, so that the next use registers anew.
+function forgetToken(token) {
+  return withInstallLock(async () => {
+    const { token: current } = await read(storage, ["token"]);
+    if (current === token) await storage.remove(["token", "userId"]);
+  });
 }
 
 let delivering = null;
@@ -33,7 +54,7 @@ function deliver(force = false) {
             return await api.sendEvents(settings.backendUrl, settings.token, batch);
           } catch (error) {
             // Unknown token (data deleted elsewhere): register anew on the next try.
-            if (error.kind === "unauthorized") await storage.remove(["token", "userId"]);
+            if (error.kind === "unauthorized") await forgetToken(settings.token);
             throw error;
           }
         },

@@ -611,6 +611,92 @@ def test_the_options_page_pairs_this_browser_with_another(
     open_popup(context, extension_id).close()  # registers afresh, as a reader would
 
 
+def test_the_extension_reaches_paper_sites_through_its_content_scripts_only(
+    browser: tuple[Any, str],
+) -> None:
+    """Host access: the service's addresses, and the paper sites only where the content
+    scripts run (their matches grant that); no blanket access to arxiv.org or
+    huggingface.co, which nothing needs (the service worker fetches the service only)."""
+    context, _ = browser
+    worker = worker_of(context)
+    manifest = json.loads((EXTENSION / "manifest.json").read_text())
+    scripts = {match for script in manifest["content_scripts"] for match in script["matches"]}
+    granted = worker.evaluate("chrome.permissions.getAll()")
+    assert set(granted["origins"]) == {"http://127.0.0.1/*", "http://localhost/*"} | scripts
+    assert sorted(granted["permissions"]) == ["alarms", "storage"]
+    for site in ("https://arxiv.org/*", "https://huggingface.co/*"):
+        assert worker.evaluate(f"chrome.permissions.contains({{origins: [{site!r}]}})") is False
+
+
+def test_one_install_however_many_ask_at_the_same_moment(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """The popup, the options page and a Hugging Face list all ask the service worker for
+    the install; asked at once, it registers once and every one gets that install (each
+    registered its own before: the token kept was one of them, the others orphans)."""
+    context, extension_id = browser
+    ensure_install(context, extension_id)
+    worker = worker_of(context)
+    kept = worker.evaluate("chrome.storage.local.get(['token', 'userId', 'forYou'])")
+    worker.evaluate("chrome.storage.local.remove(['token', 'userId', 'forYou'])")
+    page = context.new_page()
+    try:
+        page.goto(f"chrome-extension://{extension_id}/options/options.html")
+        answers = page.evaluate(
+            """() => Promise.all([
+                chrome.runtime.sendMessage({ kind: "install" }),
+                chrome.runtime.sendMessage({ kind: "for-you" }),
+                chrome.runtime.sendMessage({ kind: "install" }),
+                chrome.runtime.sendMessage({ kind: "install" }),
+            ])"""
+        )
+        assert all("error" not in answer for answer in answers), answers
+        tokens = {answer["token"] for answer in answers if "token" in answer}
+        assert tokens == {storage(context, "token")}
+        assert answers[1]["papers"], "the list's papers came with that install"
+    finally:
+        page.close()
+        worker.evaluate(f"chrome.storage.local.set({json.dumps(kept)})")
+
+
+def test_an_answer_that_comes_after_the_reader_left_its_tab_is_not_shown(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """The For-you feed is slow to come; the reader opens Trending meanwhile. When the
+    feed's answer arrives it is kept (for offline use) but not drawn over Trending."""
+    context, extension_id = browser
+    ensure_install(context, extension_id)
+    worker_of(context).evaluate("chrome.storage.local.remove('cachedFeed')")
+    page = context.new_page()
+    page.set_viewport_size({"width": 440, "height": 600})
+    held: list[Any] = []
+    page.route(re.compile(r".*/v1/feed\?.*"), lambda route: held.append(route))
+    page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+    # (Playwright hands the route over while the test calls it: each check asks the page.)
+    assert wait_for(lambda: page.locator("#status").count() and held), "the feed waits"
+    assert len(held) == 1
+    page.get_by_role("tab", name="Trending").click()
+    page.wait_for_selector("article.paper")
+    trending = page.locator("article.paper").evaluate_all(
+        "(nodes) => nodes.map((n) => { n.dataset.drawn = 'trending'; return n.dataset.paperId; })"
+    )
+    held[0].continue_()
+
+    def feed_kept() -> bool:  # read by the popup itself: its load has gone on by then
+        return bool(
+            page.evaluate("chrome.storage.local.get('cachedFeed').then((g) => !!g.cachedFeed)")
+        )
+
+    assert wait_for(feed_kept), "the late feed was kept"
+    cards = page.locator("article.paper").evaluate_all(
+        "(nodes) => nodes.map((n) => [n.dataset.paperId, n.dataset.drawn ?? null])"
+    )
+    assert cards == [[paper, "trending"] for paper in trending]
+    assert page.get_by_role("tab", name="Trending").get_attribute("aria-selected") == "true"
+    assert not page.locator("#window-label").is_hidden()
+    page.close()
+
+
 def test_paper_pages_record_a_view_with_metadata(
     browser: tuple[Any, str], service: Service
 ) -> None:

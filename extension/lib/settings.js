@@ -26,3 +26,17 @@ export async function read(storage, keys = Object.keys(DEFAULTS)) {
 export function tracking(settings, site) {
   return !settings.paused && site !== null && settings.sites[site] !== false;
 }
+
+// The install's token changes in one place at a time: registering, forgetting a token the
+// service no longer knows, a new service URL, deleting or unlinking (the service worker
+// and the extension's pages alike, through the Web Locks API; else, in Node's tests,
+// through one chain). Registration itself runs once however many ask (background.js).
+const INSTALL_LOCK = "paperfeed-install";
+let installTurn = Promise.resolve();
+
+export function withInstallLock(change) {
+  if (globalThis.navigator?.locks) return navigator.locks.request(INSTALL_LOCK, change);
+  const mine = installTurn.then(change, change);
+  installTurn = mine.catch(() => {});
+  return mine;
+}

@@ -28,62 +28,78 @@ function say(text) {
   status.textContent = text;
 }
 
+// Each load is one of a series: the reader may switch tabs (or windows, or search again)
+// before an answer comes. An answer that comes after a newer load started is kept for
+// offline use, but never shown: it belongs to a tab the reader has left.
+let loads = 0;
+
 async function load() {
+  const mine = ++loads;
+  const left = () => mine !== loads;
   say("Loading…");
   list.replaceChildren();
   const settings = await read(
     storage, ["backendUrl", "token", "cachedFeed", "cachedTrending", "cachedSaved"],
   );
+  if (left()) return;
+  const tab = state.tab;
   const windowName = windowSelect.value;
   try {
     let items;
-    if (state.tab === "search") {
+    if (tab === "search") {
       const query = searchBox.value.trim();
       items = (await api.search(settings.backendUrl, settings.token, query, 30)).items;
+      if (left()) return;
       say(items.length ? "" : `Nothing matches “${query}”.`);
       show(items);
       return;
     }
-    if (state.tab === "saved") {
+    if (tab === "saved") {
       const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
       if (install.error) throw new api.ApiError(install.error);
       const saved = await api.getLibrary(settings.backendUrl, install.token, "saved", LIBRARY_PAGE);
       await storage.set({ cachedSaved: saved });
+      if (left()) return;
       say(saved.items.length ? "" : "Nothing saved yet: ★ Save keeps a paper here.");
       showSaved(saved.items);
       if (saved.next) list.append(moreSaved(settings.backendUrl, install.token, saved.next));
       return;
     }
-    if (state.tab === "feed") {
+    if (tab === "feed") {
       const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
       if (install.error) throw new api.ApiError(install.error);
       const feed = await api.getFeed(settings.backendUrl, install.token, 30);
       items = feed.items;
       await storage.set({ cachedFeed: feed });
+      if (left()) return; // not seen: the badge keeps counting these papers as new
       chrome.runtime.sendMessage({ kind: "feed-seen", ids: items.map((i) => i.paper.id) });
     } else {
       const trending = await api.getTrending(settings.backendUrl, windowName, 30);
       items = trending.items;
-      await storage.set({ cachedTrending: { ...settings.cachedTrending, [windowName]: trending } });
+      // Read again: the cache of another window may have been written meanwhile.
+      const { cachedTrending } = await read(storage, ["cachedTrending"]);
+      await storage.set({ cachedTrending: { ...cachedTrending, [windowName]: trending } });
+      if (left()) return;
     }
     say(items.length ? "" : "Nothing here yet: read, upvote or save a few papers.");
     show(items);
   } catch (error) {
+    if (left()) return;
     const cached = {
       feed: settings.cachedFeed,
       trending: settings.cachedTrending[windowName],
       saved: settings.cachedSaved,
-    }[state.tab];
+    }[tab];
     if (error.kind === "offline" && cached) {
       const what = {
         feed: "your last feed",
         trending: "trending as it was last seen",
         saved: "your saved papers as they were last seen",
-      }[state.tab];
+      }[tab];
       say(`Offline: showing ${what}. Your actions are kept and sent later.`);
-      if (state.tab === "saved") showSaved(cached.items);
+      if (tab === "saved") showSaved(cached.items);
       else show(cached.items);
-    } else if (error.kind === "offline" && state.tab === "search") {
+    } else if (error.kind === "offline" && tab === "search") {
       say("Offline: search needs the service.");
     } else if (error.kind === "offline") {
       say("");
