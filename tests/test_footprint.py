@@ -222,7 +222,7 @@ def test_the_layout_before_compact_records_is_converted_and_loses_nothing(
     converted = decode_user_paper(stored)
     assert converted.saved
     assert converted.v == 1
-    assert converted.st == int(at)
+    assert converted.st == at
     assert converted.w == 6.0 + 1.0
     export = http.get("/v1/me/export", headers=auth).json()
     assert [(e["type"], e["ts"], e.get("source")) for e in export["events"]][-1] == (

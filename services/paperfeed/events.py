@@ -70,7 +70,7 @@ TYPE_OF_CODE = {code: kind for kind, code in TYPE_CODES.items()}
 SOURCE_CODES: dict[str, str] = {"popup": "p", "arxiv": "a", "huggingface": "h", "other": "o"}
 SOURCE_OF_CODE = {code: source for source, code in SOURCE_CODES.items()}
 RECORD_EPOCH = 1_700_000_000
-"""Records and the log count seconds from here (November 2023): shorter numbers."""
+"""Records count milliseconds, the log seconds, from here (November 2023): shorter numbers."""
 PAGE_TITLE_MAX = 200
 """Characters of a page title kept as a hint (cleaned, cut)."""
 
@@ -220,9 +220,9 @@ def resolved_records(
 
 
 class PackedRecord(msgspec.Struct, array_like=True):
-    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, ``t`` in whole
-    seconds from ``RECORD_EPOCH``, the five times as seconds before ``t`` (-1: none),
-    trailing defaults left out."""
+    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, ``t`` in
+    milliseconds from ``RECORD_EPOCH``, the five times as milliseconds before ``t`` (-1:
+    none), trailing defaults left out."""
 
     t: int
     f: int = 0
@@ -249,13 +249,13 @@ def decode_user_paper(raw: str | bytes) -> UserPaper:
         record = _decode_legacy(raw)
     else:
         p = _decode_packed(raw)
-        t = p.t + RECORD_EPOCH
+        t = p.t + RECORD_EPOCH * 1000
 
         def at(before: int) -> float | None:
-            return float(t - before) if before >= 0 else None
+            return (t - before) / 1000 if before >= 0 else None
 
         record = UserPaper(
-            f=p.f, v=p.v, c=p.c, i=p.i, dw=float(p.dw), t=float(t),
+            f=p.f, v=p.v, c=p.c, i=p.i, dw=float(p.dw), t=t / 1000,
             vt=at(p.vt), ct=at(p.ct), ut=at(p.ut), st=at(p.st), sh=at(p.sh),
         )  # fmt: skip
     record.w = float(confidence(record.f, record.v, record.c, record.dw))
@@ -271,15 +271,16 @@ def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
         cells = _decode_packed_many("[" + ",".join(raws[n] for n in packed) + "]")
         table[packed] = np.array(
             [
-                (c.t + RECORD_EPOCH, c.f, c.v, c.c, c.i, c.dw, c.vt, c.ct, c.ut, c.st, c.sh)
+                (c.t + RECORD_EPOCH * 1000, c.f, c.v, c.c, c.i, c.dw, c.vt, c.ct, c.ut, c.st, c.sh)
                 for c in cells
             ],
             dtype=np.float64,
         ).reshape(-1, len(RECORD_FIELDS))
         times = table[packed, 6:]
         table[np.ix_(packed, range(6, 11))] = np.where(
-            times >= 0, table[packed, :1] - times, math.inf
+            times >= 0, (table[packed, :1] - times) / 1000, math.inf
         )
+        table[packed, 0] /= 1000
     for n, raw in enumerate(raws):
         if raw[:1] == "{":
             r = _decode_legacy(raw)
@@ -442,7 +443,7 @@ class Ingestor:
             self.settings.reports_per_day,
         ]
         for event, paper_id in zip(events, paper_ids, strict=True):
-            at = int(min(event.ts, now))
+            at_ms = int(min(event.ts, now) * 1000)
             is_known = paper_id in known
             title = ""
             if not is_known and event.title:
@@ -452,11 +453,11 @@ class Ingestor:
                     event.event_id,
                     paper_id,
                     event.type,
-                    at,
+                    at_ms,
                     event.dwell_ms,
                     int(is_known),
                     title,
-                    log_line(event.type, at, event.dwell_ms, event.source, paper_id),
+                    log_line(event.type, at_ms // 1000, event.dwell_ms, event.source, paper_id),
                     " ".join(merged_into.get(paper_id, ())),
                 )
             )

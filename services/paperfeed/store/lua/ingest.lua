@@ -5,7 +5,7 @@
 -- ZSET, log LIST): converted once, then deleted.
 -- ARGV[1] now, ARGV[2] seen cap (ids), ARGV[3] log cap (bytes), ARGV[4] papers cap,
 -- ARGV[5] titles cap, ARGV[6] reports a day, then 9 values an event: event id, paper id,
--- type, at (whole unix seconds), dwell ms, catalogued (1/0), page title ("" for none),
+-- type, at (unix milliseconds), dwell ms, catalogued (1/0), page title ("" for none),
 -- log line, the ids merged into this paper (space-separated: a record kept under one of
 -- them joins this paper's).
 -- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids},
@@ -21,6 +21,7 @@ local SOURCE_CODES = __SOURCE_CODES__
 local UPVOTED, SAVED, DISMISSED, SHARED, UNCREDITED = 1, 2, 4, 8, 16
 local ID_BYTES = 8
 local EPOCH = __RECORD_EPOCH__
+local EPOCH_MS = EPOCH * 1000
 local PER_EVENT = 9
 
 -- A reader erased (or being erased) since their token was checked: nothing of theirs is
@@ -37,20 +38,25 @@ local reports_cap = tonumber(ARGV[6])
 local function has(f, flag) return math.floor(f / flag) % 2 == 1 end
 
 -- A record is a JSON array [t, f, v, c, i, dw, vt, ct, ut, st, sh]: t the last event
--- (whole seconds since EPOCH), then flags, views, clicks, impressions, dwell ms, and the times of the
--- first view, first click, upvote, save and share as seconds before t (-1: none).
+-- (milliseconds since EPOCH), then flags, views, clicks, impressions, dwell ms, and the
+-- times of the first view, first click, upvote, save and share as milliseconds before t
+-- (-1: none). Inside this script every time is in unix milliseconds.
 -- Trailing default values are left out.
 local function decode(stored)
   if not stored then return {t = 0, f = 0, v = 0, c = 0, i = 0, dw = 0} end
   if string.sub(stored, 1, 1) == '{' then  -- a record of the JSON-object layout
     local r = cjson.decode(stored)
     r.w = nil
-    r.t = math.floor(r.t or 0); r.f = r.f or 0; r.v = r.v or 0; r.c = r.c or 0
+    r.f = r.f or 0; r.v = r.v or 0; r.c = r.c or 0
     r.i = r.i or 0; r.dw = math.floor(r.dw or 0)
+    for _, k in ipairs({'t', 'vt', 'ct', 'ut', 'st', 'sh'}) do
+      if type(r[k]) == 'number' then r[k] = math.floor(r[k] * 1000) else r[k] = nil end
+    end
+    r.t = r.t or 0
     return r
   end
   local a = cjson.decode(stored)
-  local t = a[1] + EPOCH
+  local t = a[1] + EPOCH_MS
   local function at(k) local d = a[k]; if d == nil or d < 0 then return nil end; return t - d end
   return {
     t = t, f = a[2] or 0, v = a[3] or 0, c = a[4] or 0, i = a[5] or 0, dw = a[6] or 0,
@@ -61,7 +67,7 @@ end
 local function encode(r)
   local t = r.t
   local function before(x) if x == nil then return -1 end; return t - math.floor(x) end
-  local a = {t - EPOCH, r.f, r.v, r.c, r.i, r.dw, before(r.vt), before(r.ct), before(r.ut),
+  local a = {t - EPOCH_MS, r.f, r.v, r.c, r.i, r.dw, before(r.vt), before(r.ct), before(r.ut),
     before(r.st), before(r.sh)}
   local n = #a
   while n > 1 and a[n] == (n > 6 and -1 or 0) do a[n] = nil; n = n - 1 end
@@ -147,7 +153,7 @@ local function credit(r, paper, weight, at)
   if has(r.f, UNCREDITED) then return end
   trend[#trend + 1] = paper
   trend[#trend + 1] = tostring(weight)
-  trend[#trend + 1] = tostring(at)
+  trend[#trend + 1] = tostring(at / 1000)
 end
 
 local function set(r, flag) if not has(r.f, flag) then r.f = r.f + flag end end
