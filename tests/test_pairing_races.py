@@ -186,3 +186,21 @@ def test_no_install_can_link_to_a_reader_who_is_leaving(live: LiveServer, r: red
     )
     assert http.get("/v1/me/export", headers=desktop).json()["user_id"] == laptop_id
     assert r.scard(keys.user_installs(laptop_id)) == 1
+
+
+def test_a_link_that_died_unrecorded_does_not_close_the_reader_for_good(
+    live: LiveServer, r: redis.Redis
+) -> None:
+    http = httpx.Client(base_url=live.url, timeout=30)
+    laptop_id, laptop = register(http)
+    _, desktop = register(http)
+    # The laptop's own link to a third reader started (it is "leaving") and died before
+    # it was recorded: for a while nobody links to it; then the mark lapses.
+    r.hset(keys.user_profile(laptop_id), "leaving", f"{time.time():.3f}")
+    code = new_code(http, laptop)
+    assert http.post("/v1/me/link", json={"code": code}, headers=desktop).status_code == 404
+    r.hset(keys.user_profile(laptop_id), "leaving", f"{time.time() - 3_600:.3f}")
+    code = new_code(http, laptop)
+    linked = http.post("/v1/me/link", json={"code": code}, headers=desktop)
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["user_id"] == laptop_id

@@ -15,12 +15,14 @@ for five minutes, guessing one is hopeless.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
 from typing import NamedTuple
 
 import msgspec
+from redis.exceptions import RedisError
 
 from paperfeed.errors import Conflict, NotFound, PaperfeedError, Unauthorized
 from paperfeed.events import decode_user_paper
@@ -38,6 +40,10 @@ CODES_PER_HOUR = 10
 TRIES_PER_HOUR = 10
 HOUR_MS = 3_600_000
 WRONG_CODE = "no such pairing code: a typo, or it expired, or it was used"
+LEAVING_HOLDS_S = 600
+"""How long a reader marked as leaving (for another) refuses installs linking to them: a
+link finishes in well under a second, and one that died before it was recorded must not
+close the reader to links for good."""
 
 
 class TooManyAttempts(PaperfeedError):
@@ -137,14 +143,21 @@ class Pairing:
                 "other browsers are linked to this one: enter their reader's codes the other "
                 "way round, or unlink them first"
             )
-        owner = await self._redeem(keys=[keys.pairing_code(hash_code(code))], args=[user_id])
-        if not owner or owner == "=":
-            await self._stay(user_id, how)
-            if owner == "=":
-                raise Conflict("this code was made by this browser: enter it in another")
-            raise NotFound(WRONG_CODE)
-        link = PendingLink(token_hash, str(user_id), str(owner), how == "moving")
-        await self.redis.zadd(keys.LINKS, {link.member: now})
+        try:
+            owner = await self._redeem(keys=[keys.pairing_code(hash_code(code))], args=[user_id])
+            if not owner or owner == "=":
+                await self._stay(user_id, how)
+                if owner == "=":
+                    raise Conflict("this code was made by this browser: enter it in another")
+                raise NotFound(WRONG_CODE)
+            link = PendingLink(token_hash, str(user_id), str(owner), how == "moving")
+            await self.redis.zadd(keys.LINKS, {link.member: now})
+        except RedisError:
+            # Not recorded: the install stays (its "leaving" lapses by itself if even
+            # this fails, LEAVING_HOLDS_S).
+            with contextlib.suppress(RedisError):
+                await self._stay(user_id, how)
+            raise
         merged = await self._finish(link, now)
         if merged is None:
             raise NotFound(WRONG_CODE)  # the code's reader was erased since
@@ -161,7 +174,7 @@ class Pairing:
         then stays with its own reader)."""
         joined = await self._join(
             keys=[keys.user_profile(link.owner), keys.user_installs(link.owner)],
-            args=[link.token_hash],
+            args=[link.token_hash, f"{now:.3f}", LEAVING_HOLDS_S],
         )
         if not int(joined):
             await self._stay(link.old, "moving" if link.moving else "leaving")
