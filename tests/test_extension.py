@@ -905,9 +905,24 @@ def test_options_page_exports_and_deletes(browser: tuple[Any, str], service: Ser
         page.click("#export")
     exported = json.loads(Path(download.value.path()).read_text())
     assert exported["user_id"]
-    page.once("dialog", lambda dialog: dialog.accept())
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    # Only the service's answer says the data is gone: with the service down, the page
+    # says nothing was confirmed and keeps the token for another try.
+    assert service.stop() == 0
+    page.once("dialog", accept)
     page.click("#delete")
-    page.wait_for_selector("#status:has-text('Deleted')")
+    page.wait_for_selector("#status:has-text('Nothing was confirmed deleted')")
+    assert storage(context, "token") == user_token
+    service.start()
+    page.once("dialog", accept)
+    page.click("#delete")
+    page.wait_for_selector("#status:has-text('Deleted at the service')")
+    assert "every browser linked" in questions[0]
     gone = httpx.get(
         f"{service.url}/v1/me/export", headers={"Authorization": f"Bearer {user_token}"}
     )
