@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,10 @@ def release_server(data_dir: Path) -> bool:
         return False
     mine = client_name()
     try:
-        with redis.Redis(unix_socket_path=str(sock), socket_timeout=5) as client:
+        # No retries: SHUTDOWN closes the connection, and redis-py's default retry would
+        # reconnect to the socket that is going away for seconds.
+        no_retry = Retry(NoBackoff(), 0)
+        with redis.Redis(unix_socket_path=str(sock), socket_timeout=5, retry=no_retry) as client:
             others = [
                 c
                 for c in client.client_list()
