@@ -207,11 +207,8 @@ async def soak(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     lost = doubled = 0
     for person in people:
-        seen = set(
-            seen_hashes(
-                client.execute_command("GET", keys.user_seen(person.user_id)), NEVER_DECODE=True
-            )
-        )
+        raw = client.execute_command("GET", keys.user_seen(person.user_id), NEVER_DECODE=True)
+        seen = set(seen_hashes(raw))
         logged = str(client.get(keys.user_events(person.user_id)) or "").splitlines()
         doubled += max(0, len(logged) - len(person.acknowledged))
         lost += len({event_id_hash(e) for e in person.acknowledged} - seen)

@@ -369,7 +369,8 @@ async def test_a_demo_slug_is_merged_into_its_arxiv_entry_with_its_events(
             assert sent.status_code == 200
             after_unvote = week_scores(r)["2312.17653"]
             epoch = float(r.get(keys.trend_epoch("week")) or 0)
-            upvote_weight = 4.0 * 2 ** ((int(upvote["ts"]) - epoch) / (48 * 3600))
+            at = int(upvote["ts"] * 1000) / 1000  # records keep milliseconds
+            upvote_weight = 4.0 * 2 ** ((at - epoch) / (48 * 3600))
             assert after_unvote == pytest.approx(before_unvote - upvote_weight, rel=1e-6)
             assert await library("upvoted") == []
             assert await library("saved") == ["2312.17653"]
