@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from paperfeed.api.deps import decode_json, require_admin
@@ -14,6 +15,7 @@ from paperfeed.catalog.importers import ImportFormatError, PaperRecord, paper_fr
 from paperfeed.catalog.repository import ImportResult
 from paperfeed.core import Core
 from paperfeed.errors import InvalidInput
+from paperfeed.recsys.repository import Rollback
 
 MAX_PAPERS_PER_REQUEST = 5_000
 DECISIONS_SHOWN = 10
@@ -27,6 +29,12 @@ class TrainRequest(msgspec.Struct):
     """A training is running now (a request made meanwhile is served by the next one)."""
     worker_seen_s: float | None
     """Seconds since a worker was last alive (null: none seen; nothing will train)."""
+
+
+class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    """A kept version (``GET /v1/admin/model``'s ``decisions`` name them); null or left
+    out: the newest kept version published before the current one."""
 
 
 class ModelStatus(msgspec.Struct, kw_only=True):
@@ -141,3 +149,21 @@ class AdminController(Controller):
                 "choices": msgspec.to_builtins(meta.choices),
             },
         )
+
+    @post(
+        "/model/rollback",
+        status_code=HTTP_200_OK,
+        summary="Make an earlier kept model version current",
+        responses=documented(400, 401, 403),
+    )
+    async def rollback(
+        self,
+        core: NamedDependency[Core],
+        admin: NamedDependency[None],
+        data: JSONBody[RollbackRequest],
+    ) -> Rollback:
+        """Serves an earlier model version again (every api process switches within
+        ``PAPERFEED_MODEL_POLL_S``) and records the rollback with the training decisions.
+        The next training is judged against it and publishes a better model as usual.
+        A version that is not kept, is current already, or is incomplete: 400."""
+        return await core.models.rollback(data.version)

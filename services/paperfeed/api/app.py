@@ -29,7 +29,7 @@ from paperfeed.api.installs import InstallController
 from paperfeed.api.limits import RequestBudgets
 from paperfeed.api.me import MeController
 from paperfeed.api.meta import MetaController
-from paperfeed.api.metrics import mirror_store_metrics, read_redis_memory, watch_model
+from paperfeed.api.metrics import mirror_store_metrics, observe_model, read_redis_memory
 from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.api.search import SearchController
@@ -51,6 +51,7 @@ class MetricsController(PrometheusController):
 
     @get()
     async def get(self, core: NamedDependency[Core]) -> Response[bytes]:
+        observe_model(core.holder)
         await read_redis_memory(core.redis)
         return await PrometheusController.get.fn(self)  # type: ignore[no-any-return]
 
@@ -76,7 +77,6 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             # Start anyway: /readyz says not ready until Redis answers.
             log.error("redis unavailable at start-up", extra={"error": repr(exc)})
         core.holder.start()
-        watch_model(core.holder)
         stopping = asyncio.Event()
         mirror = asyncio.create_task(mirror_store_metrics(core.redis, stopping))
         try:

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.catalog.sync import read_state
+from paperfeed.recsys.repository import is_gate_decision
 from paperfeed.recsys.serving import ModelHolder
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient, is_cluster
@@ -57,6 +58,12 @@ GATE_PUBLISHED = Gauge(
     "The last training's gate decision: 1 published, 0 not",
     multiprocess_mode=SHARED,
 )
+GATE_REFUSALS = Gauge(
+    "paperfeed_model_gate_refusals_in_a_row",
+    "Training runs in a row whose gate published nothing (0: the last one published)",
+    multiprocess_mode=SHARED,
+)
+GATE_DECISIONS_READ = 20
 GATE_AT = Gauge(
     "paperfeed_model_gate_decision_timestamp_seconds",
     "When the last gate decision was made",
@@ -138,17 +145,24 @@ REDIS_MAXMEMORY = Gauge(
     "Redis's maxmemory, where it refuses writes (0: no limit)",
     multiprocess_mode=SHARED,
 )
+REDIS_UP = Gauge(
+    "paperfeed_redis_up",
+    "1 when Redis answered INFO at this scrape, 0 when it did not",
+    multiprocess_mode=SHARED,
+)
 REDIS_INFO_TIMEOUT_S = 2.0
+WORKER_HEARTBEAT = Gauge(
+    "paperfeed_worker_heartbeat_timestamp_seconds",
+    "When a worker's loop last turned (pf:worker:heartbeat; 0: none alive)",
+    multiprocess_mode=SHARED,
+)
 
 
-def watch_model(holder: ModelHolder) -> None:
-    """Report the age of the model ``holder`` serves (measured at each scrape)."""
-
-    def age() -> float:
-        model = holder.model
-        return time.time() - model.meta.trained_at if model is not None else math.nan
-
-    MODEL_AGE.set_function(age)
+def observe_model(holder: ModelHolder) -> None:
+    """Set the age of the model ``holder`` serves (just before each scrape: a gauge's
+    function is not seen across processes, a value set is)."""
+    model = holder.model
+    MODEL_AGE.set(time.time() - model.meta.trained_at if model is not None else math.nan)
 
 
 def mirror_decision(decision: dict[str, Any]) -> None:
@@ -156,6 +170,20 @@ def mirror_decision(decision: dict[str, Any]) -> None:
     GATE_AT.set(float(decision.get("at", 0.0)))
     for name, values in (decision.get("metrics") or {}).items():
         GATE_NDCG.labels(model=name).set(float(values.get("ndcg", math.nan)))
+
+
+def mirror_decisions(decisions: list[dict[str, Any]]) -> None:
+    """Mirror the newest training decisions (newest first; rollbacks skipped)."""
+    gate = [decision for decision in decisions if is_gate_decision(decision)]
+    if not gate:
+        return
+    mirror_decision(gate[0])
+    refused = 0
+    for decision in gate:
+        if decision.get("published"):
+            break
+        refused += 1
+    GATE_REFUSALS.set(float(refused))
 
 
 def mirror_sync(state: dict[str, str]) -> None:
@@ -202,7 +230,9 @@ async def read_redis_memory(redis: RedisClient) -> None:
     try:
         memories = await asyncio.wait_for(_memory(redis), REDIS_INFO_TIMEOUT_S)
     except (RedisError, RedisClusterException, OSError, TimeoutError, KeyError, ValueError):
+        REDIS_UP.set(0.0)
         return
+    REDIS_UP.set(1.0)
     if memories:
         used, limit = max(memories, key=_fill)
         REDIS_USED_MEMORY.set(used)
@@ -216,10 +246,11 @@ async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> N
             values = await redis.hmget(keys.STATS, list(DIGEST_COUNTERS))
             for gauge, value in zip(DIGEST_COUNTERS.values(), values, strict=True):
                 gauge.set(float(value or 0))
-            last = await redis.lindex(keys.MODEL_DECISIONS, 0)
-            if last:
-                mirror_decision(msgspec.json.decode(last))
+            latest = await redis.lrange(keys.MODEL_DECISIONS, 0, GATE_DECISIONS_READ - 1)
+            mirror_decisions([msgspec.json.decode(raw) for raw in latest])
             mirror_sync(await read_state(redis))
+            heartbeat = await redis.get(keys.WORKER_HEARTBEAT)
+            WORKER_HEARTBEAT.set(float(heartbeat or 0))
         except (RedisError, RedisClusterException):
             pass  # readiness reports Redis; the gauges keep their last values
         with contextlib.suppress(TimeoutError):

@@ -7,11 +7,12 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
+from paperfeed.errors import InvalidInput
 from paperfeed.recsys.content import FloatArray
 from paperfeed.recsys.model import ModelMeta, RecModel, SearchReport
 from paperfeed.store import client, keys
@@ -47,6 +48,26 @@ def encode_vector(version: str, at: float, vector: FloatArray, events: int | Non
 decode_vector = msgspec.json.Decoder(UserVector).decode
 _decode_meta = msgspec.json.Decoder(ModelMeta).decode
 _decode_search = msgspec.json.Decoder(SearchReport).decode
+
+
+class Rollback(msgspec.Struct, kw_only=True):
+    """An admin made an earlier kept version current (kept with the training decisions,
+    ``kind`` tells them apart)."""
+
+    kind: Literal["rollback"] = "rollback"
+    at: float
+    published: bool = True
+    """The version is served from now on (like a published training run's)."""
+    version: str
+    """The version made current."""
+    previous_version: str | None
+    """The version it replaced."""
+    reason: str
+
+
+def is_gate_decision(decision: dict[str, Any]) -> bool:
+    """A training run's decision (not an admin's rollback)."""
+    return bool(decision.get("kind", "training") != "rollback")
 
 
 class ModelRepository:
@@ -176,6 +197,41 @@ class ModelRepository:
             pipe.lpush(keys.MODEL_DECISIONS, msgspec.json.encode(decision))
             pipe.ltrim(keys.MODEL_DECISIONS, 0, DECISIONS_KEPT - 1)
             await pipe.execute()
+
+    async def rollback(self, version: str | None = None) -> Rollback:
+        """Make ``version`` (by default the newest kept version published before the
+        current one) current, record it with the decisions and tell every api process.
+
+        Raises InvalidInput (``version``) when that version is not kept, broken, already
+        current, or there is no earlier one."""
+        current = await self.current_version()
+        kept = [str(v) for v in await self.redis.zrevrange(keys.MODEL_VERSIONS, 0, -1)]
+        if version is None:
+            older = kept[kept.index(current) + 1 :] if current in kept else kept
+            if not older:
+                raise InvalidInput("version", "no earlier model version is kept")
+            version = older[0]
+        elif version not in kept:
+            raise InvalidInput(
+                "version", f"{version!r} is not a kept model version (kept: {', '.join(kept)})"
+            )
+        if version == current:
+            raise InvalidInput("version", f"{version!r} is the current model version already")
+        if await self.meta(version) is None or not await self.redis.exists(
+            keys.model_blob(version)
+        ):
+            raise InvalidInput("version", f"model {version!r} is incomplete in Redis")
+        await self.redis.set(keys.MODEL_CURRENT, version)
+        rollback = Rollback(
+            at=time.time(),
+            version=version,
+            previous_version=current,
+            reason=f"rolled back by an admin from {current} to {version}",
+        )
+        await self.record_decision(rollback)
+        await self.redis.publish(keys.MODEL_CHANNEL, version)
+        log.warning("model rolled back", extra={"version": version, "previous_version": current})
+        return rollback
 
     async def decisions(self, limit: int = DECISIONS_KEPT) -> list[dict[str, Any]]:
         """The latest decisions, newest first, as JSON objects."""

@@ -95,7 +95,8 @@ Models (one tag: publishing switches versions and current in one transaction)
 - ``pf:{model}:<version>:meta`` (STRING) model metadata JSON (metrics, ids, shapes).
 - ``pf:{model}:<version>:blob`` (STRING) the model arrays (``np.savez``, no pickles).
 - ``pf:{model}:decisions`` (LIST) every training run's decision JSON (published or not,
-  why, the metrics), newest first — at most 50.
+  why, the metrics) and every admin rollback (``"kind": "rollback"``), newest first —
+  at most 50.
 - ``pf:{model}:search`` (STRING) the last hyperparameter search (when, trials, best).
 - ``pf:model:events`` (pub/sub channel) a version is published (PUBLISH reaches every
   cluster node, so it needs no tag).
