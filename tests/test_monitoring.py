@@ -22,6 +22,7 @@ MONITORING = ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "alerts.yml"
 RULE_TESTS = MONITORING / "alerts.test.yml"
 K8S_MONITORING = ROOT / "k8s" / "monitoring"
+RUNBOOK = ROOT / "docs" / "runbook.md"
 
 METRIC = re.compile(r"\b(paperfeed_[a-z0-9_]+)(\{[^}]*\})?")
 EQUALS = re.compile(r'(\w+)="([^"]*)"')
@@ -69,6 +70,35 @@ def test_every_alert_has_a_severity_and_a_runbook_url() -> None:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         assert rule["annotations"]["runbook_url"].startswith("docs/runbook.md#"), rule["alert"]
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown``."""
+    found = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+def test_every_runbook_url_and_runbook_link_is_a_section_of_the_runbook() -> None:
+    text = RUNBOOK.read_text()
+    sections = anchors(text)
+    for rule in rules():
+        anchor = rule["annotations"]["runbook_url"].partition("#")[2]
+        assert anchor in sections, (rule["alert"], anchor)
+        assert f"### {rule['alert']}" in text or rule["alert"].endswith("Critical")
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in sections, anchor
+    for operation in (
+        "scale-the-api",
+        "rotate-the-admin-token",
+        "restore-redis-from-its-aofrdb",
+        "roll-back-a-model",
+        "re-run-a-failed-sync",
+    ):
+        assert operation in sections
 
 
 def test_the_prometheus_rule_holds_the_same_rules(tmp_path: Path) -> None:
