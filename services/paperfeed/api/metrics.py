@@ -64,6 +64,13 @@ GATE_REFUSALS = Gauge(
     multiprocess_mode=SHARED,
 )
 GATE_DECISIONS_READ = 20
+TRAINING_SECONDS = Gauge(
+    "paperfeed_model_training_seconds",
+    "Seconds the last training run spent in each stage (read, prepare, learn, gate, publish)",
+    ["stage"],
+    multiprocess_mode=SHARED,
+)
+TRAINING_STAGES = ("read", "prepare", "learn", "gate", "publish")
 GATE_AT = Gauge(
     "paperfeed_model_gate_decision_timestamp_seconds",
     "When the last gate decision was made",
@@ -150,6 +157,17 @@ REDIS_UP = Gauge(
     "1 when Redis answered INFO at this scrape, 0 when it did not",
     multiprocess_mode=SHARED,
 )
+REDIS_COMMANDS = Gauge(
+    "paperfeed_redis_commands_processed",
+    "Commands Redis processed since it started (INFO total_commands_processed; a "
+    "cluster's primaries summed): rate() it",
+    multiprocess_mode=SHARED,
+)
+REDIS_CLIENTS = Gauge(
+    "paperfeed_redis_connected_clients",
+    "Clients connected to Redis (a cluster's primaries summed)",
+    multiprocess_mode=SHARED,
+)
 REDIS_INFO_TIMEOUT_S = 2.0
 WORKER_HEARTBEAT = Gauge(
     "paperfeed_worker_heartbeat_timestamp_seconds",
@@ -167,6 +185,9 @@ def observe_model(holder: ModelHolder) -> None:
 
 def mirror_decision(decision: dict[str, Any]) -> None:
     GATE_PUBLISHED.set(1.0 if decision.get("published") else 0.0)
+    stages = decision.get("stages") or {}
+    for stage in {*TRAINING_STAGES, *stages}:
+        TRAINING_SECONDS.labels(stage=stage).set(float(stages.get(stage, 0.0)))
     GATE_AT.set(float(decision.get("at", 0.0)))
     for name, values in (decision.get("metrics") or {}).items():
         GATE_NDCG.labels(model=name).set(float(values.get("ndcg", math.nan)))
@@ -176,7 +197,11 @@ def mirror_decisions(decisions: list[dict[str, Any]]) -> None:
     """Mirror the newest training decisions (newest first; rollbacks skipped)."""
     gate = [decision for decision in decisions if is_gate_decision(decision)]
     if not gate:
-        GATE_REFUSALS.set(0.0)  # a value set is what other processes' scrapes see
+        # Values set are what other processes' scrapes see (an unset one is absent).
+        GATE_REFUSALS.set(0.0)
+        GATE_PUBLISHED.set(0.0)
+        for stage in TRAINING_STAGES:
+            TRAINING_SECONDS.labels(stage=stage).set(0.0)
         return
     mirror_decision(gate[0])
     refused = 0
@@ -209,15 +234,13 @@ def mirror_sync(state: dict[str, str]) -> None:
     REPORTED_DROPPED.set(float(state.get("reported:dropped_total") or 0))
 
 
-async def _memory(redis: RedisClient) -> list[tuple[float, float]]:
-    """(used_memory, maxmemory) of the server, or of each primary of a cluster."""
+async def _infos(redis: RedisClient) -> list[dict[str, Any]]:
+    """INFO (its default sections) of the server, or of each primary of a cluster."""
     if is_cluster(redis):
         await redis.initialize()  # a cluster client knows its nodes only then
         primaries = redis.get_primaries()  # type: ignore[union-attr]
-        infos = [await redis.info("memory", target_nodes=node) for node in primaries]
-    else:
-        infos = [await redis.info("memory")]
-    return [(float(info["used_memory"]), float(info.get("maxmemory", 0))) for info in infos]
+        return [await redis.info(target_nodes=node) for node in primaries]
+    return [await redis.info()]
 
 
 def _fill(memory: tuple[float, float]) -> tuple[float, float]:
@@ -229,11 +252,16 @@ async def read_redis_memory(redis: RedisClient) -> None:
     """Set the Redis memory gauges from INFO (each scrape; its last values if Redis does
     not answer within ``REDIS_INFO_TIMEOUT_S``)."""
     try:
-        memories = await asyncio.wait_for(_memory(redis), REDIS_INFO_TIMEOUT_S)
+        infos = await asyncio.wait_for(_infos(redis), REDIS_INFO_TIMEOUT_S)
+        memories = [(float(info["used_memory"]), float(info.get("maxmemory", 0))) for info in infos]
+        commands = sum(float(info.get("total_commands_processed", 0)) for info in infos)
+        clients = sum(float(info.get("connected_clients", 0)) for info in infos)
     except (RedisError, RedisClusterException, OSError, TimeoutError, KeyError, ValueError):
         REDIS_UP.set(0.0)
         return
     REDIS_UP.set(1.0)
+    REDIS_COMMANDS.set(commands)
+    REDIS_CLIENTS.set(clients)
     if memories:
         used, limit = max(memories, key=_fill)
         REDIS_USED_MEMORY.set(used)

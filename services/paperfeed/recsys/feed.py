@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import msgspec
 import numpy as np
+from prometheus_client import Counter
 from redis.exceptions import ResponseError
 from scipy import sparse
 
@@ -57,6 +58,14 @@ from paperfeed.store import keys
 from paperfeed.store.pressure import note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import Users
+
+FEED_CACHE = Counter(
+    "paperfeed_feed_cache_total",
+    "Feeds answered from the reader's cached ranking (hit) or ranked anew (miss)",
+    ["result"],
+)
+for _result in ("hit", "miss"):
+    FEED_CACHE.labels(result=_result)  # every series from the start, at 0
 
 TRENDING_CANDIDATES = 300
 TODAY_CANDIDATES = 100
@@ -450,7 +459,9 @@ class FeedService:
         if raw_cached:
             cached = decode_cached(raw_cached)
             if cached.stamp == stamp and len(cached.ids) >= limit:
+                FEED_CACHE.labels(result="hit").inc()
                 return await self._answer(cached, limit)
+        FEED_CACHE.labels(result="miss").inc()
         return await self._answer(await self.compute(user_id, limit, now, stamp), limit)
 
     async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
