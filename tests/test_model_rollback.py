@@ -19,7 +19,7 @@ from tests.conftest import admin_headers, live_server
 from tests.personas import event, paper_id, papers
 from tests.recsys_fixtures import train_settings
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def history_events(topic: int, n: int) -> list[Event]:

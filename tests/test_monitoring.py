@@ -254,6 +254,7 @@ def test_every_metric_a_rule_uses_is_exported(http: httpx.Client) -> None:
     assert missing_series(exercise(http), with_dashboard=False) == []
 
 
+@pytest.mark.slow
 def test_every_metric_a_rule_or_a_panel_uses_is_exported(api: LiveServer) -> None:
     """A service serving a trained model: every series of the rules and the dashboard."""
     assert used_series().keys() >= AFTER_A_TRAINING
@@ -274,6 +275,7 @@ def cache_counts(text: str) -> dict[str, float]:
     return {result: float(value) for result, value in found}
 
 
+@pytest.mark.slow
 def test_every_metric_is_exported_by_several_processes(tmp_path: Path) -> None:
     """`paperfeed serve` with two processes (Prometheus multiprocess mode): the same
     series, whichever process answers the scrape."""
