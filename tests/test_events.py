@@ -381,3 +381,20 @@ def test_a_long_library_is_read_in_the_thread_pool_and_still_in_order(
     page = http.get("/v1/me/library", params={"kind": "saved", "limit": 5}, headers=auth).json()
     assert page["total"] == 250
     assert [item["paper"]["id"] for item in page["items"]] == [f"2411.9{n:04d}" for n in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({}, "events"),
+        ({"events": [{"event_id": "e", "type": "view", "ts": 1}]}, "events[0].paper_id"),
+        ({"events": [{"event_id": "e", "paper_id": "2411.00001", "type": "view"}]}, "events[0].ts"),
+    ],
+)
+def test_a_missing_field_is_named_by_its_own_path(
+    http: httpx.Client, body: dict[str, Any], key: str
+) -> None:
+    _, auth = register(http)
+    response = http.post("/v1/events", json=body, headers=auth)
+    assert response.status_code == 400, response.text
+    assert [item["key"] for item in response.json()["extra"]] == [key]

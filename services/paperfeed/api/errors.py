@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -179,7 +180,25 @@ def invalid_request(request: Request[Any, Any, Any], error: ValidationException)
         error = ValidationException(
             detail=f"body: {message}", extra=[{"key": "body", "message": message, "source": "body"}]
         )
+    elif any(isinstance(item, dict) and _missing_field(item) for item in extra):
+        error = ValidationException(
+            detail=error.detail,
+            extra=[
+                _missing_field(item) or item if isinstance(item, dict) else item for item in extra
+            ],
+        )
     return create_exception_response(request, error)
+
+
+def _missing_field(item: dict[str, Any]) -> dict[str, Any] | None:
+    """A missing field named by its own path (``events[0].paper_id``, ``events``), where
+    msgspec names the object that lacks it (``events[0]``, or ``data`` for the body)."""
+    found = re.fullmatch(r"Object missing required field `([^`]+)`", str(item.get("message", "")))
+    if not found:
+        return None
+    owner = str(item.get("key", ""))
+    key = found.group(1) if owner in ("", "data") else f"{owner}.{found.group(1)}"
+    return {**item, "key": key}
 
 
 class WatchDisconnects(ASGIMiddleware):
