@@ -118,12 +118,16 @@ async def test_the_liveness_probe_fails_when_the_loop_stops_or_a_job_hangs(
     assert stuck.returncode == 1
     assert "job train has been running" in stuck.stderr
     release.set()
-    worker.stopping.set()
-    await asyncio.wait_for(running, 10)
-    # The loop stopped turning: after ALIVE_MAX_AGE_S the probe fails.
+    # A loop that stops turning (hung): after ALIVE_MAX_AGE_S the probe fails.
     stale = worker_alive(settings, time.time() + ALIVE_MAX_AGE_S + 1)
     assert stale is not None
     assert "last turned" in stale
+    # A worker that stopped cleanly is not alive at once.
+    worker.stopping.set()
+    await asyncio.wait_for(running, 10)
+    stopped = await asyncio.to_thread(paperfeed_cli, "worker-alive", env=env)
+    assert stopped.returncode == 1
+    assert "the worker stopped" in stopped.stderr
 
 
 async def test_a_failed_training_keeps_its_request_and_is_retried_after_its_backoff(

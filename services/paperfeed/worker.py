@@ -131,6 +131,7 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.write_alive(stopped=True)
 
     async def loop(self, job: Job) -> None:
         while not self.stopping.is_set():
@@ -183,11 +184,13 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), min(self.poll_s, HEARTBEAT_TTL_S / 3))
 
-    def write_alive(self) -> None:
+    def write_alive(self, stopped: bool = False) -> None:
         """The local liveness record ``paperfeed worker-alive`` reads: the loop is
-        turning, and since when each running job runs."""
+        turning, and since when each running job runs; ``stopped``: it stopped cleanly
+        (the probe fails at once rather than when the record grows old)."""
         running = {job.name: job.started_at for job in self.jobs if job.started_at}
-        record = msgspec.json.encode({"at": time.time(), "pid": os.getpid(), "running": running})
+        fields = {"at": time.time(), "pid": os.getpid(), "running": running}
+        record = msgspec.json.encode({**fields, "stopped": True} if stopped else fields)
         path = self.settings.data_path / ALIVE_FILE
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,6 +386,8 @@ def worker_alive(settings: Settings, now: float | None = None) -> str | None:
     except (OSError, msgspec.DecodeError):
         return f"no liveness record at {path}"
     age = now - float(record.get("at", 0))
+    if record.get("stopped"):
+        return f"the worker stopped {age:.0f} s ago"
     if age > ALIVE_MAX_AGE_S:
         return f"the worker's loop last turned {age:.0f} s ago"
     for name, started in dict(record.get("running", {})).items():
