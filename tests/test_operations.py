@@ -237,6 +237,10 @@ def test_an_install_flood_meets_its_own_limit_and_silent_installs_are_forgotten(
         assert len(list(r.scan_iter("pf:token:*"))) == 10  # Redis holds ten, not 200
         refused = http.post("/v1/installs")
         assert int(refused.headers["retry-after"]) > 0
+        # The answer says which budget it is.
+        assert refused.json()["detail"] == (
+            "rate limit reached: at most 10 new installs an hour from an address"
+        )
         # Other requests from the address still pass: the install budget is its own.
         assert http.get("/v1/papers").status_code == 200
         tokens = [k for k in r.scan_iter("pf:token:*")]

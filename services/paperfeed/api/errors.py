@@ -155,7 +155,8 @@ def too_many_requests(
     stay as well)."""
     headers = dict(error.headers or {})
     headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
-    body = {"status_code": HTTP_429_TOO_MANY_REQUESTS, "detail": "rate limit reached"}
+    detail = error.detail if str(error.detail).startswith("rate limit") else "rate limit reached"
+    body = {"status_code": HTTP_429_TOO_MANY_REQUESTS, "detail": detail}
     return Response(
         body,
         status_code=HTTP_429_TOO_MANY_REQUESTS,

@@ -101,16 +101,20 @@ class RequestBudgets(ASGIMiddleware):
             scope.setdefault("state", {})[USER_ID_STATE] = user_id
             assert token is not None
             key = keys.install_rate_limit(hash_token(token))
-            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read)
+            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute")
         else:
             key = keys.rate_limit(f"ip:{address}")
-            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read)
+            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute")
         if path == INSTALLS_PATH and scope.get("method") == "POST":
             key = keys.rate_limit(f"installs:{address}", HOUR_S)
-            await self._spend(key, HOUR_S, self.installs_per_hour, read)
+            await self._spend(
+                key, HOUR_S, self.installs_per_hour, read, "new installs an hour from an address"
+            )
         await next_app(scope, receive, send)
 
-    async def _spend(self, key: str, window_s: int, limit: int, read: bool) -> None:
+    async def _spend(
+        self, key: str, window_s: int, limit: int, read: bool, what: str = "requests"
+    ) -> None:
         """One request from ``key``'s budget of ``limit`` a ``window_s``; 429 past it.
 
         Redis refusing the counter's write for memory: a read spends this process's own
@@ -133,4 +137,6 @@ class RequestBudgets(ASGIMiddleware):
                 "RateLimit-Remaining": "0",
                 "RateLimit-Reset": retry,
             }
-            raise TooManyRequestsException(headers=headers)
+            raise TooManyRequestsException(
+                detail=f"rate limit reached: at most {limit} {what}", headers=headers
+            )
