@@ -1034,3 +1034,39 @@ def test_a_long_read_reports_its_reading_time_after_the_checkpoint(
     assert record["views"] == 1
     assert record["dwell_ms"] == views[0]["dwell_ms"] + reads[0]["dwell_ms"]
     page.close()
+
+
+def test_keys_never_act_on_a_paper_the_reader_dismissed(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """Dismiss the second card, focus the first, press j then u: the upvote goes to the
+    third paper (the next one shown), never to the hidden one; keys on the Undo row do
+    nothing. (Last in this module: the upvote and the dismissal change the feed that the
+    tests above expect.)"""
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    cards = page.locator("article.paper")
+    first, hidden, third = (cards.nth(n).get_attribute("data-paper-id") for n in range(3))
+    page.locator(f'article.paper[data-paper-id="{hidden}"] [data-action="dismiss"]').click()
+    assert page.locator(".dismissed").count() == 1
+    page.locator(f'article.paper[data-paper-id="{first}"]').focus()
+    page.keyboard.press("j")
+    current = page.locator("article.paper.current").get_attribute("data-paper-id")
+    assert current == third
+    page.keyboard.press("u")
+    upvote = f'article.paper[data-paper-id="{third}"] [data-action="upvote"]'
+    page.wait_for_selector(f'{upvote}[aria-pressed="true"]')
+    # On the Undo row (focused by a keyboard dismissal), an action key does nothing.
+    page.locator(".dismissed button").focus()
+    page.keyboard.press("s")
+
+    def applied() -> dict[str, Any] | None:
+        papers = export(service, context)["papers"]
+        return papers if third in papers and papers[third]["upvoted"] else None
+
+    papers = wait_for(applied)
+    assert papers, "the upvote reached the service"
+    assert papers[hidden]["dismissed"]
+    assert not papers[hidden]["upvoted"]
+    assert not papers[hidden]["saved"]
+    page.close()

@@ -277,21 +277,37 @@ function act(index, action) {
   fresh.querySelector(action === "dismiss" ? "button" : `[data-action="${action}"]`)?.focus();
 }
 
-function focusItem(index) {
-  const nodes = list.querySelectorAll("[data-index]");
-  if (!nodes.length) return;
-  state.current = Math.max(0, Math.min(nodes.length - 1, index));
-  nodes.forEach((n) => n.classList.remove("current"));
-  const node = nodes[state.current];
-  node.classList.add("current");
-  node.focus();
-  node.scrollIntoView({ block: "nearest" });
+// The keyboard moves among the papers shown: a dismissed row ("Dismissed. Undo") is never
+// the current paper, so no key acts on a paper the reader hid.
+function move(step) {
+  const cards = [...list.querySelectorAll("article.paper[data-index]")];
+  if (!cards.length) return;
+  const indexes = cards.map((card) => Number(card.dataset.index));
+  let at = indexes.indexOf(state.current);
+  if (at === -1) {
+    // The current paper is gone from the cards (dismissed): the nearest one that way.
+    const after = indexes.findIndex((index) => index > state.current);
+    at = step < 0 ? (after === -1 ? indexes.length : after) - 1 : after === -1 ? indexes.length - 1 : after;
+  } else {
+    at += step;
+  }
+  const card = cards[Math.max(0, Math.min(cards.length - 1, at))];
+  state.current = Number(card.dataset.index);
+  list.querySelectorAll(".current").forEach((n) => n.classList.remove("current"));
+  card.classList.add("current");
+  card.focus();
+  card.scrollIntoView({ block: "nearest" });
+}
+
+function isDismissed(index) {
+  const item = state.items[index];
+  return Boolean(item && state.acted.get(item.paper.id)?.dismissed);
 }
 
 document.addEventListener("keydown", (event) => {
   if (event.target instanceof HTMLSelectElement) return;
   if (event.target === searchBox) {
-    if (event.key === "Escape") { searchBox.blur(); focusItem(state.current); }
+    if (event.key === "Escape") { searchBox.blur(); move(0); }
     return;
   }
   if (event.key === "/" && !event.altKey && !event.ctrlKey && !event.metaKey) {
@@ -302,9 +318,9 @@ document.addEventListener("keydown", (event) => {
   const action = keyAction(event);
   if (!action) return;
   event.preventDefault();
-  if (action === "next") focusItem(state.current + 1);
-  else if (action === "previous") focusItem(state.current - 1);
-  else act(state.current, action);
+  if (action === "next") move(1);
+  else if (action === "previous") move(-1);
+  else if (!isDismissed(state.current)) act(state.current, action);
 });
 
 function selectTab(tab) {
