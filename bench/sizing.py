@@ -57,7 +57,8 @@ def reader_bytes(client: redis.Redis, user_id: str, with_vector: bool = False) -
     names = [k for k in keys.user_keys(user_id) if with_vector or k != keys.user_vector(user_id)]
     token_hash = client.hget(keys.user_profile(user_id), "token_hash")
     if token_hash:
-        names.append(keys.token(str(token_hash, "utf-8")))
+        hashed = token_hash.decode() if isinstance(token_hash, bytes) else str(token_hash)
+        names.append(keys.token(hashed))
     total = 0
     for name in names:
         total += int(client.execute_command("MEMORY", "USAGE", name, "SAMPLES", "0") or 0)

@@ -13,6 +13,7 @@ import httpx
 import msgspec
 import pytest
 import redis
+from bench.sizing import reader_bytes
 
 from paperfeed.events import RECORD_EPOCH, decode_user_paper, footprint_bound
 from paperfeed.store import keys
@@ -23,15 +24,6 @@ PER_REQUEST = 25
 """Maximum-size events in one request (about 34 KB each as JSON: under 1 MB)."""
 MAX_KIB = 512
 """The hard bound per install that docs/deploy.md promises, at the default settings."""
-
-
-def reader_bytes(r: redis.Redis, user_id: str) -> int:
-    """MEMORY USAGE of all the reader's keys and their token's key (every element)."""
-    names = list(keys.user_keys(user_id))
-    token_hash = r.hget(keys.user_profile(user_id), "token_hash")
-    if token_hash:
-        names.append(keys.token(str(token_hash)))
-    return sum(int(r.execute_command("MEMORY", "USAGE", n, "SAMPLES", "0") or 0) for n in names)
 
 
 def hostile(n: int, seed: str) -> dict[str, Any]:
@@ -70,7 +62,7 @@ def test_one_install_sending_maximum_size_events_keeps_a_bounded_footprint(
         assert response.status_code == 200, response.text
         sent += response.json()["accepted"]
     assert sent == 2_400
-    used = reader_bytes(r, user_id)
+    used = reader_bytes(r, user_id, with_vector=True)
     assert used <= footprint_bound(settings) <= MAX_KIB * 1024, used
     assert r.hlen(keys.user_papers(user_id)) <= settings.user_papers_cap
     assert r.hlen(keys.user_page_titles(user_id)) == settings.page_titles_cap
@@ -109,7 +101,7 @@ def test_an_honest_reader_with_40_events_keeps_under_4_kib(
     for start in range(0, 40, 20):
         response = http.post("/v1/events", json={"events": batch[start : start + 20]}, headers=auth)
         assert response.json()["accepted"] == 20
-    assert reader_bytes(r, user_id) <= 4 * 1024
+    assert reader_bytes(r, user_id, with_vector=True) <= 4 * 1024
     export = http.get("/v1/me/export", headers=auth).json()
     assert len(export["events"]) == 40
     assert export["papers"]["2411.00008"]["saved"]
@@ -312,4 +304,4 @@ def test_fifty_installs_flooding_at_their_limits_leave_others_served(
     assert set(calm_answers) == {200}, Counter(calm_answers)
     assert grown <= allowed, (grown, allowed)
     for user_id, _ in tokens:
-        assert reader_bytes(r, user_id) <= footprint_bound(settings)
+        assert reader_bytes(r, user_id, with_vector=True) <= footprint_bound(settings)

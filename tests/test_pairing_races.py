@@ -19,6 +19,8 @@ from paperfeed.core import Core, finish_erasures
 from paperfeed.store import keys
 from tests.conftest import LiveServer, admin_headers, live_server, make_settings, register
 from tests.personas import event
+from tests.test_erasure import core_of, fail_once
+from tests.test_pairing import new_code, saved, send
 
 PAPERS = [{"id": f"2411.{n:05d}", "title": f"Paper {n}"} for n in range(1, 11)]
 
@@ -29,29 +31,6 @@ def live(redis_url: str, r: redis.Redis) -> Iterator[LiveServer]:
         http = httpx.Client(base_url=server.url, timeout=30)
         assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers())
         yield server
-
-
-def core_of(live: LiveServer) -> Core:
-    core = live.server.config.app.state.core
-    assert isinstance(core, Core)
-    return core
-
-
-def send(http: httpx.Client, auth: dict[str, str], *events: dict[str, Any]) -> None:
-    response = http.post("/v1/events", json={"events": list(events)}, headers=auth)
-    assert response.status_code == 200, response.text
-
-
-def saved(http: httpx.Client, auth: dict[str, str]) -> set[str]:
-    response = http.get("/v1/me/library", params={"kind": "saved"}, headers=auth)
-    assert response.status_code == 200, response.text
-    return {item["paper"]["id"] for item in response.json()["items"]}
-
-
-def new_code(http: httpx.Client, auth: dict[str, str]) -> str:
-    response = http.post("/v1/me/pairing-codes", headers=auth)
-    assert response.status_code == 201, response.text
-    return str(response.json()["code"])
 
 
 def after_redeem(live: LiveServer, hook: Any) -> None:
@@ -126,17 +105,7 @@ def test_a_link_cut_short_is_finished_by_the_worker(
     day = keys.trend_scores("day")
     code = new_code(http, laptop)
     # Taking back the desktop's weight on the paper both upvoted fails once.
-    pairing = core_of(live).pairing
-    real_add = pairing.trending.add
-    calls: list[int] = []
-
-    async def failing(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            raise redis.exceptions.ConnectionError("injected: Redis went away")
-        return await real_add(*args, **kwargs)
-
-    pairing.trending.add = failing  # type: ignore[method-assign]
+    fail_once(core_of(live).pairing.trending, "add")
     assert http.post("/v1/me/link", json={"code": code}, headers=desktop).status_code == 503
     # The desktop's token already stands for the laptop's reader; the move waits.
     assert http.get("/v1/me/export", headers=desktop).json()["user_id"] == laptop_id

@@ -255,8 +255,7 @@ class Pairing:
             await pipe.execute()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(keys.user_profile(reader), f"absorbed:{old}")
-            for window in keys.WINDOWS:
-                pipe.delete(keys.trend_once(window, f"link:{old}"))
+            self.trending.queue_forget_once(pipe, f"link:{old}")
             await pipe.execute()
         return joined
 

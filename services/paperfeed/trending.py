@@ -71,6 +71,12 @@ class Trending:
                 "EVAL", self._script, len(names), *names, now, half_life, self.cap, *args,
             )  # fmt: skip
 
+    def queue_forget_once(self, pipe: Any, once: str) -> None:
+        """Queue the deletion of ``once``'s markers (the addition is done with: nothing
+        will run it again)."""
+        for window in self.half_lives:
+            pipe.delete(keys.trend_once(window, once))
+
     async def top(self, window: Window, limit: int, now: float) -> list[tuple[str, float]]:
         """The ``limit`` hottest papers of ``window`` with their current decayed score."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -233,8 +233,7 @@ class Users:
             await pipe.execute()
         # Done: nothing runs this erasure again, its markers go too.
         async with self.redis.pipeline(transaction=False) as pipe:
-            for window in keys.WINDOWS:
-                pipe.delete(keys.trend_once(window, f"erase:{user_id}"))
+            self.trending.queue_forget_once(pipe, f"erase:{user_id}")
             await pipe.execute()
 
     async def refuse_writes(self, user_id: str, now: float) -> None:
