@@ -99,6 +99,21 @@ def serves_readyz(port: int) -> bool:
         return False
 
 
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[Any], int]:
+    """``paperfeed serve`` in a process of its own (its output piped) on a free port, once
+    it answers /readyz: (process, port)."""
+
+    def serve(port: int) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "paperfeed.cli", "serve"],
+            env={**env, "PAPERFEED_PORT": str(port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    return start_on_free_port(serve, serves_readyz, timeout_s=30)
+
+
 def start_redis_anywhere(workdir: Path, *extra: str) -> tuple[subprocess.Popen[Any], int]:
     """A redis-server (``redis_server_binary()``) on a free port, answering PING
     (redis-server cannot be given port 0 and report what it got)."""

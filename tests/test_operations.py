@@ -8,13 +8,10 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -26,8 +23,7 @@ from tests.conftest import (
     make_settings,
     redis_env,
     register,
-    serves_readyz,
-    start_on_free_port,
+    start_serve,
 )
 from tests.test_events import event
 
@@ -82,15 +78,7 @@ def test_a_service_without_email_and_a_client_that_goes_away_are_documented_one_
     }
     env.pop("PAPERFEED_SMTP_HOST", None)
 
-    def serve(port: int) -> subprocess.Popen[Any]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "paperfeed.cli", "serve"],
-            env={**env, "PAPERFEED_PORT": str(port)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-
-    process, port = start_on_free_port(serve, serves_readyz, timeout_s=30)
+    process, port = start_serve(env)
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         paths = http.get("/schema/openapi.json").json()["paths"]

@@ -36,8 +36,7 @@ from tests.conftest import (
     make_settings,
     paperfeed_cli,
     register,
-    serves_readyz,
-    start_on_free_port,
+    start_serve,
 )
 from tests.extension_queue import ExtensionQueue, Senders, assert_exactly_once
 from tests.personas import event
@@ -401,15 +400,7 @@ def test_no_secret_reaches_logs_or_error_responses(tmp_path: Path) -> None:
         "PAPERFEED_DEMO_CATALOG": "false",
     }
 
-    def serve(port: int) -> subprocess.Popen[Any]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "paperfeed.cli", "serve"],
-            env={**env, "PAPERFEED_PORT": str(port)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-
-    process, port = start_on_free_port(serve, serves_readyz, timeout_s=30)
+    process, port = start_serve(env)
     bodies: list[str] = []
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
