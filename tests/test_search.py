@@ -35,10 +35,11 @@ def test_a_paper_is_found_by_its_title_id_url_and_authors(http: httpx.Client) ->
         chunk = records[start : start + 200]
         response = http.post("/v1/admin/papers", json=chunk, headers=admin_headers())
         assert response.status_code == 200, response.text
-    # Each api process's index follows the catalog within its poll interval.
-    last = records[-1]["id"]
+    # Each api process's index follows the catalog within its poll interval (an id is
+    # found at once: it is read from the catalog, not from the index).
+    last = records[-1]
     deadline = time.monotonic() + 30
-    while last not in found(search(http, last)) and time.monotonic() < deadline:
+    while last["id"] not in found(search(http, last["title"])) and time.monotonic() < deadline:
         time.sleep(0.05)
     first = 0
     for record in records:
@@ -66,9 +67,11 @@ def test_two_readers_searching_the_same_words_get_their_own_topic_first(
 ) -> None:
     """ "molecular" is a word of two topics (molecular graphs, molecular dynamics): each
     reader gets the matches of their own topic first."""
-    assert http.post("/v1/admin/papers", json=papers(), headers=admin_headers()).status_code == 200
-    deadline = time.monotonic() + 30
-    while not found(search(http, paper_id(2, 39))) and time.monotonic() < deadline:
+    catalog = papers()
+    assert http.post("/v1/admin/papers", json=catalog, headers=admin_headers()).status_code == 200
+    last = next(p for p in catalog if p["id"] == paper_id(2, 39))
+    deadline = time.monotonic() + 30  # the index follows (by words; an id reads the catalog)
+    while last["id"] not in found(search(http, last["title"])) and time.monotonic() < deadline:
         time.sleep(0.05)
     _, graphs = register(http)
     _, proteins = register(http)
@@ -95,7 +98,6 @@ def test_two_readers_searching_the_same_words_get_their_own_topic_first(
         ({}, "q"),
         ({"q": ""}, "q"),
         ({"q": "   "}, "q"),
-        ({"q": "x" * 10_000}, "q"),
         ({"q": "graph\x00neural"}, "q"),
         ({"q": "graph\x1bneural"}, "q"),
         ({"q": "graph", "limit": 0}, "limit"),

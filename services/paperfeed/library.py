@@ -20,6 +20,7 @@ from paperfeed.catalog.papers import Paper, arxiv_links
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput
 from paperfeed.events import UserPaper, decode_user_paper, resolved_records
+from paperfeed.paper_state import NO_STATE, PaperState, states_of
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 
@@ -33,6 +34,8 @@ class LibraryItem(msgspec.Struct):
     paper: Paper
     at: float
     """When the paper became part of this list (unix seconds)."""
+    state: PaperState = NO_STATE
+    """The caller's whole state of the paper (a saved paper may be upvoted too)."""
 
 
 class LibraryPage(msgspec.Struct):
@@ -129,8 +132,11 @@ async def library(
         titles = await redis.hmget(keys.user_page_titles(user_id), missing)
         for pid, title in zip(missing, titles, strict=True):
             papers[pid] = unlisted_paper(pid, str(title) if title else None)
+    merged_into = await catalog.merged_into()
+    states = states_of(raw, resolved, {pid: merged_into.get(pid, []) for pid in resolved})
     items = [
-        LibraryItem(paper=papers[pid], at=at) for pid, (_, at) in zip(resolved, page, strict=True)
+        LibraryItem(paper=papers[pid], at=at, state=states[pid])
+        for pid, (_, at) in zip(resolved, page, strict=True)
     ]
     more = start + limit < len(listed)
     return LibraryPage(

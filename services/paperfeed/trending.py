@@ -77,10 +77,13 @@ class Trending:
         for window in self.half_lives:
             pipe.delete(keys.trend_once(window, once))
 
-    async def top(self, window: Window, limit: int, now: float) -> list[tuple[str, float]]:
-        """The ``limit`` hottest papers of ``window`` with their current decayed score."""
+    async def top(
+        self, window: Window, limit: int, now: float, offset: int = 0
+    ) -> list[tuple[str, float]]:
+        """The ``limit`` hottest papers of ``window`` after the ``offset`` hottest, with
+        their current decayed score."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(keys.trend_scores(window), 0, limit - 1, withscores=True)
+            pipe.zrevrange(keys.trend_scores(window), offset, offset + limit - 1, withscores=True)
             pipe.get(keys.trend_epoch(window))
             ranked, epoch = await pipe.execute()
         scale = self._scale(window, epoch, now)

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from paperfeed import __version__
 from paperfeed.api.admin import AdminController
+from paperfeed.api.catalog import CatalogController
 from paperfeed.api.deps import provide_core
 from paperfeed.api.digest import DigestLinkController, MyDigestController
 from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS, WatchDisconnects
@@ -26,7 +27,7 @@ from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
-from paperfeed.api.limits import RequestBudgets
+from paperfeed.api.limits import RequestBudgets, bearer_from_scope
 from paperfeed.api.me import MeController
 from paperfeed.api.meta import MetaController
 from paperfeed.api.metrics import mirror_store_metrics, observe_model, read_redis_memory
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             EventController,
             PaperController,
             TrendingController,
+            CatalogController,
             MeController,
             MyDigestController,
             DigestLinkController,
@@ -138,13 +140,18 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             log_exceptions="always",
             # Expected answers, not faults: no traceback in the logs (status codes match
             # Litestar's own exceptions, classes match paperfeed's by exact type).
-            disable_stack_trace={404, 400, 401, 403, 413, 429, *EXPECTED_ERRORS},
+            # 405: a GET of a POST-only path (curl /v1/installs) is the client's mistake.
+            disable_stack_trace={404, 400, 401, 403, 405, 413, 429, *EXPECTED_ERRORS},
         ),
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(
             default_expiration=settings.trending_cache_s,
-            cache_response_filter=lambda _scope, status: (
-                settings.trending_cache_s > 0 and 200 <= status < 300
+            # Only answers for everyone are kept: one for a reader carries their own
+            # papers' state (its key differs too: ``trending_cache_key``).
+            cache_response_filter=lambda scope, status: (
+                settings.trending_cache_s > 0
+                and 200 <= status < 300
+                and bearer_from_scope(scope) is None
             ),
         ),
         debug=False,

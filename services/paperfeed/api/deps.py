@@ -34,6 +34,19 @@ async def provide_user_id(request: Request[Any, Any, Any], core: NamedDependency
     return user_id
 
 
+async def provide_optional_reader(
+    request: Request[Any, Any, Any], core: NamedDependency[Core]
+) -> str | None:
+    """The caller when a bearer token is sent (401 for a wrong one); None without."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    user_id = await core.users.authenticate(token)
+    if user_id is None:
+        raise Unauthorized("unknown or revoked token")
+    return user_id
+
+
 async def provide_reader_id(request: Request[Any, Any, Any], core: NamedDependency[Core]) -> str:
     """The user the bearer token belongs to, as the request budgets found it (a token is
     remembered for seconds). Only for endpoints whose own Redis call refuses a reader

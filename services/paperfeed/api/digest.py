@@ -21,7 +21,6 @@ from paperfeed.api.deps import provide_user_id
 from paperfeed.api.openapi import INSTALL_AUTH, documented, html_pages
 from paperfeed.core import Core
 from paperfeed.digest.subscriptions import DigestRequest, DigestStatus, status_of
-from paperfeed.errors import NotFound
 
 UserParam = Annotated[str, QueryParameter(pattern=r"^[0-9a-f]{24}$", description="User id")]
 SignatureParam = Annotated[
@@ -58,14 +57,14 @@ class MyDigestController(Controller):
         )
         return Response(status_of(sub), status_code=HTTP_202_ACCEPTED, background=background)
 
-    @get(summary="The caller's digest subscription", responses=documented(401, 404))
+    @get(summary="The caller's digest subscription", responses=documented(401))
     async def status(
         self, core: NamedDependency[Core], user_id: NamedDependency[str]
-    ) -> DigestStatus:
+    ) -> DigestStatus | None:
+        """``null`` when the caller is not subscribed (an answer, not an error: the
+        options page asks each time it opens)."""
         sub = await core.digests.subscriptions.get(user_id)
-        if sub is None:
-            raise NotFound("no digest subscription")
-        return status_of(sub)
+        return None if sub is None else status_of(sub)
 
     @delete(
         status_code=HTTP_204_NO_CONTENT,

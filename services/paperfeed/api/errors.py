@@ -188,7 +188,16 @@ def invalid_request(request: Request[Any, Any, Any], error: ValidationException)
                 _missing_field(item) or item if isinstance(item, dict) else item for item in extra
             ],
         )
+    detail = str(error.detail)
+    if detail.startswith("Validation failed for ") and len(detail) > ECHO_CHARS:
+        # Litestar's detail repeats the whole URL: a 10,000-character query made a 10 kB
+        # error. The path, and the start of the query (the extra names the field).
+        error = ValidationException(detail=detail[:ECHO_CHARS] + "…", extra=error.extra)
     return create_exception_response(request, error)
+
+
+ECHO_CHARS = 200
+"""At most this much of the request's URL is repeated in a 400's detail."""
 
 
 def _missing_field(item: dict[str, Any]) -> dict[str, Any] | None:

@@ -8,9 +8,12 @@ removed), counted into hashed columns (``BUCKETS``; no vocabulary to grow, so th
 unchanged papers are kept from the previous index), and transposed to CSC once so that a
 query reads only its terms' postings.
 
-Before the words: an arXiv id or URL (with or without version) finds that paper; a query
-that is a paper's whole title puts that paper first; an author's full name puts their
-papers first (newest first).
+Before the words: a paper reference (``paper_reference``: an arXiv id, with or without
+version or an ``arXiv:`` prefix, an arxiv.org abstract, PDF or HTML URL, a Hugging Face
+paper URL) finds that paper, and only it: a reference to a paper the catalog lacks finds
+nothing (never papers that merely share the URL's words); another URL finds nothing
+either. A query that is a paper's whole title puts that paper first; an author's full
+name puts their papers first (newest first).
 """
 
 from __future__ import annotations
@@ -41,6 +44,30 @@ PERSONAL_WEIGHT = 0.5
 TRENDING_WEIGHT = 0.2
 
 IntArray = npt.NDArray[np.int64]
+
+
+HF_PAPER_URL = re.compile(
+    r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/papers/([^/?#\s]+)/?(?:[?#]\S*)?$",
+    re.IGNORECASE,
+)
+ARXIV_PREFIX = re.compile(r"^arxiv:\s*", re.IGNORECASE)
+URL = re.compile(r"^(?:https?://|www\.)\S+$|^(?:[a-z0-9-]+\.)+[a-z]{2,}/\S*$", re.IGNORECASE)
+
+
+def paper_reference(query: str) -> str | None:
+    """The arXiv id a query names (``2312.17681``, ``2312.17681v2``, ``arXiv:2312.17681``,
+    ``https://arxiv.org/abs/2312.17681v1`` or ``/pdf/`` or ``/html/``,
+    ``https://huggingface.co/papers/2312.17681``), else None."""
+    value = query.strip()
+    hf = HF_PAPER_URL.match(value)
+    if hf:
+        return arxiv_id(hf.group(1))
+    return arxiv_id(ARXIV_PREFIX.sub("", value))
+
+
+def is_url(query: str) -> bool:
+    """The query is one web address (its words are no search)."""
+    return bool(URL.match(query.strip()))
 
 
 def search_text(title: str, abstract: str, authors: Sequence[str]) -> str:
@@ -188,11 +215,12 @@ def find(
     ``trending`` (n,) trending scores: both reorder the ``MATCHES`` best text matches,
     text relevance first (z-scores, weights ``PERSONAL_WEIGHT`` and ``TRENDING_WEIGHT``)."""
     first: list[int] = []
-    wanted = arxiv_id(query)
-    if wanted is not None:
-        found = positions_of.get(wanted)
-        if found is not None:
-            return Found(np.array([found], np.int64), np.array([1.0], np.float32))
+    wanted = paper_reference(query)
+    if wanted is not None or is_url(query):
+        found = positions_of.get(wanted) if wanted is not None else None
+        if found is None:  # a paper the catalog lacks, or an address of no paper
+            return Found(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return Found(np.array([found], np.int64), np.array([1.0], np.float32))
     key = title_key(query)
     titled = index.by_title.get(key) if key else None
     if titled is not None:
