@@ -148,6 +148,23 @@ class UserPaper(msgspec.Struct, kw_only=True):
     st: float | None = None
     sh: float | None = None
     """Times of the first view, first click, upvote, save and share (for undo/erasure)."""
+    rt: float | None = None
+    """When the service received the event that made the reader like the paper (the
+    time the trainer's gate goes by, whatever the client said; to the second). None for
+    a paper not liked; a record kept before this was recorded reads its first interest's
+    time (``first_at``)."""
+
+    @property
+    def first_at(self) -> float:
+        """The first interest's time as the client gave it: the earliest of the first
+        view, first click, upvote, save and share, else the last event's."""
+        times = [x for x in (self.vt, self.ct, self.ut, self.st, self.sh) if x is not None]
+        return min(times) if times else self.t
+
+    @property
+    def liked(self) -> bool:
+        """The recommender counts the paper for the reader (a weight above 0)."""
+        return self.w > 0 and not self.dismissed
 
     @property
     def dismissed(self) -> bool:
@@ -200,6 +217,9 @@ def join_records(a: UserPaper, b: UserPaper) -> UserPaper:
         sh=first(a.sh, b.sh),
     )
     joined.w = float(confidence(joined.f, joined.v, joined.c, joined.dw))
+    # Liked since the first of the two was (a record not liked has no receive time).
+    received = first(a.rt if a.liked else None, b.rt if b.liked else None)
+    joined.rt = (received if received is not None else joined.first_at) if joined.liked else None
     return joined
 
 
@@ -220,9 +240,15 @@ def resolved_records(
 
 
 class PackedRecord(msgspec.Struct, array_like=True):
-    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh]``, ``t`` in
+    """A record as stored: ``[t, f, v, c, i, dw, vt, ct, ut, st, sh, rl]``, ``t`` in
     milliseconds from ``RECORD_EPOCH``, the five times as milliseconds before ``t`` (-1:
-    none), trailing defaults left out."""
+    none), trailing defaults left out.
+
+    ``rl`` (0 when left out, as in every record kept before it existed): whole seconds
+    (rounded down) from the first interest's time (the earliest of the five, else ``t``)
+    to the time the service received the event that made the reader like the paper. A
+    client reporting as it goes is late by less than a second and stores nothing; an
+    offline queue or an imported history (``ts`` days back) stores how late it was."""
 
     t: int
     f: int = 0
@@ -235,9 +261,11 @@ class PackedRecord(msgspec.Struct, array_like=True):
     ut: int = -1
     st: int = -1
     sh: int = -1
+    rl: int = 0
 
 
-RECORD_FIELDS = ("t", "f", "v", "c", "i", "dw", "vt", "ct", "ut", "st", "sh")
+RECORD_FIELDS = ("t", "f", "v", "c", "i", "dw", "vt", "ct", "ut", "st", "sh", "rl")
+"""The columns of ``record_table`` (``rl`` in seconds, the times in unix seconds)."""
 _decode_packed = msgspec.json.Decoder(PackedRecord).decode
 _decode_packed_many = msgspec.json.Decoder(list[PackedRecord]).decode
 _decode_legacy = msgspec.json.Decoder(UserPaper).decode
@@ -258,7 +286,12 @@ def decode_user_paper(raw: str | bytes) -> UserPaper:
             f=p.f, v=p.v, c=p.c, i=p.i, dw=float(p.dw), t=t / 1000,
             vt=at(p.vt), ct=at(p.ct), ut=at(p.ut), st=at(p.st), sh=at(p.sh),
         )  # fmt: skip
+        record.rt = record.first_at + p.rl
     record.w = float(confidence(record.f, record.v, record.c, record.dw))
+    if not record.liked:
+        record.rt = None
+    elif record.rt is None:
+        record.rt = record.first_at
     return record
 
 
@@ -270,13 +303,10 @@ def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
     if packed:
         cells = _decode_packed_many("[" + ",".join(raws[n] for n in packed) + "]")
         table[packed] = np.array(
-            [
-                (c.t + RECORD_EPOCH * 1000, c.f, c.v, c.c, c.i, c.dw, c.vt, c.ct, c.ut, c.st, c.sh)
-                for c in cells
-            ],
-            dtype=np.float64,
-        ).reshape(-1, len(RECORD_FIELDS))
-        times = table[packed, 6:]
+            [msgspec.structs.astuple(c) for c in cells], dtype=np.float64
+        ).reshape(-1, len(RECORD_FIELDS))  # PackedRecord's fields are RECORD_FIELDS
+        table[packed, 0] += RECORD_EPOCH * 1000
+        times = table[packed, 6:11]
         table[np.ix_(packed, range(6, 11))] = np.where(
             times >= 0, (table[packed, :1] - times) / 1000, math.inf
         )
@@ -287,6 +317,7 @@ def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
             table[n] = [
                 r.t, r.f, r.v, r.c, r.i, r.dw,
                 *(math.inf if x is None else x for x in (r.vt, r.ct, r.ut, r.st, r.sh)),
+                0,
             ]  # fmt: skip
     return table
 

@@ -46,6 +46,9 @@ class PaperRecord(msgspec.Struct):
     upvoted_at: float | None
     saved_at: float | None
     shared_at: float | None
+    liked_received_at: float | None = None
+    """When the service received the event that made the reader like the paper (the
+    times above are the ones the client gave); null for a paper not liked."""
 
     @classmethod
     def of(cls, record: UserPaper) -> PaperRecord:
@@ -65,6 +68,7 @@ class PaperRecord(msgspec.Struct):
             upvoted_at=record.ut,
             saved_at=record.st,
             shared_at=record.sh,
+            liked_received_at=record.rt,
         )
 
 

@@ -11,6 +11,12 @@ catalog are dropped.
 Each reader's event count is read just before their records (and kept in the file with
 their row): the vectors a training publishes carry it, and a vector whose reader's
 count moved since (an event during the training) is folded in afresh by the feed.
+
+Each cell has two times: when the reader first showed interest, as their client said
+(``first_at``: the order of a reader's own papers), and when this service received the
+event that made them like it (``received_at``: what a model learned from, and so what is
+news to it; an offline queue or an imported history sends events days after their
+``ts``).
 """
 
 from __future__ import annotations
@@ -54,7 +60,11 @@ class Interactions(msgspec.Struct):
     weights: sparse.csr_matrix
     """(n_users, n_items) float32: event confidence, -1 for dismissed papers."""
     first_at: sparse.csr_matrix
-    """The same cells: when each was first liked (unix seconds)."""
+    """The same cells: when each was first liked, as the client said (unix seconds)."""
+    received_at: sparse.csr_matrix
+    """The same cells: when the service received the event that made the reader like
+    it (unix seconds, to the second; a record kept before this was recorded: its
+    ``first_at``)."""
     read_at: float = 0.0
     """When the reading began (the time the readers' vectors are stamped with)."""
     user_events: list[int] = msgspec.field(default_factory=list)
@@ -62,8 +72,10 @@ class Interactions(msgspec.Struct):
 
     @property
     def data_until(self) -> float:
+        """The newest liked cell by the time it was received: a model learned from
+        everything received until then (the gate's cut-off for the next training)."""
         liked = self.weights.data > 0
-        return float(self.first_at.data[liked].max()) if liked.any() else 0.0
+        return float(self.received_at.data[liked].max()) if liked.any() else 0.0
 
 
 async def read_interactions(
@@ -113,7 +125,7 @@ async def read_interactions(
             to_read.append(user_id)
     readers: list[str] = []
     events: list[int] = []
-    parts: list[tuple[IntArray, IntArray, FloatArray64, FloatArray64]] = []
+    parts: list[tuple[IntArray, IntArray, FloatArray64, FloatArray64, FloatArray64]] = []
     if cached is not None and reuse:
         parts.append(cached.rows_of(reuse, columns))
         readers.extend(reuse)
@@ -128,9 +140,9 @@ async def read_interactions(
                 pipe.hgetall(keys.user_papers(user_id))
             replies = await pipe.execute()
         counts, records = replies[0::2], replies[1::2]
-        owners, cells, weights, firsts = _cells_of(records, columns)
+        owners, cells, weights, firsts, received = _cells_of(records, columns)
         present, rows = np.unique(owners, return_inverse=True)
-        parts.append((rows + len(readers), cells, weights, firsts))
+        parts.append((rows + len(readers), cells, weights, firsts, received))
         readers.extend(chunk_ids[i] for i in present)
         events.extend(int(counts[i] or 0) for i in present)
         if progress:
@@ -140,6 +152,7 @@ async def read_interactions(
     cols = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
     values = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0)
     times = np.concatenate([part[3] for part in parts]) if parts else np.zeros(0)
+    arrived = np.concatenate([part[4] for part in parts]) if parts else np.zeros(0)
     keep = values != 0  # impressions alone say nothing yet
     if len(columns) > len(item_index):
         keep &= _strongest_of_each_cell(rows, cols, values, shape[1])
@@ -149,6 +162,7 @@ async def read_interactions(
         texts,
         _matrix(rows[keep], cols[keep], values[keep], shape),
         _matrix(rows[keep], cols[keep], times[keep], shape, dtype=np.float64),
+        _matrix(rows[keep], cols[keep], arrived[keep], shape, dtype=np.float64),
         read_at=read_at,
         user_events=events,
     )
@@ -177,6 +191,7 @@ class Cached:
         items: list[str],
         weights: sparse.csr_matrix,
         first_at: sparse.csr_matrix,
+        received_at: sparse.csr_matrix,
         events: list[int],
     ) -> None:
         self.read_at = read_at
@@ -184,17 +199,20 @@ class Cached:
         self.items = items
         self.weights = weights
         self.first_at = first_at
+        self.received_at = received_at
         self.events = events
         """Each reader's event count when their row was read (row order)."""
 
     def rows_of(
         self, users: list[str], index: dict[str, int]
-    ) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64]:
-        """(row, column, weight, first time) of ``users``' cells, over today's papers
-        (rows numbered 0.. in ``users`` order; papers gone from the catalog left out)."""
+    ) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64, FloatArray64]:
+        """(row, column, weight, first time, receive time) of ``users``' cells, over
+        today's papers (rows numbered 0.. in ``users`` order; papers gone from the
+        catalog left out)."""
         picked = np.array([self.rows[user] for user in users], dtype=np.int64)
         weights = self.weights[picked].tocoo()
         firsts = self.first_at[picked].tocoo()
+        received = self.received_at[picked].tocoo()
         columns = np.array([index.get(item, -1) for item in self.items], dtype=np.int64)[
             weights.col
         ]
@@ -204,6 +222,7 @@ class Cached:
             columns[known],
             weights.data[known].astype(np.float64),
             firsts.data[known].astype(np.float64),
+            received.data[known].astype(np.float64),
         )
 
 
@@ -220,10 +239,16 @@ def load_cache(cache_dir: Path, deployment: str) -> Cached | None:
             indptr, indices = arrays["indptr"], arrays["indices"]
             weights = sparse.csr_matrix((arrays["weights"], indices, indptr), shape=shape)
             first_at = sparse.csr_matrix((arrays["first_at"], indices, indptr), shape=shape)
+            if "received_at" not in arrays:
+                log.info("training data cache of an earlier layout: reading everything")
+                return None
+            received_at = sparse.csr_matrix((arrays["received_at"], indices, indptr), shape=shape)
             events = [int(count) for count in arrays["events"]]
             if len(events) != len(users):
                 raise ValueError("one event count a reader")
-            return Cached(float(arrays["read_at"]), users, items, weights, first_at, events)
+            return Cached(
+                float(arrays["read_at"]), users, items, weights, first_at, received_at, events
+            )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as exc:
@@ -250,6 +275,7 @@ def save_cache(cache_dir: Path, deployment: str, read_at: float, data: Interacti
                 indices=weights.indices,
                 weights=weights.data,
                 first_at=first_at.data,
+                received_at=data.received_at.data,
                 events=np.array(data.user_events, dtype=np.int64),
             )
         os.replace(partial, cache_dir / CACHE_FILE)
@@ -276,6 +302,7 @@ def forget_cached_readers(cache_dir: Path, deployment: str, user_ids: set[str]) 
                 [],
                 cached.weights[keep],
                 cached.first_at[keep],
+                cached.received_at[keep],
                 user_events=[cached.events[row] for row in keep],
             ),
         )
@@ -293,9 +320,9 @@ def _split(raw: npt.NDArray[np.generic]) -> list[str]:
 
 def _cells_of(
     records: list[dict[str, str]], index: dict[str, int]
-) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64]:
-    """(owner, column, weight, first time) of every record of catalogued papers, decoded
-    in one pass (training reads millions)."""
+) -> tuple[IntArray, IntArray, FloatArray64, FloatArray64, FloatArray64]:
+    """(owner, column, weight, first time, receive time) of every record of catalogued
+    papers, decoded in one pass (training reads millions)."""
     owners: list[int] = []
     columns: list[int | None] = []
     raws: list[str] = []
@@ -310,14 +337,16 @@ def _cells_of(
     weights = np.where(
         flags & DISMISSED, DISMISS_WEIGHT, confidence(flags, views, clicks, dwell)
     ).astype(np.float64)
-    firsts = table[:, 6:].min(axis=1) if len(table) else np.zeros(0)
+    firsts = table[:, 6:11].min(axis=1) if len(table) else np.zeros(0)
     firsts = np.where(np.isfinite(firsts), firsts, t)
+    received = firsts + table[:, 11]  # rl: seconds late (events.PackedRecord)
     column_ids = np.array([c if c is not None else -1 for c in columns], dtype=np.int64)
     return (
         np.array(owners, dtype=np.int64)[known],
         column_ids[known],
         weights[known],
         firsts[known],
+        received[known],
     )
 
 

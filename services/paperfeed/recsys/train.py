@@ -97,10 +97,7 @@ def judge_cells(
 ) -> tuple[sparse.csr_matrix, JudgedOn]:
     """The cells the gate judges on (see the module doc), and how they were chosen."""
     rng = np.random.default_rng(seed)
-    liked = positives(data.weights)
-    first = sparse.csr_matrix(data.first_at.multiply(liked > 0))
-    first.sort_indices()
-    liked.sort_indices()
+    liked, first, received = _liked_cells(data)
     n_users = liked.shape[0]
     if since is not None:
         mask = np.zeros(liked.nnz, dtype=bool)
@@ -110,14 +107,15 @@ def judge_cells(
             start, end = liked.indptr[reader], liked.indptr[reader + 1]
             if end - start < 2:
                 continue
-            times = first.data[start:end]
-            new = times > since
+            # New to the current model: received after its cut-off (a client's own
+            # time may be days back: an offline queue, an imported history).
+            new = received[start:end] > since
             if not new.any():
                 continue
             if new.all():
                 # A reader new since the cut-off: their latest papers, the rest as history.
                 take = max(1, round(GATE_SHARE * (end - start)))
-                newest = np.argsort(times)[-take:]
+                newest = np.argsort(first[start:end])[-take:]
                 new = np.zeros(end - start, dtype=bool)
                 new[newest] = True
             mask[start:end] = new
@@ -133,6 +131,31 @@ def judge_cells(
         take = max(1, round(GATE_SHARE * (end - start)))
         mask[start + rng.choice(end - start, size=take, replace=False)] = True
     return _cells(liked, mask), ("random" if mask.any() else "none")
+
+
+def _liked_cells(data: Interactions) -> tuple[sparse.csr_matrix, FloatArray64, FloatArray64]:
+    """The liked cells (CSR, sorted) and, aligned with them, each one's first time as the
+    client said and the time it was received (the three matrices share one structure)."""
+    weights = sparse.csr_matrix(data.weights)
+    weights.sort_indices()
+    keep = weights.data > 0
+    rows = np.repeat(np.arange(weights.shape[0]), np.diff(weights.indptr))
+    liked = sparse.csr_matrix(
+        (weights.data[keep], (rows[keep], weights.indices[keep])),
+        shape=weights.shape,
+        dtype=np.float32,
+    )
+    liked.sort_indices()
+    times = []
+    for matrix in (data.first_at, data.received_at):
+        matrix = sparse.csr_matrix(matrix)
+        matrix.sort_indices()
+        same = np.array_equal(matrix.indptr, weights.indptr) and np.array_equal(
+            matrix.indices, weights.indices
+        )
+        assert same, "times and weights share one structure (data.read_interactions)"
+        times.append(np.asarray(matrix.data, dtype=np.float64)[keep])
+    return liked, times[0], times[1]
 
 
 def _cells(liked: sparse.csr_matrix, mask: npt.NDArray[np.bool_]) -> sparse.csr_matrix:

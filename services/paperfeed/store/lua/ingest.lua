@@ -35,13 +35,33 @@ local seen_cap, log_cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local papers_cap, titles_cap = tonumber(ARGV[4]), tonumber(ARGV[5])
 local reports_cap = tonumber(ARGV[6])
 
+local now_ms = math.floor(now * 1000)
+
 local function has(f, flag) return math.floor(f / flag) % 2 == 1 end
 
--- A record is a JSON array [t, f, v, c, i, dw, vt, ct, ut, st, sh]: t the last event
--- (milliseconds since EPOCH), then flags, views, clicks, impressions, dwell ms, and the
+-- The reader likes the paper: the recommender counts it (paperfeed.events.confidence
+-- above 0, not dismissed).
+local function liked(r)
+  if has(r.f, DISMISSED) then return false end
+  return r.v > 0 or r.c > 0 or r.dw > 0 or has(r.f, UPVOTED) or has(r.f, SAVED) or has(r.f, SHARED)
+end
+
+-- The first interest's time as the client gave it: the earliest action, else t.
+local function first_at(r)
+  local x = nil
+  for _, k in ipairs({'vt', 'ct', 'ut', 'st', 'sh'}) do
+    if r[k] and (x == nil or r[k] < x) then x = r[k] end
+  end
+  return x or r.t
+end
+
+-- A record is a JSON array [t, f, v, c, i, dw, vt, ct, ut, st, sh, rl]: t the last event
+-- (milliseconds since EPOCH), then flags, views, clicks, impressions, dwell ms, the
 -- times of the first view, first click, upvote, save and share as milliseconds before t
--- (-1: none). Inside this script every time is in unix milliseconds.
--- Trailing default values are left out.
+-- (-1: none), and rl, whole seconds from the first interest's time to when this service
+-- received the event that made the reader like the paper (r.rt; 0: within a second, or
+-- a record kept before rl existed). Inside this script every time is in unix
+-- milliseconds. Trailing default values are left out.
 local function decode(stored)
   if not stored then return {t = 0, f = 0, v = 0, c = 0, i = 0, dw = 0} end
   if string.sub(stored, 1, 1) == '{' then  -- a record of the JSON-object layout
@@ -53,24 +73,29 @@ local function decode(stored)
       if type(r[k]) == 'number' then r[k] = math.floor(r[k] * 1000) else r[k] = nil end
     end
     r.t = r.t or 0
+    r.rt = first_at(r)
     return r
   end
   local a = cjson.decode(stored)
   local t = a[1] + EPOCH_MS
   local function at(k) local d = a[k]; if d == nil or d < 0 then return nil end; return t - d end
-  return {
+  local r = {
     t = t, f = a[2] or 0, v = a[3] or 0, c = a[4] or 0, i = a[5] or 0, dw = a[6] or 0,
     vt = at(7), ct = at(8), ut = at(9), st = at(10), sh = at(11),
   }
+  r.rt = first_at(r) + (a[12] or 0) * 1000
+  return r
 end
 
 local function encode(r)
   local t = r.t
   local function before(x) if x == nil then return -1 end; return t - math.floor(x) end
+  local late = 0
+  if r.rt and liked(r) then late = math.floor((r.rt - first_at(r)) / 1000) end
   local a = {t - EPOCH_MS, r.f, r.v, r.c, r.i, r.dw, before(r.vt), before(r.ct), before(r.ut),
-    before(r.st), before(r.sh)}
+    before(r.st), before(r.sh), late}
   local n = #a
-  while n > 1 and a[n] == (n > 6 and -1 or 0) do a[n] = nil; n = n - 1 end
+  while n > 1 and a[n] == ((n > 6 and n < 12) and -1 or 0) do a[n] = nil; n = n - 1 end
   for k = 1, n do a[k] = string.format('%d', a[k]) end
   return '[' .. table.concat(a, ',') .. ']'
 end
@@ -167,6 +192,8 @@ local ACTIONS = {
   {'st', TRENDING.save}, {'sh', TRENDING.share},
 }
 local function join(r, o, paper)
+  -- Liked since the first of the two was.
+  if liked(o) and (not liked(r) or not r.rt or o.rt < r.rt) then r.rt = o.rt end
   for _, action in ipairs(ACTIONS) do
     local k, weight = action[1], action[2]
     if r[k] and o[k] then
@@ -232,6 +259,7 @@ for i = 7, #ARGV, PER_EVENT do
       end
       records[paper] = r
     end
+    local was_liked = liked(r)
     if kind == 'impression' then
       r.i = r.i + 1
     elseif kind == 'view' then
@@ -261,6 +289,8 @@ for i = 7, #ARGV, PER_EVENT do
     r.v = math.min(r.v, 65535); r.c = math.min(r.c, 65535); r.i = math.min(r.i, 65535)
     r.dw = math.min(r.dw, 4294967295)
     r.t = math.max(r.t, at)
+    -- Liked from now on: received now, whatever time the client gave the event.
+    if not was_liked and liked(r) then r.rt = now_ms end
     lines[#lines + 1] = line
     if title ~= '' and not known then
       if titles_left == nil then titles_left = titles_cap - redis.call('HLEN', KEYS[5]) end
