@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -308,3 +309,21 @@ def test_an_absent_digest_and_a_get_of_a_post_only_path_log_no_error(
     assert [record["logger"] for record in about_installs] == ["uvicorn.access"]
     about_digest = [record for record in records if "/v1/me/digest" in json.dumps(record)]
     assert [record["msg"].rsplit(" ", 1)[-1] for record in about_digest] == ["200"]
+
+
+def test_the_api_documentation_loads_nothing_from_elsewhere(http: httpx.Client) -> None:
+    """Swagger UI and ReDoc come with the package (``/schema/assets``): their pages name
+    no other host, and every script and style they name is served."""
+    for page in ("/schema", "/schema/redoc", "/schema/swagger"):
+        answer = http.get(page)
+        assert answer.status_code == 200, page
+        html = answer.text
+        assert not re.findall(r"(?:src|href)=['\"]https?://", html), page
+        assets = re.findall(r"(?:src|href)=['\"](/schema/assets/[^'\"]+)", html)
+        assert assets, page
+        for asset in assets:
+            served = http.get(asset)
+            assert served.status_code == 200, asset
+            assert len(served.content) > 500, asset
+    assert http.get("/schema/assets/../openapi.py").status_code == 404
+    assert http.get("/schema/openapi.json").json()["info"]["title"] == "paperfeed"

@@ -31,7 +31,12 @@ from paperfeed.api.limits import RequestBudgets, bearer_from_scope
 from paperfeed.api.me import MeController
 from paperfeed.api.meta import MetaController
 from paperfeed.api.metrics import mirror_store_metrics, observe_model, read_redis_memory
-from paperfeed.api.openapi import COMPONENTS, ClosedStructSchemaPlugin
+from paperfeed.api.openapi import (
+    COMPONENTS,
+    ClosedStructSchemaPlugin,
+    assets_router,
+    render_plugins,
+)
 from paperfeed.api.papers import PaperController, TrendingController
 from paperfeed.api.search import SearchController
 from paperfeed.core import Core
@@ -108,6 +113,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             MetaController,
             SearchController,
             MetricsController,
+            assets_router(),
         ],
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},
         lifespan=[lifespan],
@@ -130,6 +136,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             description="Personalized trending research papers.",
             path="/schema",
             components=COMPONENTS,
+            render_plugins=render_plugins(),
         ),
         plugins=[ClosedStructSchemaPlugin()],
         logging_config=LoggingConfig(

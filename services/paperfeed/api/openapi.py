@@ -7,16 +7,28 @@ objects (unknown fields are refused), and the bearer-token schemes.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import msgspec
+from litestar import Router
 
 # Litestar's own Struct schema plugin (not exported): this one only adds to its answer.
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.datastructures import CacheControlHeader
 from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    OpenAPIRenderPlugin,
+    RedocRenderPlugin,
+    SwaggerRenderPlugin,
+    YamlRenderPlugin,
+)
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.plugins import OpenAPISchemaPlugin
+from litestar.static_files import create_static_files_router
 from litestar.typing import FieldDefinition
 
 
@@ -101,3 +113,45 @@ class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
         if field_definition.type_.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
         return schema
+
+
+# --- the documentation pages, from the package's own files ----------------------------
+
+STATIC_DIR = Path(__file__).parent / "static"
+"""Swagger UI and ReDoc as published on npm (``static/README.md``): served by the api."""
+ASSETS_PATH = "/schema/assets"
+FAVICON = f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/swagger-ui/favicon-32x32.png'>"
+
+
+def render_plugins() -> list[OpenAPIRenderPlugin]:
+    """ReDoc (also at ``/schema``), Swagger UI and the JSON (and YAML, when PyYAML is
+    installed) documents, every script and style from ``ASSETS_PATH``: the documentation
+    needs no CDN, and works offline."""
+    plugins: list[OpenAPIRenderPlugin] = [
+        RedocRenderPlugin(
+            js_url=f"{ASSETS_PATH}/redoc/redoc.standalone.js",
+            google_fonts=False,
+            path=["/", "/redoc"],
+            favicon=FAVICON,
+        ),
+        SwaggerRenderPlugin(
+            js_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui-bundle.js",
+            css_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui.css",
+            standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui-standalone-preset.js",
+            path="/swagger",
+            favicon=FAVICON,
+        ),
+        JsonRenderPlugin(),
+    ]
+    if importlib.util.find_spec("yaml") is not None:
+        plugins.append(YamlRenderPlugin())
+    return plugins
+
+
+def assets_router() -> Router:
+    return create_static_files_router(
+        path=ASSETS_PATH,
+        directories=[STATIC_DIR],
+        cache_control=CacheControlHeader(max_age=86_400, public=True),
+        include_in_schema=False,
+    )
