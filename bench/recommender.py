@@ -37,6 +37,7 @@ from bench.common import api_server, redis_server, summary
 from bench.loadgen import Request, drive, drive_rate
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
+from paperfeed.events import SAVED, UPVOTED, confidence
 from paperfeed.recsys.matrix import ConfidenceScale, build_matrix
 from paperfeed.recsys.model import AlsParams, fit_als
 from paperfeed.recsys.train import train_and_publish
@@ -72,9 +73,17 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
         )
     await core.catalog.upsert(catalog, now)
     by_topic = [[p.id for i, p in enumerate(catalog) if i % TOPICS == t] for t in range(TOPICS)]
+    # Records in the earlier JSON layout (still read as they are): a view, a view and a
+    # click, an upvote, a save; the matrix weight is each one's confidence.
+    kinds = {1.0: {"v": 1}, 3.0: {"v": 1, "c": 1}, 5.0: {"v": 1, "f": UPVOTED},
+             11.0: {"v": 1, "c": 1, "f": SAVED}}  # fmt: skip
     record = {
-        w: msgspec.json.encode({"w": w, "f": 0, "v": 1, "c": 0, "i": 0, "dw": 0.0, "t": now - 3600})
-        for w in (1.0, 3.0, 5.0, 11.0)
+        w: msgspec.json.encode({"f": 0, "c": 0, "i": 0, "dw": 0.0, "t": now - 3600, **kind})
+        for w, kind in kinds.items()
+    }
+    weight_of = {
+        w: float(confidence(kind.get("f", 0), kind["v"], kind.get("c", 0), 0.0))
+        for w, kind in kinds.items()
     }
     tokens: list[str] = []
     favourites: list[int] = []
@@ -101,7 +110,6 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
                 pipe.hset(
                     keys.user_papers(user_id), mapping={p: record[w] for p, w in chosen.items()}
                 )
-                pipe.zadd(keys.user_touched(user_id), dict.fromkeys(chosen, now - 3600))
                 pipe.hset(keys.user_profile(user_id), mapping={
                     "created_at": now - 86400, "token_hash": token_hash, "events": per_user,
                     "last_event_at": now - 3600})  # fmt: skip
@@ -110,7 +118,7 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
                 for pid, w in chosen.items():
                     rows.append(u)
                     cols.append(index[pid])
-                    vals.append(w)
+                    vals.append(weight_of[w])
             await pipe.execute()
     trending = [(p.id, float(rng.paretovariate(1.2)), now - rng.random() * 86400 * 5)
                 for p in rng.sample(catalog, min(papers, 5000))]  # fmt: skip

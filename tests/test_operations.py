@@ -8,10 +8,13 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -23,6 +26,8 @@ from tests.conftest import (
     make_settings,
     redis_env,
     register,
+    serves_readyz,
+    start_on_free_port,
     start_serve,
 )
 from tests.test_events import event
@@ -278,3 +283,39 @@ def test_metrics_of_two_api_processes_add_up_and_never_go_back(tmp_path: Path) -
             assert seen[-1] >= 40
     finally:
         assert service.stop() == 0
+
+
+def test_run_serves_on_uvloop_and_httptools_with_the_worker_at_lower_priority(
+    redis_url: str,
+) -> None:
+    """``paperfeed run``: the api on uvicorn's fast paths (the uvloop event loop and the
+    httptools parser loaded in its process), the worker beside it ``WORKER_NICENESS``
+    nicer, so that training takes what the api leaves of the cores."""
+    import psutil
+
+    from paperfeed.cli import WORKER_NICENESS
+
+    env = {**os.environ, **redis_env(redis_url), "PAPERFEED_DEMO_CATALOG": "false"}
+
+    def run(port: int) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "paperfeed.cli", "run"],
+            env={**env, "PAPERFEED_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    process, _ = start_on_free_port(run, serves_readyz, timeout_s=60)
+    try:
+        children = {
+            " ".join(child.cmdline()[-1:]): child
+            for child in psutil.Process(process.pid).children()
+        }
+        api, worker = children["serve"], children["worker"]
+        assert worker.nice() == api.nice() + WORKER_NICENESS
+        loaded = Path(f"/proc/{api.pid}/maps").read_text()
+        assert "uvloop" in loaded
+        assert "httptools" in loaded
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0

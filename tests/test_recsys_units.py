@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -478,3 +479,24 @@ def test_topics_are_learned_from_the_text_and_named_by_their_terms() -> None:
         topic_of(p["id"]) for p, t in zip(catalog, topics.of_paper, strict=True) if t == found
     ]
     assert graph_topic.count("graphs") > 0.9 * len(graph_topic)
+
+
+def test_cached_feeds_go_stale_spread_over_the_trending_window_not_all_at_once() -> None:
+    """Each reader's trending epoch is offset by a hash of their id: crossing a snapshot
+    boundary of the common clock makes only the readers whose own boundary falls there
+    stale (a share proportional to the time crossed), and each reader's epoch still
+    moves exactly once every ``trend_s``."""
+    from paperfeed.recsys.feed import reader_epoch
+
+    trend_s, boundary = 600.0, 600.0 * 2_000_000
+    readers = [f"reader-{n}" for n in range(5_000)]
+    stale = sum(
+        reader_epoch(r, boundary + 30, trend_s) != reader_epoch(r, boundary - 30, trend_s)
+        for r in readers
+    )
+    assert stale < 0.2 * len(readers)  # 60 s of a 600 s window: about 10%, not 100%
+    assert stale > 0.02 * len(readers)
+    for r in readers[:200]:
+        epochs = [reader_epoch(r, boundary + t, trend_s) for t in range(0, 1200, 7)]
+        assert epochs[-1] - epochs[0] in (1, 2)
+        assert all(b - a in (0, 1) for a, b in itertools.pairwise(epochs))

@@ -31,11 +31,14 @@ class Core:
         self.pairing = Pairing(redis, self.users, self.trending)
         self.models = ModelRepository(redis, settings.models_kept)
         self.offload = Offload(settings.feed_threads)
+        # Loading a model and rebuilding the catalog index take seconds: in a pool of
+        # their own, so that feeds never queue behind them.
+        self.housekeeping = Offload(1)
         self.holder = ModelHolder(
             redis,
             self.models,
             self.trending,
-            self.offload,
+            self.housekeeping,
             poll_s=settings.model_poll_s,
             trend_s=settings.trending_snapshot_s,
         )

@@ -28,6 +28,7 @@ Only the returned papers are read from Redis.
 from __future__ import annotations
 
 import time
+import zlib
 from typing import NamedTuple
 
 import msgspec
@@ -403,6 +404,16 @@ encode_cached = msgspec.json.Encoder().encode
 decode_cached = msgspec.json.Decoder(CachedFeed).decode
 
 
+def reader_epoch(user_id: str, now: float, trend_s: float) -> int:
+    """The reader's trending epoch: which ``trend_s`` window ``now`` falls in, on a clock
+    offset by a hash of their id. On the common clock every cached feed would go stale at
+    the same instant (a full re-rank of every reader at each snapshot boundary); offset,
+    the re-ranks are spread evenly over the window, and each still waits at most
+    ``trend_s`` for the newest snapshot."""
+    offset = (zlib.crc32(user_id.encode()) % 1024) / 1024 * trend_s
+    return int((now + offset) // trend_s)
+
+
 class FeedService:
     """Feeds, each kept for its reader in Redis (``pf:{u:<id>}:feed``, shared by every
     api process) and served as it is until something that changes it happens: the
@@ -454,7 +465,7 @@ class FeedService:
             raw_cached, events, catalog_version, model_version = await pipe.execute()
         if events is None:  # no profile: the reader was erased (their token may be cached)
             raise Unauthorized("unknown or revoked token")
-        epoch = int(now // self.trend_s)
+        epoch = reader_epoch(user_id, now, self.trend_s)
         stamp = f"{model_version}|{catalog_version}|{epoch}|{events}"
         if raw_cached:
             cached = decode_cached(raw_cached)
