@@ -1,17 +1,34 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException, TooManyRequestsException
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_204_NO_CONTENT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+)
 
 from paperfeed.api.deps import bearer_token, provide_user_id
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Limit
 from paperfeed.core import Core
+from paperfeed.imports.importer import (
+    MAX_BYTES,
+    LibraryImport,
+    LibraryImporter,
+    TooManyEntries,
+    TooManyImports,
+)
+from paperfeed.imports.parse import Format
 from paperfeed.library import CURSOR_PATTERN, LibraryKind, LibraryPage, library
 from paperfeed.pairing import Linked, PairingCode
 from paperfeed.users import UserExport
@@ -25,6 +42,26 @@ LibraryCursor = Annotated[
 class LinkRequest(msgspec.Struct, forbid_unknown_fields=True):
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     """The pairing code shown by the other browser (case, spaces and dashes ignored)."""
+
+
+@dataclass
+class ImportOperation(Operation):
+    """``POST /v1/me/import``'s body is the file itself (the handler reads it raw)."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "The file: BibTeX, CSL-JSON (Zotero's export), RIS, or arXiv ids or URLs "
+                f"(any number a line); at most {MAX_BYTES} bytes, in any Content-Type"
+            ),
+            # Any Content-Type is read alike (application/x-bibtex, application/json, ...).
+            content={
+                "text/plain": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_BYTES)
+                )
+            },
+        )
 
 
 class MeController(Controller):
@@ -62,6 +99,45 @@ class MeController(Controller):
         return await library(
             core.redis, core.catalog, user_id, kind, limit, cursor, offload=core.offload
         )
+
+    @post(
+        "/import",
+        status_code=HTTP_200_OK,
+        summary="Import the caller's library (BibTeX, CSL-JSON, RIS, arXiv ids) as saves",
+        tags=["library"],
+        responses=documented(400, 401, 413),
+        request_max_body_size=MAX_BYTES,
+        operation_class=ImportOperation,
+    )
+    async def import_library(
+        self,
+        request: Request[Any, Any, Any],
+        core: NamedDependency[Core],
+        user_id: NamedDependency[str],
+        format: FromQuery[Format | None] = None,
+    ) -> LibraryImport:
+        """The file itself is the body (at most 2 MiB and 5,000 entries: 413 past
+        either); ``format`` is detected when left out. Entries are matched to catalog
+        papers by arXiv id, DOI or title and saved as the caller's ``save`` events (a
+        re-import counts once); an arXiv id the catalog lacks waits for a source. The
+        answer counts what matched, what waits, and lists by line what could not be
+        read or matched (``docs/import.md``). At most 20 imports an hour."""
+        importer = LibraryImporter(
+            core.redis, core.settings, core.catalog, core.ingestor, core.feeds
+        )
+        try:
+            await importer.spend(user_id)
+        except TooManyImports as exc:
+            raise TooManyRequestsException(
+                detail=f"rate limit reached: {exc}", headers={"Retry-After": "3600"}
+            ) from exc
+        body = await request.body()
+        try:
+            return await importer.run(user_id, body, format)
+        except TooManyEntries as exc:
+            raise HTTPException(
+                status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(exc)
+            ) from exc
 
     @post(
         "/pairing-codes",

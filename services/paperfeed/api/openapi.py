@@ -55,7 +55,10 @@ MEANING = {
     ),
     404: "No such paper (or pairing code: wrong, expired or used)",
     409: "Not possible in this state (unlinking a reader's first install; linking with own code)",
-    413: "Request body larger than PAPERFEED_MAX_BODY_BYTES",
+    413: (
+        "Request body larger than PAPERFEED_MAX_BODY_BYTES (a library import: larger than "
+        "2 MiB, or more than 5,000 entries)"
+    ),
     429: "Rate limit of this install (or address) reached; see Retry-After",
     503: "Storage unavailable or an event batch not yet replicated; retry after Retry-After",
 }

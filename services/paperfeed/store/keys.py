@@ -204,6 +204,11 @@ def user_pairing(user_id: str) -> str:
     return _user(user_id, "pairing")
 
 
+def user_imports(user_id: str) -> str:
+    """The reader's library imports this hour (``POST /v1/me/import``'s budget)."""
+    return _user(user_id, "imports")
+
+
 def _user(user_id: str, name: str) -> str:
     return f"pf:{{u:{user_id}}}:{name}"
 
@@ -279,6 +284,7 @@ def user_keys(user_id: str) -> list[str]:
         user_digest_outbox(user_id),
         user_installs(user_id),
         user_pairing(user_id),
+        user_imports(user_id),
         legacy_user_touched(user_id),
         legacy_user_log(user_id),
         legacy_user_dedupe(user_id),
