@@ -327,3 +327,19 @@ def test_the_api_documentation_loads_nothing_from_elsewhere(http: httpx.Client) 
             assert len(served.content) > 500, asset
     assert http.get("/schema/assets/../openapi.py").status_code == 404
     assert http.get("/schema/openapi.json").json()["info"]["title"] == "paperfeed"
+
+
+def test_an_install_knows_whether_it_is_linked(http: httpx.Client) -> None:
+    """``GET /v1/me/pairing``: the options page shows "Unlink this browser" only for a
+    browser linked by a code."""
+    _, first = register(http)
+    _, second = register(http)
+    assert http.get("/v1/me/pairing", headers=first).json() == {"linked": False, "browsers": 1}
+    code = http.post("/v1/me/pairing-codes", headers=first).json()["code"]
+    assert http.post("/v1/me/link", json={"code": code}, headers=second).status_code == 200
+    assert http.get("/v1/me/pairing", headers=second).json() == {"linked": True, "browsers": 2}
+    assert http.get("/v1/me/pairing", headers=first).json() == {"linked": False, "browsers": 2}
+    assert http.delete("/v1/me/link", headers=second).status_code == 204
+    assert http.get("/v1/me/pairing", headers=second).status_code == 401  # token revoked
+    assert http.get("/v1/me/pairing", headers=first).json() == {"linked": False, "browsers": 1}
+    assert http.get("/v1/me/pairing").status_code == 401

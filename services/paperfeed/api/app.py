@@ -28,6 +28,7 @@ from paperfeed.api.feed import FeedController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.limits import RequestBudgets, bearer_from_scope
+from paperfeed.api.link import LinkStateController
 from paperfeed.api.me import MeController
 from paperfeed.api.meta import MetaController
 from paperfeed.api.metrics import mirror_store_metrics, observe_model, read_redis_memory
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             TrendingController,
             CatalogController,
             MeController,
+            LinkStateController,
             MyDigestController,
             DigestLinkController,
             AdminController,
