@@ -9,8 +9,10 @@ erasure takes it all, the export lists it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import time
 from collections import Counter
 from typing import Any
 
@@ -22,9 +24,10 @@ import redis
 from paperfeed.imports.importer import IMPORTS_PER_HOUR, MAX_BYTES, MAX_ENTRIES
 from paperfeed.imports.parse import arxiv_ids, detect_format, parse
 from paperfeed.store import keys
-from tests.conftest import LiveServer, admin_headers, register
+from tests.conftest import LiveServer, admin_headers, live_server, register
 from tests.personas import PAPERS_PER_TOPIC, event, paper_id, papers, topic_of
 from tests.recsys_fixtures import feed
+from tests.test_sync import Replay, asked, lookup_once, replay, sync_settings  # noqa: F401
 
 CATALOG = {p["id"]: p for p in papers()}
 PROTEINS, GRAPHS, ROBOTS = 2, 0, 1
@@ -271,6 +274,7 @@ def test_a_file_over_the_limit_is_a_413(http: httpx.Client, server: LiveServer) 
     assert len(too_big) > MAX_BYTES
     response = import_file(http, auth, too_big)
     assert response.status_code == 413, response.text
+    assert "2 MiB" in response.json()["detail"]
     # Streamed (no Content-Length): counted as it arrives.
     chunks = (too_big[n : n + 65536].encode() for n in range(0, len(too_big), 65536))
     response = http.post("/v1/me/import", content=chunks, headers=auth)
@@ -425,3 +429,41 @@ def test_formats_are_detected_and_latex_titles_decoded() -> None:
     (entry,) = parsed.entries
     assert (entry.title, entry.arxiv, entry.line) == ("Über α-Nets for GNNs", None, 1)
     assert msgspec.json.encode(parsed.problems) == b"[]"
+
+
+# --- a waiting paper, admitted by a source ---------------------------------------------------
+
+
+def test_a_waiting_paper_is_catalogued_with_the_sources_text_never_the_files(
+    redis_url: str,
+    r: redis.Redis,
+    replay: tuple[Replay, str],  # noqa: F811 (the fixture)
+) -> None:
+    """Two readers import an old arXiv paper the catalog lacks, their files giving it a
+    made-up title: nobody else sees it until arXiv describes it (the catalog's lookup of
+    reported papers, against a local stand-in for arXiv); then it is arXiv's paper in
+    both readers' libraries, and the files' title is nowhere in the catalog."""
+    state, base = replay
+    settings = sync_settings(redis_url, base, arxiv_categories="cs.LG")
+    bib = "@misc{pills,\n  title = {Miracle pills, buy now},\n  eprint = {1706.03762v5},\n}\n"
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        readers = [register(http)[1] for _ in range(2)]
+        for auth in readers:
+            answer = imported(http, auth, bib)
+            assert (answer["waiting"], answer["reported"]) == (1, 1), answer
+        assert r.zscore(keys.CANDIDATE_SCORE, "1706.03762") == 2
+        assert http.get("/v1/papers/1706.03762").status_code == 404
+        library = http.get("/v1/me/library", headers=readers[0]).json()["items"]
+        assert [i["paper"]["title"] for i in library] == ["Miracle pills, buy now"]  # theirs
+
+        result = asyncio.run(lookup_once(settings, time.time()))
+        assert (result.ok, result.new) == (True, 1), result
+        assert asked(state) == ["arxiv:1706.03762"]
+        paper = http.get("/v1/papers/1706.03762").json()
+        assert paper["title"] == "Attention Is All You Need"
+        assert "pills" not in json.dumps(paper)
+        for auth in readers:
+            (item,) = http.get("/v1/me/library", headers=auth).json()["items"]
+            assert item["paper"]["title"] == "Attention Is All You Need"
+        again = imported(http, readers[1], bib)  # now matched, and nothing new
+        assert (again["matched"], again["saved"], again["unchanged"]) == (1, 0, 1), again

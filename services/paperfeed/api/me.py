@@ -7,6 +7,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, TooManyRequestsException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromQuery, JSONBody, QueryParameter
@@ -131,7 +132,12 @@ class MeController(Controller):
             raise TooManyRequestsException(
                 detail=f"rate limit reached: {exc}", headers={"Retry-After": "3600"}
             ) from exc
-        body = await request.body()
+        try:
+            body = await request.body()
+        except RequestEntityTooLarge as exc:
+            raise RequestEntityTooLarge(
+                detail=f"body: larger than {MAX_BYTES} bytes (2 MiB); split the file"
+            ) from exc
         try:
             return await importer.run(user_id, body, format)
         except TooManyEntries as exc:
