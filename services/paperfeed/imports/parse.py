@@ -58,7 +58,7 @@ _ID = rf"(?P<id>{NEW_ID}|{OLD_ID})(?:v\d+)?(?!\d)(?!\.\d)"
 # DOI, or the "arXiv:" prefix ("arXiv preprint arXiv:2106.09685").
 ARXIV_IN_TEXT = re.compile(
     r"(?:arxiv\.org/(?:abs|pdf|html|format)/|huggingface\.co/papers/|10\.48550/arxiv\."
-    rf"|\barxiv\s*[:.]?\s*){_ID}",
+    rf"|\barxiv(?:\s*[:.])?\s*){_ID}",
     re.IGNORECASE,
 )
 # A bare id (a field that holds one, a plain list).
@@ -187,7 +187,7 @@ def detect_format(text: str) -> Format:
     start = text.lstrip()
     if start[:1] in ("[", "{"):
         return "csl-json"
-    if re.search(r"^\s*@\s*[A-Za-z]+\s*[{(]", text, re.MULTILINE):
+    if re.search(r"^[ \t]*@[ \t]*[A-Za-z]+[ \t]*[{(]", text, re.MULTILINE):
         return "bibtex"
     if re.search(r"^TY  ?-", text, re.MULTILINE):
         return "ris"
