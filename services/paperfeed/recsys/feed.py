@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from prometheus_client import Counter
 from redis.exceptions import ResponseError
 from scipy import sparse
@@ -40,7 +42,17 @@ from scipy import sparse
 from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import NotFound, Unauthorized
-from paperfeed.events import UserPaper, decode_user_paper
+from paperfeed.events import (
+    DISMISSED,
+    RECORD_FIELDS,
+    SAVED,
+    UPVOTED,
+    UserPaper,
+    confidence,
+    decode_user_paper,
+    record_table,
+)
+from paperfeed.recsys import kernels
 from paperfeed.recsys.content import (
     FloatArray,
     ReaderProfile,
@@ -49,7 +61,7 @@ from paperfeed.recsys.content import (
     reader_profile,
 )
 from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
-from paperfeed.recsys.matrix import cell_weight
+from paperfeed.recsys.matrix import DISMISS_WEIGHT, cell_weight
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
 from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_vector
@@ -182,15 +194,104 @@ def reader_of(index: CatalogIndex, records: dict[str, UserPaper]) -> Reader:
     )
 
 
+class Ops(NamedTuple):
+    """The sparse primitives a ranking is made of. ``COMPILED`` (``recsys.kernels``)
+    serves; ``REFERENCE`` (scipy) is what they are held to: the same papers, in the same
+    order, with the same scores (``tests/test_kernels.py``)."""
+
+    similarity: Callable[[sparse.csr_matrix, ReaderProfile], FloatArray]
+    """The profile's cosine with every paper of a postings matrix (terms, papers)."""
+    scores: Callable[[sparse.csr_matrix, IntArray, ReaderProfile], FloatArray]
+    """The profile's cosine with the papers at some rows of the text matrix."""
+    pairs: Callable[[sparse.csr_matrix, IntArray, IntArray], npt.NDArray[np.float32]]
+    """Cosine of the text of the papers at two lists of rows (rows x columns)."""
+
+
+def best(scores: FloatArray, n: int) -> IntArray:
+    """Indexes of the ``n`` highest ``scores``, ties broken by the lower index (a rule,
+    where ``argpartition`` alone picks among ties as its algorithm falls), ascending.
+    numpy's introselect finds the threshold (numba's partition is 40 times slower)."""
+    if len(scores) <= n:
+        return np.arange(len(scores), dtype=np.int64)
+    threshold = np.partition(-scores, n - 1)[n - 1]
+    above = np.flatnonzero(-scores < threshold)
+    ties = np.flatnonzero(-scores == threshold)[: n - len(above)]
+    return np.sort(np.concatenate([above, ties])).astype(np.int64)
+
+
+def _pairs_reference(
+    text: sparse.csr_matrix, left: IntArray, right: IntArray
+) -> npt.NDArray[np.float32]:
+    return np.asarray((text[left] @ text[right].T).todense(), dtype=np.float32)
+
+
+REFERENCE = Ops(profile_similarity, profile_scores, _pairs_reference)
+
+
+def _similarity_compiled(by_term: sparse.csr_matrix, profile: ReaderProfile) -> FloatArray:
+    return kernels.postings_scores(
+        by_term.indptr, by_term.indices, by_term.data, profile.terms, profile.weights,
+        by_term.shape[1],
+    )  # fmt: skip
+
+
+def _scores_compiled(text: sparse.csr_matrix, rows: IntArray, profile: ReaderProfile) -> FloatArray:
+    dense = np.zeros(text.shape[1], dtype=np.float32)
+    dense[profile.terms] = profile.weights
+    return kernels.rows_dot(text.indptr, text.indices, text.data, rows, dense)
+
+
+def _pairs_compiled(
+    text: sparse.csr_matrix, left: IntArray, right: IntArray
+) -> npt.NDArray[np.float32]:
+    return kernels.row_pairs_dot(text.indptr, text.indices, text.data, left, right, text.shape[1])
+
+
+COMPILED = Ops(_similarity_compiled, _scores_compiled, _pairs_compiled)
+
+
+_T, _F, _V, _C, _I, _DW = (RECORD_FIELDS.index(name) for name in ("t", "f", "v", "c", "i", "dw"))
+
+
+def reader_of_stored(index: CatalogIndex, raw_records: dict[str, str]) -> Reader:
+    """``reader_of`` the records as read from Redis, decoded in one pass (``record_table``)
+    instead of one object a record: the same reader."""
+    ids = list(raw_records)
+    table = record_table([str(raw) for raw in raw_records.values()])
+    flags = table[:, _F].astype(np.int64)
+    views, clicks = table[:, _V], table[:, _C]
+    weights = np.where(
+        flags & DISMISSED, DISMISS_WEIGHT, confidence(flags, views, clicks, table[:, _DW])
+    ).astype(np.float32)
+    positions = index.positions(ids)
+    hidden = positions[((views > 0) | (clicks > 0) | (flags != 0)) & (positions >= 0)]
+    times = table[:, _I].astype(np.float32)
+    was_shown = (positions >= 0) & (times > 0)
+    order = np.argsort(positions[was_shown], kind="stable")
+    known = positions >= 0
+    verbs = np.where(flags & SAVED, "saved", np.where(flags & UPVOTED, "upvoted", "read"))
+    return Reader(
+        positions=positions[known],
+        weights=weights[known],
+        verbs=verbs[known].tolist(),
+        hidden=hidden.astype(np.int64),
+        shown=positions[was_shown][order],
+        shown_times=times[was_shown][order],
+    )
+
+
 def fold_in(model: RecModel, index: CatalogIndex, reader: Reader) -> FloatArray:
     """The reader's vector from everything they did with papers the model knows."""
     rows = index.model_rows[reader.positions]
     keep = (rows >= 0) & (reader.weights != 0)
-    weights = sparse.csr_matrix(
-        (reader.weights[keep], (np.zeros(int(keep.sum()), dtype=np.int64), rows[keep])),
-        shape=(1, len(model.item_ids)),
+    rows, weights = rows[keep], reader.weights[keep]
+    if len(np.unique(rows)) == len(rows):
+        return model.fold_in_row(rows, weights)
+    # Two of the reader's ids for one paper (a merge): the sparse row adds them up.
+    row = sparse.csr_matrix(
+        (weights, (np.zeros(len(rows), dtype=np.int64), rows)), shape=(1, len(model.item_ids))
     )
-    return model.fold_in_reader(weights)
+    return model.fold_in_reader(row)
 
 
 def profile(index: CatalogIndex, reader: Reader) -> ReaderProfile:
@@ -206,6 +307,7 @@ def candidates(
     trend: TrendSnapshot,
     vector: FloatArray | None,
     text_profile: ReaderProfile,
+    ops: Ops = COMPILED,
 ) -> IntArray:
     """Positions worth ranking for the reader (the module doc says which)."""
     parts = [
@@ -215,17 +317,11 @@ def candidates(
     ]
     pool = index.pool
     if vector is not None and index.pool_factors is not None and len(pool):
-        parts.append(pool[_best(index.pool_factors @ vector, PERSONAL_CANDIDATES)])
+        parts.append(pool[best(index.pool_factors @ vector, PERSONAL_CANDIDATES)])
     if len(text_profile.terms) and len(pool):
-        by_text = profile_similarity(index.newest_by_term, text_profile)
-        parts.append(pool[_best(by_text, PERSONAL_CANDIDATES)])
+        by_text = ops.similarity(index.newest_by_term, text_profile)
+        parts.append(pool[best(by_text, PERSONAL_CANDIDATES)])
     return np.unique(np.concatenate(parts)).astype(np.int64)
-
-
-def _best(scores: FloatArray, n: int) -> IntArray:
-    if len(scores) <= n:
-        return np.arange(len(scores), dtype=np.int64)
-    return np.argpartition(-scores, n)[:n].astype(np.int64)
 
 
 # --- 2. filters ---------------------------------------------------------------------
@@ -246,6 +342,7 @@ def scores(
     vector: FloatArray | None,
     text_profile: ReaderProfile,
     now: float,
+    ops: Ops = COMPILED,
 ) -> tuple[FloatArray, Signals, FloatArray]:
     """(final scores, the blend's signals, ages in days) of the candidates."""
     model = index.model
@@ -254,7 +351,7 @@ def scores(
         cf = (index.factors[positions] @ vector)[None, :].astype(np.float32)
     else:
         cf = np.zeros((1, n), dtype=np.float32)
-    content = profile_scores(index.text, positions, text_profile)[None, :]
+    content = ops.scores(index.text, positions, text_profile)[None, :]
     ages = np.maximum(0.0, (now - index.dates[positions]) / 86_400).astype(np.float32)
     trending = (
         trend.week[positions].astype(np.float32)
@@ -303,6 +400,7 @@ def reasons(
     chosen: IntArray,
     signals: Signals,
     ages: FloatArray,
+    ops: Ops = COMPILED,
 ) -> list[list[str]]:
     """Why each chosen candidate (indexes into ``positions``) is in the feed."""
     liked = reader.weights > 0
@@ -310,9 +408,9 @@ def reasons(
     anchors = reader.positions[liked][anchor_order]
     anchor_verbs = [reader.verbs[i] for i in np.flatnonzero(liked)[anchor_order]]
     similarity = (
-        np.asarray((index.text[positions[chosen]] @ index.text[anchors].T).todense())
+        ops.pairs(index.text, positions[chosen], anchors)
         if len(anchors)
-        else np.zeros((len(chosen), 0))
+        else np.zeros((len(chosen), 0), dtype=np.float32)
     )
     topics = index.topics
     own_topics = (
@@ -321,28 +419,41 @@ def reasons(
     hot_today = set(trend.today_top[:HOT_TODAY].tolist())
     hot_week = set(trend.week_top[:HOT_WEEK].tolist())
     personal = reader.positives > 0 and index.model is not None
-    nearest = similarity.argmax(axis=1) if similarity.shape[1] else np.zeros(0, np.int64)
+    # Python numbers for the loop below (a numpy scalar costs ten times more each).
+    if similarity.shape[1]:
+        nearest = similarity.argmax(axis=1)
+        nearest_similarity = similarity[np.arange(len(chosen)), nearest].tolist()
+        nearest_list = nearest.tolist()
+    chosen_positions = positions[chosen].tolist()
+    chosen_cf = signals.cf[0, chosen].tolist()
+    chosen_ages = ages[chosen].tolist()
+    chosen_topics = (
+        topics.of_paper[positions[chosen]].tolist() if len(topics.of_paper) else [-1] * len(chosen)
+    )
+    anchor_list = anchors.tolist()
     out = []
-    for row, i in enumerate(chosen):
+    for row in range(len(chosen)):
         why: list[str] = []
         if similarity.shape[1]:
-            best = int(nearest[row])
-            if similarity[row, best] >= ANCHOR_SIMILARITY:
-                why.append(f"because you {anchor_verbs[best]} “{index.titles[anchors[best]]}”")
-        if personal and signals.cf[0, i] > 1.0:
+            nearest_anchor = nearest_list[row]
+            if nearest_similarity[row] >= ANCHOR_SIMILARITY:
+                title = index.titles[anchor_list[nearest_anchor]]
+                why.append(f"because you {anchor_verbs[nearest_anchor]} “{title}”")
+        if personal and chosen_cf[row] > 1.0:
             why.append("popular with readers like you")
-        position = int(positions[i])
+        position = chosen_positions[row]
         if position in hot_today:
             why.append("trending today")
         elif position in hot_week:
             why.append("trending this week")
-        topic = int(topics.of_paper[position]) if len(topics.of_paper) else -1
-        if ages[i] <= FRESH_DAYS and topic in own_topics:
+        topic = chosen_topics[row]
+        age = chosen_ages[row]
+        if age <= FRESH_DAYS and topic in own_topics:
             # New in a topic of the reader's own papers: says more than "new".
             why.append(f"new in {topics.names[topic]}")
-        elif ages[i] < 1:
+        elif age < 1:
             why.append("new today")
-        elif ages[i] <= FRESH_DAYS:
+        elif age <= FRESH_DAYS:
             why.append("new this week")
         if not why:
             why.append("matches your interests" if reader.positives else "trending")
@@ -358,13 +469,13 @@ def rank_stored(
     events: int,
     limit: int,
     now: float,
+    ops: Ops = COMPILED,
 ) -> Ranked:
     """``rank`` from the reader's records as read from Redis (decoding a long history
     is CPU work too: it runs in the pool with the rest); ``events``: their event count,
     read before the records."""
-    records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
     vector = cached_vector(index, raw_vector, events)
-    return rank(index, trend, reader_of(index, records), vector, limit, now)
+    return rank(index, trend, reader_of_stored(index, raw_records), vector, limit, now, ops)
 
 
 def rank(
@@ -374,18 +485,19 @@ def rank(
     vector: FloatArray | None,
     limit: int,
     now: float,
+    ops: Ops = COMPILED,
 ) -> Ranked:
     """The whole pipeline for one reader (CPU only: run it off the event loop)."""
     folded = None
     if index.model is not None and vector is None and reader.positives:
         vector = folded = fold_in(index.model, index, reader)
     text_profile = profile(index, reader)
-    found = visible(candidates(index, trend, vector, text_profile), reader)
+    found = visible(candidates(index, trend, vector, text_profile, ops), reader)
     if len(found) == 0:
         return Ranked(found, np.zeros(0, np.float32), [], folded)
-    final, signals, ages = scores(index, trend, found, reader, vector, text_profile, now)
+    final, signals, ages = scores(index, trend, found, reader, vector, text_profile, now, ops)
     chosen = np.argsort(-final, kind="stable")[:limit]
-    why = reasons(index, trend, reader, found, chosen, signals, ages)
+    why = reasons(index, trend, reader, found, chosen, signals, ages, ops)
     return Ranked(found[chosen], final[chosen], why, folded)
 
 

@@ -220,6 +220,28 @@ class RecModel:
                 vectors = self._als.recalculate_user(users, confidences)
         return np.asarray(vectors, dtype=np.float32).reshape(weights.shape[0], -1)
 
+    def fold_in_row(self, items: npt.NDArray[np.int64], weights: FloatArray) -> FloatArray:
+        """``fold_in_reader`` of the weight row with ``weights`` (float32, none zero) at
+        the model's ``items`` (distinct), without building the sparse row: the same
+        confidences (``log`` scaling; ``bm25`` takes the sparse path) and the same solve,
+        for a few hundred microseconds less."""
+        if self.scale.scaling == "log":
+            order = np.argsort(items, kind="stable")
+            sorted_items, sorted_weights = items[order], weights[order]
+            positive = sorted_weights > 0
+            scaled = np.log1p(np.maximum(sorted_weights, 0)).astype(np.float64)
+            given = np.where(positive, self.scale.alpha * scaled, -self.scale.alpha)
+            given = given.astype(np.float32).astype(np.float64)
+            keep = given != 0
+            count = int(keep.sum())
+            if 0 < count <= self.item_factors.shape[1] // 2:
+                return self._woodbury(sorted_items[keep], given[keep])
+        row = sparse.csr_matrix(
+            (weights, (np.zeros(len(items), dtype=np.int64), items)),
+            shape=(1, len(self.item_ids)),
+        )
+        return self.fold_in_reader(row)
+
     def fold_in_reader(self, weights: sparse.csr_matrix) -> FloatArray:
         """One reader's vector from their weight row (1, n_items): the least squares of
         ``fold_in``, solved through the Woodbury identity when they have at most
@@ -237,8 +259,11 @@ class RecModel:
         if count == 0 or count > self.item_factors.shape[1] // 2:
             solved: FloatArray = self.fold_in(weights)[0]
             return solved
-        given = confidences.data.astype(np.float64)
-        y = self.item_factors[confidences.indices].astype(np.float64)
+        return self._woodbury(confidences.indices, confidences.data.astype(np.float64))
+
+    def _woodbury(self, items: npt.NDArray[np.int_], given: npt.NDArray[np.float64]) -> FloatArray:
+        count = len(items)
+        y = self.item_factors[items].astype(np.float64)
         z = y @ self.base_inverse()
         preference = np.where(given > 0, given, 0.0)
         extra = np.abs(given) - 1.0

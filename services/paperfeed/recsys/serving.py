@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from paperfeed.recsys import kernels
 from paperfeed.recsys.index import (
     EMPTY_TREND,
     CatalogIndex,
@@ -160,6 +161,9 @@ class ModelHolder:
         return self.trend
 
     async def _poll(self) -> None:
+        # The ranking's compiled kernels, loaded from numba's cache (compiled the first
+        # time) before the first feed needs them, while the api already answers.
+        await self.offload(kernels.warm_up)
         failing = False
         while not self._stopping.is_set():
             try:

@@ -1,0 +1,115 @@
+"""The feed's inner loops, compiled (numba, ``nogil``): one reader's ranking touches a few
+hundred thousand sparse entries, which scipy would reach through a dozen small matrices
+built per request (each costing more than its arithmetic, all of it under the GIL).
+
+Each kernel computes exactly what the scipy or numpy expression it replaces computes,
+in the same order of additions, in float32 where that is float32: the feed ranks the
+same papers with the same scores as the reference pipeline (``tests/test_kernels.py``
+holds them together on real and synthetic data). Dense products (a reader's vector
+against the pool's factors) stay in BLAS, which releases the GIL too.
+
+Compiled on first use and cached on disk (``NUMBA_CACHE_DIR``, else beside this file);
+``warm_up`` compiles them all, which an api process does when it starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+Indexes = npt.NDArray[np.integer[Any]]
+"""scipy's index arrays: int32, or int64 for very large matrices."""
+
+jit = numba.njit(nogil=True, cache=True)
+
+
+@jit
+def postings_scores(
+    indptr: Indexes,
+    indices: Indexes,
+    data: FloatArray,
+    terms: IntArray,
+    weights: FloatArray,
+    size: int,
+) -> FloatArray:  # pragma: no cover - compiled
+    """``weights @ by_term[terms]`` for a CSR ``by_term`` (terms, papers): each paper's
+    sum of its terms' postings times the weights, term after term (scipy's order)."""
+    out = np.zeros(size, dtype=np.float32)
+    for t in range(terms.shape[0]):
+        weight = weights[t]
+        term = terms[t]
+        for j in range(indptr[term], indptr[term + 1]):
+            out[indices[j]] += data[j] * weight
+    return out
+
+
+@jit
+def rows_dot(
+    indptr: Indexes, indices: Indexes, data: FloatArray, rows: IntArray, dense: FloatArray
+) -> FloatArray:  # pragma: no cover - compiled
+    """``matrix[rows] @ dense`` for a CSR ``matrix``: each row's entries in order."""
+    out = np.empty(rows.shape[0], dtype=np.float32)
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        total = np.float32(0.0)
+        for j in range(indptr[row], indptr[row + 1]):
+            total += data[j] * dense[indices[j]]
+        out[r] = total
+    return out
+
+
+@jit
+def row_pairs_dot(
+    indptr: Indexes,
+    indices: Indexes,
+    data: FloatArray,
+    left: IntArray,
+    right: IntArray,
+    n_terms: int,
+) -> FloatArray:  # pragma: no cover - compiled
+    """``matrix[left] @ matrix[right].T`` (dense, float32) for a CSR ``matrix``, summed in
+    the order scipy's sparse product sums: along each left row's entries, and for each
+    of its terms along the right rows that have it, in their order."""
+    # The right rows transposed: for each term, the right rows holding it, in order.
+    counts = np.zeros(n_terms + 1, dtype=np.int64)
+    for r in range(right.shape[0]):
+        row = right[r]
+        for j in range(indptr[row], indptr[row + 1]):
+            counts[indices[j] + 1] += 1
+    starts = np.cumsum(counts)
+    fill = starts[:-1].copy()
+    owners = np.empty(starts[-1], dtype=np.int64)
+    values = np.empty(starts[-1], dtype=np.float32)
+    for r in range(right.shape[0]):
+        row = right[r]
+        for j in range(indptr[row], indptr[row + 1]):
+            term = indices[j]
+            owners[fill[term]] = r
+            values[fill[term]] = data[j]
+            fill[term] += 1
+    out = np.zeros((left.shape[0], right.shape[0]), dtype=np.float32)
+    for i in range(left.shape[0]):
+        row = left[i]
+        for j in range(indptr[row], indptr[row + 1]):
+            term = indices[j]
+            value = data[j]
+            for e in range(starts[term], starts[term + 1]):
+                out[i, owners[e]] += value * values[e]
+    return out
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel for the types the feed gives them:
+    scipy's int32 index arrays, int64 positions, float32 values."""
+    f32 = np.zeros(4, dtype=np.float32)
+    i64 = np.arange(2, dtype=np.int64)
+    indptr = np.array([0, 1, 2], dtype=np.int32)
+    i32 = np.arange(2, dtype=np.int32)
+    postings_scores(indptr, i32, f32[:2], i64, f32[:2], 4)
+    rows_dot(indptr, i32, f32[:2], i64, f32)
+    row_pairs_dot(indptr, i32, f32[:2], i64, i64, 2)

@@ -1,0 +1,223 @@
+"""The feed's compiled ranking (``recsys.kernels`` through ``feed.COMPILED``, records
+decoded in one pass, the fold-in without a sparse row) returns what the reference
+pipeline (scipy, one object a record, ``feed.REFERENCE``) returns: the same papers in
+the same order, the same scores to float rounding and the same reasons; on real data
+(a citeulike-t sample) and on the recommender bench's synthetic catalog."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from scipy import sparse
+
+from paperfeed.events import DISMISSED, SAVED, UPVOTED, decode_user_paper
+from paperfeed.recsys import feed, kernels
+from paperfeed.recsys.content import TextFeatures, tokenize
+from paperfeed.recsys.index import CatalogIndex, CatalogPaper, build_index, trend_snapshot
+from paperfeed.recsys.matrix import ConfidenceScale, build_matrix
+from paperfeed.recsys.model import AlsParams, ModelMeta, RecModel, fit_als
+from paperfeed.recsys.ranker import BlendParams
+
+SAMPLE = Path(__file__).parent / "fixtures" / "citeulike-t-sample"
+NOW = 1_800_000_000.0
+BLEND = BlendParams(content=0.6, content_slope=-0.2, trending=0.3, trending_slope=-0.5,
+                    cold_cf=0.7, median_history=8.0)  # fmt: skip
+
+
+def citeulike() -> tuple[list[CatalogPaper], dict[str, list[str]]]:
+    with gzip.open(SAMPLE / "items.jsonl.gz", "rt") as items:
+        rows = [json.loads(line) for line in items]
+    papers = [
+        CatalogPaper(
+            id=row["id"],
+            title=row["title"] or row["abstract"][:60],
+            abstract=row["abstract"],
+            added_at=NOW - 86_400 * (n % 30),
+        )
+        for n, row in enumerate(rows)
+    ]
+    libraries: dict[str, list[str]] = defaultdict(list)
+    with gzip.open(SAMPLE / "interactions.tsv.gz", "rt") as pairs:
+        next(pairs)
+        for line in pairs:
+            user, item = line.split()
+            libraries[user].append(item)
+    return papers, libraries
+
+
+def synthetic(
+    n_papers: int = 4_000, n_readers: int = 600
+) -> tuple[list[CatalogPaper], dict[str, list[str]]]:
+    """The bench's catalog (``bench.recommender``): 50 topics of 40 words, 60 common words."""
+    from bench.recommender import TOPICS, topic_words
+
+    rng = random.Random(0)
+    words = topic_words(rng)
+    common = [f"c{w}" for w in range(300)]
+    papers = []
+    for n in range(n_papers):
+        topic = n % TOPICS
+        text = rng.choices(words[topic], k=40) + rng.choices(common, k=60)
+        title = " ".join(rng.choices(words[topic], k=8))
+        papers.append(
+            CatalogPaper(
+                id=f"s{n}", title=title, abstract=" ".join(text), added_at=NOW - 3_600 * (n % 500)
+            )
+        )
+    libraries = {}
+    for u in range(n_readers):
+        favourite = rng.sample(range(TOPICS), 2)
+        libraries[f"r{u}"] = [
+            f"s{rng.randrange(n_papers // TOPICS) * TOPICS + rng.choice(favourite)}"
+            for _ in range(rng.randrange(3, 60))
+        ]
+    return papers, libraries
+
+
+def model_and_index(papers: list[CatalogPaper], libraries: dict[str, list[str]]) -> CatalogIndex:
+    """A model trained on most of the papers (the rest stay cold, as new papers are)."""
+    column = {p.id: n for n, p in enumerate(papers[: len(papers) * 9 // 10])}
+    rows, cols = [], []
+    for u, library in enumerate(libraries.values()):
+        for pid in library:
+            if pid in column:
+                rows.append(u)
+                cols.append(column[pid])
+    weights = build_matrix(rows, cols, [1.0] * len(rows), (len(libraries), len(column)))
+    params = AlsParams(factors=32, iterations=4, regularization=1.0, alpha=10.0)
+    scale = ConfidenceScale(params.alpha)
+    _, items = fit_als(scale(weights), params)
+    known = [p for p in papers if p.id in column]
+    features = TextFeatures.fit(tokenize([p.abstract for p in known]), kinds=["words"])["words"]
+    meta = ModelMeta(version="k", trained_at=NOW, als=params, blend=BLEND)
+    counts = np.bincount(weights.indices, minlength=len(column)).astype(np.float64)
+    model = RecModel(meta, list(column), items, counts, features, scale)
+    return build_index(papers, model, "1")
+
+
+def records_of(library: list[str], rng: random.Random) -> dict[str, str]:
+    """A reader's stored records (the earlier JSON layout, read by both decoders): views,
+    clicks, flags, dwell and impressions, some papers only shown, some dismissed."""
+    out: dict[str, str] = {}
+    for pid in library:
+        flags = rng.choice([0, 0, UPVOTED, SAVED, UPVOTED | SAVED, DISMISSED])
+        record = {"f": flags, "v": rng.choice([0, 1, 1, 2]), "c": rng.choice([0, 0, 1]),
+                  "i": rng.choice([0, 0, 1, 3]), "dw": float(rng.choice([0, 0, 45_000])),
+                  "t": NOW - 3_600}  # fmt: skip
+        out[pid] = msgspec.json.encode(record).decode()
+    return out
+
+
+def reference_rank(
+    index: CatalogIndex, trend: Any, raws: dict[str, str], limit: int
+) -> tuple[feed.Ranked, Any]:
+    """The pipeline as it was: an object a record, a sparse row folded in, scipy."""
+    reader = feed.reader_of(index, {p: decode_user_paper(r) for p, r in raws.items()})
+    assert index.model is not None
+    vector = None
+    if reader.positives:
+        rows = index.model_rows[reader.positions]
+        keep = (rows >= 0) & (reader.weights != 0)
+        row = sparse.csr_matrix(
+            (reader.weights[keep], (np.zeros(int(keep.sum()), dtype=np.int64), rows[keep])),
+            shape=(1, len(index.model.item_ids)),
+        )
+        vector = index.model.fold_in_reader(row)
+    return feed.rank(index, trend, reader, vector, limit, NOW, feed.REFERENCE), vector
+
+
+@pytest.mark.parametrize("data", ["citeulike-t", "synthetic"])
+def test_the_compiled_ranking_is_the_reference_ranking(data: str) -> None:
+    papers, libraries = citeulike() if data == "citeulike-t" else synthetic()
+    index = model_and_index(papers, libraries)
+    rng = random.Random(1)
+    hot = rng.sample([p.id for p in papers], 400)
+    week = [(pid, float(rng.paretovariate(1.2))) for pid in hot]
+    trend = trend_snapshot(index, week, week[:50], NOW)
+    kernels.warm_up()
+    readers = list(libraries.values())[:300]
+    compared = with_vector = 0
+    for library in readers:
+        raws = records_of(library, rng)
+        ours = feed.rank_stored(index, trend, raws, None, 0, feed.CACHE_DEPTH, NOW)
+        theirs, their_vector = reference_rank(index, trend, raws, feed.CACHE_DEPTH)
+        assert ours.positions.tolist() == theirs.positions.tolist()
+        np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-5, atol=1e-6)
+        assert ours.reasons == theirs.reasons
+        if their_vector is not None:
+            assert ours.vector is not None
+            np.testing.assert_allclose(ours.vector, their_vector, rtol=1e-5, atol=1e-6)
+            with_vector += 1
+        compared += len(theirs.positions)
+    assert with_vector > 100  # most readers were folded in, not only trending
+    assert compared > 100 * feed.CACHE_DEPTH
+
+
+def test_each_kernel_is_its_scipy_expression() -> None:
+    """Bit for bit: the same additions in the same order, in float32."""
+    rng = np.random.default_rng(0)
+    text = sparse.random(300, 500, density=0.05, format="csr", dtype=np.float32, random_state=1)
+    profile_terms = np.sort(rng.choice(500, 40, replace=False)).astype(np.int64)
+    profile = feed.ReaderProfile(profile_terms, rng.random(40).astype(np.float32))
+    by_term = sparse.csr_matrix(text.T)
+    rows = rng.choice(300, 80, replace=False).astype(np.int64)
+    anchors = rng.choice(300, 20, replace=False).astype(np.int64)
+    for name in ("similarity", "scores", "pairs"):
+        compiled, reference = getattr(feed.COMPILED, name), getattr(feed.REFERENCE, name)
+        args = {"similarity": (by_term, profile), "scores": (text, rows, profile),
+                "pairs": (text, rows, anchors)}[name]  # fmt: skip
+        assert np.array_equal(compiled(*args), reference(*args)), name
+
+
+def test_best_takes_the_highest_and_breaks_ties_by_position() -> None:
+    scores = np.array([0.5, 0.9, 0.5, 0.1, 0.5, 0.9], dtype=np.float32)
+    assert feed.best(scores, 3).tolist() == [0, 1, 5]
+    assert feed.best(scores, 4).tolist() == [0, 1, 2, 5]
+    assert feed.best(scores, 10).tolist() == list(range(6))
+
+
+def test_the_kernels_run_without_the_gil() -> None:
+    """Two rankings' text matches in two threads take about the time of one: the kernel
+    releases the GIL (on a machine with one free core the check is vacuous; CI has two)."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    by_term = sparse.random(2_000, 20_000, density=0.05, format="csr", dtype=np.float32,
+                            random_state=2)  # fmt: skip
+    profile = feed.ReaderProfile(np.arange(0, 2_000, 4, dtype=np.int64),
+                                 rng.random(500).astype(np.float32))  # fmt: skip
+    feed.COMPILED.similarity(by_term, profile)
+    holds_gil = []
+
+    def spin() -> None:
+        # Progress of a pure-Python loop while the other thread is in the kernel.
+        count = 0
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            count += 1
+        holds_gil.append(count)
+
+    def kernel_loop() -> None:
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            kernels.postings_scores(by_term.indptr, by_term.indices, by_term.data,
+                                    profile.terms, profile.weights, by_term.shape[1])  # fmt: skip
+
+    spin()  # alone
+    alone = holds_gil.pop()
+    threads = [threading.Thread(target=kernel_loop), threading.Thread(target=spin)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # A kernel holding the GIL would leave the Python loop a fraction of its progress.
+    assert holds_gil[0] > 0.3 * alone
