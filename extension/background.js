@@ -1,7 +1,7 @@
 // The service worker only wires listeners; the work is in lib/. It may be stopped at
 // any moment: everything it knows lives in chrome.storage.local.
 import * as api from "./lib/api.js";
-import { enqueue, flush, newEvent } from "./lib/queue.js";
+import { enqueue, flush, newEvent, pending } from "./lib/queue.js";
 import { newCount } from "./lib/render.js";
 import { read, tracking, withInstallLock } from "./lib/settings.js";
 
@@ -41,32 +41,50 @@ function forgetToken(token) {
   });
 }
 
+// One delivery at a time. A request that comes while one is under way (an event queued
+// after its last look at the queue, the network back, a flush asked) runs once more after
+// it, forced if any of them asked so: none waits for the alarm.
 let delivering = null;
+let again = null;
 
 function deliver(force = false) {
-  delivering ??= (async () => {
-    try {
-      const settings = await ensureInstall();
-      return await flush(
-        storage,
-        async (batch) => {
-          try {
-            return await api.sendEvents(settings.backendUrl, settings.token, batch);
-          } catch (error) {
-            // Unknown token (data deleted elsewhere): register anew on the next try.
-            if (error.kind === "unauthorized") await forgetToken(settings.token);
-            throw error;
-          }
-        },
-        { force },
-      );
-    } catch (error) {
-      return { sent: 0, error: error.kind ?? "network" };
-    } finally {
-      delivering = null;
+  if (delivering) {
+    again = { force: force || Boolean(again?.force) };
+    return delivering;
+  }
+  delivering = (async () => {
+    let result = await deliverOnce(force);
+    while (again) {
+      const next = again;
+      again = null;
+      result = await deliverOnce(next.force);
     }
-  })();
+    return result;
+  })().finally(() => {
+    delivering = null;
+  });
   return delivering;
+}
+
+async function deliverOnce(force) {
+  try {
+    const settings = await ensureInstall();
+    return await flush(
+      storage,
+      async (batch) => {
+        try {
+          return await api.sendEvents(settings.backendUrl, settings.token, batch);
+        } catch (error) {
+          // Unknown token (data deleted elsewhere): register anew on the next try.
+          if (error.kind === "unauthorized") await forgetToken(settings.token);
+          throw error;
+        }
+      },
+      { force },
+    );
+  } catch (error) {
+    return { sent: 0, error: error.kind ?? "network" };
+  }
 }
 
 async function track(message, sender) {
@@ -142,6 +160,19 @@ chrome.runtime.onInstalled.addListener(() => {
 });
 chrome.runtime.onStartup.addListener(() => deliver(true));
 self.addEventListener("online", () => deliver(true));
+
+// Every start of the service worker sends what waits in the queue, not only onStartup
+// (which not every browser start fires, and the alarm is a minute away). The first start
+// of a browser session (chrome.storage.session is empty then: a browser start, or the
+// extension installed, updated or reloaded) sends at once whatever the backoff says:
+// the service may have come back meanwhile. Later starts (the worker is stopped when
+// idle and started again by an event) keep the backoff.
+async function flushOnStart() {
+  const { started } = await chrome.storage.session.get("started");
+  if (!started) await chrome.storage.session.set({ started: Date.now() });
+  if ((await pending(storage)).length) deliver(!started);
+}
+flushOnStart();
 
 chrome.alarms.get(FLUSH_ALARM).then((alarm) => {
   if (!alarm) chrome.alarms.create(FLUSH_ALARM, { periodInMinutes: 1 });

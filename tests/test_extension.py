@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import FIXTURES, Mailbox, in_ci, smtp_env
 from tests.test_embedded import Service
@@ -73,6 +74,7 @@ def browser(
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
+        RUNNING["playwright"] = playwright  # for a test's own browser (one per thread)
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("profile")),
             executable_path=CHROMIUM,
@@ -102,6 +104,10 @@ def browser(
         context.route("https://huggingface.co/papers", lambda route: fulfill(route, "hf-list.html"))
         yield context, extension_id
         context.close()
+
+
+RUNNING: dict[str, Any] = {}
+"""The module's Playwright (a second one cannot run beside it)."""
 
 
 def fulfill(route: Any, name: str) -> None:
@@ -279,13 +285,27 @@ def test_the_badge_counts_new_recommendations(browser: tuple[Any, str], service:
 
 
 def test_trending_tab_has_windows(browser: tuple[Any, str]) -> None:
+    """The window is a segmented control beside the tabs (it was a bare dropdown on a row
+    of its own); each paper says its place in the window."""
     context, extension_id = browser
     page = open_popup(context, extension_id)
+    assert page.locator("#windows").is_hidden()
     page.get_by_role("tab", name="Trending").click()
-    page.wait_for_selector("#window-label:not([hidden])")
-    page.select_option("#window", "day")
-    page.wait_for_selector("article.paper")
+    page.wait_for_selector("#windows:not([hidden])")
+    page.wait_for_selector("article.paper .reasons li:has-text('this week')")
+    page.locator("#windows").get_by_role("button", name="Today").click()
+    page.wait_for_selector("article.paper .reasons li:has-text('#1 today')")
     assert page.locator("article.paper").count() >= 10
+    pressed = page.locator("#windows button[aria-pressed='true']").all_inner_texts()
+    assert pressed == ["Today"]
+    tabs = page.locator("nav").bounding_box()
+    windows = page.locator("#windows").bounding_box()
+    assert tabs is not None
+    assert windows is not None
+    assert abs(windows["y"] - tabs["y"]) < 8, (tabs, windows)  # one row, beside the tabs
+    today = page.locator("#windows button[aria-pressed='true']")
+    assert today.evaluate("(b) => getComputedStyle(b).backgroundColor") == "rgb(109, 40, 217)"
+    assert page.locator("select").count() == 0
     page.close()
 
 
@@ -340,7 +360,7 @@ def test_the_popup_fits_its_width_on_every_tab(browser: tuple[Any, str]) -> None
             "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
         )
         assert widths[0] <= widths[1], (tab, widths)
-        heights = page.locator("nav button").evaluate_all(
+        heights = page.locator("nav button:not([hidden])").evaluate_all(
             "(buttons) => buttons.map((b) => b.getBoundingClientRect().height)"
         )
         assert max(heights) - min(heights) < 2, heights  # "For you" on one line
@@ -551,6 +571,7 @@ def test_the_popup_searches_with_slash_and_shows_the_same_cards(
     wanted = page.locator("article.paper").nth(2)
     title = wanted.locator(".title").inner_text()
     paper = wanted.get_attribute("data-paper-id")
+    before = [e for e in export(service, context)["events"] if e["type"] in ("save", "dismiss")]
     page.locator("body").press("/")
     assert page.evaluate("document.activeElement.id") == "search"
     page.keyboard.type(title)
@@ -558,10 +579,17 @@ def test_the_popup_searches_with_slash_and_shows_the_same_cards(
     page.wait_for_selector(f"article.paper:first-of-type[data-paper-id='{paper}']")
     first = page.locator("article.paper").first
     assert first.locator('[data-action="save"]').count() == 1  # the same card and actions
-    assert page.locator('[role="tab"][aria-selected="true"]').count() == 0
+    selected = page.locator('[role="tab"][aria-selected="true"]').all_inner_texts()
+    assert selected == ["Search"]  # a search is a tab of its own
     page.screenshot(path=str(SCREENSHOTS / "popup-search.png"))
-    # Typing in the box is not a key command: nothing was saved or dismissed.
-    assert page.locator(".dismissed").count() == 0
+    # Typing in the box is not a key command: nothing was saved or dismissed (a paper
+    # dismissed before shows as such, from the service's answer: "Dismissed: <title>").
+    assert page.locator(".dismissed .what:text-is('Dismissed.')").count() == 0
+    # (an event sent is still queued, or the service has it: it is in neither)
+    typed = [e for e in storage(context, "queue") or [] if e["type"] in ("save", "dismiss")]
+    assert typed == []
+    actions = [e for e in export(service, context)["events"] if e["type"] in ("save", "dismiss")]
+    assert actions == before
     page.close()
 
 
@@ -693,7 +721,7 @@ def test_an_answer_that_comes_after_the_reader_left_its_tab_is_not_shown(
     )
     assert cards == [[paper, "trending"] for paper in trending]
     assert page.get_by_role("tab", name="Trending").get_attribute("aria-selected") == "true"
-    assert not page.locator("#window-label").is_hidden()
+    assert not page.locator("#windows").is_hidden()
     page.close()
 
 
@@ -930,7 +958,7 @@ def test_options_page_exports_and_deletes(browser: tuple[Any, str], service: Ser
     assert storage(context, "token") is None
     page.check("#paused")
     page.click("#settings button[type=submit]")
-    page.wait_for_selector("#status:has-text('Saved')")
+    page.wait_for_selector("#settings-state:has-text('Saved')")
     assert storage(context, "paused") is True
     page.close()
 
@@ -1004,7 +1032,8 @@ def test_events_sent_at_the_same_moment_are_all_delivered(
         return len({e.get("dwell_ms") for e in events} & set(marks))
 
     assert wait_for(lambda: delivered() == 40, timeout=30), delivered()
-    assert storage(context, "queue") == []
+    # (the popup's own impressions may still be on their way: the queue empties)
+    assert wait_for(lambda: storage(context, "queue") == []), storage(context, "queue")
     page.close()
 
 
@@ -1070,3 +1099,284 @@ def test_keys_never_act_on_a_paper_the_reader_dismissed(
     assert not papers[hidden]["upvoted"]
     assert not papers[hidden]["saved"]
     page.close()
+
+
+def ids_of(page: Any) -> list[str]:
+    return list(
+        page.locator("article.paper").evaluate_all("(nodes) => nodes.map((n) => n.dataset.paperId)")
+    )
+
+
+def pressed(page: Any, paper: str, action: str) -> str | None:
+    button = page.locator(f'article.paper[data-paper-id="{paper}"] [data-action="{action}"]')
+    return str(button.get_attribute("aria-pressed"))
+
+
+def test_the_readers_own_actions_show_again_after_reopening(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """Upvote, save and dismiss on Trending, close the popup, reopen it: Trending (and a
+    search) show them pressed and the dismissed paper as dismissed, from the service's
+    answer; one click on a pressed Upvote undoes it (it sent a second upvote before)."""
+    context, extension_id = browser
+    page = open_popup(context, extension_id, tab="Trending")
+    page.wait_for_selector("article.paper .reasons li:has-text('this week')")
+    ids = ids_of(page)
+    upvoted, saved, dismissed = ids[3], ids[4], ids[5]
+    for paper, action in ((upvoted, "upvote"), (saved, "save"), (dismissed, "dismiss")):
+        page.locator(f'article.paper[data-paper-id="{paper}"] [data-action="{action}"]').click()
+
+    def applied() -> bool:
+        papers = export(service, context)["papers"]
+        return all(p in papers for p in (upvoted, saved, dismissed)) and bool(
+            papers[upvoted]["upvoted"] and papers[saved]["saved"] and papers[dismissed]["dismissed"]
+        )
+
+    assert wait_for(applied), "the actions reached the service"
+    assert wait_for(lambda: not storage(context, "queue")), "nothing waits in the queue"
+    page.close()
+
+    page = open_popup(context, extension_id, tab="Trending")
+    page.wait_for_selector(f'article.paper[data-paper-id="{upvoted}"]')
+    assert pressed(page, upvoted, "upvote") == "true"
+    assert pressed(page, saved, "save") == "true"
+    assert pressed(page, saved, "upvote") == "false"
+    row = page.locator(f'.dismissed[data-paper-id="{dismissed}"]')
+    assert row.count() == 1
+    assert "Dismissed" in row.inner_text()
+    assert page.locator(f'article.paper[data-paper-id="{dismissed}"]').count() == 0
+    page.locator(f'article.paper[data-paper-id="{upvoted}"]').scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "popup-trending.png"))
+    # One click undoes the upvote: an unvote, not a second upvote.
+    page.locator(f'article.paper[data-paper-id="{upvoted}"] [data-action="upvote"]').click()
+    assert pressed(page, upvoted, "upvote") == "false"
+
+    def unvoted() -> bool:
+        data = export(service, context)
+        kinds = [e["type"] for e in data["events"] if e["paper_id"] == upvoted]
+        return kinds.count("unvote") == 1 and not data["papers"][upvoted]["upvoted"]
+
+    assert wait_for(unvoted), "one click, one unvote"
+    kinds = [e["type"] for e in export(service, context)["events"] if e["paper_id"] == upvoted]
+    assert kinds.count("upvote") == 1
+    # Undo of the dismissal, from the reopened popup.
+    row.get_by_role("button", name="Undo").click()
+    page.wait_for_selector(f'article.paper[data-paper-id="{dismissed}"]')
+    assert wait_for(lambda: not export(service, context)["papers"][dismissed]["dismissed"])
+    page.close()
+
+    # A search shows the same state (the saved paper found by its id).
+    page = open_popup(context, extension_id)
+    page.fill("#search", saved)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'article.paper:first-of-type[data-paper-id="{saved}"]')
+    assert pressed(page, saved, "save") == "true"
+    page.close()
+
+
+def test_for_you_and_trending_show_more_than_thirty_papers_and_an_upvoted_tab(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    for tab in ("For you", "Trending"):
+        page = open_popup(context, extension_id, tab=tab)
+        # (a paper dismissed by an earlier test is a "Dismissed" row in Trending)
+        listed = "#list > article.paper, #list > .dismissed"
+        assert page.locator(listed).count() == 30, tab
+        first_page = ids_of(page)
+        page.get_by_role("button", name="Show more papers").click()
+        page.wait_for_selector(f"{listed.split(',')[0]}:nth-of-type({len(first_page) + 1})")
+        ids = ids_of(page)
+        assert len(ids) > len(first_page), tab
+        assert ids[: len(first_page)] == first_page
+        assert len(ids) == len(set(ids)), f"{tab}: no paper twice"
+        # The keyboard reaches the papers of the next page.
+        page.locator("article.paper").nth(len(first_page) - 1).focus()
+        page.keyboard.press("j")
+        current = page.locator("article.paper.current").get_attribute("data-paper-id")
+        assert current == ids[len(first_page)], tab
+        page.close()
+
+    page = open_popup(context, extension_id, tab="Trending")
+    paper = ids_of(page)[7]
+    page.locator(f'article.paper[data-paper-id="{paper}"] [data-action="upvote"]').click()
+    page.close()
+    assert wait_for(lambda: export(service, context)["papers"].get(paper, {}).get("upvoted"))
+    page = open_popup(context, extension_id, tab="Upvoted")
+    assert ids_of(page)[0] == paper  # newest first
+    first = page.locator("article.paper").first
+    assert first.locator(".reasons li").first.inner_text().startswith("upvoted ")
+    assert pressed(page, paper, "upvote") == "true"
+    assert page.get_by_role("tab", name="Upvoted").get_attribute("aria-selected") == "true"
+    page.close()
+
+
+def test_search_by_paper_address_is_a_tab_that_clearing_leaves(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """A Hugging Face paper URL finds its paper (it matched other papers on the URL's
+    words); an address of a paper the catalog lacks says so; the search is a tab of its
+    own, and clearing the box then Enter goes back to the tab before it."""
+    context, extension_id = browser
+    daily = json.loads((FIXTURES / "daily_papers.json").read_text())
+    wanted = daily[2]["paper"]["id"]  # catalogued by the module's service
+    page = open_popup(context, extension_id, tab="Trending")
+    trending = ids_of(page)
+    page.locator("body").press("/")
+    page.keyboard.type(f"https://huggingface.co/papers/{wanted}")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'article.paper[data-paper-id="{wanted}"]')
+    assert ids_of(page) == [wanted]
+    selected = page.locator('[role="tab"][aria-selected="true"]').all_inner_texts()
+    assert selected == ["Search"]
+    assert page.locator("#windows").is_hidden()
+    page.screenshot(path=str(SCREENSHOTS / "popup-search-url.png"))
+
+    page.fill("#search", "https://arxiv.org/abs/2612.99999v1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#status:has-text('not in the catalog yet')")
+    assert "2612.99999" in page.locator("#status").inner_text()
+    assert page.locator("article.paper").count() == 0
+
+    page.fill("#search", "")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#tab-trending[aria-selected='true']")
+    page.wait_for_selector("article.paper")
+    assert page.locator("#tab-search").is_hidden()
+    assert ids_of(page) == trending
+    page.close()
+
+
+def test_the_popup_says_when_the_catalog_sync_is_failing(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    context, extension_id = browser
+    socket = Path(service.env["PAPERFEED_DATA_DIR"]) / "redis.sock"
+    state = redis.Redis(unix_socket_path=str(socket))
+    page = open_popup(context, extension_id)
+    assert page.locator("#notice").is_hidden()
+    page.close()
+    state.hset(
+        "pf:sync:state",
+        mapping={"hf:failures": 4, "hf:last_success": time.time() - 3 * 86_400},
+    )
+    try:
+        page = open_popup(context, extension_id)
+        page.wait_for_selector("#notice:not([hidden])")
+        text = page.locator("#notice").inner_text()
+        assert "catalog sync is failing" in text
+        assert "Hugging Face" in text
+        page.close()
+    finally:
+        state.hdel("pf:sync:state", "hf:failures", "hf:last_success")
+        state.close()
+
+
+def test_options_save_answers_beside_its_button_and_load_without_errors(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """ "Saved." next to Save (it was ~1,190 px below it); no failed request when the
+    page opens (GET /v1/me/digest was a 404 at each opening); "Unlink this browser"
+    only for a browser linked by a code."""
+    context, extension_id = browser
+    ensure_install(context, extension_id)
+    page = context.new_page()
+    page.set_viewport_size({"width": 640, "height": 560})
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda r: answers.append((r.url, r.status)))
+    page.goto(f"chrome-extension://{extension_id}/options/options.html")
+    page.wait_for_selector("#digest-state:has-text('Not subscribed')")
+    assert wait_for(lambda: any("/v1/me/pairing" in url for url, _ in answers))
+    assert [a for a in answers if a[1] >= 400] == []
+    assert any("/v1/me/digest" in url and status == 200 for url, status in answers)
+    assert page.locator("#pairing-unlink").is_hidden()  # this browser is its reader's first
+    page.click("#settings button[type=submit]")
+    page.wait_for_selector("#settings-state:has-text('Saved.')")
+    button = page.locator("#settings button[type=submit]").bounding_box()
+    answer = page.locator("#settings-state").bounding_box()
+    assert button is not None
+    assert answer is not None
+    assert abs(answer["y"] - button["y"]) < 20, (button, answer)
+    assert answer["x"] > button["x"]
+    page.close()
+
+
+def test_the_api_documentation_renders_offline(browser: tuple[Any, str], service: Service) -> None:
+    """Swagger UI and ReDoc load every script from the service (they came from CDNs and
+    were blank offline): with every other host refused, both render the api."""
+    context, _ = browser
+    page = context.new_page()
+    refused: list[str] = []
+
+    def only_the_service(route: Any) -> None:
+        if route.request.url.startswith(service.url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(f"{service.url}/schema/swagger")
+    page.wait_for_selector(".swagger-ui .info .title:has-text('paperfeed')")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path:has-text('/v1/trending')")
+    page.goto(f"{service.url}/schema/redoc")
+    page.wait_for_selector("h1:has-text('paperfeed')")
+    assert refused == []
+    page.close()
+
+
+def test_the_queue_is_sent_when_the_service_worker_starts(
+    browser: tuple[Any, str], service: Service, tmp_path: Path
+) -> None:
+    """Events queued while the service was down are sent as soon as the browser starts
+    again (the service worker's start), not a minute later at the alarm, and whatever
+    the backoff said (the service may have come back meanwhile). A browser of its own,
+    started twice on one profile."""
+    playwright = RUNNING["playwright"]
+    profile = tmp_path / "profile"
+    args = [
+        f"--disable-extensions-except={EXTENSION}",
+        f"--load-extension={EXTENSION}",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+    ]
+
+    def launch() -> tuple[Any, Any]:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=args
+        )
+        worker = context.service_workers[0] if context.service_workers else None
+        if worker is None:
+            worker = context.wait_for_event("serviceworker", timeout=15_000)
+        return context, worker
+
+    def waiting(worker: Any) -> int:
+        return len(worker.evaluate("chrome.storage.local.get('queue')").get("queue") or [])
+
+    context, worker = launch()
+    worker.evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
+    extension_id = worker.url.split("/")[2]
+    open_popup(context, extension_id).close()  # registered, with a feed
+    assert wait_for(lambda: worker.evaluate("chrome.storage.local.get('token')").get("token"))
+    assert service.stop() == 0
+    queued = [
+        {"event_id": f"offline-{n}", "type": "save", "paper_id": pid, "ts": time.time()}
+        for n, pid in enumerate(["2312.17001", "2312.17002", "2312.17003"])
+    ]
+    # Waiting for its backoff: the next try half an hour away.
+    later = {"failures": 9, "nextAttemptAt": time.time() * 1000 + 30 * 60_000}
+    worker.evaluate(
+        "([queue, state]) => chrome.storage.local.set({queue, queueState: state})",
+        [queued, later],
+    )
+    context.close()
+    service.start()
+    context, worker = launch()
+    try:
+        started = time.monotonic()
+        assert wait_for(lambda: waiting(worker) == 0, timeout=30), waiting(worker)
+        assert time.monotonic() - started < 30  # well before the minute's alarm
+    finally:
+        context.close()
+    worker_of(browser[0]).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")

@@ -62,10 +62,16 @@ async function call(base, path, { method = "GET", token, body, timeoutMs = 10_00
 export const register = (base) => call(base, "/v1/installs", { method: "POST" });
 export const sendEvents = (base, token, events) =>
   call(base, "/v1/events", { method: "POST", token, body: { events } });
-export const getFeed = (base, token, limit = 30) =>
-  call(base, `/v1/feed?limit=${limit}`, { token });
-export const getTrending = (base, window = "week", limit = 30) =>
-  call(base, `/v1/trending?window=${window}&limit=${limit}`);
+const cursorParam = (cursor) => (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+export const getFeed = (base, token, limit = 30, cursor = null) =>
+  call(base, `/v1/feed?limit=${limit}${cursorParam(cursor)}`, { token });
+// With a token, each paper carries the reader's own state of it (upvoted, saved, ...).
+export const getTrending = (base, window = "week", limit = 30, token = null, cursor = null) =>
+  call(base, `/v1/trending?window=${window}&limit=${limit}${cursorParam(cursor)}`, {
+    token: token ?? undefined,
+  });
+export const getCatalog = (base) => call(base, "/v1/catalog", { timeoutMs: 5_000 });
+export const getPairing = (base, token) => call(base, "/v1/me/pairing", { token });
 export const exportData = (base, token) => call(base, "/v1/me/export", { token });
 export const deleteData = (base, token) => call(base, "/v1/me", { method: "DELETE", token });
 export const getMeta = (base) => call(base, "/v1/meta", {});
@@ -75,7 +81,7 @@ export const putDigest = (base, token, choice) =>
 export const deleteDigest = (base, token) =>
   call(base, "/v1/me/digest", { method: "DELETE", token });
 export const getLibrary = (base, token, kind = "saved", limit = 50, cursor = null) =>
-  call(base, `/v1/me/library?kind=${kind}&limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { token });
+  call(base, `/v1/me/library?kind=${kind}&limit=${limit}${cursorParam(cursor)}`, { token });
 export const search = (base, token, query, limit = 30) =>
   call(base, `/v1/search?q=${encodeURIComponent(query)}&limit=${limit}`, { token: token ?? undefined });
 export const createPairingCode = (base, token) =>

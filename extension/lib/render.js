@@ -29,6 +29,57 @@ export function openUrl(paper) {
   return paperLinks(paper)[0]?.href ?? null;
 }
 
+// The reader's own state of a paper: what the service said (an item's `state`: trending,
+// search and library answers carry it; feed items never need it, the feed lists no paper
+// the reader acted on), then the reader's actions still waiting in the queue, in order.
+export const NO_STATE = Object.freeze({ upvoted: false, saved: false, dismissed: false, read: false });
+const EFFECTS = {
+  upvote: { upvoted: true },
+  unvote: { upvoted: false },
+  save: { saved: true },
+  unsave: { saved: false },
+  dismiss: { dismissed: true },
+  undismiss: { dismissed: false },
+  view: { read: true },
+  click: { read: true },
+};
+
+export function paperState(item, queued = []) {
+  let state = { ...NO_STATE, ...(item.state ?? {}) };
+  for (const event of queued) {
+    if (event.paper_id === item.paper.id && EFFECTS[event.type]) {
+      state = { ...state, ...EFFECTS[event.type] };
+    }
+  }
+  return state;
+}
+
+// The action a button sends: its opposite when the paper already has that state (one
+// click undoes, whether the state was set in this popup or came from the service).
+export function toggle(state, action) {
+  if (action === "upvote") return state.upvoted ? "unvote" : "upvote";
+  if (action === "save") return state.saved ? "unsave" : "save";
+  return action;
+}
+
+export function applyAction(state, type) {
+  return { ...state, ...(EFFECTS[type] ?? {}) };
+}
+
+// Trending's reason: the paper's place in the window.
+export const WINDOW_NAMES = { day: "today", week: "this week", month: "this month" };
+
+export function trendingReasons(item, window) {
+  return item.rank ? [`#${item.rank} ${WINDOW_NAMES[window] ?? window}`] : [];
+}
+
+// Papers of a next page not shown already (a feed ranked again between two pages may
+// repeat one).
+export function unseen(items, shownIds) {
+  const shown = new Set(shownIds);
+  return items.filter((item) => !shown.has(item.paper.id) && shown.add(item.paper.id));
+}
+
 export function viewModel(item, state = {}) {
   const paper = item.paper;
   return {
@@ -41,6 +92,7 @@ export function viewModel(item, state = {}) {
     upvoted: Boolean(state.upvoted),
     saved: Boolean(state.saved),
     dismissed: Boolean(state.dismissed),
+    read: Boolean(state.read),
   };
 }
 

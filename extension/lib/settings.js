@@ -13,6 +13,7 @@ export const DEFAULTS = {
   cachedFeed: null,
   cachedTrending: {},
   cachedSaved: null,
+  cachedUpvoted: null,
   cachedHidden: null,
   forYou: null,
 };

@@ -6,6 +6,7 @@ import { DEFAULT_BACKEND, read, withInstallLock } from "../lib/settings.js";
 const storage = chrome.storage.local;
 const status = document.getElementById("status");
 const say = (text) => { status.textContent = text; };
+const unlinkButton = document.getElementById("pairing-unlink");
 
 async function fill() {
   const s = await read(storage, ["backendUrl", "paused", "sites"]);
@@ -22,7 +23,7 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
   const granted = await chrome.permissions.contains({ origins: [origin] })
     || await chrome.permissions.request({ origins: [origin] }).catch(() => false);
   if (!granted) {
-    say(`paperfeed needs permission to reach ${backend.origin}.`);
+    saved(`paperfeed needs permission to reach ${backend.origin}.`, false);
     return;
   }
   const changes = {
@@ -39,11 +40,21 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
     await storage.set(changes);
     // Another service knows nothing of this install: register there on next use.
     if (previous.backendUrl !== backend.origin) {
-      await storage.remove(["token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou"]);
+      await storage.remove([
+        "token", "userId", "cachedFeed", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou",
+      ]);
     }
   });
-  say("Saved.");
+  saved("Saved.", true);
+  showPairing();
 });
+
+// The settings' answer, beside their Save button (not at the foot of the page).
+function saved(text, ok) {
+  const answer = document.getElementById("settings-state");
+  answer.textContent = text;
+  answer.dataset.ok = String(ok);
+}
 
 // Whether a paperfeed service answers at the address typed (saved or not yet).
 document.getElementById("test-connection").addEventListener("click", async () => {
@@ -104,10 +115,11 @@ document.getElementById("delete").addEventListener("click", async () => {
   }
   await withInstallLock(() => withQueueLock(() =>
     storage.remove([
-      "token", "userId", "cachedFeed", "cachedSaved", "cachedHidden", "forYou", "seenFeedIds",
-      QUEUE_KEY, STATE_KEY,
+      "token", "userId", "cachedFeed", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou",
+      "seenFeedIds", QUEUE_KEY, STATE_KEY,
     ]),
   ));
+  unlinkButton.hidden = true;
   say(
     already
       ? "The service no longer knows this browser: its data was already erased. paperfeed starts afresh the next time it is used."
@@ -289,7 +301,9 @@ loadHidden();
 // --- the same reader on other browsers ----------------------------------------------
 
 const pairingState = document.getElementById("pairing-state");
-const LOCAL_READER = ["cachedFeed", "cachedSaved", "cachedHidden", "forYou", "seenFeedIds"];
+const LOCAL_READER = [
+  "cachedFeed", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou", "seenFeedIds",
+];
 
 async function installed() {
   const s = await read(storage, ["backendUrl", "token"]);
@@ -320,6 +334,7 @@ document.getElementById("pairing-link").addEventListener("submit", async (event)
     await storage.set({ userId: linked.user_id });
     pairingState.dataset.ok = "true";
     pairingState.textContent = "Linked: this browser now shares that reader's feed and library.";
+    unlinkButton.hidden = false;
     document.getElementById("pairing-input").value = "";
     loadHidden();
   } catch (error) {
@@ -345,5 +360,25 @@ document.getElementById("pairing-unlink").addEventListener("click", async () => 
     return;
   }
   await withInstallLock(() => withQueueLock(() => storage.remove(["token", "userId", ...LOCAL_READER])));
+  unlinkButton.hidden = true;
   pairingState.textContent = "Unlinked: this browser starts afresh as a reader of its own.";
 });
+
+// "Unlink this browser" only for a browser linked to its reader by a code (the reader's
+// first browser has nothing to unlink: Delete my data erases the reader).
+
+async function showPairing() {
+  const s = await read(storage, ["backendUrl", "token"]);
+  if (!s.token) {
+    unlinkButton.hidden = true;
+    return;
+  }
+  try {
+    const pairing = await api.getPairing(s.backendUrl, s.token);
+    unlinkButton.hidden = !pairing.linked;
+  } catch {
+    unlinkButton.hidden = true; // offline, or unknown to the service: nothing to unlink
+  }
+}
+
+showPairing();

@@ -1,17 +1,36 @@
-// The popup: the personalized feed and the trending lists, with actions and keys.
+// The popup: the personalized feed, trending, the reader's library and search, with
+// actions and keys. Every list shows the reader's own state of each paper (what the
+// service says, then their actions still queued), so undo is one click after reopening.
 import * as api from "../lib/api.js";
-import { keyAction, openUrl, viewModel } from "../lib/render.js";
+import {
+  applyAction, keyAction, openUrl, paperState, toggle, trendingReasons, unseen, viewModel,
+} from "../lib/render.js";
 import { read } from "../lib/settings.js";
+import { QUEUE_KEY } from "../lib/queue.js";
 
 const storage = chrome.storage.local;
 const list = document.getElementById("list");
 const status = document.getElementById("status");
+const notice = document.getElementById("notice");
 const template = document.getElementById("item");
-const windowSelect = document.getElementById("window");
+const windows = document.getElementById("windows");
 const searchBox = document.getElementById("search");
-const TABS = [["feed", "tab-feed"], ["trending", "tab-trending"], ["saved", "tab-saved"]];
+const TABS = ["feed", "trending", "saved", "upvoted", "search"];
+const LIBRARY = { saved: "saved", upvoted: "upvoted" };
+const PAGE = 30;
 const LIBRARY_PAGE = 100;
-const state = { tab: "feed", items: [], acted: new Map(), current: 0, impressed: new Set() };
+const state = {
+  tab: "feed",
+  previousTab: "feed",
+  window: "week",
+  items: [],
+  // The reader's actions in this popup, by paper: the state they left (it wins over a
+  // list read before an action reached the service).
+  acted: new Map(),
+  queued: [],
+  current: 0,
+  impressed: new Set(),
+};
 // An impression is a card actually seen: at least half of it visible for a second (the
 // service lowers a paper a little for each showing, so a card never scrolled to must
 // not count).
@@ -28,6 +47,23 @@ function say(text) {
   status.textContent = text;
 }
 
+function stateOf(item) {
+  return state.acted.get(item.paper.id) ?? paperState(item, state.queued);
+}
+
+async function installed(settings) {
+  if (settings.token) return settings;
+  const install = await chrome.runtime.sendMessage({ kind: "install" });
+  if (install.error) throw new api.ApiError(install.error);
+  return { ...settings, token: install.token };
+}
+
+const when = (at) => new Date(at * 1000).toLocaleDateString();
+const libraryItems = (kind) => (items) =>
+  items.map((item) => ({ ...item, reasons: [`${kind} ${when(item.at)}`] }));
+const trendingItems = (windowName) => (items) =>
+  items.map((item) => ({ ...item, reasons: trendingReasons(item, windowName) }));
+
 // Each load is one of a series: the reader may switch tabs (or windows, or search again)
 // before an answer comes. An answer that comes after a newer load started is kept for
 // offline use, but never shown: it belongs to a tab the reader has left.
@@ -39,65 +75,86 @@ async function load() {
   say("Loading…");
   list.replaceChildren();
   const settings = await read(
-    storage, ["backendUrl", "token", "cachedFeed", "cachedTrending", "cachedSaved"],
+    storage,
+    ["backendUrl", "token", "cachedFeed", "cachedTrending", "cachedSaved", "cachedUpvoted"],
   );
+  state.queued = (await storage.get(QUEUE_KEY))[QUEUE_KEY] ?? [];
   if (left()) return;
   const tab = state.tab;
-  const windowName = windowSelect.value;
+  const windowName = state.window;
+  const base = settings.backendUrl;
   try {
-    let items;
     if (tab === "search") {
       const query = searchBox.value.trim();
-      items = (await api.search(settings.backendUrl, settings.token, query, 30)).items;
+      const answer = await api.search(base, settings.token, query, PAGE);
       if (left()) return;
-      say(items.length ? "" : `Nothing matches “${query}”.`);
-      show(items);
+      if (answer.named && !answer.items.length) {
+        say(`arXiv ${answer.named} is not in the catalog yet.`);
+      } else {
+        say(answer.items.length ? "" : `Nothing matches “${query}”.`);
+      }
+      show(answer.items);
       return;
     }
-    if (tab === "saved") {
-      const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
-      if (install.error) throw new api.ApiError(install.error);
-      const saved = await api.getLibrary(settings.backendUrl, install.token, "saved", LIBRARY_PAGE);
-      await storage.set({ cachedSaved: saved });
+    if (tab in LIBRARY) {
+      const kind = LIBRARY[tab];
+      const install = await installed(settings);
+      const page = await api.getLibrary(base, install.token, kind, LIBRARY_PAGE);
+      await storage.set({ [tab === "saved" ? "cachedSaved" : "cachedUpvoted"]: page });
       if (left()) return;
-      say(saved.items.length ? "" : "Nothing saved yet: ★ Save keeps a paper here.");
-      showSaved(saved.items);
-      if (saved.next) list.append(moreSaved(settings.backendUrl, install.token, saved.next));
+      say(page.items.length ? "" : {
+        saved: "Nothing saved yet: ★ Save keeps a paper here.",
+        upvoted: "Nothing upvoted yet: ▲ Upvote a paper you liked.",
+      }[tab]);
+      show(libraryItems(kind)(page.items));
+      if (page.next) {
+        list.append(more(`Show more ${kind} papers`, page.next,
+          (cursor) => api.getLibrary(base, install.token, kind, LIBRARY_PAGE, cursor),
+          libraryItems(kind)));
+      }
       return;
     }
+    let page;
+    let toItems;
+    let fetchMore;
     if (tab === "feed") {
-      const install = settings.token ? settings : await chrome.runtime.sendMessage({ kind: "install" });
-      if (install.error) throw new api.ApiError(install.error);
-      const feed = await api.getFeed(settings.backendUrl, install.token, 30);
-      items = feed.items;
-      await storage.set({ cachedFeed: feed });
+      const install = await installed(settings);
+      page = await api.getFeed(base, install.token, PAGE);
+      await storage.set({ cachedFeed: page });
       if (left()) return; // not seen: the badge keeps counting these papers as new
-      chrome.runtime.sendMessage({ kind: "feed-seen", ids: items.map((i) => i.paper.id) });
+      chrome.runtime.sendMessage({ kind: "feed-seen", ids: page.items.map((i) => i.paper.id) });
+      toItems = (items) => items;
+      fetchMore = (cursor) => api.getFeed(base, install.token, PAGE, cursor);
     } else {
-      const trending = await api.getTrending(settings.backendUrl, windowName, 30);
-      items = trending.items;
+      page = await trending(base, windowName, settings.token);
       // Read again: the cache of another window may have been written meanwhile.
       const { cachedTrending } = await read(storage, ["cachedTrending"]);
-      await storage.set({ cachedTrending: { ...cachedTrending, [windowName]: trending } });
+      await storage.set({ cachedTrending: { ...cachedTrending, [windowName]: page } });
       if (left()) return;
+      toItems = trendingItems(windowName);
+      fetchMore = (cursor) => trending(base, windowName, settings.token, cursor);
     }
-    say(items.length ? "" : "Nothing here yet: read, upvote or save a few papers.");
-    show(items);
+    say(page.items.length ? "" : "Nothing here yet: read, upvote or save a few papers.");
+    show(toItems(page.items));
+    if (page.next) list.append(more("Show more papers", page.next, fetchMore, toItems));
   } catch (error) {
     if (left()) return;
     const cached = {
       feed: settings.cachedFeed,
       trending: settings.cachedTrending[windowName],
       saved: settings.cachedSaved,
+      upvoted: settings.cachedUpvoted,
     }[tab];
     if (error.kind === "offline" && cached) {
       const what = {
         feed: "your last feed",
         trending: "trending as it was last seen",
         saved: "your saved papers as they were last seen",
+        upvoted: "your upvoted papers as they were last seen",
       }[tab];
       say(`Offline: showing ${what}. Your actions are kept and sent later.`);
-      if (tab === "saved") showSaved(cached.items);
+      if (tab in LIBRARY) show(libraryItems(LIBRARY[tab])(cached.items));
+      else if (tab === "trending") show(trendingItems(windowName)(cached.items));
       else show(cached.items);
     } else if (error.kind === "offline" && tab === "search") {
       say("Offline: search needs the service.");
@@ -108,6 +165,36 @@ async function load() {
       say(api.KINDS[error.kind] ?? "Something went wrong.");
     }
   }
+}
+
+// Trending with the reader's state of each paper; a token the service no longer knows
+// still gets trending (anonymous: the token is the feed's business).
+function trending(base, windowName, token, cursor = null) {
+  return api.getTrending(base, windowName, PAGE, token, cursor).catch((error) => {
+    if (error.kind !== "unauthorized" || !token) throw error;
+    return api.getTrending(base, windowName, PAGE, null, cursor);
+  });
+}
+
+// When the catalog sync has been failing, the papers shown are the catalog as it was:
+// say so (the service knows, GET /v1/catalog; the reasons are in its logs).
+async function showCatalogHealth() {
+  const { backendUrl } = await read(storage, ["backendUrl"]);
+  let catalog;
+  try {
+    catalog = await api.getCatalog(backendUrl);
+  } catch {
+    return; // offline or an older service: nothing to say
+  }
+  const failing = (catalog.sources ?? []).filter((source) => source.failing);
+  if (catalog.sync !== "failing" || !failing.length) return;
+  const since = failing
+    .map((s) => `${s.name} ${s.last_success ? `since ${when(s.last_success)}` : "from the start"}`)
+    .join(", ");
+  notice.textContent =
+    `New papers are not arriving: the catalog sync is failing (${since}). ` +
+    "These are the papers paperfeed already has.";
+  notice.hidden = false;
 }
 
 // Nothing answers where the extension looks, and nothing was kept from before: say
@@ -144,37 +231,25 @@ function show(items) {
   list.querySelectorAll("article.paper").forEach((card) => visibility.observe(card));
 }
 
-// The Saved tab: the reader's library, each card with its save pressed (unsave there).
-function showSaved(items) {
-  show(savedCards(items));
-}
-
-function savedCards(items) {
-  for (const item of items) {
-    if (!state.acted.has(item.paper.id)) state.acted.set(item.paper.id, { saved: true });
-  }
-  const when = (at) => new Date(at * 1000).toLocaleDateString();
-  return items.map((item) => ({ ...item, reasons: [`saved ${when(item.at)}`] }));
-}
-
-// A long library comes a page at a time: the button at its end reads the next page.
-function moreSaved(backendUrl, token, cursor) {
+// A long list comes a page at a time: the button at its end reads the next page (the
+// api's cursor), and shows the papers not shown already.
+function more(label, cursor, fetchPage, toItems) {
   const button = Object.assign(document.createElement("button"), {
-    type: "button", className: "more", textContent: "Show more saved papers",
+    type: "button", className: "more", textContent: label,
   });
   const shown = state.items;
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const page = await api.getLibrary(backendUrl, token, "saved", LIBRARY_PAGE, cursor);
+      const page = await fetchPage(cursor);
       if (state.items !== shown) return; // the reader went to another tab meanwhile
       button.remove();
-      append(savedCards(page.items));
-      if (page.next) list.append(moreSaved(backendUrl, token, page.next));
+      append(unseen(toItems(page.items), state.items.map((item) => item.paper.id)));
+      if (page.next) list.append(more(label, page.next, fetchPage, toItems));
     } catch (error) {
       button.disabled = false;
       say(error.kind === "offline"
-        ? "Offline: the rest of your saved papers needs the service."
+        ? "Offline: the rest of the list needs the service."
         : api.KINDS[error.kind] ?? "Something went wrong.");
     }
   });
@@ -210,14 +285,21 @@ function seen(id) {
   send([{ type: "impression", paper_id: id }]);
 }
 
+// A paper the reader dismissed is a "Dismissed" row with undo, never a card (the library
+// tabs list the reader's saved and upvoted papers as cards whatever else they did, unless
+// dismissed right there).
 function render(item, index) {
-  const vm = viewModel(item, state.acted.get(item.paper.id));
-  if (vm.dismissed) return renderDismissed(item, index);
+  const vm = viewModel(item, stateOf(item));
+  if (vm.dismissed && (item.dismissedHere || !(state.tab in LIBRARY))) {
+    return renderDismissed(item, index);
+  }
   const node = template.content.firstElementChild.cloneNode(true);
   node.dataset.index = String(index);
   node.dataset.paperId = vm.id;
+  node.classList.toggle("read", vm.read);
   node.querySelector(".title").textContent = vm.title;
-  node.querySelector(".authors").textContent = vm.authors;
+  node.querySelector(".names").textContent = vm.authors;
+  node.querySelector(".read-mark").hidden = !vm.read;
   node.querySelector(".abstract").textContent = vm.abstract;
   node.querySelector(".reasons").replaceChildren(
     ...vm.reasons.map((reason) => Object.assign(document.createElement("li"), { textContent: reason })),
@@ -234,7 +316,7 @@ function render(item, index) {
   node.addEventListener("click", (event) => {
     const action = event.target.closest("[data-action]")?.dataset.action;
     if (action) act(index, action);
-    if (event.target.closest(".links a")) send([{ type: "click", paper_id: vm.id }]);
+    if (event.target.closest(".links a")) act(index, "click");
   });
   node.addEventListener("focus", () => { state.current = index; });
   return node;
@@ -245,7 +327,11 @@ function renderDismissed(item, index) {
   node.className = "dismissed";
   node.dataset.index = String(index);
   node.dataset.paperId = item.paper.id;
-  const text = Object.assign(document.createElement("span"), { textContent: "Dismissed." });
+  const text = Object.assign(document.createElement("span"), {
+    className: "what",
+    textContent: item.dismissedHere ? "Dismissed." : `Dismissed: ${item.paper.title || item.paper.id}`,
+    title: item.paper.title || item.paper.id,
+  });
   const undo = Object.assign(document.createElement("button"), { type: "button", textContent: "Undo" });
   undo.addEventListener("click", () => act(index, "undismiss"));
   node.append(text, undo);
@@ -256,25 +342,26 @@ function act(index, action) {
   const item = state.items[index];
   if (!item) return;
   const id = item.paper.id;
-  const acted = { ...(state.acted.get(id) ?? {}) };
-  let type = action;
-  if (action === "open") {
-    const url = openUrl(item.paper);
+  const before = stateOf(item);
+  if (action === "open" || action === "click") {
     send([{ type: "click", paper_id: id }]);
-    if (url) chrome.tabs.create({ url });
-    return;
+    state.acted.set(id, applyAction(before, "click"));
+    if (action === "open") {
+      const url = openUrl(item.paper);
+      if (url) chrome.tabs.create({ url });
+    }
+    return; // the card stays as it is while the popup is open
   }
-  if (action === "upvote") { type = acted.upvoted ? "unvote" : "upvote"; acted.upvoted = !acted.upvoted; }
-  if (action === "save") { type = acted.saved ? "unsave" : "save"; acted.saved = !acted.saved; }
-  if (action === "dismiss") acted.dismissed = true;
-  if (action === "undismiss") acted.dismissed = false;
-  state.acted.set(id, acted);
+  const type = toggle(before, action);
+  if (type === "dismiss") item.dismissedHere = true;
+  if (type === "undismiss") item.dismissedHere = false;
+  state.acted.set(id, applyAction(before, type));
   send([{ type, paper_id: id }]);
   const node = list.querySelector(`[data-index="${index}"]`);
   const fresh = render(item, index);
   node.replaceWith(fresh);
   if (fresh.matches("article.paper")) visibility.observe(fresh);
-  fresh.querySelector(action === "dismiss" ? "button" : `[data-action="${action}"]`)?.focus();
+  fresh.querySelector(type === "dismiss" ? "button" : `[data-action="${action}"]`)?.focus();
 }
 
 // The keyboard moves among the papers shown: a dismissed row ("Dismissed. Undo") is never
@@ -300,12 +387,10 @@ function move(step) {
 }
 
 function isDismissed(index) {
-  const item = state.items[index];
-  return Boolean(item && state.acted.get(item.paper.id)?.dismissed);
+  return Boolean(list.querySelector(`.dismissed[data-index="${index}"]`));
 }
 
 document.addEventListener("keydown", (event) => {
-  if (event.target instanceof HTMLSelectElement) return;
   if (event.target === searchBox) {
     if (event.key === "Escape") { searchBox.blur(); move(0); }
     return;
@@ -323,24 +408,39 @@ document.addEventListener("keydown", (event) => {
   else if (!isDismissed(state.current)) act(state.current, action);
 });
 
+// A search is a tab of its own ("Search", shown while there is one); an empty search
+// (the box cleared, then Enter) goes back to the tab the reader was on.
 function selectTab(tab) {
+  if (tab === "search" && state.tab !== "search") state.previousTab = state.tab;
   state.tab = tab;
-  for (const [name, button] of TABS) {
-    document.getElementById(button).setAttribute("aria-selected", String(name === tab));
+  for (const name of TABS) {
+    document.getElementById(`tab-${name}`).setAttribute("aria-selected", String(name === tab));
   }
-  document.getElementById("window-label").hidden = tab !== "trending";
+  document.getElementById("tab-search").hidden = tab !== "search";
+  document.getElementById("list").setAttribute("aria-labelledby", `tab-${tab}`);
+  windows.hidden = tab !== "trending";
   load();
 }
 
-for (const [name, button] of TABS) {
-  document.getElementById(button).addEventListener("click", () => {
-    searchBox.value = "";
+for (const name of TABS) {
+  document.getElementById(`tab-${name}`).addEventListener("click", () => {
+    if (name !== "search") searchBox.value = "";
     selectTab(name);
   });
 }
 document.getElementById("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
   if (searchBox.value.trim()) selectTab("search");
+  else if (state.tab === "search") selectTab(state.previousTab);
 });
-windowSelect.addEventListener("change", load);
+for (const button of windows.querySelectorAll("button[data-window]")) {
+  button.addEventListener("click", () => {
+    state.window = button.dataset.window;
+    for (const other of windows.querySelectorAll("button[data-window]")) {
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+    load();
+  });
+}
 load();
+showCatalogHealth();

@@ -72,3 +72,32 @@ test("the manifest asks for the least, and the Firefox one is generated from it"
   assert.ok(firefox.browser_specific_settings.gecko.data_collection_permissions.required.length);
   assert.equal(manifest.background.service_worker, "background.js");
 });
+
+test("a paper's state: the service's, then the reader's actions still queued", async () => {
+  const { paperState, toggle, applyAction, NO_STATE } = await import("../lib/render.js");
+  const item = { paper: { id: "p" }, state: { ...NO_STATE, upvoted: true } };
+  assert.deepEqual(paperState({ paper: { id: "q" } }), NO_STATE); // the feed: no state
+  assert.equal(paperState(item).upvoted, true);
+  const queued = [
+    { type: "unvote", paper_id: "p" },
+    { type: "save", paper_id: "p" },
+    { type: "dismiss", paper_id: "other" },
+    { type: "impression", paper_id: "p" },
+  ];
+  assert.deepEqual(paperState(item, queued), { ...NO_STATE, saved: true });
+  // One click undoes: the button sends the opposite of the state shown.
+  assert.equal(toggle({ ...NO_STATE, upvoted: true }, "upvote"), "unvote");
+  assert.equal(toggle(NO_STATE, "upvote"), "upvote");
+  assert.equal(toggle({ ...NO_STATE, saved: true }, "save"), "unsave");
+  assert.equal(toggle(NO_STATE, "dismiss"), "dismiss");
+  assert.deepEqual(applyAction(NO_STATE, "click"), { ...NO_STATE, read: true });
+});
+
+test("trending says each paper's place; a next page shows no paper twice", async () => {
+  const { trendingReasons, unseen } = await import("../lib/render.js");
+  assert.deepEqual(trendingReasons({ rank: 3 }, "week"), ["#3 this week"]);
+  assert.deepEqual(trendingReasons({ rank: 1 }, "day"), ["#1 today"]);
+  assert.deepEqual(trendingReasons({}, "day"), []);
+  const page = ["a", "b", "b", "c"].map((id) => ({ paper: { id } }));
+  assert.deepEqual(unseen(page, ["a"]).map((i) => i.paper.id), ["b", "c"]);
+});
