@@ -293,11 +293,11 @@ def test_trending_tab_has_windows(browser: tuple[Any, str]) -> None:
     page.get_by_role("tab", name="Trending").click()
     page.wait_for_selector("#windows:not([hidden])")
     page.wait_for_selector("article.paper .reasons li:has-text('this week')")
-    page.locator("#windows").get_by_role("button", name="Today").click()
+    page.locator("#windows").get_by_role("button", name="Day").click()
     page.wait_for_selector("article.paper .reasons li:has-text('#1 today')")
     assert page.locator("article.paper").count() >= 10
     pressed = page.locator("#windows button[aria-pressed='true']").all_inner_texts()
-    assert pressed == ["Today"]
+    assert pressed == ["Day"]
     tabs = page.locator("nav").bounding_box()
     windows = page.locator("#windows").bounding_box()
     assert tabs is not None
@@ -367,6 +367,11 @@ def test_the_popup_fits_its_width_on_every_tab(browser: tuple[Any, str]) -> None
         options = page.locator("a.options").bounding_box()
         assert options is not None
         assert options["x"] + options["width"] <= widths[1]
+        # Nothing of the header is cut at the right edge (the window control included).
+        edges = page.locator("header button:visible, header input").evaluate_all(
+            "(nodes) => nodes.map((n) => n.getBoundingClientRect().right)"
+        )
+        assert max(edges) <= widths[1], (tab, edges)
     page.close()
 
 
@@ -1144,6 +1149,9 @@ def test_the_readers_own_actions_show_again_after_reopening(
     row = page.locator(f'.dismissed[data-paper-id="{dismissed}"]')
     assert row.count() == 1
     assert "Dismissed" in row.inner_text()
+    undo = row.get_by_role("button", name="Undo").bounding_box()
+    assert undo is not None
+    assert undo["height"] < 32  # on one line, beside the title
     assert page.locator(f'article.paper[data-paper-id="{dismissed}"]').count() == 0
     page.locator(f'article.paper[data-paper-id="{upvoted}"]').scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "popup-trending.png"))
