@@ -16,7 +16,13 @@ from bench.sizing import reader_bytes
 
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
-from paperfeed.events import RECORD_EPOCH, Event, decode_user_paper, footprint_bound
+from paperfeed.events import (
+    RECORD_EPOCH,
+    Event,
+    decode_user_paper,
+    footprint_bound,
+    resolved_records,
+)
 from paperfeed.recsys.data import Interactions, read_interactions
 from paperfeed.store import keys
 from tests.conftest import admin_headers, make_settings, register
@@ -198,3 +204,34 @@ async def test_the_trainer_reads_both_times_and_its_cache_keeps_them(
     # Readers not active since come from the trainer's cache, with both times.
     r.zadd(keys.USERS, {live: received - 3_600, late: received - 3_600})
     assert times(await read_interactions(core.redis, cache_dir=tmp_path)) == read
+
+
+async def test_two_records_of_a_merged_paper_keep_the_first_receive_time(
+    core: Core, r: redis.Redis
+) -> None:
+    """A paper known by two ids (a demo slug merged into its arXiv id): the joined record
+    is liked since the first of the two was received, read before the join (the library,
+    the trainer) and after it (the reader's next event joins them)."""
+    await core.catalog.upsert(
+        [Paper(id="a-demo-slug", title="A paper"), Paper(id="2411.00009", title="A paper")],
+        time.time(),
+    )
+    user = (await core.users.register()).user_id
+    first = time.time() - 100
+    await core.ingestor.ingest(
+        user, [Event(**event("a-demo-slug", "upvote", ts=first - 3 * DAYS))], now=first
+    )
+    await core.ingestor.ingest(
+        user, [Event(**event("2411.00009", "view", ts=first + 50))], now=first + 50
+    )
+    await core.catalog.merge("a-demo-slug", "2411.00009", time.time())
+    raw = r.hgetall(keys.user_papers(user))
+    records = {pid: decode_user_paper(value) for pid, value in raw.items()}
+    joined = resolved_records(records, {"a-demo-slug": "2411.00009"})["2411.00009"]
+    assert joined.rt == pytest.approx(first, abs=1)
+    assert joined.ut == pytest.approx(first - 3 * DAYS, abs=0.01)
+    await core.ingestor.ingest(user, [Event(**event("2411.00009", "impression"))])
+    assert r.hkeys(keys.user_papers(user)) == ["2411.00009"]
+    stored_now = record(r, user, "2411.00009")
+    assert stored_now.rt == pytest.approx(first, abs=1)
+    assert (stored_now.upvoted, stored_now.v, stored_now.i) == (True, 1, 1)
