@@ -69,8 +69,9 @@ def test_a_feed_is_served_from_its_cache_until_the_reader_acts(
     assert kept is not None
     # Served from the cache: what is kept is what the next answer is (tampered here to
     # tell it from a recomputation).
-    stamp, model, kept_ids, scores, reasons = json.loads(kept)
-    r.set(keys.user_feed(user_id), json.dumps([stamp, model, kept_ids[::-1], scores, reasons]))
+    stamp, model, kept_ids, scores, reasons, *rest = json.loads(kept)
+    tampered = [stamp, model, kept_ids[::-1], scores, reasons, *rest]
+    r.set(keys.user_feed(user_id), json.dumps(tampered))
     assert ids(feed(http, auth, limit=20)) == kept_ids[::-1][:20]
     # The reader's own event: the very next feed is computed again, and changes.
     top = first["items"][0]["paper"]["id"]

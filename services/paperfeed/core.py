@@ -43,6 +43,7 @@ class Core:
             trend_s=settings.trending_snapshot_s,
         )
         self.holder.on_catalog_change = self.catalog.forget_cached
+        self.catalog.indexed = self.holder.has_paper
         self.feeds = FeedService(
             self.catalog,
             self.users,

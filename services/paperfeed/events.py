@@ -19,6 +19,7 @@ changed; those are then added to the global windows.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -35,6 +36,7 @@ from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput, Unauthorized
 from paperfeed.settings import Settings
 from paperfeed.store import keys
+from paperfeed.store.budgets import OverBudget, ReaderBudget
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua, run_replicated
 from paperfeed.trending import Contribution, Trending
@@ -326,8 +328,12 @@ def _lua_table(values: dict[str, Any]) -> str:
     return "{" + ", ".join(f"[{k!r}] = {v!r}" for k, v in values.items()) + "}"
 
 
+OVER_BUDGET = -2
+"""What the ingest script answers past the install's request budget."""
+
+
 def ingest_script() -> str:
-    return (
+    return lua("reader_budget") + (
         lua("ingest")
         .replace("__CONFIDENCE__", _lua_table(CONFIDENCE))
         .replace("__TRENDING__", _lua_table(TRENDING))
@@ -435,7 +441,63 @@ def reader_keys(user_id: str) -> list[str]:
         keys.legacy_user_dedupe(user_id),
         keys.legacy_user_touched(user_id),
         keys.legacy_user_log(user_id),
+        keys.user_budget(user_id),
     ]
+
+
+class AfterIngest:
+    """The writes that follow a batch's ingest outside the reader's keys (their activity
+    in the readers' index, the service's event count, the trending windows), committed
+    for every batch that arrives meanwhile together: one pipeline in flight at a time,
+    the next one filling while it is; each request waits for the pipeline its writes are
+    in (nothing is answered before it is stored). Under load, one round trip and one
+    trending script a window serve many requests instead of one each."""
+
+    def __init__(self, redis: RedisClient, trending: Trending) -> None:
+        self.redis = redis
+        self.trending = trending
+        self._batch: list[tuple[str, int, list[Contribution], float]] = []
+        self._done: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def write(
+        self, user_id: str, accepted: int, contributions: list[Contribution], now: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (a test's): nothing of the last one
+            self._loop, self._lock, self._batch, self._done = loop, asyncio.Lock(), [], None
+        if self._done is None:
+            self._done = loop.create_future()
+            task = asyncio.create_task(self._commit())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._batch.append((user_id, accepted, contributions, now))
+        await asyncio.shield(self._done)
+
+    async def _commit(self) -> None:
+        async with self._lock:
+            batch, done = self._batch, self._done
+            self._batch, self._done = [], None
+            assert done is not None
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    active = {user_id: at for user_id, accepted, _, at in batch if accepted}
+                    if active:
+                        pipe.zadd(keys.USERS, active, xx=True)
+                        pipe.zrem(keys.SILENT_INSTALLS, *active)
+                        pipe.hincrby(keys.STATS, "events", sum(entry[1] for entry in batch))
+                    contributions = [c for entry in batch for c in entry[2]]
+                    if contributions:
+                        now = max(entry[3] for entry in batch)
+                        self.trending.queue_add(pipe, contributions, now)
+                    await pipe.execute()
+            except Exception as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved here too: every waiter may have gone
+            else:
+                done.set_result(None)
 
 
 class Ingestor:
@@ -447,6 +509,7 @@ class Ingestor:
         self.catalog = catalog
         self.trending = trending
         self._ingest = redis.register_script(ingest_script())
+        self._after = AfterIngest(redis, trending)
 
     def validate(self, events: Sequence[Event]) -> None:
         # A timestamp later than the receive time (a client clock ahead) is read as the
@@ -455,8 +518,14 @@ class Ingestor:
             raise InvalidInput("events", f"at most {self.settings.max_batch} events a batch")
 
     async def ingest(
-        self, user_id: str, events: Sequence[Event], now: float | None = None
+        self,
+        user_id: str,
+        events: Sequence[Event],
+        now: float | None = None,
+        budget: ReaderBudget | None = None,
     ) -> IngestResult:
+        """Apply ``events`` for the reader; ``budget``: their install's request budget,
+        spent by the same script (``OverBudget`` past it: nothing applied)."""
         now = time.time() if now is None else now
         self.validate(events)
         if not events:
@@ -472,6 +541,9 @@ class Ingestor:
             self.settings.user_papers_cap,
             self.settings.page_titles_cap,
             self.settings.reports_per_day,
+            budget.install if budget else "",
+            budget.window_ms if budget else 60_000,
+            budget.limit if budget else 0,
         ]
         for event, paper_id in zip(events, paper_ids, strict=True):
             at_ms = int(min(event.ts, now) * 1000)
@@ -500,21 +572,17 @@ class Ingestor:
             replicas=self.settings.redis_wait_replicas,
             timeout_ms=self.settings.redis_wait_timeout_ms,
         )
+        if int(accepted) == OVER_BUDGET:
+            assert budget is not None
+            raise OverBudget(budget, int(flat))  # (the script's third value: ms left)
         if int(accepted) < 0:
             raise Unauthorized("unknown or revoked token")  # erased meanwhile
         contributions = [
             Contribution(flat[i], float(flat[i + 1]), float(flat[i + 2]))
             for i in range(0, len(flat), 3)
         ]
-        # One round trip for the rest: the reader's activity and the trending windows.
         if accepted or contributions:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if accepted:
-                    pipe.zadd(keys.USERS, {user_id: now}, xx=True)
-                    pipe.zrem(keys.SILENT_INSTALLS, user_id)
-                    pipe.hincrby(keys.STATS, "events", int(accepted))
-                self.trending.queue_add(pipe, contributions, now)
-                await pipe.execute()
+            await self._after.write(user_id, int(accepted), contributions, now)
         await self._report_unknown(user_id, first_met, now)
         return IngestResult(
             accepted=int(accepted),

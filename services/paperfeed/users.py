@@ -309,8 +309,8 @@ def _legacy_event(line: str) -> LoggedEvent:
 
 
 def _feed_export(raw: str | None) -> dict[str, Any] | None:
-    """The cached feed (an array: stamp, model, ids, scores, reasons) with names."""
+    """The cached feed (an array: stamp, model, ids, scores, reasons, depth) with names."""
     if not raw:
         return None
-    _stamp, model, ids, scores, reasons = msgspec.json.decode(raw)
+    _stamp, model, ids, scores, reasons, *_ = msgspec.json.decode(raw)
     return {"model_version": model, "papers": ids, "scores": scores, "reasons": reasons}

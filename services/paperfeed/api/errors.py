@@ -36,6 +36,7 @@ from paperfeed.errors import (
     Unavailable,
 )
 from paperfeed.pairing import TooManyAttempts
+from paperfeed.store.budgets import OverBudget
 from paperfeed.store.pressure import (
     RETRY_AFTER_S,
     WritesRefused,
@@ -165,6 +166,35 @@ def too_many_requests(
     )
 
 
+def over_budget(limit: int, ms_left: int, what: str) -> TooManyRequestsException:
+    """The 429 of a spent budget, with the standard headers."""
+    retry = str(max(1, -(-int(ms_left) // 1000)))
+    headers: dict[str, Any] = {
+        "Retry-After": retry,
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": retry,
+    }
+    return TooManyRequestsException(
+        detail=f"rate limit reached: at most {limit} {what}", headers=headers
+    )
+
+
+def bearer_from_scope(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+def spent_budget(request: Request[Any, Any, Any], error: OverBudget) -> Response[object]:
+    """An install past the budget its request's own script spent (``store.budgets``)."""
+    budget = error.budget
+    return too_many_requests(request, over_budget(budget.limit, error.ms_left, budget.what))
+
+
 BODY_EXAMPLES = {"/v1/events": '{"events": [{"event_id", "type", "paper_id", "ts"}, ...]}'}
 
 
@@ -248,6 +278,7 @@ EXPECTED_ERRORS: set[type[Exception]] = {
     RecursionError,
     OutOfMemoryError,
     WritesRefused,
+    OverBudget,
 }
 
 EXCEPTION_HANDLERS = {
@@ -258,6 +289,7 @@ EXCEPTION_HANDLERS = {
     RedisClusterException: redis_error,
     RecursionError: too_deep,
     TooManyRequestsException: too_many_requests,
+    OverBudget: spent_budget,
     ValidationException: invalid_request,
     AttributeError: client_fault,
     TypeError: client_fault,

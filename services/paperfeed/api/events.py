@@ -8,6 +8,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from paperfeed.api.deps import provide_reader_id, relinked_reader
+from paperfeed.api.limits import reader_budget
 from paperfeed.api.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.core import Core
@@ -37,8 +38,9 @@ class EventController(Controller):
 
         ``duplicates`` counts events already applied earlier: a client may drop them.
         """
+        budget = reader_budget(request.scope.get("state", {}))
         try:
-            result = await core.ingestor.ingest(user_id, data.events)
+            result = await core.ingestor.ingest(user_id, data.events, budget=budget)
         except Unauthorized:
             relinked = await relinked_reader(request, core, user_id)
             if relinked is None:

@@ -10,6 +10,10 @@ cannot be raced and costs one.
 
 The caller's user id, once checked, is left in the request's state for
 ``deps.provide_reader_id`` (the feed, event ingest), so their token is looked up once.
+The two commonest requests with a valid token, a feed and a batch of events, spend their
+install's budget inside the one script that serves them (``reader_budget.lua``, under
+the reader's hash tag): the middleware leaves a ``ReaderBudget`` in the request's state
+instead of spending it, and the handler raises ``over_budget`` past it.
 
 When Redis refuses writes at ``maxmemory`` (``store.pressure``) it refuses the budget's
 counter too. A write request is then answered 503 with ``Retry-After`` (it could not be
@@ -20,23 +24,31 @@ Redis is full) and answered, so readers keep their feeds through the incident.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Final
 
 from litestar.enums import ScopeType
-from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.exceptions import ResponseError
 
+from paperfeed.api.errors import over_budget
 from paperfeed.core import Core
 from paperfeed.store import keys
+from paperfeed.store.budgets import LocalWindows, ReaderBudget
 from paperfeed.store.pressure import WritesRefused, note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import hash_token
 
 USER_ID_STATE = "paperfeed_user_id"
+BUDGET_STATE = "paperfeed_budget"
 INSTALLS_PATH = "/v1/installs"
+SPENT_IN_SCRIPT: Final = frozenset({("GET", "/v1/feed"), ("POST", "/v1/events")})
+"""Requests whose install budget the script serving them spends (one round trip)."""
+
+
+def reader_budget(scope_state: dict[str, Any]) -> ReaderBudget | None:
+    budget: ReaderBudget | None = scope_state.get(BUDGET_STATE)
+    return budget
 
 
 def bearer_from_scope(scope: Scope) -> str | None:
@@ -50,30 +62,6 @@ def bearer_from_scope(scope: Scope) -> str | None:
 
 HOUR_S = 3600
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class LocalWindows:
-    """Fixed-window request counters in this process: the budgets of reads while Redis
-    refuses the shared counter's writes. At most ``cap`` budgets are kept (those of past
-    windows go first; if every one is current, all are forgotten)."""
-
-    def __init__(self, cap: int = 100_000) -> None:
-        self.cap = cap
-        self._counts: dict[tuple[str, int], tuple[int, int]] = {}
-
-    def spend(self, key: str, window_s: int, now: float | None = None) -> tuple[int, int]:
-        """One request from ``key``: (count in this window, ms left of it)."""
-        now = time.time() if now is None else now
-        window = int(now // window_s)
-        slot = (key, window_s)
-        if slot not in self._counts and len(self._counts) >= self.cap:
-            self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
-            if len(self._counts) >= self.cap:
-                self._counts.clear()
-        seen, count = self._counts.get(slot, (window, 0))
-        count = count + 1 if seen == window else 1
-        self._counts[slot] = (window, count)
-        return count, max(1, int(((window + 1) * window_s - now) * 1000))
 
 
 class RequestBudgets(ASGIMiddleware):
@@ -98,10 +86,18 @@ class RequestBudgets(ASGIMiddleware):
         address = client[0] if client else "unknown"
         read = scope.get("method") in READ_METHODS
         if user_id is not None:
-            scope.setdefault("state", {})[USER_ID_STATE] = user_id
+            state = scope.setdefault("state", {})
+            state[USER_ID_STATE] = user_id
             assert token is not None
-            key = keys.install_rate_limit(hash_token(token))
-            await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute")
+            if (scope.get("method"), path) in SPENT_IN_SCRIPT:
+                state[BUDGET_STATE] = ReaderBudget(
+                    hash_token(token)[:32], self.per_minute, keys.RATE_WINDOW_S * 1000
+                )
+            else:
+                key = keys.install_rate_limit(hash_token(token))
+                await self._spend(
+                    key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute"
+                )
         else:
             key = keys.rate_limit(f"ip:{address}")
             await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute")
@@ -130,13 +126,4 @@ class RequestBudgets(ASGIMiddleware):
                 raise WritesRefused from exc
             count, ttl_ms = self._local.spend(key, window_s)
         if int(count) > limit:
-            retry = str(max(1, -(-int(ttl_ms) // 1000)))
-            headers: dict[str, Any] = {
-                "Retry-After": retry,
-                "RateLimit-Limit": str(limit),
-                "RateLimit-Remaining": "0",
-                "RateLimit-Reset": retry,
-            }
-            raise TooManyRequestsException(
-                detail=f"rate limit reached: at most {limit} {what}", headers=headers
-            )
+            raise over_budget(limit, int(ttl_ms), what)

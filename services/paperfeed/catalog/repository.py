@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 from redis.typing import EncodableT, FieldT
@@ -79,6 +79,8 @@ class Catalog:
         self._cache: dict[str, tuple[float, Paper]] = {}
         self._aliases: tuple[float, dict[str, str]] = (0.0, {})
         self._merged_into: tuple[float, dict[str, list[str]]] = (-1.0, {})
+        self.indexed: Callable[[str], bool] = lambda paper_id: False
+        """Whether this process's catalog index has the paper (set by ``Core``)."""
 
     async def count(self) -> int:
         return int(await self.redis.hlen(keys.PAPERS))
@@ -110,14 +112,17 @@ class Catalog:
             return all(await pipe.execute())
 
     async def known_ids(self, paper_ids: Sequence[str]) -> set[str]:
-        """Which of the ids are catalogued: from this process's paper cache, the rest
-        asked in one round trip (none when every paper was cached)."""
+        """Which of the ids are catalogued: from this process's paper cache and its
+        catalog index (``indexed``: papers leave the catalog only by a merge, after which
+        ``resolve`` names the paper by its new id, or by the one-time requeue of papers
+        admitted from readers' pages, seen by every index within ``model_poll_s``), the
+        rest asked in one round trip (none when every paper was known here)."""
         now = time.monotonic()
         known = set()
         wanted = []
         for pid in dict.fromkeys(paper_ids):
             cached = self._cache.get(pid)
-            if cached is not None and cached[0] > now:
+            if (cached is not None and cached[0] > now) or self.indexed(pid):
                 known.add(pid)
             else:
                 wanted.append(pid)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -68,6 +68,7 @@ from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_v
 from paperfeed.recsys.search import INLINE_WORK, Found, find, query_columns, work
 from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.store import keys
+from paperfeed.store.budgets import LocalWindows, OverBudget, ReaderBudget
 from paperfeed.store.pressure import note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import Users
@@ -510,6 +511,8 @@ class CachedFeed(msgspec.Struct, array_like=True):
     ids: list[str]
     scores: list[float]
     reasons: list[list[str]]
+    depth: int = 0
+    """How many papers were asked of the ranking (fewer ``ids``: there were no more)."""
 
 
 encode_cached = msgspec.json.Encoder().encode
@@ -550,6 +553,8 @@ class FeedService:
         self.trend_s = trend_s
         self.redis = repository.redis
         self._keep = self.redis.register_script(lua("reader_cache"))
+        self._read_script = lua("reader_budget") + lua("feed_read")
+        self._local = LocalWindows()
 
     async def index(
         self, catalog_version: str | None = None, model_version: str | None = None
@@ -567,25 +572,67 @@ class FeedService:
         assert index is not None
         return index
 
-    async def feed(self, user_id: str, limit: int, now: float | None = None) -> Feed:
+    async def feed(
+        self,
+        user_id: str,
+        limit: int,
+        now: float | None = None,
+        budget: ReaderBudget | None = None,
+    ) -> Feed:
+        """The reader's feed; ``budget``: their install's request budget, spent here (the
+        request's one round trip: the budget, their event count and cached feed in one
+        script, the catalog and model versions beside it in the same pipeline)."""
         now = time.time() if now is None else now
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.user_feed(user_id))
-            pipe.hget(keys.user_profile(user_id), "events")
-            pipe.get(keys.PAPERS_VERSION)
-            pipe.get(keys.MODEL_CURRENT)
-            raw_cached, events, catalog_version, model_version = await pipe.execute()
+        events, raw_cached, catalog_version, model_version = await self._read_cached(
+            user_id, now, budget
+        )
         if events is None:  # no profile: the reader was erased (their token may be cached)
             raise Unauthorized("unknown or revoked token")
         epoch = reader_epoch(user_id, now, self.trend_s)
         stamp = f"{model_version}|{catalog_version}|{epoch}|{events}"
         if raw_cached:
             cached = decode_cached(raw_cached)
-            if cached.stamp == stamp and len(cached.ids) >= limit:
+            if cached.stamp == stamp and max(len(cached.ids), cached.depth) >= limit:
                 FEED_CACHE.labels(result="hit").inc()
                 return await self._answer(cached, limit)
         FEED_CACHE.labels(result="miss").inc()
         return await self._answer(await self.compute(user_id, limit, now, stamp), limit)
+
+    async def _read_cached(
+        self, user_id: str, now: float, budget: ReaderBudget | None
+    ) -> tuple[Any, Any, Any, Any]:
+        """(event count, cached feed, catalog version, model version) of the reader, their
+        budget spent first (``OverBudget`` past it). Redis refusing the budget's write at
+        ``maxmemory``: this process's own budget is spent, and the reads go on."""
+        install, limit, window_ms = (
+            (budget.install, budget.limit, budget.window_ms) if budget else ("", 0, 60_000)
+        )
+        names = [keys.user_budget(user_id), keys.user_profile(user_id), keys.user_feed(user_id)]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                # EVAL with the text (not a registered script, whose pipeline would first ask
+                # Redis whether it has it: a round trip more).
+                pipe.execute_command(
+                    "EVAL", self._read_script, 3, *names, install, window_ms, limit,
+                    int(now * 1000),
+                )  # fmt: skip
+                pipe.get(keys.PAPERS_VERSION)
+                pipe.get(keys.MODEL_CURRENT)
+                (count, ms_left, events, raw_cached), catalog_version, model = await pipe.execute()
+        except ResponseError as exc:
+            if not refused_for_memory(exc):
+                raise
+            note_refused("budget", exc)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(keys.user_profile(user_id), "events")
+                pipe.get(keys.user_feed(user_id))
+                pipe.get(keys.PAPERS_VERSION)
+                pipe.get(keys.MODEL_CURRENT)
+                events, raw_cached, catalog_version, model = await pipe.execute()
+            count, ms_left = self._local.spend(names[0] + install, window_ms // 1000, now)
+        if budget is not None and int(count) > budget.limit:
+            raise OverBudget(budget, int(ms_left))
+        return events or None, raw_cached or None, catalog_version, model
 
     async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
         """Rank the reader's feed (off the event loop) and keep it for them."""
@@ -607,6 +654,7 @@ class FeedService:
             ids=[index.ids[p] for p in ranked.positions],
             scores=[round(float(score), 4) for score in ranked.scores],
             reasons=ranked.reasons,
+            depth=depth,
         )
         folded = b""
         if ranked.vector is not None and index.model is not None:

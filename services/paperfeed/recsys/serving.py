@@ -81,6 +81,11 @@ class ModelHolder:
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
 
+    def has_paper(self, paper_id: str) -> bool:
+        """Whether the catalog index of this process has the paper (by any of its ids)."""
+        index = self.index
+        return index is not None and paper_id in index.pos
+
     @property
     def version(self) -> str | None:
         return self.model.version if self.model else None

@@ -209,6 +209,12 @@ def user_imports(user_id: str) -> str:
     return _user(user_id, "imports")
 
 
+def user_budget(user_id: str) -> str:
+    """The request budgets of the reader's installs this minute, under the reader's hash
+    tag: the script that serves a feed or ingests events spends it in the same call."""
+    return _user(user_id, "budget")
+
+
 def _user(user_id: str, name: str) -> str:
     return f"pf:{{u:{user_id}}}:{name}"
 
@@ -285,6 +291,7 @@ def user_keys(user_id: str) -> list[str]:
         user_installs(user_id),
         user_pairing(user_id),
         user_imports(user_id),
+        user_budget(user_id),
         legacy_user_touched(user_id),
         legacy_user_log(user_id),
         legacy_user_dedupe(user_id),

@@ -3,13 +3,17 @@
 -- compact log), KEYS[4] profile HASH, KEYS[5] titles HASH (page titles of papers the
 -- catalog lacks), KEYS[6..8] the layout before compact records (dedupe ZSET, touched
 -- ZSET, log LIST): converted once, then deleted.
+-- KEYS[9] the reader's request budget (reader_budget.lua, prepended to this script).
 -- ARGV[1] now, ARGV[2] seen cap (ids), ARGV[3] log cap (bytes), ARGV[4] papers cap,
--- ARGV[5] titles cap, ARGV[6] reports a day, then 9 values an event: event id, paper id,
+-- ARGV[5] titles cap, ARGV[6] reports a day, ARGV[7] the install (token hash) whose
+-- budget this request spends, ARGV[8] the budget's window (ms), ARGV[9] its limit (0:
+-- none), then 9 values an event: event id, paper id,
 -- type, at (unix milliseconds), dwell ms, catalogued (1/0), page title ("" for none),
 -- log line, the ids merged into this paper (space-separated: a record kept under one of
 -- them joins this paper's).
 -- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids},
--- {papers the catalog lacks, met for the first time, within the reader's reports a day}}.
+-- {papers the catalog lacks, met for the first time, within the reader's reports a day}};
+-- past the budget {-2, count, ms left of the window, {}, {}} and nothing is written.
 -- The tables below are generated from paperfeed.events (one source of truth).
 local CONFIDENCE = __CONFIDENCE__
 local TRENDING = __TRENDING__
@@ -23,6 +27,7 @@ local ID_BYTES = 8
 local EPOCH = __RECORD_EPOCH__
 local EPOCH_MS = EPOCH * 1000
 local PER_EVENT = 9
+local FIRST_EVENT = 10
 
 -- A reader erased (or being erased) since their token was checked: nothing of theirs is
 -- written again.
@@ -31,6 +36,12 @@ if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('HEXISTS', KEYS[4], 'erasing
 end
 
 local now = tonumber(ARGV[1])
+local budget_limit = tonumber(ARGV[9])
+local spent, window_left = spend_budget(KEYS[9], ARGV[7], tonumber(ARGV[8]), budget_limit,
+  math.floor(now * 1000))
+if budget_limit > 0 and spent > budget_limit then
+  return {-2, spent, window_left, {}, {}}
+end
 local seen_cap, log_cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local papers_cap, titles_cap = tonumber(ARGV[4]), tonumber(ARGV[5])
 local reports_cap = tonumber(ARGV[6])
@@ -155,7 +166,7 @@ end
 redis.call('DEL', KEYS[7])
 
 local lookup = nil
-if (#ARGV - 6) / PER_EVENT > 16 then
+if (#ARGV - FIRST_EVENT + 1) / PER_EVENT > 16 then
   lookup = {}
   for k = 1, #seen, ID_BYTES do lookup[string.sub(seen, k, k + ID_BYTES - 1)] = true end
 end
@@ -217,7 +228,7 @@ local reports = {}
 local day = math.floor(now / 86400)
 local reports_left = nil
 
-for i = 7, #ARGV, PER_EVENT do
+for i = FIRST_EVENT, #ARGV, PER_EVENT do
   local event_id, paper, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local at, dwell, known = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5] == '1'
   local title, line, merged = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]

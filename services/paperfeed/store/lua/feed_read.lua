@@ -1,0 +1,16 @@
+-- A feed request in one call: the install's request budget spent, the reader's event
+-- count and their cached feed read (all under the reader's hash tag).
+-- KEYS[1] the reader's budget HASH, KEYS[2] profile HASH, KEYS[3] cached feed STRING.
+-- ARGV[1] install (token hash), ARGV[2] window (ms), ARGV[3] limit (0: no budget),
+-- ARGV[4] now (ms).
+-- Returns {count, ms left, event count (false: no such reader), cached feed (false)};
+-- past the budget nothing is read. An erased reader spends nothing (no key of theirs is
+-- made again).
+local events = redis.call('HGET', KEYS[2], 'events')
+if not events then return {0, 0, false, false} end
+local count, left = spend_budget(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]))
+if tonumber(ARGV[3]) > 0 and count > tonumber(ARGV[3]) then
+  return {count, left, false, false}
+end
+return {count, left, events, redis.call('GET', KEYS[3])}

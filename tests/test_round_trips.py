@@ -1,0 +1,91 @@
+"""What the two commonest requests cost in round trips to Redis, counted on the api's
+own redis-py connections (a wrapper that counts, around the real client): a cached feed
+is one (its install's budget, the reader's event count and cached ranking in one
+script, the catalog and model versions in the same pipeline), an event batch about
+catalogued papers two (the ingest script spending the budget, then the writes shared
+with every batch arriving meanwhile). Past the budget both are a 429 naming it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import httpx
+import redis
+from redis.asyncio.connection import AbstractConnection
+
+from paperfeed.store import keys
+from tests.conftest import admin_headers, live_server, make_settings, register
+from tests.test_events import PAPERS, event
+
+
+@contextlib.contextmanager
+def round_trips() -> Iterator[list[bytes]]:
+    """The commands the api sends while the block runs, one entry a round trip (the
+    first command of a pipeline names it); the 5-second store-metrics read is left out."""
+    sent: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        if b"\r\nINFO\r\n" not in packed[:40]:
+            sent.append(packed)
+        await original(self, command, check_health)
+
+    with mock.patch.object(AbstractConnection, "send_packed_command", counting):
+        yield sent
+
+
+def test_a_cached_feed_is_one_round_trip_and_an_event_two(redis_url: str, r: redis.Redis) -> None:
+    # No model poll during the test: only the requests talk to Redis.
+    settings = make_settings(redis_url, model_poll_s=3_600.0, trending_snapshot_s=3_600.0)
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).is_success
+        user_id, auth = register(http)
+        assert http.post("/v1/events", json={"events": [event("2411.00001")]}, headers=auth)
+        assert http.get("/v1/feed", headers=auth).status_code == 200  # ranked and kept
+        with round_trips() as sent:
+            cached = http.get("/v1/feed", headers=auth)
+        assert cached.status_code == 200
+        assert len(sent) == 1, [s[:80] for s in sent]
+        assert sent[0].count(b"EVAL") == 1  # the feed's script, and the versions beside it
+        # (Steady state: the catalog's alias map, read again after the catalog changed
+        # and every 30 s, was read by this first event.)
+        assert http.post("/v1/events", json={"events": [event("2411.00003")]}, headers=auth)
+        with round_trips() as sent:
+            accepted = http.post(
+                "/v1/events", json={"events": [event("2411.00002", "upvote")]}, headers=auth
+            )
+        assert accepted.json()["accepted"] == 1
+        assert len(sent) == 2, [s[:80] for s in sent]
+        # The budget was spent by those scripts: in the reader's own hash.
+        budget = r.hgetall(keys.user_budget(user_id))
+        assert sum(int(v) for k, v in budget.items() if k != "w") >= 4
+
+
+def test_past_its_budget_a_feed_and_an_event_are_429s_that_say_so(
+    redis_url: str, r: redis.Redis
+) -> None:
+    settings = make_settings(redis_url, rate_limit_per_minute=6)
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).is_success
+        user_id, auth = register(http)
+        _, other = register(http)
+        statuses = [http.get("/v1/feed", headers=auth).status_code for _ in range(4)]
+        statuses += [
+            http.post(
+                "/v1/events", json={"events": [event("2411.00003")]}, headers=auth
+            ).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [200] * 4 + [200, 200, 429]
+        refused = http.get("/v1/feed", headers=auth)
+        assert refused.status_code == 429
+        assert refused.json()["detail"] == "rate limit reached: at most 6 requests a minute"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.headers["ratelimit-limit"] == "6"
+        # Nothing of the refused batch was applied; another install of its own budget.
+        assert r.hget(keys.user_profile(user_id), "events") == "2"
+        assert http.get("/v1/feed", headers=other).status_code == 200
