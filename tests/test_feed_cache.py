@@ -256,3 +256,52 @@ def test_readyz_answers_while_feeds_are_computed_under_load(
             stop.set()
             for thread in threads:
                 thread.join(60)
+
+
+def cache_results(http: httpx.Client) -> dict[str, float]:
+    return {
+        result: float(line.rsplit(" ", 1)[1])
+        for line in http.get("/metrics").text.splitlines()
+        for result in ("hit", "resort", "miss")
+        if line.startswith(f'paperfeed_feed_cache_total{{result="{result}"}}')
+    }
+
+
+def test_impressions_re_sort_the_cached_candidates_as_a_full_ranking_would(
+    cached_api: LiveServer, r: redis.Redis
+) -> None:
+    """The popup shows cards (impressions): the next feed re-sorts the kept candidates
+    with the new penalties, without a fold-in or a search for candidates, and is what a
+    ranking from scratch gives; any other event ranks anew."""
+    http = httpx.Client(base_url=cached_api.url)
+    user_id, auth = reader(http)
+    first_feed = feed(http, auth, limit=20)
+    first = ids(first_feed)
+    first_scores = {item["paper"]["id"]: item["score"] for item in first_feed["items"]}
+    assert r.exists(keys.user_candidates(user_id))
+    shown = first[:5]
+    impressions = {"events": [event(pid, "impression") for pid in shown]}
+    assert http.post("/v1/events", json=impressions, headers=auth).json()["accepted"] == 5
+    before = cache_results(http)
+    resorted = feed(http, auth, limit=20)
+    after = cache_results(http)
+    assert after["resort"] == before["resort"] + 1
+    assert after["miss"] == before["miss"]
+    # The shown papers sank (their penalty), and the order is a full ranking's: the same
+    # feed ranked anew once the cache is gone.
+    resorted_scores = {item["paper"]["id"]: item["score"] for item in resorted["items"]}
+    assert all(resorted_scores.get(pid, -1e9) < first_scores[pid] for pid in shown)
+    assert ids(resorted) != first
+    r.delete(keys.user_feed(user_id), keys.user_candidates(user_id))
+    fresh = feed(http, auth, limit=20)
+    assert cache_results(http)["miss"] == after["miss"] + 1
+    assert ids(fresh) == ids(resorted)
+    for a, b in zip(fresh["items"], resorted["items"], strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=2e-4)
+        assert a["reasons"] == b["reasons"]
+    # An event other than an impression: ranked anew.
+    before = cache_results(http)
+    view = {"events": [event(first[6], "view")]}
+    assert http.post("/v1/events", json=view, headers=auth).json()["accepted"] == 1
+    feed(http, auth, limit=20)
+    assert cache_results(http)["miss"] == before["miss"] + 1

@@ -221,3 +221,54 @@ def test_the_kernels_run_without_the_gil() -> None:
         thread.join()
     # A kernel holding the GIL would leave the Python loop a fraction of its progress.
     assert holds_gil[0] > 0.3 * alone
+
+
+def test_a_re_sort_after_impressions_is_the_full_ranking() -> None:
+    """``finish`` on the kept candidate table, with the impressions since, gives what
+    ranking the reader from scratch gives: the same papers, order, scores and reasons
+    (impressions change no weight, so neither the vector, the text profile nor the
+    candidates)."""
+    papers, libraries = synthetic()
+    index = model_and_index(papers, libraries)
+    rng = random.Random(3)
+    week = [(p.id, float(rng.paretovariate(1.2))) for p in rng.sample(papers, 300)]
+    trend = trend_snapshot(index, week, week[:40], NOW)
+    checked = 0
+    for library in list(libraries.values())[:60]:
+        raws = records_of(library, rng)
+        before = feed.rank_stored(index, trend, raws, None, 0, feed.CACHE_DEPTH, NOW)
+        assert before.table is not None
+        # Cards shown since: some papers the reader has records of, some they had not.
+        shown = [index.ids[p] for p in before.positions[:8]]
+        later = dict(raws)
+        for pid in shown:
+            record = msgspec.json.decode(later[pid]) if pid in later else {"t": NOW - 60}
+            record["i"] = record.get("i", 0) + 2
+            later[pid] = msgspec.json.encode(record).decode()
+        reader = feed.reader_of_stored(index, later)
+        resorted = feed.finish(index, trend, reader, before.table, feed.CACHE_DEPTH, NOW + 30)
+        full = feed.rank_stored(index, trend, later, None, 0, feed.CACHE_DEPTH, NOW + 30)
+        assert resorted.positions.tolist() == full.positions.tolist()
+        assert np.array_equal(resorted.scores, full.scores)
+        assert resorted.reasons == full.reasons
+        checked += resorted.positions.tolist() != before.positions.tolist()
+    assert checked > 10  # the penalties did reorder feeds
+
+
+def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
+    from paperfeed.events import CANDIDATE_TABLE_BYTES
+
+    most = (
+        feed.TRENDING_CANDIDATES
+        + feed.TODAY_CANDIDATES
+        + feed.RECENT_CANDIDATES
+        + 2 * feed.PERSONAL_CANDIDATES
+    )
+    n = np.arange(most, dtype=np.int64)
+    table = feed.Table(n, n.astype(np.float32), n.astype(np.float32), True)
+    encoded = feed.encode_table(table, 7)
+    assert len(encoded) + 200 <= CANDIDATE_TABLE_BYTES  # with the key and Redis's overhead
+    decoded = feed.decode_table(encoded, 7)
+    assert decoded is not None
+    assert decoded.positions.tolist() == n.tolist()
+    assert feed.decode_table(encoded, 8) is None  # another index's positions

@@ -427,7 +427,13 @@ def footprint_bound(settings: Settings) -> int:
         + settings.event_log_bytes * 5 // 4
         + settings.dedupe_cap * ID_HASH_BYTES * 5 // 4
         + 4_096  # profile, token, request budget, small keys
+        + CANDIDATE_TABLE_BYTES
     )
+
+
+CANDIDATE_TABLE_BYTES = 16_384
+"""The most a reader's cached feed's candidate table takes (``recsys.feed.Table``: 12
+bytes a candidate, at most 1,000 candidates, with the key; a test holds the feed to it)."""
 
 
 def reader_keys(user_id: str) -> list[str]:

@@ -136,7 +136,8 @@ async def read_interactions(
             for user_id in chunk_ids:
                 # The count first: an event landing between the two replies leaves the
                 # count behind the records (the vector is folded again), never ahead.
-                pipe.hget(keys.user_profile(user_id), "events")
+                # Impressions are not counted: they change no vector (recsys.feed).
+                pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
                 pipe.hgetall(keys.user_papers(user_id))
             replies = await pipe.execute()
         counts, records = replies[0::2], replies[1::2]
@@ -144,7 +145,7 @@ async def read_interactions(
         present, rows = np.unique(owners, return_inverse=True)
         parts.append((rows + len(readers), cells, weights, firsts, received))
         readers.extend(chunk_ids[i] for i in present)
-        events.extend(int(counts[i] or 0) for i in present)
+        events.extend(int(counts[i][0] or 0) - int(counts[i][1] or 0) for i in present)
         if progress:
             progress("read", min(start + USERS_CHUNK, len(to_read)), len(to_read))
     shape = (len(readers), len(item_index))

@@ -27,6 +27,7 @@ Only the returned papers are read from Redis.
 
 from __future__ import annotations
 
+import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -36,6 +37,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter
+from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 from scipy import sparse
 
@@ -75,10 +77,11 @@ from paperfeed.users import Users
 
 FEED_CACHE = Counter(
     "paperfeed_feed_cache_total",
-    "Feeds answered from the reader's cached ranking (hit) or ranked anew (miss)",
+    "Feeds answered from the reader's cached ranking (hit), its candidates re-sorted"
+    " after impressions (resort), or ranked anew (miss)",
     ["result"],
 )
-for _result in ("hit", "miss"):
+for _result in ("hit", "resort", "miss"):
     FEED_CACHE.labels(result=_result)  # every series from the start, at 0
 
 TRENDING_CANDIDATES = 300
@@ -153,12 +156,29 @@ class Reader(NamedTuple):
         return int((self.weights > 0).sum())
 
 
+class Table(NamedTuple):
+    """A ranking's candidates and what the reader's vector and text profile made of
+    each: all an impression leaves unchanged (it changes only their penalty), kept with
+    the cached feed so that a feed after impressions re-sorts them (``finish``) instead
+    of ranking anew."""
+
+    positions: IntArray
+    cf: FloatArray
+    """The reader's vector dotted with each candidate's factors (zeros without one)."""
+    content: FloatArray
+    """The cosine of the reader's text profile and each candidate's text."""
+    personal: bool
+    """Whether the reader had a vector (the learned blend, else ``CONTENT_ONLY``)."""
+
+
 class Ranked(NamedTuple):
     positions: IntArray
     scores: FloatArray
     reasons: list[list[str]]
     vector: FloatArray | None
     """The reader's vector, when it was folded in for this feed."""
+    table: Table | None = None
+    """The candidates this ranking sorted (None: none)."""
 
 
 def verb(record: UserPaper) -> str:
@@ -335,24 +355,35 @@ def visible(positions: IntArray, reader: Reader) -> IntArray:
 # --- 3. scores ----------------------------------------------------------------------
 
 
+def signals_of(
+    index: CatalogIndex,
+    positions: IntArray,
+    vector: FloatArray | None,
+    text_profile: ReaderProfile,
+    ops: Ops = COMPILED,
+) -> Table:
+    """The candidates' raw collaborative and content signals."""
+    if vector is not None and index.factors is not None:
+        cf = (index.factors[positions] @ vector).astype(np.float32)
+    else:
+        cf = np.zeros(len(positions), dtype=np.float32)
+    content = ops.scores(index.text, positions, text_profile)
+    return Table(positions, cf, content, vector is not None)
+
+
 def scores(
     index: CatalogIndex,
     trend: TrendSnapshot,
-    positions: IntArray,
+    table: Table,
     reader: Reader,
-    vector: FloatArray | None,
-    text_profile: ReaderProfile,
     now: float,
-    ops: Ops = COMPILED,
 ) -> tuple[FloatArray, Signals, FloatArray]:
     """(final scores, the blend's signals, ages in days) of the candidates."""
     model = index.model
+    positions = table.positions
     n = len(positions)
-    if vector is not None and index.factors is not None:
-        cf = (index.factors[positions] @ vector)[None, :].astype(np.float32)
-    else:
-        cf = np.zeros((1, n), dtype=np.float32)
-    content = ops.scores(index.text, positions, text_profile)[None, :]
+    cf = table.cf[None, :]
+    content = table.content[None, :]
     ages = np.maximum(0.0, (now - index.dates[positions]) / 86_400).astype(np.float32)
     trending = (
         trend.week[positions].astype(np.float32)
@@ -364,7 +395,7 @@ def scores(
     fresh = ages <= FRESH_DAYS
     if n:
         trending[fresh] = np.maximum(trending[fresh], np.median(trending))
-    params = model.meta.blend if model is not None and vector is not None else CONTENT_ONLY
+    params = model.meta.blend if model is not None and table.personal else CONTENT_ONLY
     blended, signals = blend(
         cf,
         content,
@@ -496,10 +527,54 @@ def rank(
     found = visible(candidates(index, trend, vector, text_profile, ops), reader)
     if len(found) == 0:
         return Ranked(found, np.zeros(0, np.float32), [], folded)
-    final, signals, ages = scores(index, trend, found, reader, vector, text_profile, now, ops)
+    return finish(index, trend, reader, signals_of(index, found, vector, text_profile, ops),
+                  limit, now, ops, folded)  # fmt: skip
+
+
+def finish(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    reader: Reader,
+    table: Table,
+    limit: int,
+    now: float,
+    ops: Ops = COMPILED,
+    folded: FloatArray | None = None,
+) -> Ranked:
+    """Scores, order and reasons of the candidates in ``table``: the end of ``rank``,
+    and all of a re-sort after impressions."""
+    final, signals, ages = scores(index, trend, table, reader, now)
     chosen = np.argsort(-final, kind="stable")[:limit]
-    why = reasons(index, trend, reader, found, chosen, signals, ages, ops)
-    return Ranked(found[chosen], final[chosen], why, folded)
+    why = reasons(index, trend, reader, table.positions, chosen, signals, ages, ops)
+    return Ranked(table.positions[chosen], final[chosen], why, folded, table)
+
+
+def encode_table(table: Table, fingerprint: int) -> bytes:
+    """``table`` as kept in Redis: a flag byte, the index's fingerprint (positions are
+    its), then positions, collaborative and content signals (little-endian 4 bytes)."""
+    head = struct.pack("<BQ", int(table.personal), fingerprint)
+    return b"".join([
+        head,
+        table.positions.astype("<i4").tobytes(),
+        table.cf.astype("<f4").tobytes(),
+        table.content.astype("<f4").tobytes(),
+    ])  # fmt: skip
+
+
+def decode_table(raw: bytes, fingerprint: int) -> Table | None:
+    """The kept table, if it was made on an index with this ``fingerprint``."""
+    head = struct.calcsize("<BQ")
+    if len(raw) < head or (len(raw) - head) % 12:
+        return None
+    personal, kept_for = struct.unpack_from("<BQ", raw)
+    if kept_for != fingerprint:
+        return None
+    n = (len(raw) - head) // 12
+    body = np.frombuffer(raw, dtype="<i4", count=n, offset=head)
+    cf = np.frombuffer(raw, dtype="<f4", count=n, offset=head + 4 * n)
+    content = np.frombuffer(raw, dtype="<f4", count=n, offset=head + 8 * n)
+    return Table(body.astype(np.int64), cf.astype(np.float32), content.astype(np.float32),
+                 bool(personal))  # fmt: skip
 
 
 class CachedFeed(msgspec.Struct, array_like=True):
@@ -513,6 +588,9 @@ class CachedFeed(msgspec.Struct, array_like=True):
     reasons: list[list[str]]
     depth: int = 0
     """How many papers were asked of the ranking (fewer ``ids``: there were no more)."""
+    events: int = -1
+    """The reader's events it was computed after, impressions included (the stamp counts
+    the others: a feed of the same stamp and fewer events is re-sorted, not served)."""
 
 
 encode_cached = msgspec.json.Encoder().encode
@@ -583,25 +661,84 @@ class FeedService:
         request's one round trip: the budget, their event count and cached feed in one
         script, the catalog and model versions beside it in the same pipeline)."""
         now = time.time() if now is None else now
-        events, raw_cached, catalog_version, model_version = await self._read_cached(
+        counts, raw_cached, catalog_version, model_version = await self._read_cached(
             user_id, now, budget
         )
-        if events is None:  # no profile: the reader was erased (their token may be cached)
+        if counts is None:  # no profile: the reader was erased (their token may be cached)
             raise Unauthorized("unknown or revoked token")
-        epoch = reader_epoch(user_id, now, self.trend_s)
-        stamp = f"{model_version}|{catalog_version}|{epoch}|{events}"
+        events, impressions = counts
+        stamp = self.stamp(user_id, model_version, catalog_version, now, events - impressions)
         if raw_cached:
             cached = decode_cached(raw_cached)
             if cached.stamp == stamp and max(len(cached.ids), cached.depth) >= limit:
-                FEED_CACHE.labels(result="hit").inc()
-                return await self._answer(cached, limit)
+                if cached.events == events:
+                    FEED_CACHE.labels(result="hit").inc()
+                    return await self._answer(cached, limit)
+                # Only impressions since: the same candidates, their penalties anew.
+                resorted = await self.resort(user_id, cached, now, (events, impressions))
+                if resorted is not None:
+                    FEED_CACHE.labels(result="resort").inc()
+                    return await self._answer(resorted, limit)
         FEED_CACHE.labels(result="miss").inc()
         return await self._answer(await self.compute(user_id, limit, now, stamp), limit)
 
+    def stamp(
+        self,
+        user_id: str,
+        model_version: str | None,
+        catalog_version: str | None,
+        now: float,
+        ranked_events: int,
+    ) -> str:
+        """What a cached feed must have been computed from to be served: the model, the
+        catalog, the reader's trending epoch and their events other than impressions."""
+        epoch = reader_epoch(user_id, now, self.trend_s)
+        return f"{model_version}|{catalog_version}|{epoch}|{ranked_events}"
+
+    async def resort(
+        self, user_id: str, cached: CachedFeed, now: float, counts: tuple[int, int]
+    ) -> CachedFeed | None:
+        """``cached`` with its candidates' impression penalties applied anew (``finish``
+        on the kept ``Table``): what a full ranking would give, without the fold-in, the
+        text profile and the search for candidates. None when it cannot be done exactly
+        (the table is gone or of another index, or more than impressions happened since
+        ``counts`` was read): the caller ranks anew."""
+        model_version, catalog_version = cached.stamp.split("|")[:2]
+        index = self.holder.index
+        if index is None or (index.catalog_version, str(index.model_version)) != (
+            catalog_version,
+            str(None if model_version == "None" else model_version),
+        ):
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
+            pipe.hgetall(keys.user_papers(user_id))
+            pipe.execute_command("GET", keys.user_candidates(user_id), **{NEVER_DECODE: True})
+            now_counts, raw_records, raw_table = await pipe.execute()
+        if (int(now_counts[0] or 0), int(now_counts[1] or 0)) != counts or not raw_table:
+            return None
+        table = decode_table(raw_table, index.fingerprint)
+        if table is None:
+            return None
+        trend = await self.holder.refresh_trend(now)
+        ranked = await self.offload(resort_stored, index, trend, raw_records, table, cached, now)
+        resorted = CachedFeed(
+            stamp=cached.stamp,
+            model_version=cached.model_version,
+            ids=[index.ids[p] for p in ranked.positions],
+            scores=[round(float(score), 4) for score in ranked.scores],
+            reasons=ranked.reasons,
+            depth=cached.depth,
+            events=counts[0],
+        )
+        await self._store(user_id, resorted, b"", b"")
+        return resorted
+
     async def _read_cached(
         self, user_id: str, now: float, budget: ReaderBudget | None
-    ) -> tuple[Any, Any, Any, Any]:
-        """(event count, cached feed, catalog version, model version) of the reader, their
+    ) -> tuple[tuple[int, int] | None, Any, Any, Any]:
+        """((events, impressions among them) or None for no reader, cached feed, catalog
+        version, model version) of the reader, their
         budget spent first (``OverBudget`` past it). Redis refusing the budget's write at
         ``maxmemory``: this process's own budget is spent, and the reads go on."""
         install, limit, window_ms = (
@@ -618,26 +755,31 @@ class FeedService:
                 )  # fmt: skip
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
-                (count, ms_left, events, raw_cached), catalog_version, model = await pipe.execute()
+                read, catalog_version, model = await pipe.execute()
+                count, ms_left, events, raw_cached, impressions = read
         except ResponseError as exc:
             if not refused_for_memory(exc):
                 raise
             note_refused("budget", exc)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hget(keys.user_profile(user_id), "events")
+                pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
                 pipe.get(keys.user_feed(user_id))
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
-                events, raw_cached, catalog_version, model = await pipe.execute()
+                (events, impressions), raw_cached, catalog_version, model = await pipe.execute()
             count, ms_left = self._local.spend(names[0] + install, window_ms // 1000, now)
         if budget is not None and int(count) > budget.limit:
             raise OverBudget(budget, int(ms_left))
-        return events or None, raw_cached or None, catalog_version, model
+        counts = (int(events), int(impressions or 0)) if events else None
+        return counts, raw_cached or None, catalog_version, model
 
     async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
         """Rank the reader's feed (off the event loop) and keep it for them."""
         model_version, catalog_version = stamp.split("|")[:2]
-        read_at, events, raw_records, raw_vector = await self._read_reader(user_id)
+        read_at, (events, impressions), raw_records, raw_vector = await self._read_reader(user_id)
+        # A reader's vector is stamped with their events but impressions (which change
+        # none): a feed after impressions needs no fold-in.
+        ranked_events = events - impressions
         if model_version == self.holder.failed_version or model_version == "None":
             model_version = ""  # none, or a broken one: serve with the model we have
         index = await self.index(
@@ -646,7 +788,7 @@ class FeedService:
         trend = await self.holder.refresh_trend(now)
         depth = max(limit, CACHE_DEPTH)
         ranked = await self.offload(
-            rank_stored, index, trend, raw_records, raw_vector, events, depth, now
+            rank_stored, index, trend, raw_records, raw_vector, ranked_events, depth, now
         )
         computed = CachedFeed(
             stamp=stamp,
@@ -655,38 +797,49 @@ class FeedService:
             scores=[round(float(score), 4) for score in ranked.scores],
             reasons=ranked.reasons,
             depth=depth,
+            events=events,
         )
         folded = b""
         if ranked.vector is not None and index.model is not None:
             # Stamped with what it was folded from (not with now: an event that arrived
             # while it was ranked is not in it, and the next feed must fold again).
-            folded = encode_vector(index.model.version, read_at, ranked.vector, events)
+            folded = encode_vector(index.model.version, read_at, ranked.vector, ranked_events)
+        table = b"-" if ranked.table is None else encode_table(ranked.table, index.fingerprint)
+        await self._store(user_id, computed, folded, table)
+        return computed
+
+    async def _store(self, user_id: str, feed: CachedFeed, vector: bytes, table: bytes) -> None:
+        """Keep the reader's feed (with their vector and the feed's candidates: b"" leaves
+        what is kept, b"-" deletes the candidates), unless they were erased meanwhile."""
         try:
             await self._keep(
                 keys=[
                     keys.user_profile(user_id),
                     keys.user_feed(user_id),
                     keys.user_vector(user_id),
+                    keys.user_candidates(user_id),
                 ],
-                args=[encode_cached(computed), int(self.trend_s * 1000), folded],
+                args=[encode_cached(feed), int(self.trend_s * 1000), vector, table],
             )
         except ResponseError as exc:
             # Redis at maxmemory: the cache is a convenience, the reader gets their feed.
             if not refused_for_memory(exc):
                 raise
             note_refused("cache", exc)
-        return computed
 
-    async def _read_reader(self, user_id: str) -> tuple[float, int, dict[str, str], str | None]:
-        """(when, event count, records, stored vector) of the reader, in one round trip;
-        the count is read before the records, so that it is never ahead of them."""
+    async def _read_reader(
+        self, user_id: str
+    ) -> tuple[float, tuple[int, int], dict[str, str], str | None]:
+        """(when, (events, impressions among them), records, stored vector) of the reader,
+        in one round trip; the counts are read before the records, so that they are never
+        ahead of them."""
         read_at = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.user_profile(user_id), "events")
+            pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
             pipe.hgetall(keys.user_papers(user_id))
             pipe.get(keys.user_vector(user_id))
-            events, raw_records, raw_vector = await pipe.execute()
-        return read_at, int(events or 0), raw_records, raw_vector
+            (events, impressions), raw_records, raw_vector = await pipe.execute()
+        return read_at, (int(events or 0), int(impressions or 0)), raw_records, raw_vector
 
     async def _answer(self, cached: CachedFeed, limit: int) -> Feed:
         """The feed a reader sees: the first ``limit`` of the ranked ids, with the
@@ -708,7 +861,8 @@ class FeedService:
         raw_vector: str | None = None
         events = 0
         if user_id is not None:
-            _, events, raw_records, raw_vector = await self._read_reader(user_id)
+            _, (events, impressions), raw_records, raw_vector = await self._read_reader(user_id)
+            events -= impressions
         index = await self.index()
         trend = await self.holder.refresh_trend(time.time())
         columns = query_columns(query)
@@ -746,6 +900,18 @@ class FeedService:
             if pid in found
         ]
         return Similar(items=items, model_version=index.model_version)
+
+
+def resort_stored(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    raw_records: dict[str, str],
+    table: Table,
+    cached: CachedFeed,
+    now: float,
+) -> Ranked:
+    """``finish`` on a kept table, for the reader as read from Redis now."""
+    return finish(index, trend, reader_of_stored(index, raw_records), table, cached.depth, now)
 
 
 def search_stored(

@@ -11,6 +11,8 @@ as a ``TrendSnapshot``, refreshed every ``trending_snapshot_s``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -112,6 +114,14 @@ class CatalogIndex:
         )
         """The search index (``recsys.search``)."""
         self._unit: FloatArray | None = None
+
+    @functools.cached_property
+    def fingerprint(self) -> int:
+        """64 bits of a hash of the papers' ids in their order: positions in two indexes
+        with the same fingerprint name the same papers (what a kept candidate table
+        checks; a catalog version alone could name two reads of a catalog in change)."""
+        digest = hashlib.blake2b("\n".join(self.ids).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
 
     def unit_factors(self) -> FloatArray:
         """(n, k) factors scaled to unit length (cosine similarity), computed once."""

@@ -209,6 +209,12 @@ def user_imports(user_id: str) -> str:
     return _user(user_id, "imports")
 
 
+def user_candidates(user_id: str) -> str:
+    """The candidates of the reader's cached feed and their signals (binary, with the
+    feed's time to live): what a feed after impressions re-sorts."""
+    return _user(user_id, "candidates")
+
+
 def user_budget(user_id: str) -> str:
     """The request budgets of the reader's installs this minute, under the reader's hash
     tag: the script that serves a feed or ingests events spends it in the same call."""
@@ -285,6 +291,7 @@ def user_keys(user_id: str) -> list[str]:
         user_page_titles(user_id),
         user_vector(user_id),
         user_feed(user_id),
+        user_candidates(user_id),
         user_digest(user_id),
         user_digest_sent(user_id),
         user_digest_outbox(user_id),

@@ -225,6 +225,7 @@ end
 local titles_left = nil
 -- Papers the catalog lacks are reported for a source to confirm, a bounded number a day.
 local reports = {}
+local impressions, ranking_changed = 0, false
 local day = math.floor(now / 86400)
 local reports_left = nil
 
@@ -239,6 +240,7 @@ for i = FIRST_EVENT, #ARGV, PER_EVENT do
     fresh[h] = true
     fresh[#fresh + 1] = h
     accepted = accepted + 1
+    if kind == 'impression' then impressions = impressions + 1 end
     papers[#papers + 1] = paper
     local r = records[paper]
     if not r then
@@ -248,6 +250,7 @@ for i = FIRST_EVENT, #ARGV, PER_EVENT do
       for old in string.gmatch(merged, '%S+') do
         local kept = redis.call('HGET', KEYS[2], old)
         if kept then
+          ranking_changed = true
           r = stored and join(r, decode(kept), paper) or decode(kept)
           stored = stored or kept
           redis.call('HDEL', KEYS[2], old)
@@ -348,6 +351,7 @@ if size > papers_cap then
     return a[1] < b[1]
   end)
   local keep = math.floor(papers_cap * 0.95)
+  ranking_changed = true
   for k = 1, size - keep do
     redis.call('HDEL', KEYS[2], ranked[k][1])
     redis.call('HDEL', KEYS[5], ranked[k][1])
@@ -355,6 +359,12 @@ if size > papers_cap then
 end
 if accepted > 0 then
   redis.call('HINCRBY', KEYS[4], 'events', accepted)
+  -- Impressions change a feed's ranking only by their penalty: counted apart, so that
+  -- the feed re-sorts its cached candidates instead of ranking anew (recsys.feed). A
+  -- batch that joined or evicted records changed more: its impressions count as events.
+  if impressions > 0 and not ranking_changed then
+    redis.call('HINCRBY', KEYS[4], 'impressions', impressions)
+  end
   redis.call('HSET', KEYS[4], 'last_event_at', string.format('%.3f', now))
 end
 if reports_left ~= nil then
