@@ -8,8 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import time
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +30,7 @@ from tests.conftest import (
     start_serve,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 NOW = time.time()
 PAPERS = [
     {
@@ -343,3 +349,35 @@ def test_an_install_knows_whether_it_is_linked(http: httpx.Client) -> None:
     assert http.get("/v1/me/pairing", headers=second).status_code == 401  # token revoked
     assert http.get("/v1/me/pairing", headers=first).json() == {"linked": False, "browsers": 1}
     assert http.get("/v1/me/pairing").status_code == 401
+
+
+def test_the_image_build_packs_the_documentation_assets(tmp_path: Path) -> None:
+    """The package built from what the image's build context admits (``.dockerignore``,
+    ``deploy/Dockerfile``) holds Swagger UI's and ReDoc's files (``MANIFEST.in``)."""
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    admitted = [line[1:] for line in ignored if line.startswith("!")]
+    assert "MANIFEST.in" in admitted
+    assert "MANIFEST.in" in (ROOT / "deploy" / "Dockerfile").read_text()
+    context = tmp_path / "context"
+    for name in admitted:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, context / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheel"), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("paperfeed-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for asset in (
+        "paperfeed/api/static/redoc/redoc.standalone.js",
+        "paperfeed/api/static/swagger-ui/swagger-ui-bundle.js",
+        "paperfeed/api/static/swagger-ui/swagger-ui.css",
+        "paperfeed/api/static/swagger-ui/swagger-ui-standalone-preset.js",
+    ):
+        assert asset in names, asset
