@@ -26,6 +26,9 @@ Query = Annotated[
     str,
     QueryParameter(
         min_length=1,
+        # Something to look for, and no control characters but white space (a pasted
+        # title may hold line breaks). No maximum: a long query is cut, not refused.
+        pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
         description=(
             "Words, an arXiv id, an arXiv or Hugging Face paper URL, a title or an author's "
             f"name (cut to its first {QUERY_CHARS} characters)"
