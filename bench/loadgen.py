@@ -80,14 +80,16 @@ async def drive(
 
 async def drive_rate(
     url: str,
-    make_request: Callable[[int], tuple[str, str, dict[str, str], bytes]],
+    make_request: Callable[[int], Request | list[Request]],
     rate: float,
     duration_s: float,
     connections: int,
 ) -> tuple[float, list[float]]:
     """Open loop: requests start at ``rate`` a second (evenly spaced) whatever the
     answers do, on up to ``connections`` connections; latency counts from the planned
-    start, so queueing shows. Returns (achieved requests/s, latencies)."""
+    start, so queueing shows. Returns (achieved requests/s, latencies). A list of
+    requests is sent one after the other; the latency is then the last one's, from when
+    the one before it was answered (a feed read right after the reader's event)."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await connect(url))
@@ -97,9 +99,14 @@ async def drive_rate(
 
     async def one(i: int, planned: float) -> None:
         conn = await pool.get()
-        method, path, headers, body = make_request(i)
-        await conn.request(method, path, headers, body)
-        latencies.append(time.perf_counter() - planned)
+        made = make_request(i)
+        steps = made if isinstance(made, list) else [made]
+        last_started = planned
+        for n, (method, path, headers, body) in enumerate(steps):
+            if n:
+                last_started = time.perf_counter()
+            await conn.request(method, path, headers, body)
+        latencies.append(time.perf_counter() - last_started)
         pool.put_nowait(conn)
 
     tasks = []

@@ -252,10 +252,10 @@ def feed_load(
     def cached_feed(i: int) -> Request:
         return feed_of(cached_readers[rng.randrange(len(cached_readers))])
 
-    def upvote(token: str, i: int) -> Request:
+    def upvote(token: str, i: int, kind: str = "upvote") -> Request:
         n = rng.randrange(papers)
         paper_id = f"{2400 + n // 90000}.{n % 90000:05d}"
-        event = {"event_id": f"bench-{i}-{rng.random()}", "type": "upvote",
+        event = {"event_id": f"bench-{i}-{rng.random()}", "type": kind,
                  "paper_id": paper_id, "ts": time.time()}  # fmt: skip
         body = json.dumps({"events": [event]}).encode()
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -268,6 +268,11 @@ def feed_load(
         token = acting_readers[rng.randrange(len(acting_readers))]
         return [upvote(token, i), feed_of(token)]
 
+    def impression_then_feed(i: int) -> list[Request]:
+        # A reader whose feed is cached sees a card, then reads their feed again.
+        token = cached_readers[rng.randrange(len(cached_readers))]
+        return [upvote(token, i, "impression"), feed_of(token)]
+
     def ok(status: int, body: bytes) -> None:
         assert status in (200, 202), body[:200]
 
@@ -276,7 +281,8 @@ def feed_load(
                       concurrency, ok))  # fmt: skip
     out: dict[str, Any] = {}
     scenarios = (("bare_readyz", bare_request), ("feed_cached", cached_feed),
-                 ("event_alone", event_alone), ("event_then_feed", event_then_feed))  # fmt: skip
+                 ("event_alone", event_alone), ("event_then_feed", event_then_feed),
+                 ("impression_then_feed", impression_then_feed))  # fmt: skip
     for name, make in scenarios:
         asyncio.run(drive(url, make, 200, concurrency, ok))  # warm-up
         rate, latencies = asyncio.run(drive(url, make, requests, concurrency, ok))
@@ -285,7 +291,10 @@ def feed_load(
     bare = out["bare_readyz"]["requests_per_s"]
     out["feed_cached"]["over_bare"] = round(out["feed_cached"]["requests_per_s"] / bare, 3)
     out["event_alone"]["over_bare"] = round(out["event_alone"]["requests_per_s"] / bare, 3)
-    out["event_then_feed"]["over_bare"] = round(out["event_then_feed"]["requests_per_s"] / bare, 3)
+    for name in ("event_then_feed", "impression_then_feed"):
+        pairs = out[name]["requests_per_s"] / bare
+        out[name]["over_bare"] = round(pairs, 3)
+        out[name]["requests_over_bare"] = round(2 * pairs, 3)
     # What an event then a feed would reach if ranking the stale feed cost no more than
     # reading a cached one: an event and a cached feed, one after the other.
     out["event_then_cached_feed_bound"] = round(
@@ -302,7 +311,48 @@ def feed_load(
     out["open_loop_p99_over_bare"] = round(
         out["feed_open_loop"]["p99_ms"] / max(out["bare_readyz_open_loop"]["p99_ms"], 1e-3), 2
     )
+    # The feed read right after the reader's event, pairs offered at the same rate: its
+    # p99 against the cached feed's.
+    rate, latencies = asyncio.run(drive_rate(url, event_then_feed, offered, 20.0, concurrency))
+    out["feed_after_event_open_loop"] = {
+        "offered_per_s": round(offered),
+        "requests_per_s": round(rate),
+        **summary(latencies),
+    }
+    print(f"feed_after_event_open_loop: {out['feed_after_event_open_loop']}", flush=True)
+    out["feed_after_event_p99_over_cached_p99"] = round(
+        out["feed_after_event_open_loop"]["p99_ms"] / max(out["feed_open_loop"]["p99_ms"], 1e-3), 2
+    )
     return out
+
+
+def across_boundary(
+    url: str, tokens: list[str], trend_s: float, concurrency: int
+) -> dict[str, Any]:
+    """Repeat feed reads of readers whose feeds are cached, over the minute after a
+    trending snapshot boundary of the common clock, against ``/readyz`` measured just
+    before (the same process)."""
+    rng = random.Random(2)
+    readers = tokens[:CACHED_READERS]
+
+    def feed_of(i: int) -> Request:
+        token = readers[rng.randrange(len(readers))]
+        return "GET", "/v1/feed?limit=20", {"Authorization": f"Bearer {token}"}, b""
+
+    asyncio.run(drive(url, lambda i: feed_of(i), len(readers) * 2, concurrency))
+    bare_rate, _ = asyncio.run(
+        drive(url, lambda i: ("GET", "/readyz", {}, b""), 3_000, concurrency)
+    )
+    wait = trend_s - time.time() % trend_s
+    print(f"waiting {wait:.0f} s for the trending boundary", flush=True)
+    time.sleep(wait)
+    served, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 60:
+        asyncio.run(drive(url, feed_of, 1_000, concurrency))
+        served += 1_000
+    rate = served / (time.perf_counter() - started)
+    return {"bare_readyz_per_s": round(bare_rate), "feeds_per_s": round(rate),
+            "over_bare": round(rate / bare_rate, 3)}  # fmt: skip
 
 
 def arrays_bytes(redis_url: str) -> dict[str, float]:
@@ -337,7 +387,26 @@ def main() -> None:
     parser.add_argument("--skip-feed", action="store_true")
     parser.add_argument("--no-search", action="store_true", help="first training without search")
     parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--redis-url", help="a Redis this bench loaded and trained already")
+    parser.add_argument("--workers", type=int, default=1, help="api processes")
+    parser.add_argument(
+        "--boundary",
+        action="store_true",
+        help="also: cached feeds over the minute after a trending boundary",
+    )
     args = parser.parse_args()
+    if args.redis_url:
+        report = {"users": args.users, "papers": args.papers, "workers": args.workers}
+        tokens = [f"pf_bench_{u}" for u in range(args.users)]
+        env = {"PAPERFEED_MODEL_POLL_S": "1", "PAPERFEED_WORKERS": str(args.workers)}
+        with api_server(args.redis_url, **env) as url:
+            report["feed"] = feed_load(url, tokens, args.papers, args.requests, args.concurrency)
+            if args.boundary:
+                report["boundary"] = across_boundary(url, tokens, 600.0, args.concurrency)
+        print(json.dumps(report, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return
     report: dict[str, Any] = {
         "users": args.users, "papers": args.papers, "interactions": args.users * args.per_user,
     }  # fmt: skip
