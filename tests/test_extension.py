@@ -1255,6 +1255,31 @@ def test_search_by_paper_address_is_a_tab_that_clearing_leaves(
     page.close()
 
 
+def test_a_saved_paper_dismissed_in_for_you_is_a_card_in_saved(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """Save a paper, then dismiss it in For you: the Saved tab lists it as a saved card,
+    not as a stray "Dismissed. Undo" row (the dismissal is For you's business)."""
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    paper = ids_of(page)[1]
+    card = page.locator(f'article.paper[data-paper-id="{paper}"]')
+    card.locator('[data-action="save"]').click()
+    card.locator('[data-action="dismiss"]').click()
+    assert page.locator(f'.dismissed[data-paper-id="{paper}"]').count() == 1
+
+    def applied() -> bool:
+        record = export(service, context)["papers"].get(paper, {})
+        return bool(record.get("saved") and record.get("dismissed"))
+
+    assert wait_for(applied)
+    page.get_by_role("tab", name="Saved").click()
+    page.wait_for_selector(f'article.paper[data-paper-id="{paper}"]')
+    assert page.locator(".dismissed").count() == 0
+    assert pressed(page, paper, "save") == "true"
+    page.close()
+
+
 def test_the_popup_says_when_the_catalog_sync_is_failing(
     browser: tuple[Any, str], service: Service
 ) -> None:
