@@ -272,3 +272,59 @@ def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
     assert decoded is not None
     assert decoded.positions.tolist() == n.tolist()
     assert feed.decode_table(encoded, 8) is None  # another index's positions
+
+
+def test_every_reason_is_true_of_the_data_that_produced_it() -> None:
+    """Readers ranked on a known catalog; each reason of each returned paper checked
+    against the data: "because you <verb> “<title>”" names one of the reader's papers
+    with that action, close in text; "popular with readers like you" only a paper
+    readers interacted with; trending and "new" reasons by the snapshot and the dates;
+    "new in <topic>" a topic of the reader's own papers (issue 28, item 5)."""
+    papers, libraries = synthetic()
+    index = model_and_index(papers, libraries)
+    rng = random.Random(5)
+    week = [(p.id, float(rng.paretovariate(1.2))) for p in rng.sample(papers, 300)]
+    trend = trend_snapshot(index, week, week[:40], NOW)
+    seen: set[str] = set()
+    for library in list(libraries.values())[:80]:
+        raws = records_of(library, rng)
+        records = {pid: decode_user_paper(raw) for pid, raw in raws.items()}
+        ranked = feed.rank_stored(index, trend, raws, None, 0, feed.CACHE_DEPTH, NOW)
+        liked = {index.pos[pid]: record for pid, record in records.items() if record.w > 0
+                 and not record.dismissed}  # fmt: skip
+        own_topics = {int(index.topics.of_paper[p]) for p in liked} - {-1}
+        for position, why in zip(ranked.positions.tolist(), ranked.reasons, strict=True):
+            age = (NOW - index.dates[position]) / 86_400
+            for reason in why:
+                kind = reason.split(" “")[0] if reason.startswith("because") else reason
+                seen.add(kind.split(" ")[0] if kind.startswith("new in") else kind)
+                if reason.startswith("because you "):
+                    verb, title = reason[len("because you ") :].split(" “", 1)
+                    title = title.rstrip("”")
+                    anchors = [p for p, record in liked.items() if index.titles[p] == title]
+                    assert anchors, reason
+                    assert any(feed.verb(liked[p]) == verb for p in anchors), reason
+                    cosine = max(float((index.text[position] @ index.text[p].T).sum())
+                                 for p in anchors)  # fmt: skip
+                    assert cosine >= feed.ANCHOR_SIMILARITY - 1e-6, reason
+                elif reason == "popular with readers like you":
+                    assert not index.cold[position], index.ids[position]
+                elif reason == "trending today":
+                    assert position in trend.today_top[: feed.HOT_TODAY].tolist()
+                elif reason == "trending this week":
+                    assert position in trend.week_top[: feed.HOT_WEEK].tolist()
+                elif reason.startswith("new in "):
+                    assert age <= feed.FRESH_DAYS
+                    topic = int(index.topics.of_paper[position])
+                    assert topic in own_topics
+                    assert reason == f"new in {index.topics.names[topic]}"
+                elif reason == "new today":
+                    assert age < 1
+                elif reason == "new this week":
+                    assert age <= feed.FRESH_DAYS
+                else:
+                    assert reason in ("matches your interests", "trending"), reason
+    # The check saw the reasons that matter, not only the fallbacks.
+    assert "popular with readers like you" in seen
+    assert any(k.startswith("because you ") for k in seen)
+    assert seen & {"new", "new today", "new this week"}

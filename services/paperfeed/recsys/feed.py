@@ -17,7 +17,8 @@ api's bounded thread pool):
    only shown sink by ``IMPRESSION_PENALTY`` a showing (both in units of the spread of
    the blended scores, whose scale the learned weights set).
 4. ``reasons``: for the returned papers only: the reader's paper it is closest to in
-   text, "popular with readers like you", trending today or this week, and "new in
+   text, "popular with readers like you" (a paper readers interacted with, scoring high
+   for the reader's vector), trending today or this week, and "new in
    <topic>" for a paper of the last ``FRESH_DAYS`` in a topic of the reader's own papers
    (topics learned from the catalog's text, ``recsys.topics``), else new today or this
    week.
@@ -457,7 +458,10 @@ def reasons(
         nearest_similarity = similarity[np.arange(len(chosen)), nearest].tolist()
         nearest_list = nearest.tolist()
     chosen_positions = positions[chosen].tolist()
-    chosen_cf = signals.cf[0, chosen].tolist()
+    # "Readers like you" only of a paper readers interacted with: a paper without any
+    # (cold) has factors borrowed from its text neighbours, so a high collaborative score
+    # there says "like papers you read", which the text reason says when it is true.
+    chosen_cf = np.where(index.cold[positions[chosen]], 0.0, signals.cf[0, chosen]).tolist()
     chosen_ages = ages[chosen].tolist()
     chosen_topics = (
         topics.of_paper[positions[chosen]].tolist() if len(topics.of_paper) else [-1] * len(chosen)
