@@ -266,12 +266,14 @@ def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
     )
     n = np.arange(most, dtype=np.int64)
     table = feed.Table(n, n.astype(np.float32), n.astype(np.float32), True)
-    encoded = feed.encode_table(table, 7)
+    encoded = feed.encode_table(table, (7, 8, 9))
     assert len(encoded) + 200 <= CANDIDATE_TABLE_BYTES  # with the key and Redis's overhead
-    decoded = feed.decode_table(encoded, 7)
+    decoded = feed.decode_table(encoded, (7, 8, 9))
     assert decoded is not None
     assert decoded.positions.tolist() == n.tolist()
-    assert feed.decode_table(encoded, 8) is None  # another index's positions
+    assert feed.decode_table(encoded, (6, 8, 9)) is None  # another index's positions
+    assert feed.decode_table(encoded, (7, 5, 9)) is None  # another trending snapshot
+    assert feed.decode_table(encoded, (7, 8, 4)) is None  # another feed's candidates
 
 
 def test_every_reason_is_true_of_the_data_that_produced_it() -> None:

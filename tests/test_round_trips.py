@@ -89,3 +89,19 @@ def test_past_its_budget_a_feed_and_an_event_are_429s_that_say_so(
         # Nothing of the refused batch was applied; another install of its own budget.
         assert r.hget(keys.user_profile(user_id), "events") == "2"
         assert http.get("/v1/feed", headers=other).status_code == 200
+
+
+def test_refused_bodies_spend_the_budget_too(redis_url: str, r: redis.Redis) -> None:
+    """A batch refused before the script that would spend its budget (a malformed body)
+    spends it all the same: past it, the install is refused without being read."""
+    settings = make_settings(redis_url, rate_limit_per_minute=5)
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        user_id, auth = register(http)
+        bad = {**auth, "Content-Type": "application/json"}
+        statuses = [http.post("/v1/events", content=b"{nope", headers=bad).status_code
+                    for _ in range(7)]  # fmt: skip
+        assert statuses[:5] == [400] * 5
+        assert statuses[6] == 429
+        assert http.get("/v1/feed", headers=auth).status_code == 429
+        budget = r.hgetall(keys.user_budget(user_id))
+        assert max(int(v) for k, v in budget.items() if k != "w") >= 6

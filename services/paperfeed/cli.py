@@ -139,19 +139,19 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                         restart_at[name] = now + delay
                     if now >= restart_at[name]:
                         children[name] = subprocess.Popen(
-                            [sys.executable, "-m", "paperfeed.cli", command],
-                            env=env,
-                            preexec_fn=_lower_priority if name == "worker" else None,
+                            [sys.executable, "-m", "paperfeed.cli", command], env=env
                         )
+                        if name == "worker":
+                            _lower_priority(children[name].pid)
                 time.sleep(0.5)
         finally:
             _stop_children(children)
     return 0
 
 
-def _lower_priority() -> None:
+def _lower_priority(pid: int) -> None:
     with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:

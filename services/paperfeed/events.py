@@ -499,9 +499,11 @@ class AfterIngest:
                         now = max(entry[3] for entry in batch)
                         self.trending.queue_add(pipe, contributions, now)
                     await pipe.execute()
-            except Exception as exc:
-                done.set_exception(exc)
+            except BaseException as exc:  # a cancelled commit fails its waiters too
+                done.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
                 done.exception()  # retrieved here too: every waiter may have gone
+                if not isinstance(exc, Exception):
+                    raise
             else:
                 done.set_result(None)
 

@@ -8,7 +8,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from paperfeed.api.deps import provide_reader_id, relinked_reader
-from paperfeed.api.limits import reader_budget
+from paperfeed.api.limits import spending
 from paperfeed.api.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.core import Core
@@ -38,14 +38,14 @@ class EventController(Controller):
 
         ``duplicates`` counts events already applied earlier: a client may drop them.
         """
-        budget = reader_budget(request.scope.get("state", {}))
-        try:
-            result = await core.ingestor.ingest(user_id, data.events, budget=budget)
-        except Unauthorized:
-            relinked = await relinked_reader(request, core, user_id)
-            if relinked is None:
-                raise
-            result = await core.ingestor.ingest(relinked, data.events)
+        with spending(request.scope.setdefault("state", {})) as budget:
+            try:
+                result = await core.ingestor.ingest(user_id, data.events, budget=budget)
+            except Unauthorized:
+                relinked = await relinked_reader(request, core, user_id)
+                if relinked is None:
+                    raise
+                result = await core.ingestor.ingest(relinked, data.events, budget=budget)
         EVENTS_ACCEPTED.inc(result.accepted)
         EVENTS_DUPLICATE.inc(result.duplicates)
         return result

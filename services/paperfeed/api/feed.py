@@ -8,7 +8,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 
 from paperfeed.api.deps import provide_reader_id, relinked_reader
-from paperfeed.api.limits import reader_budget
+from paperfeed.api.limits import spending
 from paperfeed.api.metrics import FEEDS_SERVED
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Limit
@@ -64,14 +64,14 @@ class FeedController(Controller):
         wanted = min(offset + limit, FEED_DEPTH)
         # One more than the page, to know whether there is a next one.
         depth = min(wanted + 1, FEED_DEPTH)
-        budget = reader_budget(request.scope.get("state", {}))
-        try:
-            feed = await core.feeds.feed(user_id, depth, budget=budget)
-        except Unauthorized:
-            relinked = await relinked_reader(request, core, user_id)
-            if relinked is None:
-                raise
-            feed = await core.feeds.feed(relinked, depth)
+        with spending(request.scope.setdefault("state", {})) as budget:
+            try:
+                feed = await core.feeds.feed(user_id, depth, budget=budget)
+            except Unauthorized:
+                relinked = await relinked_reader(request, core, user_id)
+                if relinked is None:
+                    raise
+                feed = await core.feeds.feed(relinked, depth, budget=budget)
         FEEDS_SERVED.labels(kind="personal" if feed.model_version else "trending").inc()
         return paged(feed, offset, wanted)
 

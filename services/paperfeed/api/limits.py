@@ -24,6 +24,9 @@ Redis is full) and answered, so readers keep their feeds through the incident.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any, Final
 
 from litestar.enums import ScopeType
@@ -34,7 +37,7 @@ from redis.exceptions import ResponseError
 from paperfeed.api.errors import over_budget
 from paperfeed.core import Core
 from paperfeed.store import keys
-from paperfeed.store.budgets import LocalWindows, ReaderBudget
+from paperfeed.store.budgets import LocalWindows, OverBudget, ReaderBudget
 from paperfeed.store.pressure import WritesRefused, note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import hash_token
@@ -46,9 +49,56 @@ SPENT_IN_SCRIPT: Final = frozenset({("GET", "/v1/feed"), ("POST", "/v1/events")}
 """Requests whose install budget the script serving them spends (one round trip)."""
 
 
+BUDGET_SPENT = "paperfeed_budget_spent"
+
+
+class Exhausted:
+    """Installs this process saw past their budget, until their window ends: their next
+    requests are refused here, without a round trip (at most ``cap`` remembered)."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self._until: dict[str, float] = {}
+
+    def mark(self, install: str, ms_left: int) -> None:
+        if len(self._until) >= self.cap:
+            now = time.monotonic()
+            self._until = {k: v for k, v in self._until.items() if v > now}
+            if len(self._until) >= self.cap:
+                self._until.clear()
+        self._until[install] = time.monotonic() + ms_left / 1000
+
+    def ms_left(self, install: str) -> int:
+        until = self._until.get(install)
+        if until is None:
+            return 0
+        left = int((until - time.monotonic()) * 1000)
+        if left <= 0:
+            del self._until[install]
+            return 0
+        return left
+
+
+EXHAUSTED = Exhausted()
+
+
 def reader_budget(scope_state: dict[str, Any]) -> ReaderBudget | None:
     budget: ReaderBudget | None = scope_state.get(BUDGET_STATE)
     return budget
+
+
+@contextlib.contextmanager
+def spending(scope_state: dict[str, Any]) -> Iterator[ReaderBudget | None]:
+    """The request's budget, for the service call that spends it: once the call has
+    run (or refused the request past the budget), the middleware spends nothing more."""
+    budget = reader_budget(scope_state)
+    try:
+        yield budget
+    except OverBudget as exc:
+        scope_state[BUDGET_SPENT] = True
+        EXHAUSTED.mark(exc.budget.install, exc.ms_left)
+        raise
+    scope_state[BUDGET_SPENT] = True
 
 
 def bearer_from_scope(scope: Scope) -> str | None:
@@ -73,6 +123,7 @@ class RequestBudgets(ASGIMiddleware):
         self.installs_per_hour = core.settings.installs_per_hour
         self.unlimited = frozenset(unlimited)
         self._count = core.redis.register_script(lua("rate_count"))
+        self._spend_reader = core.redis.register_script(lua("reader_budget") + lua("budget_spend"))
         self._local = LocalWindows()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
@@ -90,9 +141,19 @@ class RequestBudgets(ASGIMiddleware):
             state[USER_ID_STATE] = user_id
             assert token is not None
             if (scope.get("method"), path) in SPENT_IN_SCRIPT:
-                state[BUDGET_STATE] = ReaderBudget(
+                budget = ReaderBudget(
                     hash_token(token)[:32], self.per_minute, keys.RATE_WINDOW_S * 1000
                 )
+                left = EXHAUSTED.ms_left(budget.install)
+                if left:
+                    raise over_budget(budget.limit, left, budget.what)
+                state[BUDGET_STATE] = budget
+                try:
+                    await next_app(scope, receive, send)
+                finally:
+                    if not state.get(BUDGET_SPENT):
+                        await self._spend_after(user_id, budget)
+                return
             else:
                 key = keys.install_rate_limit(hash_token(token))
                 await self._spend(
@@ -107,6 +168,23 @@ class RequestBudgets(ASGIMiddleware):
                 key, HOUR_S, self.installs_per_hour, read, "new installs an hour from an address"
             )
         await next_app(scope, receive, send)
+
+    async def _spend_after(self, user_id: str, budget: ReaderBudget) -> None:
+        """Spend the budget of a request that ended before the script serving it (a body
+        refused, a batch too large): the same counter, so such requests are bounded too;
+        past it, the install's next requests are refused here."""
+        try:
+            count, ms_left = await self._spend_reader(
+                keys=[keys.user_budget(user_id), keys.user_profile(user_id)],
+                args=[budget.install, budget.window_ms, budget.limit],
+            )
+        except ResponseError as exc:
+            if not refused_for_memory(exc):
+                raise
+            note_refused("budget", exc)
+            count, ms_left = self._local.spend(budget.install, budget.window_ms // 1000)
+        if int(count) > budget.limit:
+            EXHAUSTED.mark(budget.install, int(ms_left))
 
     async def _spend(
         self, key: str, window_s: int, limit: int, read: bool, what: str = "requests"

@@ -553,10 +553,21 @@ def finish(
     return Ranked(table.positions[chosen], final[chosen], why, folded, table)
 
 
-def encode_table(table: Table, fingerprint: int) -> bytes:
-    """``table`` as kept in Redis: a flag byte, the index's fingerprint (positions are
-    its), then positions, collaborative and content signals (little-endian 4 bytes)."""
-    head = struct.pack("<BQ", int(table.personal), fingerprint)
+TABLE_HEAD = "<BQQI"
+"""A kept table's head: whether the reader had a vector, the fingerprints of the catalog
+index (its positions are the index's) and of the trending snapshot (the candidates and
+scores came from it), and a CRC of the stamp of the feed it was ranked for."""
+
+
+def table_key(index: CatalogIndex, trend: TrendSnapshot, stamp: str) -> tuple[int, int, int]:
+    """What a kept table must have been made with to be re-sorted now."""
+    return index.fingerprint, trend.fingerprint, zlib.crc32(stamp.encode())
+
+
+def encode_table(table: Table, made_with: tuple[int, int, int]) -> bytes:
+    """``table`` as kept in Redis: ``TABLE_HEAD``, then positions, collaborative and
+    content signals (little-endian 4 bytes each)."""
+    head = struct.pack(TABLE_HEAD, int(table.personal), *made_with)
     return b"".join([
         head,
         table.positions.astype("<i4").tobytes(),
@@ -565,13 +576,14 @@ def encode_table(table: Table, fingerprint: int) -> bytes:
     ])  # fmt: skip
 
 
-def decode_table(raw: bytes, fingerprint: int) -> Table | None:
-    """The kept table, if it was made on an index with this ``fingerprint``."""
-    head = struct.calcsize("<BQ")
+def decode_table(raw: bytes, made_with: tuple[int, int, int]) -> Table | None:
+    """The kept table, if it was made with ``made_with`` (``table_key``): the same index,
+    trending snapshot and feed stamp; else None (the feed is ranked anew)."""
+    head = struct.calcsize(TABLE_HEAD)
     if len(raw) < head or (len(raw) - head) % 12:
         return None
-    personal, kept_for = struct.unpack_from("<BQ", raw)
-    if kept_for != fingerprint:
+    personal, *kept_with = struct.unpack_from(TABLE_HEAD, raw)
+    if tuple(kept_with) != made_with:
         return None
     n = (len(raw) - head) // 12
     body = np.frombuffer(raw, dtype="<i4", count=n, offset=head)
@@ -707,6 +719,8 @@ class FeedService:
         text profile and the search for candidates. None when it cannot be done exactly
         (the table is gone or of another index, or more than impressions happened since
         ``counts`` was read): the caller ranks anew."""
+        if cached.events < 0 or cached.depth <= 0:  # kept by an earlier version
+            return None
         model_version, catalog_version = cached.stamp.split("|")[:2]
         index = self.holder.index
         if index is None or (index.catalog_version, str(index.model_version)) != (
@@ -721,10 +735,10 @@ class FeedService:
             now_counts, raw_records, raw_table = await pipe.execute()
         if (int(now_counts[0] or 0), int(now_counts[1] or 0)) != counts or not raw_table:
             return None
-        table = decode_table(raw_table, index.fingerprint)
+        trend = await self.holder.refresh_trend(now)
+        table = decode_table(raw_table, table_key(index, trend, cached.stamp))
         if table is None:
             return None
-        trend = await self.holder.refresh_trend(now)
         ranked = await self.offload(resort_stored, index, trend, raw_records, table, cached, now)
         resorted = CachedFeed(
             stamp=cached.stamp,
@@ -754,8 +768,7 @@ class FeedService:
                 # EVAL with the text (not a registered script, whose pipeline would first ask
                 # Redis whether it has it: a round trip more).
                 pipe.execute_command(
-                    "EVAL", self._read_script, 3, *names, install, window_ms, limit,
-                    int(now * 1000),
+                    "EVAL", self._read_script, 3, *names, install, window_ms, limit
                 )  # fmt: skip
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
@@ -766,11 +779,17 @@ class FeedService:
                 raise
             note_refused("budget", exc)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
+                pipe.hmget(keys.user_profile(user_id), ["events", "impressions", "erasing"])
                 pipe.get(keys.user_feed(user_id))
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
-                (events, impressions), raw_cached, catalog_version, model = await pipe.execute()
+                (
+                    (events, impressions, erasing),
+                    raw_cached,
+                    catalog_version,
+                    model,
+                ) = await pipe.execute()
+            events = None if erasing else events
             count, ms_left = self._local.spend(names[0] + install, window_ms // 1000, now)
         if budget is not None and int(count) > budget.limit:
             raise OverBudget(budget, int(ms_left))
@@ -808,7 +827,8 @@ class FeedService:
             # Stamped with what it was folded from (not with now: an event that arrived
             # while it was ranked is not in it, and the next feed must fold again).
             folded = encode_vector(index.model.version, read_at, ranked.vector, ranked_events)
-        table = b"-" if ranked.table is None else encode_table(ranked.table, index.fingerprint)
+        made_with = table_key(index, trend, stamp)
+        table = b"-" if ranked.table is None else encode_table(ranked.table, made_with)
         await self._store(user_id, computed, folded, table)
         return computed
 

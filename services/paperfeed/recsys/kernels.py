@@ -8,13 +8,15 @@ same papers with the same scores as the reference pipeline (``tests/test_kernels
 holds them together on real and synthetic data). Dense products (a reader's vector
 against the pool's factors) stay in BLAS, which releases the GIL too.
 
-Compiled on first use and cached on disk (``NUMBA_CACHE_DIR``, else beside this file);
-``warm_up`` compiles them all, which an api process does when it starts.
+Compiled on first use and cached on disk (``NUMBA_CACHE_DIR``, else beside this file;
+the container image points it at ``/tmp``); ``warm_up`` compiles them all, which an api
+process does in the background when it starts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
@@ -25,7 +27,16 @@ IntArray = npt.NDArray[np.int64]
 Indexes = npt.NDArray[np.integer[Any]]
 """scipy's index arrays: int32, or int64 for very large matrices."""
 
-jit = numba.njit(nogil=True, cache=True)
+Kernel = TypeVar("Kernel", bound=Callable[..., Any])
+
+
+def jit(function: Kernel) -> Kernel:
+    """``numba.njit`` without the GIL, cached on disk where numba can write (a process
+    whose every cache directory is read-only compiles the kernels itself, once)."""
+    try:
+        return cast(Kernel, numba.njit(nogil=True, cache=True)(function))
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return cast(Kernel, numba.njit(nogil=True)(function))
 
 
 @jit

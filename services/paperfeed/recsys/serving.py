@@ -147,9 +147,10 @@ class ModelHolder:
         return papers  # type: ignore[return-value]
 
     async def refresh_trend(self, now: float | None = None) -> TrendSnapshot:
-        """The trending snapshot, taken again in each new epoch of ``trend_s`` seconds
-        (every process agrees on the epoch: cached feeds say which they used) or when the
-        index changed."""
+        """The trending snapshot, taken again in each new epoch of ``trend_s`` seconds on
+        the common clock, or when the index changed. (A reader's cached feed lives by
+        their own epoch, offset from this one: ``feed.reader_epoch``; the candidate table
+        kept with it names the snapshot it was ranked on, ``TrendSnapshot.fingerprint``.)"""
         now = time.time() if now is None else now
         index = self.index
         if index is None:

@@ -37,8 +37,7 @@ end
 
 local now = tonumber(ARGV[1])
 local budget_limit = tonumber(ARGV[9])
-local spent, window_left = spend_budget(KEYS[9], ARGV[7], tonumber(ARGV[8]), budget_limit,
-  math.floor(now * 1000))
+local spent, window_left = spend_budget(KEYS[9], ARGV[7], tonumber(ARGV[8]), budget_limit)
 if budget_limit > 0 and spent > budget_limit then
   return {-2, spent, window_left, {}, {}}
 end
