@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -125,6 +126,11 @@ class ModelHolder:
                     build_index, papers, model, catalog_version, index, aliases
                 )
                 self.model, self.index = model, index
+                # The index and the model are hundreds of thousands of long-lived objects:
+                # left to the cyclic collector, each full collection walks them all on
+                # the event loop (170 ms at 50,000 papers, every request waiting).
+                # Frozen, they are never scanned again (refcounting still frees them).
+                gc.freeze()
                 if model is not None and version == model.version:
                     log.info("model loaded", extra={"version": model.version, "papers": len(index)})
                 changed = True
@@ -170,6 +176,7 @@ class ModelHolder:
         # The ranking's compiled kernels, loaded from numba's cache (compiled the first
         # time) before the first feed needs them, while the api already answers.
         await self.offload(kernels.warm_up)
+        gc.freeze()  # numba's own objects too
         failing = False
         while not self._stopping.is_set():
             try:
