@@ -86,12 +86,12 @@ def stages(
     lap("text profile")
     found = feed.visible(feed.candidates(index, trend, vector, text_profile, ops), reader)
     lap("candidates")
-    table = feed.signals_of(index, found, vector, text_profile, ops)
-    final, signals, ages = feed.scores(index, trend, table, reader, now)
+    table = feed.signals_of(index, trend, found, vector, text_profile, ops)
+    final, signals, ages = feed.scores(index, table, reader, now)
     lap("scores")
     chosen = np.argsort(-final, kind="stable")[:limit]
     lap("top-k")
-    why = feed.reasons(index, trend, reader, found, chosen, signals, ages, ops)
+    why = feed.reasons(index, reader, table, chosen, signals, ages, ops)
     lap("reasons")
     return feed.Ranked(found[chosen], final[chosen], why, vector, table), took
 
@@ -129,7 +129,7 @@ def main() -> None:
             continue
         started = time.perf_counter()
         reader = feed.reader_of_stored(index, raws)
-        feed.finish(index, trend, reader, ranked.table, args.limit, now)
+        feed.finish(index, reader, ranked.table, args.limit, now)
         resort_ms.append((time.perf_counter() - started) * 1000)
     same = sum(
         a.positions.tolist() == b.positions.tolist()

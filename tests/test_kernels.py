@@ -246,7 +246,7 @@ def test_a_re_sort_after_impressions_is_the_full_ranking() -> None:
             record["i"] = record.get("i", 0) + 2
             later[pid] = msgspec.json.encode(record).decode()
         reader = feed.reader_of_stored(index, later)
-        resorted = feed.finish(index, trend, reader, before.table, feed.CACHE_DEPTH, NOW + 30)
+        resorted = feed.finish(index, reader, before.table, feed.CACHE_DEPTH, NOW + 30)
         full = feed.rank_stored(index, trend, later, None, 0, feed.CACHE_DEPTH, NOW + 30)
         assert resorted.positions.tolist() == full.positions.tolist()
         assert np.array_equal(resorted.scores, full.scores)
@@ -265,15 +265,16 @@ def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
         + 2 * feed.PERSONAL_CANDIDATES
     )
     n = np.arange(most, dtype=np.int64)
-    table = feed.Table(n, n.astype(np.float32), n.astype(np.float32), True)
-    encoded = feed.encode_table(table, (7, 8, 9))
+    f = n.astype(np.float32)
+    table = feed.Table(n, f, f + 1, True, f + 2, (n % 4).astype(np.uint8))
+    encoded = feed.encode_table(table, (7, 9))
     assert len(encoded) + 200 <= CANDIDATE_TABLE_BYTES  # with the key and Redis's overhead
-    decoded = feed.decode_table(encoded, (7, 8, 9))
+    decoded = feed.decode_table(encoded, (7, 9))
     assert decoded is not None
-    assert decoded.positions.tolist() == n.tolist()
-    assert feed.decode_table(encoded, (6, 8, 9)) is None  # another index's positions
-    assert feed.decode_table(encoded, (7, 5, 9)) is None  # another trending snapshot
-    assert feed.decode_table(encoded, (7, 8, 4)) is None  # another feed's candidates
+    for kept, made in zip(decoded, table, strict=True):
+        assert np.array_equal(kept, made)
+    assert feed.decode_table(encoded, (6, 9)) is None  # another index's positions
+    assert feed.decode_table(encoded, (7, 4)) is None  # another feed's candidates
 
 
 def test_every_reason_is_true_of_the_data_that_produced_it() -> None:

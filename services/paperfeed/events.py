@@ -431,8 +431,8 @@ def footprint_bound(settings: Settings) -> int:
     )
 
 
-CANDIDATE_TABLE_BYTES = 16_384
-"""The most a reader's cached feed's candidate table takes (``recsys.feed.Table``: 12
+CANDIDATE_TABLE_BYTES = 20_480
+"""The most a reader's cached feed's candidate table takes (``recsys.feed.Table``: 17
 bytes a candidate, at most 1,000 candidates, with the key; a test holds the feed to it)."""
 
 

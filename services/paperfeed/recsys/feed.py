@@ -170,6 +170,12 @@ class Table(NamedTuple):
     """The cosine of the reader's text profile and each candidate's text."""
     personal: bool
     """Whether the reader had a vector (the learned blend, else ``CONTENT_ONLY``)."""
+    trending: FloatArray
+    """Each candidate's week trending score in the snapshot it was ranked with ..."""
+    hot: npt.NDArray[np.uint8]
+    """... and whether it was among that snapshot's hottest (``HOT_TODAY_BIT``,
+    ``HOT_WEEK_BIT``): a re-sort ranks with the snapshot the candidates came from, as
+    the ranking did (each process takes its own snapshot, every ten minutes)."""
 
 
 class Ranked(NamedTuple):
@@ -356,25 +362,38 @@ def visible(positions: IntArray, reader: Reader) -> IntArray:
 # --- 3. scores ----------------------------------------------------------------------
 
 
+HOT_TODAY_BIT, HOT_WEEK_BIT = 1, 2
+
+
 def signals_of(
     index: CatalogIndex,
+    trend: TrendSnapshot,
     positions: IntArray,
     vector: FloatArray | None,
     text_profile: ReaderProfile,
     ops: Ops = COMPILED,
 ) -> Table:
-    """The candidates' raw collaborative and content signals."""
+    """The candidates' raw collaborative, content and trending signals."""
+    n = len(positions)
     if vector is not None and index.factors is not None:
         cf = (index.factors[positions] @ vector).astype(np.float32)
     else:
-        cf = np.zeros(len(positions), dtype=np.float32)
+        cf = np.zeros(n, dtype=np.float32)
     content = ops.scores(index.text, positions, text_profile)
-    return Table(positions, cf, content, vector is not None)
+    trending = (
+        trend.week[positions].astype(np.float32)
+        if len(trend.week) == len(index)
+        else np.zeros(n, np.float32)
+    )
+    hot = (
+        np.isin(positions, trend.today_top[:HOT_TODAY]) * HOT_TODAY_BIT
+        + np.isin(positions, trend.week_top[:HOT_WEEK]) * HOT_WEEK_BIT
+    ).astype(np.uint8)
+    return Table(positions, cf, content, vector is not None, trending, hot)
 
 
 def scores(
     index: CatalogIndex,
-    trend: TrendSnapshot,
     table: Table,
     reader: Reader,
     now: float,
@@ -386,11 +405,7 @@ def scores(
     cf = table.cf[None, :]
     content = table.content[None, :]
     ages = np.maximum(0.0, (now - index.dates[positions]) / 86_400).astype(np.float32)
-    trending = (
-        trend.week[positions].astype(np.float32)
-        if len(trend.week) == len(index)
-        else np.zeros(n, np.float32)
-    )
+    trending = table.trending.copy()
     # Trending cannot know yet what a paper of this week is worth: a fresh paper counts
     # as at least as hot as the median candidate, and competes on relevance.
     fresh = ages <= FRESH_DAYS
@@ -427,15 +442,15 @@ def times_shown(reader: Reader, positions: IntArray) -> FloatArray:
 
 def reasons(
     index: CatalogIndex,
-    trend: TrendSnapshot,
     reader: Reader,
-    positions: IntArray,
+    table: Table,
     chosen: IntArray,
     signals: Signals,
     ages: FloatArray,
     ops: Ops = COMPILED,
 ) -> list[list[str]]:
-    """Why each chosen candidate (indexes into ``positions``) is in the feed."""
+    """Why each chosen candidate (indexes into ``table``) is in the feed."""
+    positions = table.positions
     liked = reader.weights > 0
     anchor_order = np.argsort(-reader.weights[liked], kind="stable")[:ANCHORS]
     anchors = reader.positions[liked][anchor_order]
@@ -449,15 +464,13 @@ def reasons(
     own_topics = (
         set(topics.of_paper[reader.liked].tolist()) - {-1} if len(topics.of_paper) else set()
     )
-    hot_today = set(trend.today_top[:HOT_TODAY].tolist())
-    hot_week = set(trend.week_top[:HOT_WEEK].tolist())
+    chosen_hot = table.hot[chosen].tolist()
     personal = reader.positives > 0 and index.model is not None
     # Python numbers for the loop below (a numpy scalar costs ten times more each).
     if similarity.shape[1]:
         nearest = similarity.argmax(axis=1)
         nearest_similarity = similarity[np.arange(len(chosen)), nearest].tolist()
         nearest_list = nearest.tolist()
-    chosen_positions = positions[chosen].tolist()
     # "Readers like you" only of a paper readers interacted with: a paper without any
     # (cold) has factors borrowed from its text neighbours, so a high collaborative score
     # there says "like papers you read", which the text reason says when it is true.
@@ -477,10 +490,9 @@ def reasons(
                 why.append(f"because you {anchor_verbs[nearest_anchor]} “{title}”")
         if personal and chosen_cf[row] > 1.0:
             why.append("popular with readers like you")
-        position = chosen_positions[row]
-        if position in hot_today:
+        if chosen_hot[row] & HOT_TODAY_BIT:
             why.append("trending today")
-        elif position in hot_week:
+        elif chosen_hot[row] & HOT_WEEK_BIT:
             why.append("trending this week")
         topic = chosen_topics[row]
         age = chosen_ages[row]
@@ -531,13 +543,12 @@ def rank(
     found = visible(candidates(index, trend, vector, text_profile, ops), reader)
     if len(found) == 0:
         return Ranked(found, np.zeros(0, np.float32), [], folded)
-    return finish(index, trend, reader, signals_of(index, found, vector, text_profile, ops),
-                  limit, now, ops, folded)  # fmt: skip
+    table = signals_of(index, trend, found, vector, text_profile, ops)
+    return finish(index, reader, table, limit, now, ops, folded)
 
 
 def finish(
     index: CatalogIndex,
-    trend: TrendSnapshot,
     reader: Reader,
     table: Table,
     limit: int,
@@ -547,50 +558,60 @@ def finish(
 ) -> Ranked:
     """Scores, order and reasons of the candidates in ``table``: the end of ``rank``,
     and all of a re-sort after impressions."""
-    final, signals, ages = scores(index, trend, table, reader, now)
+    final, signals, ages = scores(index, table, reader, now)
     chosen = np.argsort(-final, kind="stable")[:limit]
-    why = reasons(index, trend, reader, table.positions, chosen, signals, ages, ops)
+    why = reasons(index, reader, table, chosen, signals, ages, ops)
     return Ranked(table.positions[chosen], final[chosen], why, folded, table)
 
 
-TABLE_HEAD = "<BQQI"
-"""A kept table's head: whether the reader had a vector, the fingerprints of the catalog
-index (its positions are the index's) and of the trending snapshot (the candidates and
-scores came from it), and a CRC of the stamp of the feed it was ranked for."""
+TABLE_HEAD = "<BQI"
+"""A kept table's head: whether the reader had a vector, the catalog index's fingerprint
+(its positions are the index's) and a CRC of the stamp of the feed it was ranked for."""
+TABLE_BYTES_EACH = 17
+"""A kept candidate: position, collaborative, content and trending signals (4 bytes
+each, little-endian) and its hot flags (1 byte)."""
 
 
-def table_key(index: CatalogIndex, trend: TrendSnapshot, stamp: str) -> tuple[int, int, int]:
+def table_key(index: CatalogIndex, stamp: str) -> tuple[int, int]:
     """What a kept table must have been made with to be re-sorted now."""
-    return index.fingerprint, trend.fingerprint, zlib.crc32(stamp.encode())
+    return index.fingerprint, zlib.crc32(stamp.encode())
 
 
-def encode_table(table: Table, made_with: tuple[int, int, int]) -> bytes:
-    """``table`` as kept in Redis: ``TABLE_HEAD``, then positions, collaborative and
-    content signals (little-endian 4 bytes each)."""
+def encode_table(table: Table, made_with: tuple[int, int]) -> bytes:
+    """``table`` as kept in Redis: ``TABLE_HEAD``, then its columns."""
     head = struct.pack(TABLE_HEAD, int(table.personal), *made_with)
     return b"".join([
         head,
         table.positions.astype("<i4").tobytes(),
         table.cf.astype("<f4").tobytes(),
         table.content.astype("<f4").tobytes(),
+        table.trending.astype("<f4").tobytes(),
+        table.hot.astype(np.uint8).tobytes(),
     ])  # fmt: skip
 
 
-def decode_table(raw: bytes, made_with: tuple[int, int, int]) -> Table | None:
-    """The kept table, if it was made with ``made_with`` (``table_key``): the same index,
-    trending snapshot and feed stamp; else None (the feed is ranked anew)."""
+def decode_table(raw: bytes, made_with: tuple[int, int]) -> Table | None:
+    """The kept table, if it was made with ``made_with`` (``table_key``): the same index
+    and feed stamp; else None (the feed is ranked anew)."""
     head = struct.calcsize(TABLE_HEAD)
-    if len(raw) < head or (len(raw) - head) % 12:
+    if len(raw) < head or (len(raw) - head) % TABLE_BYTES_EACH:
         return None
     personal, *kept_with = struct.unpack_from(TABLE_HEAD, raw)
     if tuple(kept_with) != made_with:
         return None
-    n = (len(raw) - head) // 12
-    body = np.frombuffer(raw, dtype="<i4", count=n, offset=head)
-    cf = np.frombuffer(raw, dtype="<f4", count=n, offset=head + 4 * n)
-    content = np.frombuffer(raw, dtype="<f4", count=n, offset=head + 8 * n)
-    return Table(body.astype(np.int64), cf.astype(np.float32), content.astype(np.float32),
-                 bool(personal))  # fmt: skip
+    n = (len(raw) - head) // TABLE_BYTES_EACH
+
+    def column(dtype: str, at: int) -> npt.NDArray[np.generic]:
+        return np.frombuffer(raw, dtype=dtype, count=n, offset=head + at * n)
+
+    return Table(
+        column("<i4", 0).astype(np.int64),
+        column("<f4", 4).astype(np.float32),
+        column("<f4", 8).astype(np.float32),
+        bool(personal),
+        column("<f4", 12).astype(np.float32),
+        column("u1", 16).astype(np.uint8),
+    )
 
 
 class CachedFeed(msgspec.Struct, array_like=True):
@@ -735,11 +756,10 @@ class FeedService:
             now_counts, raw_records, raw_table = await pipe.execute()
         if (int(now_counts[0] or 0), int(now_counts[1] or 0)) != counts or not raw_table:
             return None
-        trend = await self.holder.refresh_trend(now)
-        table = decode_table(raw_table, table_key(index, trend, cached.stamp))
+        table = decode_table(raw_table, table_key(index, cached.stamp))
         if table is None:
             return None
-        ranked = await self.offload(resort_stored, index, trend, raw_records, table, cached, now)
+        ranked = await self.offload(resort_stored, index, raw_records, table, cached, now)
         resorted = CachedFeed(
             stamp=cached.stamp,
             model_version=cached.model_version,
@@ -827,7 +847,7 @@ class FeedService:
             # Stamped with what it was folded from (not with now: an event that arrived
             # while it was ranked is not in it, and the next feed must fold again).
             folded = encode_vector(index.model.version, read_at, ranked.vector, ranked_events)
-        made_with = table_key(index, trend, stamp)
+        made_with = table_key(index, stamp)
         table = b"-" if ranked.table is None else encode_table(ranked.table, made_with)
         await self._store(user_id, computed, folded, table)
         return computed
@@ -928,14 +948,13 @@ class FeedService:
 
 def resort_stored(
     index: CatalogIndex,
-    trend: TrendSnapshot,
     raw_records: dict[str, str],
     table: Table,
     cached: CachedFeed,
     now: float,
 ) -> Ranked:
     """``finish`` on a kept table, for the reader as read from Redis now."""
-    return finish(index, trend, reader_of_stored(index, raw_records), table, cached.depth, now)
+    return finish(index, reader_of_stored(index, raw_records), table, cached.depth, now)
 
 
 def search_stored(

@@ -351,9 +351,6 @@ class TrendSnapshot(NamedTuple):
     today_top: IntArray
     """Positions of the week's and the day's hottest papers, hottest first."""
     catalog_version: str
-    fingerprint: int = 0
-    """64 bits of a hash of the scores and top lists: two snapshots (of two processes,
-    or two epochs) with the same fingerprint rank alike."""
 
 
 EMPTY_TREND = TrendSnapshot(
@@ -372,11 +369,6 @@ def trend_snapshot(
     found = week_pos >= 0
     scores[week_pos[found]] = np.array([s for _, s in week], dtype=np.float32)[found]
     today_pos = index.positions([pid for pid, _ in today])
-    week_top, today_top = week_pos[found], today_pos[today_pos >= 0]
-    digest = hashlib.blake2b(digest_size=8)
-    for part in (scores, week_top, today_top):
-        digest.update(part.tobytes())
     return TrendSnapshot(
-        now, scores, week_top, today_top, index.catalog_version,
-        int.from_bytes(digest.digest(), "little"),
-    )  # fmt: skip
+        now, scores, week_pos[found], today_pos[today_pos >= 0], index.catalog_version
+    )

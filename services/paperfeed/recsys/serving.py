@@ -156,7 +156,7 @@ class ModelHolder:
         """The trending snapshot, taken again in each new epoch of ``trend_s`` seconds on
         the common clock, or when the index changed. (A reader's cached feed lives by
         their own epoch, offset from this one: ``feed.reader_epoch``; the candidate table
-        kept with it names the snapshot it was ranked on, ``TrendSnapshot.fingerprint``.)"""
+        kept with it keeps the trending it was ranked with.)"""
         now = time.time() if now is None else now
         index = self.index
         if index is None:
