@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 
@@ -294,8 +295,12 @@ def feed_load(
         if name == "feed_cached":
             refresh_cached()
         asyncio.run(drive(url, make, 200, concurrency, ok))  # warm-up
+        before = cache_counts(url)
         rate, latencies = asyncio.run(drive(url, make, requests, concurrency, ok))
         out[name] = {"requests_per_s": round(rate), **summary(latencies)}
+        if name != "bare_readyz":
+            after = cache_counts(url)
+            out[name]["feeds"] = {k: round(after[k] - before[k]) for k in after}
         print(f"{name}: {out[name]}", flush=True)
     bare = out["bare_readyz"]["requests_per_s"]
     out["feed_cached"]["over_bare"] = round(out["feed_cached"]["requests_per_s"] / bare, 3)
@@ -314,9 +319,12 @@ def feed_load(
     offered = OPEN_LOOP_SHARE * out["feed_cached"]["requests_per_s"]
     refresh_cached()
     for name, make in (("bare_readyz_open_loop", bare_request), ("feed_open_loop", cached_feed)):
+        before = cache_counts(url)
         rate, latencies = asyncio.run(drive_rate(url, make, offered, 20.0, concurrency))
         out[name] = {"offered_per_s": round(offered), "requests_per_s": round(rate),
                      **summary(latencies)}  # fmt: skip
+        after = cache_counts(url)
+        out[name]["feeds"] = {k: round(after[k] - before[k]) for k in after}
         print(f"{name}: {out[name]}", flush=True)
     out["open_loop_p99_over_bare"] = round(
         out["feed_open_loop"]["p99_ms"] / max(out["bare_readyz_open_loop"]["p99_ms"], 1e-3), 2
@@ -334,6 +342,17 @@ def feed_load(
         out["feed_after_event_open_loop"]["p99_ms"] / max(out["feed_open_loop"]["p99_ms"], 1e-3), 2
     )
     return out
+
+
+def cache_counts(url: str) -> dict[str, float]:
+    """The api's feeds by how they were answered (``paperfeed_feed_cache_total``)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return {
+        result: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        for result in ("hit", "resort", "miss")
+        if line.startswith(f'paperfeed_feed_cache_total{{result="{result}"}}')
+    }
 
 
 def across_boundary(
@@ -356,13 +375,16 @@ def across_boundary(
     wait = trend_s - time.time() % trend_s
     print(f"waiting {wait:.0f} s for the trending boundary", flush=True)
     time.sleep(wait)
+    before = cache_counts(url)
     served, started = 0, time.perf_counter()
     while time.perf_counter() - started < 60:
         asyncio.run(drive(url, feed_of, 1_000, concurrency))
         served += 1_000
     rate = served / (time.perf_counter() - started)
+    after = cache_counts(url)
     return {"bare_readyz_per_s": round(bare_rate), "feeds_per_s": round(rate),
-            "over_bare": round(rate / bare_rate, 3)}  # fmt: skip
+            "over_bare": round(rate / bare_rate, 3),
+            "feeds": {k: round(after[k] - before[k]) for k in after}}  # fmt: skip
 
 
 def arrays_bytes(redis_url: str) -> dict[str, float]:
