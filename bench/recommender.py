@@ -241,6 +241,7 @@ def feed_load(
     reader's upvote followed by their feed (the cache must be recomputed); then both
     endpoints in an open loop at half the cached feed's throughput."""
     rng = random.Random(1)
+    run = f"{time.time():.0f}"  # event ids of their own: a Redis used before saw the last run's
     cached_readers = tokens[:CACHED_READERS]
     acting_readers = tokens[CACHED_READERS:]
 
@@ -256,7 +257,7 @@ def feed_load(
     def upvote(token: str, i: int, kind: str = "upvote") -> Request:
         n = rng.randrange(papers)
         paper_id = f"{2400 + n // 90000}.{n % 90000:05d}"
-        event = {"event_id": f"bench-{i}-{rng.random()}", "type": kind,
+        event = {"event_id": f"bench-{run}-{i}-{rng.random()}", "type": kind,
                  "paper_id": paper_id, "ts": time.time()}  # fmt: skip
         body = json.dumps({"events": [event]}).encode()
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
