@@ -1255,6 +1255,39 @@ def test_search_by_paper_address_is_a_tab_that_clearing_leaves(
     page.close()
 
 
+def test_a_paper_the_catalog_lacks_is_asked_for_from_the_search(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """A search by the address of a paper the catalog lacks offers "Ask for it"; a click
+    sends the request (the service records it for this reader) and says the paper will
+    appear once arXiv confirms it; the button is not offered again for that id."""
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    wanted, other = "2401.00777", "2401.00778"
+    page.locator("body").press("/")
+    page.keyboard.type(f"https://arxiv.org/abs/{wanted}v2")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#status:has-text('not in the catalog yet')")
+    ask = page.locator("#status").get_by_role("button", name="Ask for it")
+    assert ask.is_visible()
+    ask.click()
+    page.wait_for_selector("#status:has-text('once arXiv confirms it')")
+    assert wanted in page.locator("#status").inner_text()
+    assert page.get_by_role("button", name="Ask for it").count() == 0
+    assert wanted in export(service, context)["requested"]
+
+    page.fill("#search", other)  # another paper the catalog lacks: offered
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#status:has-text('{other} is not in the catalog yet')")
+    assert page.get_by_role("button", name="Ask for it").count() == 1
+    page.fill("#search", wanted)  # the one asked for: not again
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#status:has-text('Asked for arXiv {wanted}')")
+    assert page.get_by_role("button", name="Ask for it").count() == 0
+    assert list(export(service, context)["requested"]) == [wanted]
+    page.close()
+
+
 def test_a_saved_paper_dismissed_in_for_you_is_a_card_in_saved(
     browser: tuple[Any, str], service: Service
 ) -> None:

@@ -14,6 +14,7 @@ export class ApiError extends Error {
     super(`${kind}${status ? ` (${status})` : ""}${detail ? `: ${detail}` : ""}`);
     this.kind = kind;
     this.status = status;
+    this.detail = detail;
     // The service's Retry-After (429, 503): the queue waits at least that long.
     this.retryAfterMs = retryAfterMs;
   }
@@ -82,6 +83,10 @@ export const deleteDigest = (base, token) =>
   call(base, "/v1/me/digest", { method: "DELETE", token });
 export const getLibrary = (base, token, kind = "saved", limit = 50, cursor = null) =>
   call(base, `/v1/me/library?kind=${kind}&limit=${limit}${cursorParam(cursor)}`, { token });
+// Ask for a paper the catalog lacks (an arXiv id or URL): {paper_id, state: "waiting" |
+// "catalogued"}; it enters the catalog once arXiv (or Hugging Face) describes it.
+export const requestPaper = (base, token, paperId) =>
+  call(base, "/v1/catalog/requests", { method: "POST", token, body: { paper_id: paperId } });
 export const search = (base, token, query, limit = 30) =>
   call(base, `/v1/search?q=${encodeURIComponent(query)}&limit=${limit}`, { token: token ?? undefined });
 export const createPairingCode = (base, token) =>

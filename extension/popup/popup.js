@@ -89,7 +89,7 @@ async function load() {
       const answer = await api.search(base, settings.token, query, PAGE);
       if (left()) return;
       if (answer.named && !answer.items.length) {
-        say(`arXiv ${answer.named} is not in the catalog yet.`);
+        missing(answer.named, settings, left);
       } else {
         say(answer.items.length ? "" : `Nothing matches “${query}”.`);
       }
@@ -165,6 +165,48 @@ async function load() {
       say(api.KINDS[error.kind] ?? "Something went wrong.");
     }
   }
+}
+
+// The arXiv ids the reader asked for in this popup: "Ask for it" is offered once each.
+const asked = new Set();
+const askedText = (id) =>
+  `Asked for arXiv ${id}: it will appear once arXiv confirms it.`;
+
+// A search named an arXiv paper the catalog lacks: say so, and offer to ask for it (the
+// service looks the id up at arXiv and Hugging Face; only their metadata admits it).
+function missing(id, settings, left) {
+  if (asked.has(id)) {
+    say(askedText(id));
+    return;
+  }
+  say(`arXiv ${id} is not in the catalog yet.`);
+  const button = Object.assign(document.createElement("button"), {
+    type: "button", className: "ask", textContent: "Ask for it",
+  });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const install = await installed(settings);
+      const answer = await api.requestPaper(settings.backendUrl, install.token, id);
+      asked.add(id);
+      if (left()) return;
+      if (answer.state === "catalogued") load(); // there meanwhile: show it
+      else say(askedText(id));
+    } catch (error) {
+      if (left()) return;
+      if (error.kind === "rate-limited" && error.detail?.startsWith("paper_id: ")) {
+        // The reader's papers a day are spent: asking again today cannot work.
+        say(`arXiv ${id} is not in the catalog yet. Not asked: ${error.detail.replace(/^paper_id: /, "")}.`);
+        return;
+      }
+      say(error.kind === "offline"
+        ? `arXiv ${id} is not in the catalog yet. Offline: asking for it needs the service.`
+        : `arXiv ${id} is not in the catalog yet. ${api.KINDS[error.kind] ?? "Something went wrong."}`);
+      button.disabled = false;
+      status.append(" ", button);
+    }
+  });
+  status.append(" ", button);
 }
 
 // Trending with the reader's state of each paper; a token the service no longer knows

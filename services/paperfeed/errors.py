@@ -47,3 +47,15 @@ class Unavailable(PaperfeedError):
 class NotOffered(Forbidden):
     """A feature this deployment does not offer (e-mail digests without SMTP): a 403
     that says so; ``GET /v1/meta`` tells clients beforehand."""
+
+
+class RequestsExhausted(PaperfeedError):
+    """The reader spent their reports a day (``reports_per_day``: papers their pages
+    reported and papers they asked the catalog for): a 429 until the next day (UTC)."""
+
+    def __init__(self, per_day: int, now: float) -> None:
+        super().__init__(
+            f"paper_id: at most {per_day} papers a day reported or asked for; "
+            "ask again tomorrow (UTC)"
+        )
+        self.retry_after_s = max(1, int(86_400 - now % 86_400))

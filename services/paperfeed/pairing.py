@@ -246,6 +246,7 @@ class Pairing:
             for c in decode_user_paper(mine[pid]).trending_contributions(now_id)
         ]
         await self.trending.add(taken_back, now, once=f"link:{old}")
+        await self.users.catalog.move_requests(old, reader)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(keys.user_profile(old), "token_hash")
             pipe.delete(*keys.user_keys(old))

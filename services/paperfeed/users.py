@@ -90,6 +90,9 @@ class UserExport(msgspec.Struct):
     """The e-mail digest subscription (address, frequency, confirmation), if any."""
     feed: dict[str, Any] | None = None
     """The caller's feed as kept for them (``papers``: ids, ``scores``, ``reasons``)."""
+    requested: dict[str, float] = msgspec.field(default_factory=dict)
+    """The arXiv ids the caller asked the catalog for (``POST /v1/catalog/requests``)
+    in the last 30 days, with when."""
 
 
 def hash_token(token: str) -> str:
@@ -173,7 +176,9 @@ class Users:
             pipe.get(keys.user_vector(user_id))
             pipe.get(keys.user_digest(user_id))
             pipe.get(keys.user_feed(user_id))
-            profile, papers, log, legacy_log, titles, vector, digest, feed = await pipe.execute()
+            pipe.zrange(keys.user_requests(user_id), 0, -1, withscores=True)
+            answers = await pipe.execute()
+        profile, papers, log, legacy_log, titles, vector, digest, feed, requested = answers
         return UserExport(
             user_id=user_id,
             created_at=float(profile.get("created_at", 0)),
@@ -185,6 +190,7 @@ class Users:
             vector=msgspec.json.decode(vector) if vector else None,
             digest=msgspec.json.decode(digest) if digest else None,
             feed=_feed_export(feed),
+            requested={str(pid): float(at) for pid, at in requested},
         )
 
     async def erase(self, user_id: str, now: float | None = None) -> None:
@@ -204,7 +210,8 @@ class Users:
             pipe.hget(keys.user_profile(user_id), "token_hash")
             pipe.smembers(keys.user_installs(user_id))
             pipe.hgetall(keys.user_papers(user_id))
-            token_hash, linked, raw_records = await pipe.execute()
+            pipe.zrange(keys.user_requests(user_id), 0, -1)
+            token_hash, linked, raw_records, requested = await pipe.execute()
         records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
         # A paper merged since the reader met it holds its weight under its new id.
         resolved = await self.catalog.resolve(list(records))
@@ -214,7 +221,9 @@ class Users:
             for c in record.trending_contributions(new_id)
         ]
         await self.trending.add(contributions, now, once=f"erase:{user_id}")
-        await self.catalog.forget_reporter(user_id, list(records))
+        # Out of the reporters of the papers they met and the requesters of those they
+        # asked for (a paper nobody else asked for waits for reporters again).
+        await self.catalog.forget_reporter(user_id, [*records, *map(str, requested)])
         kept = {keys.user_profile(user_id), keys.user_installs(user_id)}
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(*[k for k in keys.user_keys(user_id) if k not in kept])

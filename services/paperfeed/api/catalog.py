@@ -1,20 +1,28 @@
 """``GET /v1/catalog``: how many papers there are and whether new ones arrive (the catalog
 sync's health, from ``pf:sync:state``), for a client to tell its reader when the sync
-has been failing."""
+has been failing. ``POST /v1/catalog/requests``: a reader asks for a paper the catalog
+lacks (``docs/catalog.md``, "Reported papers")."""
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, get
-from litestar.di import NamedDependency
+from litestar import Controller, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
 
-from paperfeed.api.openapi import documented
+from paperfeed.api.deps import provide_user_id
+from paperfeed.api.openapi import INSTALL_AUTH, documented
+from paperfeed.catalog.lookup import possible_arxiv_id
+from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.sources import Source, parse_sources, read_state
 from paperfeed.catalog.sync import arxiv_categories, arxiv_summary
 from paperfeed.core import Core
+from paperfeed.errors import InvalidInput, NotFound
+from paperfeed.recsys.search import paper_reference
 from paperfeed.settings import Settings
 
 SOURCE_NAMES = {"hf": "Hugging Face daily papers", "arxiv": "arXiv"}
@@ -72,6 +80,56 @@ def catalog_status(state: dict[str, str], papers: int, settings: Settings) -> Ca
     return CatalogStatus(papers=papers, sync="failing" if failing else "ok", sources=sources)
 
 
+_ID = r"[0-9]{4}\.[0-9]{4,5}(?:v[0-9]+)?"
+PAPER_REFERENCE = (
+    rf"^\s*(?:(?:[aA][rR][xX][iI][vV]:\s*)?{_ID}"
+    rf"|(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/{_ID}(?:\.pdf)?/?(?:[?#]\S*)?"
+    rf"|(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/papers/{_ID}/?(?:[?#]\S*)?)\s*$"
+)
+"""What names an arXiv paper: its id (a version, an ``arXiv:`` prefix allowed), or its
+arXiv or Hugging Face page (every text it admits names an id: ``paper_reference``)."""
+
+
+class PaperRequest(msgspec.Struct, forbid_unknown_fields=True):
+    paper_id: Annotated[str, msgspec.Meta(max_length=2_000, pattern=PAPER_REFERENCE)]
+    """An arXiv id (``2401.01234``; a version is ignored), or an arXiv or Hugging Face
+    paper URL (``https://arxiv.org/abs/2401.01234v2``, ``https://huggingface.co/papers/2401.01234``)."""
+
+
+class PaperRequestState(msgspec.Struct, kw_only=True):
+    paper_id: str
+    """The arXiv id asked for (version-less)."""
+    state: Literal["waiting", "catalogued"]
+    """``waiting``: it enters the catalog once arXiv (or Hugging Face) describes it, at
+    the worker's next lookup (``PAPERFEED_CANDIDATE_LOOKUP_INTERVAL_S``); an id no
+    source knows never does. ``catalogued``: it is there already (``paper``)."""
+    paper: Paper | None = None
+    """The paper, when catalogued."""
+    reports_left: int | None = None
+    """Papers the caller may still report or ask for today (set when this request
+    spent one; asking again for a paper still waiting spends nothing)."""
+
+
+def requested_id(raw: str, now: float) -> str:
+    """The arXiv id a request names (its text matched ``PAPER_REFERENCE``: a 400 naming
+    ``paper_id`` otherwise); 404 naming ``paper_id`` when no arXiv paper can have it (a
+    month that does not exist or has not begun, a number of the wrong length for its
+    month)."""
+    paper_id = paper_reference(" ".join(raw.split()))
+    if paper_id is None:
+        raise InvalidInput(
+            "paper_id",
+            "not an arXiv id or an arXiv or Hugging Face paper URL "
+            "(2401.01234, https://arxiv.org/abs/2401.01234, https://huggingface.co/papers/2401.01234)",
+        )
+    if not possible_arxiv_id(paper_id, now):
+        raise NotFound(
+            f"paper_id: no arXiv paper can be {paper_id} (no such month yet, or a number of "
+            "the wrong length for its month)"
+        )
+    return paper_id
+
+
 class CatalogController(Controller):
     path = "/v1/catalog"
     tags = ["papers"]
@@ -84,3 +142,37 @@ class CatalogController(Controller):
         not here."""
         state = await read_state(core.redis)
         return catalog_status(state, await core.catalog.count(), core.settings)
+
+    @post(
+        "/requests",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Ask for a paper the catalog lacks, by arXiv id or URL",
+        responses=documented(400, 401, 404),
+        dependencies={"user_id": Provide(provide_user_id)},
+        security=INSTALL_AUTH,
+    )
+    async def request_paper(
+        self,
+        core: NamedDependency[Core],
+        user_id: NamedDependency[str],
+        data: JSONBody[PaperRequest],
+    ) -> PaperRequestState:
+        """``catalogued`` when the catalog has the paper. Else the caller's request
+        makes the id public by their choice: the worker looks it up at arXiv and
+        Hugging Face at its next lookup without waiting for a second reader, and the
+        paper enters with the source's title, abstract and authors, or not at all
+        (``waiting``). Only the id is kept. Each new request spends one of the caller's
+        reports a day (``PAPERFEED_REPORTS_PER_DAY``, shared with the papers their
+        pages report): past it, 429 until the next day (UTC). Erasing the caller takes
+        them out of their requests. A text that names no arXiv paper: 400 naming
+        ``paper_id``; an id no arXiv paper can have (a month to come, no such month):
+        404."""
+        now = time.time()
+        paper_id = requested_id(data.paper_id, now)
+        paper = await core.catalog.get(paper_id)
+        if paper is not None:
+            return PaperRequestState(paper_id=paper.id, state="catalogued", paper=paper)
+        outcome = await core.catalog.request(user_id, paper_id, now)
+        return PaperRequestState(
+            paper_id=paper_id, state="waiting", reports_left=outcome.reports_left
+        )

@@ -32,6 +32,7 @@ from paperfeed.errors import (
     NotFound,
     NotOffered,
     PaperfeedError,
+    RequestsExhausted,
     Unauthorized,
     Unavailable,
 )
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 STATUS = {
     TooManyAttempts: HTTP_429_TOO_MANY_REQUESTS,
+    RequestsExhausted: HTTP_429_TOO_MANY_REQUESTS,
     InvalidInput: HTTP_400_BAD_REQUEST,
     Unauthorized: HTTP_401_UNAUTHORIZED,
     Forbidden: HTTP_403_FORBIDDEN,
@@ -82,7 +84,7 @@ def paperfeed_error(request: Request[Any, Any, Any], error: PaperfeedError) -> R
     elif status == HTTP_503_SERVICE_UNAVAILABLE:
         headers = {"Retry-After": "5"}
     elif status == HTTP_429_TOO_MANY_REQUESTS:
-        headers = {"Retry-After": "3600"}
+        headers = {"Retry-After": str(getattr(error, "retry_after_s", 3600))}
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
@@ -195,7 +197,10 @@ def spent_budget(request: Request[Any, Any, Any], error: OverBudget) -> Response
     return too_many_requests(request, over_budget(budget.limit, error.ms_left, budget.what))
 
 
-BODY_EXAMPLES = {"/v1/events": '{"events": [{"event_id", "type", "paper_id", "ts"}, ...]}'}
+BODY_EXAMPLES = {
+    "/v1/events": '{"events": [{"event_id", "type", "paper_id", "ts"}, ...]}',
+    "/v1/catalog/requests": '{"paper_id": "<arXiv id or URL>"}',
+}
 
 
 def invalid_request(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:

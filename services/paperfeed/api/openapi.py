@@ -59,7 +59,10 @@ MEANING = {
         "Request body larger than PAPERFEED_MAX_BODY_BYTES (a library import: larger than "
         "2 MiB, or more than 5,000 entries)"
     ),
-    429: "Rate limit of this install (or address) reached; see Retry-After",
+    429: (
+        "Rate limit of this install (or address) reached; see Retry-After (asking for a "
+        "paper: the reader's papers a day, until the next day, UTC)"
+    ),
     503: "Storage unavailable or an event batch not yet replicated; retry after Retry-After",
 }
 ALWAYS = (429, 503)

@@ -5,9 +5,10 @@ An install that meets an arXiv paper the catalog lacks reports its id
 confirms the id, the paper is in no listing, feed, search or digest. The worker's sync
 job looks reported ids up every ``candidate_lookup_interval_s``:
 
-1. the candidates with at least ``candidate_min_users`` reporters, most reporters
-   first, ``candidate_lookup_batch`` of them at most, leaving out those waiting for
-   their next try;
+1. the candidates with at least ``candidate_min_users`` reporters, or asked for by a
+   reader (``POST /v1/catalog/requests``: their choice to make the id public), most
+   reporters first, ``candidate_lookup_batch`` of them at most, leaving out those
+   waiting for their next try;
 2. an id catalogued meanwhile (a sync brought it) just leaves the candidates; an id
    that cannot name an arXiv paper (a month to come, a number of the wrong length for
    its month) is dropped without a request;

@@ -29,6 +29,12 @@ Catalog
   found yet, a subset of the same members.
 - ``pf:cand:{c}:by:<paper>`` (SET) user ids that reported the paper — deleted on admission,
   drop or eviction, TTL 30 days.
+- ``pf:cand:{c}:requested`` (ZSET) paper id -> readers who asked for it
+  (``POST /v1/catalog/requests``: their choice to make the id public, so it is looked up
+  with a single reporter) — members of ``pf:cand:{c}:score`` only (stale ones are
+  dropped at the next lookup).
+- ``pf:cand:{c}:req:<paper>`` (SET) user ids that asked for the paper — deleted with the
+  candidate, TTL 30 days.
 
 Trending (one tag per window so the decay script owns both keys)
 - ``pf:trend:{<window>}:scores`` (ZSET) paper id -> sum of w * 2^((t - epoch)/half_life) —
@@ -58,6 +64,9 @@ Per user (tag ``{u:<id>}``)
   at most ``event_log_bytes``.
 - ``pf:{u:<id>}:seen`` (STRING) 12-hex-digit hashes of the event ids seen, oldest first —
   at most ``dedupe_cap`` of them.
+- ``pf:{u:<id>}:requests`` (ZSET) arXiv id -> when the reader asked for the paper (what
+  erasure takes them out of) — the last 30 days (``CANDIDATE_REPORTER_TTL_S``), at most
+  ``reports_per_day`` a day.
 - ``pf:{u:<id>}:titles`` (HASH) paper id -> the title its page showed, for papers the
   catalog lacked (a hint for the reader's library) — at most ``page_titles_cap`` fields.
 - ``pf:{u:<id>}:touched`` (ZSET), ``pf:{u:<id>}:log`` (LIST), ``pf:{u:<id>}:dedupe`` (ZSET):
@@ -126,6 +135,7 @@ SYNC_LOCK = "pf:sync:lock"
 CANDIDATE_PAPERS = "pf:cand:{c}:papers"
 CANDIDATE_SCORE = "pf:cand:{c}:score"
 CANDIDATE_SEEN = "pf:cand:{c}:seen"
+CANDIDATE_REQUESTED = "pf:cand:{c}:requested"
 CANDIDATE_REPORTER_TTL_S = 30 * 86_400
 
 USERS = "pf:users"
@@ -172,6 +182,10 @@ def candidate_reporters(paper_id: str) -> str:
     return f"pf:cand:{{c}}:by:{paper_id}"
 
 
+def candidate_requesters(paper_id: str) -> str:
+    return f"pf:cand:{{c}}:req:{paper_id}"
+
+
 def trend_scores(window: str) -> str:
     return f"pf:trend:{{{window}}}:scores"
 
@@ -202,6 +216,11 @@ def user_installs(user_id: str) -> str:
 
 def user_pairing(user_id: str) -> str:
     return _user(user_id, "pairing")
+
+
+def user_requests(user_id: str) -> str:
+    """The papers the reader asked the catalog for (``POST /v1/catalog/requests``)."""
+    return _user(user_id, "requests")
 
 
 def user_imports(user_id: str) -> str:
@@ -298,6 +317,7 @@ def user_keys(user_id: str) -> list[str]:
         user_installs(user_id),
         user_pairing(user_id),
         user_imports(user_id),
+        user_requests(user_id),
         user_budget(user_id),
         legacy_user_touched(user_id),
         legacy_user_log(user_id),
