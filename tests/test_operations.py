@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from paperfeed.core import Core
@@ -319,3 +321,89 @@ def test_run_serves_on_uvloop_and_httptools_with_the_worker_at_lower_priority(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
+
+
+def test_ctrl_c_stops_run_cleanly_with_the_trainer_out_of_its_reach(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    """Ctrl-C in the terminal of ``paperfeed run`` (SIGINT to its whole process group)
+    while the worker trains: the trainer runs in a session of its own, out of the
+    terminal's reach (it died of that SIGINT with a KeyboardInterrupt / CancelledError
+    traceback), and the worker stops it; everything stops cleanly: no traceback, exit 0."""
+    import psutil
+
+    env = {
+        **os.environ,
+        **redis_env(redis_url),
+        "PAPERFEED_DATA_DIR": str(tmp_path),
+        "PAPERFEED_LOG_JSON": "false",
+        "PAPERFEED_SYNC_INTERVAL_S": "0",
+        "PAPERFEED_HF_API_URL": "http://127.0.0.1:9",
+        "PAPERFEED_ARXIV_API_URL": "http://127.0.0.1:9",
+    }
+    output = (tmp_path / "run.log").open("w+b")
+
+    def run(port: int) -> subprocess.Popen[Any]:
+        # A process group of its own, led by `paperfeed run`: a terminal's foreground job.
+        return subprocess.Popen(
+            [sys.executable, "-m", "paperfeed.cli", "run"],
+            env={**env, "PAPERFEED_PORT": str(port)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    process, port = start_on_free_port(run, serves_readyz, timeout_s=60)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        papers = [i["paper"]["id"] for i in httpx.get(f"{base}/v1/trending").json()["items"]]
+        for n in range(3):  # readers who liked papers: the worker trains a first model
+            token = httpx.post(f"{base}/v1/installs").json()["token"]
+            likes = [event(pid, "upvote") for pid in papers[n : n + 6]]
+            sent = httpx.post(
+                f"{base}/v1/events",
+                json={"events": likes},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert sent.status_code == 200, sent.text
+
+        def trainer() -> Any:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "train" in child.cmdline():
+                        return child
+            return None
+
+        deadline = time.monotonic() + 120
+        while (training := trainer()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert training is not None, "the worker did not start a training"
+        worker = training.parent()
+        assert os.getsid(training.pid) != os.getsid(worker.pid) == os.getsid(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(60) == 0
+        assert not training.is_running()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    output.seek(0)
+    log = output.read().decode()
+    assert "worker stopped" in log
+    assert "Traceback" not in log, log
+    assert "Error" not in log.replace("uvicorn.error", ""), log
+
+
+def test_a_command_stopped_by_ctrl_c_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C reaches a command with no handler of its own (a training, an import, a
+    worker still starting): one line and status 130, not a traceback."""
+    from paperfeed import cli
+
+    def interrupted() -> Any:
+        raise KeyboardInterrupt  # Ctrl-C while the command loads
+
+    monkeypatch.setattr(cli, "parser", interrupted)
+    assert cli.main(["train"]) == cli.INTERRUPTED == 130
+    assert capsys.readouterr().err == "paperfeed: interrupted\n"

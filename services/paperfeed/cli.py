@@ -259,15 +259,26 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+INTERRUPTED = 130
+"""A command stopped by Ctrl-C (SIGINT) where it has no handler of its own: 128 + 2."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"paperfeed: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings.log_level, logs.json_wanted(settings.log_json))
-    return COMMANDS[args.command](settings, args)
+        args = parser().parse_args(argv)
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            print(f"paperfeed: {exc}", file=sys.stderr)
+            return 2
+        logs.configure(settings.log_level, logs.json_wanted(settings.log_json))
+        return COMMANDS[args.command](settings, args)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches every process of the terminal's group: a command without a
+        # handler of its own (a training, an import, a worker still starting) stops with
+        # one line, not a traceback (asyncio.run's is a CancelledError, then this).
+        print("paperfeed: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

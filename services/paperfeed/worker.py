@@ -271,9 +271,13 @@ class Worker:
             **settings_env(self.settings),
             "PAPERFEED_LOG_JSON": str(json_wanted(self.settings.log_json)).lower(),
         }
+        # A session of its own: Ctrl-C in the terminal of `paperfeed run` signals its whole
+        # process group, and a trainer in it would die of the SIGINT mid-import or
+        # mid-asyncio.run with a KeyboardInterrupt (CancelledError) traceback. The worker
+        # stops it itself when it stops (``run``: terminate).
         self.trainer = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "paperfeed.cli", "train", "--quiet", "--log-progress",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=None,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=None, start_new_session=True,
         )  # fmt: skip
         try:
             out, _ = await self.trainer.communicate()
