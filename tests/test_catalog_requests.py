@@ -220,3 +220,32 @@ async def test_erasure_takes_the_reader_out_of_their_requests(
     assert (result.ok, result.fetched) == (True, 0), result
     assert asked(state) == []
     assert not r.hexists(keys.PAPERS, PAPER)
+
+
+async def test_a_paired_installs_requests_become_its_readers(
+    redis_url: str,
+    r: redis.Redis,
+    replay: tuple[Replay, str],  # noqa: F811 (the fixture)
+) -> None:
+    """An install that asked for a paper is then linked to another browser's reader by a
+    pairing code: the request is that reader's (their export lists it), and erasing
+    them takes them out of it: nobody is left asking for it."""
+    _, base = replay
+    with live_server(sync_settings(redis_url, base)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            laptop, phone = await reader(http), await reader(http)
+            before = (await http.get("/v1/me/export", headers=phone)).json()["user_id"]
+            assert (await ask(http, phone, PAPER)).status_code == 202
+            code = (await http.post("/v1/me/pairing-codes", headers=laptop)).json()["code"]
+            linked = await http.post("/v1/me/link", json={"code": code}, headers=phone)
+            assert linked.status_code == 200, linked.text
+            exported = (await http.get("/v1/me/export", headers=laptop)).json()
+            assert list(exported["requested"]) == [PAPER]
+            after = exported["user_id"]
+            assert after != before
+            assert set(r.smembers(keys.candidate_requesters(PAPER))) == {after}
+            assert r.zscore(keys.CANDIDATE_REQUESTED, PAPER) == 1
+            assert (await http.delete("/v1/me", headers=laptop)).status_code == 204
+    assert not r.exists(keys.candidate_requesters(PAPER))
+    assert r.zscore(keys.CANDIDATE_REQUESTED, PAPER) is None
+    assert r.zscore(keys.CANDIDATE_SCORE, PAPER) == 0
