@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from paperfeed.store import keys
@@ -37,6 +38,7 @@ async def ask(http: httpx.AsyncClient, auth: dict[str, str], paper_id: Any) -> h
     return await http.post("/v1/catalog/requests", json={"paper_id": paper_id}, headers=auth)
 
 
+@pytest.mark.cluster
 async def test_a_paper_one_reader_asks_for_is_admitted_with_the_sources_metadata_then_found(
     redis_url: str,
     r: redis.Redis,
@@ -187,6 +189,7 @@ async def test_requests_spend_the_readers_reports_a_day(
     }
 
 
+@pytest.mark.cluster
 async def test_erasure_takes_the_reader_out_of_their_requests(
     redis_url: str,
     r: redis.Redis,
