@@ -435,8 +435,10 @@ def test_the_image_is_multi_stage_slim_and_not_root() -> None:
 def locked(name: str) -> dict[str, str]:
     """{package: version} pinned by requirements/<name>.lock (every pin with a hash)."""
     text = (ROOT / "requirements" / f"{name}.lock").read_text()
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", text, flags=re.MULTILINE))
-    hashed = re.findall(r"^[A-Za-z0-9_.-]+==\S+ \\\n\s+--hash=sha256:", text, flags=re.MULTILINE)
+    # A pin may carry an environment marker (uvloop: not on Windows).
+    pin = r"^([A-Za-z0-9_.-]+)==(\S+)(?: ; [^\\\n]+)? \\"
+    pins = dict(re.findall(pin + "$", text, flags=re.MULTILINE))
+    hashed = re.findall(pin + r"\n\s+--hash=sha256:", text, flags=re.MULTILINE)
     assert pins, f"{name}.lock pins nothing"
     assert len(hashed) == len(pins), f"{name}.lock: a pin without a hash"
     return {canonical(package): version for package, version in pins.items()}
