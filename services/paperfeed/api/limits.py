@@ -32,7 +32,7 @@ from typing import Any, Final
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from paperfeed.api.errors import over_budget
 from paperfeed.core import Core
@@ -178,10 +178,11 @@ class RequestBudgets(ASGIMiddleware):
                 keys=[keys.user_budget(user_id), keys.user_profile(user_id)],
                 args=[budget.install, budget.window_ms, budget.limit],
             )
-        except ResponseError as exc:
-            if not refused_for_memory(exc):
-                raise
-            note_refused("budget", exc)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # The answer is sent already: Redis refusing or unreachable must not break
+            # the connection; this process's own count stands in.
+            if isinstance(exc, ResponseError) and refused_for_memory(exc):
+                note_refused("budget", exc)
             count, ms_left = self._local.spend(budget.install, budget.window_ms // 1000)
         if int(count) > budget.limit:
             EXHAUSTED.mark(budget.install, int(ms_left))
