@@ -182,15 +182,6 @@ def over_budget(limit: int, ms_left: int, what: str) -> TooManyRequestsException
     )
 
 
-def bearer_from_scope(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
-    return None
-
-
 def spent_budget(request: Request[Any, Any, Any], error: OverBudget) -> Response[object]:
     """An install past the budget its request's own script spent (``store.budgets``)."""
     budget = error.budget
