@@ -52,7 +52,6 @@ from paperfeed.events import (
     UPVOTED,
     UserPaper,
     confidence,
-    decode_user_paper,
     record_table,
 )
 from paperfeed.recsys import kernels
@@ -971,8 +970,7 @@ def search_stored(
     text profile and vector say how well each match fits them (CPU: off the loop)."""
     personal = None
     if raw_records:
-        records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
-        reader = reader_of(index, records)
+        reader = reader_of_stored(index, raw_records)
         text_profile = profile(index, reader)
         vector = cached_vector(index, raw_vector, events)
         if vector is None and index.model is not None and reader.positives:
