@@ -83,7 +83,6 @@ class Catalog:
         self.settings = settings
         self.trending = trending
         self._report = redis.register_script(lua("candidate_report"))
-        self._request = redis.register_script(lua("candidate_request"))
         self._reader_request = redis.register_script(lua("reader_request"))
         self._credit = redis.register_script(lua("credit_upvotes"))
         self._move_trend = redis.register_script(lua("trending_merge"))
@@ -331,22 +330,7 @@ class Catalog:
         and only a source's metadata puts it in the catalog. Other ids are ignored."""
         if arxiv_id(paper_id) != paper_id:
             return
-        await self._report(
-            keys=[
-                keys.CANDIDATE_PAPERS,
-                keys.CANDIDATE_SCORE,
-                keys.CANDIDATE_SEEN,
-                keys.candidate_reporters(paper_id),
-            ],
-            args=[
-                paper_id,
-                user_id,
-                now,
-                self.settings.candidate_cap,
-                keys.CANDIDATE_REPORTER_TTL_S,
-                keys.candidate_reporters(""),
-            ],
-        )
+        await self._add_candidate(paper_id, user_id, now, asked=False)
 
     async def request(self, user_id: str, paper_id: str, now: float) -> RequestOutcome:
         """A reader asks for an arXiv id the catalog lacks (``paper_id``: already the
@@ -367,7 +351,7 @@ class Catalog:
             raise Unauthorized("unknown or revoked token")  # erased (or absorbed) meanwhile
         if int(spent) == 0:
             raise RequestsExhausted(self.settings.reports_per_day, now)
-        await self._add_requester(paper_id, user_id, now)
+        await self._add_candidate(paper_id, user_id, now, asked=True)
         # An erasure that began after the reader's side was written and read their
         # requests before this one reached the candidate: take the reader out again.
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -379,8 +363,10 @@ class Catalog:
             raise Unauthorized("unknown or revoked token")
         return RequestOutcome(spent=True, reports_left=int(left))
 
-    async def _add_requester(self, paper_id: str, user_id: str, now: float) -> None:
-        await self._request(
+    async def _add_candidate(self, paper_id: str, user_id: str, now: float, asked: bool) -> None:
+        """The reader among the id's reporters (and requesters when ``asked``):
+        ``candidate_report.lua``, which evicts the oldest candidates past the cap."""
+        await self._report(
             keys=[
                 keys.CANDIDATE_PAPERS,
                 keys.CANDIDATE_SCORE,
@@ -397,6 +383,7 @@ class Catalog:
                 keys.CANDIDATE_REPORTER_TTL_S,
                 keys.candidate_reporters(""),
                 keys.candidate_requesters(""),
+                int(asked),
             ],
         )
 
@@ -418,7 +405,7 @@ class Catalog:
             await pipe.execute()
         for (pid, at), waiting in zip(asked.items(), still, strict=True):
             if waiting:
-                await self._add_requester(pid, reader, at)
+                await self._add_candidate(pid, reader, at, asked=True)
         await self.forget_reporter(old, list(asked))
 
     async def candidate_count(self) -> int:
