@@ -32,16 +32,18 @@ function kindOf(status) {
   return "rejected";
 }
 
-async function call(base, path, { method = "GET", token, body, timeoutMs = 10_000 } = {}) {
+// ``body`` goes as JSON; ``text`` (a library file) goes as it is.
+async function call(base, path, { method = "GET", token, body, text, timeoutMs = 10_000 } = {}) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (text !== undefined) headers["Content-Type"] = "text/plain; charset=utf-8";
   let response;
   try {
     response = await fetch(new URL(path, base), {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: text ?? (body === undefined ? undefined : JSON.stringify(body)),
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch {
@@ -74,6 +76,14 @@ export const getTrending = (base, window = "week", limit = 30, token = null, cur
 export const getCatalog = (base) => call(base, "/v1/catalog", { timeoutMs: 5_000 });
 export const getPairing = (base, token) => call(base, "/v1/me/pairing", { token });
 export const exportData = (base, token) => call(base, "/v1/me/export", { token });
+// Bring your library: the file as it is (the service tells the formats apart itself).
+export const importLibrary = (base, token, text, format = "", timeoutMs = 60_000) =>
+  call(base, format ? `/v1/me/import?format=${encodeURIComponent(format)}` : "/v1/me/import", {
+    method: "POST",
+    token,
+    text,
+    timeoutMs,
+  });
 export const deleteData = (base, token) => call(base, "/v1/me", { method: "DELETE", token });
 export const getMeta = (base) => call(base, "/v1/meta", {});
 export const getDigest = (base, token) => call(base, "/v1/me/digest", { token });

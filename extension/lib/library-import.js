@@ -1,7 +1,8 @@
 // Bring your library (issue 26): a file or pasted text sent to POST /v1/me/import, and
 // its answer in words. The file goes as it is (the service reads BibTeX, CSL-JSON, RIS
 // and lists of arXiv ids, and tells them apart itself).
-import { ApiError, retryAfterMs } from "./api.js";
+// The request itself is api.js's (the only module that talks to the network).
+export { importLibrary } from "./api.js";
 
 export const IMPORT_MAX_BYTES = 2 * 1024 * 1024;
 export const IMPORT_MAX_ENTRIES = 5000;
@@ -12,41 +13,6 @@ export const FORMAT_NAMES = {
   ris: "RIS",
   "arxiv-ids": "a list of arXiv ids",
 };
-
-function kindOf(status) {
-  if (status === 401 || status === 403) return "unauthorized";
-  if (status === 429) return "rate-limited";
-  if (status >= 500) return "server";
-  return "rejected";
-}
-
-// The answer of the service (see docs/import.md), or an ApiError as api.js's calls throw.
-export async function importLibrary(base, token, body, format = "", timeoutMs = 60_000) {
-  const url = new URL("/v1/me/import", base);
-  if (format) url.searchParams.set("format", format);
-  let response;
-  try {
-    response = await fetch(url, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "text/plain; charset=utf-8" },
-      body,
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch {
-    throw new ApiError("offline");
-  }
-  if (!response.ok) {
-    let detail = "";
-    try {
-      detail = (await response.json()).detail ?? "";
-    } catch {
-      // not JSON
-    }
-    const wait = retryAfterMs(response.headers.get("Retry-After"));
-    throw new ApiError(kindOf(response.status), response.status, detail, wait);
-  }
-  return response.json();
-}
 
 const count = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
