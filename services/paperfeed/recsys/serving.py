@@ -125,6 +125,8 @@ class ModelHolder:
                 index = await self.offload(
                     build_index, papers, model, catalog_version, index, aliases
                 )
+                # Hashing 50,000 ids takes a millisecond or two: here, not in a feed.
+                await self.offload(lambda built=index: built.fingerprint)
                 self.model, self.index = model, index
                 # The index and the model are hundreds of thousands of long-lived objects:
                 # left to the cyclic collector, each full collection walks them all on
