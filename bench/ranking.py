@@ -82,9 +82,9 @@ def stages(
         lap("decode records")
         vector = feed.fold_in(index.model, index, reader) if reader.positives else None
     lap("fold-in")
-    text_profile = feed.profile(index, reader)
+    text_profile = feed.profile(index, reader, ops)
     lap("text profile")
-    found = feed.visible(feed.candidates(index, trend, vector, text_profile, ops), reader)
+    found = feed.candidates(index, trend, vector, text_profile, reader.hidden, ops)
     lap("candidates")
     table = feed.signals_of(index, trend, found, vector, text_profile, ops)
     final, signals, ages = feed.scores(index, table, reader, now)

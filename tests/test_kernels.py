@@ -22,7 +22,14 @@ from scipy import sparse
 from paperfeed.events import DISMISSED, SAVED, UPVOTED, decode_user_paper
 from paperfeed.recsys import feed, kernels
 from paperfeed.recsys.content import TextFeatures, tokenize
-from paperfeed.recsys.index import CatalogIndex, CatalogPaper, build_index, trend_snapshot
+from paperfeed.recsys.index import (
+    HOT_TODAY,
+    HOT_WEEK,
+    CatalogIndex,
+    CatalogPaper,
+    build_index,
+    trend_snapshot,
+)
 from paperfeed.recsys.matrix import ConfidenceScale, build_matrix
 from paperfeed.recsys.model import AlsParams, ModelMeta, RecModel, fit_als
 from paperfeed.recsys.ranker import BlendParams
@@ -171,11 +178,26 @@ def test_each_kernel_is_its_scipy_expression() -> None:
     by_term = sparse.csr_matrix(text.T)
     rows = rng.choice(300, 80, replace=False).astype(np.int64)
     anchors = rng.choice(300, 20, replace=False).astype(np.int64)
-    for name in ("similarity", "scores", "pairs"):
+    weights = rng.random(80).astype(np.float32) * 3
+    # Candidate lists overlap, repeat positions and hide some that are not among them.
+    parts = rng.choice(300, 200).astype(np.int64)
+    hidden = np.concatenate([parts[:30], [299, 5]]).astype(np.int64)
+    for name in ("similarity", "scores", "pairs", "terms", "union"):
         compiled, reference = getattr(feed.COMPILED, name), getattr(feed.REFERENCE, name)
         args = {"similarity": (by_term, profile), "scores": (text, rows, profile),
-                "pairs": (text, rows, anchors)}[name]  # fmt: skip
-        assert np.array_equal(compiled(*args), reference(*args)), name
+                "pairs": (text, rows, anchors), "terms": (text, rows, weights),
+                "union": (parts, hidden, 300)}[name]  # fmt: skip
+        ours, theirs = compiled(*args), reference(*args)
+        pairs = zip(ours, theirs, strict=True) if name == "terms" else [(ours, theirs)]
+        for a, b in pairs:
+            assert a.dtype == b.dtype, name
+            assert np.array_equal(a, b), name
+    assert len(feed.COMPILED.union(parts, hidden, 300)) < len(np.unique(parts))
+    empty = np.zeros(0, np.int64)
+    assert feed.COMPILED.union(empty, empty, 300).tolist() == []
+    terms, sums = feed.COMPILED.terms(text, empty, np.zeros(0, np.float32))
+    assert terms.tolist() == []
+    assert sums.tolist() == []
 
 
 def test_best_takes_the_highest_and_breaks_ties_by_position() -> None:
@@ -313,9 +335,9 @@ def test_every_reason_is_true_of_the_data_that_produced_it() -> None:
                 elif reason == "popular with readers like you":
                     assert not index.cold[position], index.ids[position]
                 elif reason == "trending today":
-                    assert position in trend.today_top[: feed.HOT_TODAY].tolist()
+                    assert position in trend.today_top[:HOT_TODAY].tolist()
                 elif reason == "trending this week":
-                    assert position in trend.week_top[: feed.HOT_WEEK].tolist()
+                    assert position in trend.week_top[:HOT_WEEK].tolist()
                 elif reason.startswith("new in "):
                     assert age <= feed.FRESH_DAYS
                     topic = int(index.topics.of_paper[position])

@@ -360,8 +360,29 @@ class ReaderProfile(NamedTuple):
     weights: FloatArray
 
 
+WeightedTerms = Callable[
+    [sparse.csr_matrix, npt.NDArray[np.int64], FloatArray],
+    tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]],
+]
+"""(the distinct terms of some rows of a text matrix, ascending; each term's sum of its
+entries times the row's weight): the first step of a reader's profile."""
+
+
+def weighted_terms(
+    text: sparse.csr_matrix, rows: npt.NDArray[np.int64], weights: FloatArray
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """``WeightedTerms`` in numpy (the feed's compiled one is held to it)."""
+    flat, owner = row_entries(text, rows)
+    terms, where = np.unique(text.indices[flat], return_inverse=True)
+    sums = np.asarray(np.bincount(where, weights=text.data[flat] * weights[owner]), np.float64)
+    return terms.astype(np.int64), sums
+
+
 def reader_profile(
-    text: sparse.csr_matrix, positions: npt.NDArray[np.int64], weights: FloatArray
+    text: sparse.csr_matrix,
+    positions: npt.NDArray[np.int64],
+    weights: FloatArray,
+    terms_of: WeightedTerms = weighted_terms,
 ) -> ReaderProfile:
     """``profiles`` for one reader (the papers at ``positions`` with their weights),
     the same maths computed on the arrays."""
@@ -370,9 +391,8 @@ def reader_profile(
     confidence = np.log1p(weights[keep]).astype(np.float32)
     if len(positions) == 0:
         return ReaderProfile(np.zeros(0, np.int64), np.zeros(0, np.float32))
-    flat, owner = row_entries(text, positions)
-    terms, where = np.unique(text.indices[flat], return_inverse=True)
-    values = np.bincount(where, weights=text.data[flat] * confidence[owner]).astype(np.float32)
+    terms, sums = terms_of(text, positions, confidence)
+    values = sums.astype(np.float32)
     nonzero = values != 0
     terms, values = terms[nonzero], values[nonzero]
     if len(terms) > PROFILE_TERMS:

@@ -58,11 +58,18 @@ from paperfeed.recsys import kernels
 from paperfeed.recsys.content import (
     FloatArray,
     ReaderProfile,
+    WeightedTerms,
     profile_scores,
     profile_similarity,
     reader_profile,
+    weighted_terms,
 )
-from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
+from paperfeed.recsys.index import (
+    HOT_TODAY_BIT,
+    HOT_WEEK_BIT,
+    CatalogIndex,
+    TrendSnapshot,
+)
 from paperfeed.recsys.matrix import DISMISS_WEIGHT, cell_weight
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
@@ -95,8 +102,6 @@ ANCHOR_SIMILARITY = 0.3
 ANCHORS = 100
 CACHE_DEPTH = 50
 """Papers kept in a reader's cached feed (a larger ``limit`` computes and keeps more)."""
-HOT_TODAY = 20
-HOT_WEEK = 50
 
 
 class FeedItem(msgspec.Struct):
@@ -232,6 +237,11 @@ class Ops(NamedTuple):
     """The profile's cosine with the papers at some rows of the text matrix."""
     pairs: Callable[[sparse.csr_matrix, IntArray, IntArray], npt.NDArray[np.float32]]
     """Cosine of the text of the papers at two lists of rows (rows x columns)."""
+    terms: WeightedTerms
+    """The first step of the reader's text profile (``content.reader_profile``)."""
+    union: Callable[[IntArray, IntArray, int], IntArray]
+    """The distinct positions of the candidate lists (concatenated), but the hidden
+    ones, ascending (positions within the catalog's size)."""
 
 
 def best(scores: FloatArray, n: int) -> IntArray:
@@ -252,7 +262,14 @@ def _pairs_reference(
     return np.asarray((text[left] @ text[right].T).todense(), dtype=np.float32)
 
 
-REFERENCE = Ops(profile_similarity, profile_scores, _pairs_reference)
+def _union_reference(parts: IntArray, hidden: IntArray, size: int) -> IntArray:
+    found = np.unique(parts).astype(np.int64)
+    return found[~np.isin(found, hidden)]
+
+
+REFERENCE = Ops(
+    profile_similarity, profile_scores, _pairs_reference, weighted_terms, _union_reference
+)
 
 
 def _similarity_compiled(by_term: sparse.csr_matrix, profile: ReaderProfile) -> FloatArray:
@@ -274,7 +291,21 @@ def _pairs_compiled(
     return kernels.row_pairs_dot(text.indptr, text.indices, text.data, left, right, text.shape[1])
 
 
-COMPILED = Ops(_similarity_compiled, _scores_compiled, _pairs_compiled)
+def _terms_compiled(
+    text: sparse.csr_matrix, rows: IntArray, weights: FloatArray
+) -> tuple[IntArray, npt.NDArray[np.float64]]:
+    return kernels.weighted_terms(
+        text.indptr, text.indices, text.data, rows, weights, text.shape[1]
+    )
+
+
+COMPILED = Ops(
+    _similarity_compiled,
+    _scores_compiled,
+    _pairs_compiled,
+    _terms_compiled,
+    kernels.visible_union,
+)
 
 
 _T, _F, _V, _C, _I, _DW = (RECORD_FIELDS.index(name) for name in ("t", "f", "v", "c", "i", "dw"))
@@ -321,9 +352,9 @@ def fold_in(model: RecModel, index: CatalogIndex, reader: Reader) -> FloatArray:
     return model.fold_in_reader(row)
 
 
-def profile(index: CatalogIndex, reader: Reader) -> ReaderProfile:
+def profile(index: CatalogIndex, reader: Reader, ops: Ops = COMPILED) -> ReaderProfile:
     """The reader's text profile: their liked papers' text, weighted (``profiles``)."""
-    return reader_profile(index.text, reader.positions, reader.weights)
+    return reader_profile(index.text, reader.positions, reader.weights, ops.terms)
 
 
 # --- 1. candidates ------------------------------------------------------------------
@@ -334,9 +365,11 @@ def candidates(
     trend: TrendSnapshot,
     vector: FloatArray | None,
     text_profile: ReaderProfile,
+    hidden: IntArray,
     ops: Ops = COMPILED,
 ) -> IntArray:
-    """Positions worth ranking for the reader (the module doc says which)."""
+    """Positions worth ranking for the reader (the module doc says which), but the
+    ``hidden`` ones (``Reader.hidden``: what they opened or flagged), ascending."""
     parts = [
         trend.week_top[:TRENDING_CANDIDATES],
         trend.today_top[:TODAY_CANDIDATES],
@@ -348,20 +381,12 @@ def candidates(
     if len(text_profile.terms) and len(pool):
         by_text = ops.similarity(index.newest_by_term, text_profile)
         parts.append(pool[best(by_text, PERSONAL_CANDIDATES)])
-    return np.unique(np.concatenate(parts)).astype(np.int64)
-
-
-# --- 2. filters ---------------------------------------------------------------------
-
-
-def visible(positions: IntArray, reader: Reader) -> IntArray:
-    return positions[~np.isin(positions, reader.hidden)]
+    return ops.union(
+        np.concatenate(parts).astype(np.int64), hidden.astype(np.int64, copy=False), len(index)
+    )
 
 
 # --- 3. scores ----------------------------------------------------------------------
-
-
-HOT_TODAY_BIT, HOT_WEEK_BIT = 1, 2
 
 
 def signals_of(
@@ -384,10 +409,7 @@ def signals_of(
         if len(trend.week) == len(index)
         else np.zeros(n, np.float32)
     )
-    hot = (
-        np.isin(positions, trend.today_top[:HOT_TODAY]) * HOT_TODAY_BIT
-        + np.isin(positions, trend.week_top[:HOT_WEEK]) * HOT_WEEK_BIT
-    ).astype(np.uint8)
+    hot = trend.hot[positions] if len(trend.hot) == len(index) else np.zeros(n, np.uint8)
     return Table(positions, cf, content, vector is not None, trending, hot)
 
 
@@ -538,8 +560,8 @@ def rank(
     folded = None
     if index.model is not None and vector is None and reader.positives:
         vector = folded = fold_in(index.model, index, reader)
-    text_profile = profile(index, reader)
-    found = visible(candidates(index, trend, vector, text_profile, ops), reader)
+    text_profile = profile(index, reader, ops)
+    found = candidates(index, trend, vector, text_profile, reader.hidden, ops)
     if len(found) == 0:
         return Ranked(found, np.zeros(0, np.float32), [], folded)
     table = signals_of(index, trend, found, vector, text_profile, ops)

@@ -341,6 +341,12 @@ def _as_paper(paper: CatalogPaper) -> Paper:
     return Paper(id=paper.id, title=paper.title, published=paper.published)
 
 
+HOT_TODAY = 20
+HOT_WEEK = 50
+"""The day's and the week's hottest, said "trending today" and "trending this week"."""
+HOT_TODAY_BIT, HOT_WEEK_BIT = 1, 2
+
+
 class TrendSnapshot(NamedTuple):
     """Trending, as the feed ranks with it until the next snapshot."""
 
@@ -351,10 +357,18 @@ class TrendSnapshot(NamedTuple):
     today_top: IntArray
     """Positions of the week's and the day's hottest papers, hottest first."""
     catalog_version: str
+    hot: npt.NDArray[np.uint8]
+    """(n,) each indexed paper's ``HOT_TODAY_BIT`` and ``HOT_WEEK_BIT``: a lookup a
+    candidate, where two set tests a ranking cost a quarter of a millisecond."""
 
 
 EMPTY_TREND = TrendSnapshot(
-    0.0, np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), ""
+    0.0,
+    np.zeros(0, np.float32),
+    np.zeros(0, np.int64),
+    np.zeros(0, np.int64),
+    "",
+    np.zeros(0, np.uint8),
 )
 
 
@@ -369,6 +383,8 @@ def trend_snapshot(
     found = week_pos >= 0
     scores[week_pos[found]] = np.array([s for _, s in week], dtype=np.float32)[found]
     today_pos = index.positions([pid for pid, _ in today])
-    return TrendSnapshot(
-        now, scores, week_pos[found], today_pos[today_pos >= 0], index.catalog_version
-    )
+    week_top, today_top = week_pos[found], today_pos[today_pos >= 0]
+    hot = np.zeros(len(index), dtype=np.uint8)
+    hot[week_top[:HOT_WEEK]] |= HOT_WEEK_BIT
+    hot[today_top[:HOT_TODAY]] |= HOT_TODAY_BIT
+    return TrendSnapshot(now, scores, week_top, today_top, index.catalog_version, hot)

@@ -114,6 +114,66 @@ def row_pairs_dot(
     return out
 
 
+@jit
+def visible_union(
+    parts: IntArray, hidden: IntArray, size: int
+) -> IntArray:  # pragma: no cover - compiled
+    """``np.unique(parts)`` without the positions in ``hidden`` (all within ``size``),
+    ascending: one mark a position instead of a sort of every part and a second one
+    for the filter."""
+    mark = np.zeros(size, dtype=np.uint8)
+    for i in range(parts.shape[0]):
+        mark[parts[i]] = 1
+    for i in range(hidden.shape[0]):
+        mark[hidden[i]] = 0
+    out = np.empty(parts.shape[0], dtype=np.int64)
+    n = 0
+    for i in range(parts.shape[0]):
+        position = parts[i]
+        if mark[position] == 1:
+            mark[position] = 2
+            out[n] = position
+            n += 1
+    return np.sort(out[:n])
+
+
+@jit
+def weighted_terms(
+    indptr: Indexes,
+    indices: Indexes,
+    data: FloatArray,
+    rows: IntArray,
+    weights: FloatArray,
+    n_terms: int,
+) -> tuple[IntArray, npt.NDArray[np.float64]]:  # pragma: no cover - compiled
+    """The distinct terms of ``rows`` of a CSR ``matrix`` (ascending) and, for each, the
+    sum over the rows of their entry times the row's weight: the product in float32,
+    summed in float64 along the rows' entries in order, as ``np.unique`` with
+    ``np.bincount`` sum them (``content.reader_profile``)."""
+    sums = np.zeros(n_terms, dtype=np.float64)
+    seen = np.zeros(n_terms, dtype=np.bool_)
+    entries = 0
+    for r in range(rows.shape[0]):
+        entries += indptr[rows[r] + 1] - indptr[rows[r]]
+    touched = np.empty(min(entries, n_terms), dtype=np.int64)
+    n = 0
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        weight = weights[r]
+        for j in range(indptr[row], indptr[row + 1]):
+            term = indices[j]
+            sums[term] += np.float64(data[j] * weight)
+            if not seen[term]:
+                seen[term] = True
+                touched[n] = term
+                n += 1
+    terms = np.sort(touched[:n])
+    values = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        values[i] = sums[terms[i]]
+    return terms, values
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the types the feed gives them:
     scipy's int32 index arrays, int64 positions, float32 values."""
@@ -124,3 +184,5 @@ def warm_up() -> None:
     postings_scores(indptr, i32, f32[:2], i64, f32[:2], 4)
     rows_dot(indptr, i32, f32[:2], i64, f32)
     row_pairs_dot(indptr, i32, f32[:2], i64, i64, 2)
+    visible_union(i64, i64[:1], 2)
+    weighted_terms(indptr, i32, f32[:2], i64, f32[:2], 2)
