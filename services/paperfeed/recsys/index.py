@@ -36,7 +36,14 @@ from paperfeed.recsys.content import (
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import BoolArray, IntArray
 from paperfeed.recsys.search import BUCKETS, SearchIndex, build_search, search_counts
-from paperfeed.recsys.topics import NO_TOPICS, REFIT_GROWTH, Topics, assign, learn_topics
+from paperfeed.recsys.topics import (
+    NO_TOPICS,
+    REFIT_GROWTH,
+    Topics,
+    assign,
+    learn_topics,
+    topic_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +134,11 @@ class CatalogIndex:
         checks; a catalog version alone could name two reads of a catalog in change)."""
         digest = hashlib.blake2b("\n".join(self.ids).encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little")
+
+    @functools.cached_property
+    def topic_of_id(self) -> dict[str, int]:
+        """Each topic's id (``topics.topic_ids``) and its number."""
+        return {tid: i for i, tid in enumerate(topic_ids(self.topics.names))}
 
     def unit_factors(self) -> FloatArray:
         """(n, k) factors scaled to unit length (cosine similarity), computed once."""
