@@ -11,6 +11,7 @@ removes them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -20,9 +21,11 @@ import httpx
 import pytest
 import redis
 
+from paperfeed.core import Core
+from paperfeed.digest import compose
 from paperfeed.follows import FOLLOWS_CAP
 from paperfeed.store import keys
-from tests.conftest import admin_headers, register
+from tests.conftest import Mailbox, admin_headers, register
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hf-daily-papers.jsonl"
 FOLLOWED_PAPER = "2501.00001"
@@ -207,3 +210,43 @@ def test_the_export_lists_follows_and_erasure_removes_them(
     assert r.keys(f"*{user_id}*") == []
     assert follow(http, auth, {"author": "Yann LeCun"}).status_code == 401
     assert not r.exists(keys.user_follows(user_id))
+
+
+def test_the_digest_says_how_many_papers_are_from_followed_authors(
+    redis_url: str, r: redis.Redis, mailbox: Mailbox
+) -> None:
+    from tests.test_digest import body_of, digest_server, link_in, subscribe
+
+    with (
+        digest_server(redis_url, mailbox) as (server, settings),
+        httpx.Client(base_url=server.url) as http,
+    ):
+        papers = catalog_papers(time.time())
+        assert http.post("/v1/admin/papers", json=papers, headers=admin_headers()).is_success
+        _, auth = register(http)
+        subscribe(http, auth, "follower@example.org", size=10)
+        assert httpx.post(link_in(mailbox.wait_for(1)[0], "confirm")).status_code == 200
+        assert follow(http, auth, {"author": AUTHOR_AS_READER_WRITES}).status_code == 200
+
+        async def send() -> int:
+            core = Core.connect(settings)
+            try:
+                return (await core.digests.run(now=time.time())).sent
+            finally:
+                await core.close()
+
+        assert asyncio.run(send()) == 1
+        digest = mailbox.wait_for(2)[1]
+        text, html_part = body_of(digest, "plain"), body_of(digest, "html")
+        assert "1 new paper from authors you follow" in text
+        assert "1 new paper from authors you follow" in html_part
+        assert f"Why: new from {AUTHOR_AS_READER_WRITES}" in text
+
+
+def test_the_note_counts_only_followed_authors_papers() -> None:
+    def item(reason: str) -> compose.DigestItem:
+        return compose.DigestItem(paper_id="p", title="t", link="l", summary="", reason=reason)
+
+    assert compose.follows_note([item("trending today"), item("new in diffusion · video")]) == ""
+    many = [item("new from Yann LeCun"), item("new from Y. Bengio"), item("new from X")]
+    assert compose.follows_note(many) == "3 new papers from authors you follow"
