@@ -105,7 +105,7 @@ PERSONAL_CANDIDATES = 200
 IMPRESSION_PENALTY = 0.25
 FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
-FOLLOW_WEIGHT = 1.0
+FOLLOW_WEIGHT = 2.0
 """How far a paper of a followed author or topic is lifted, in spreads of the blended
 scores: a prior (``docs/follows.md`` says why it is not learned yet)."""
 ANCHOR_SIMILARITY = 0.3
