@@ -22,7 +22,7 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from paperfeed.errors import InvalidInput, NotFound, Unauthorized
 from paperfeed.recsys.authors import MAX_NAME, AuthorName, author_name, fold
@@ -47,8 +47,11 @@ AUTHOR_PREFIX, TOPIC_PREFIX = "a:", "t:"
 class FollowRequest(msgspec.Struct, forbid_unknown_fields=True):
     """One of the two: an author's name, or a topic's id (``GET /v1/topics``)."""
 
-    author: Annotated[str, Meta(min_length=1, max_length=MAX_NAME)] | None = None
-    topic: Annotated[str, Meta(min_length=1, max_length=MAX_TOPIC_ID)] | None = None
+    __exactly_one_field__ = True
+    """The OpenAPI document says so (``api.openapi.ClosedStructSchemaPlugin``)."""
+
+    author: Annotated[str, Meta(min_length=1, max_length=MAX_NAME)] | UnsetType = UNSET
+    topic: Annotated[str, Meta(min_length=1, max_length=MAX_TOPIC_ID)] | UnsetType = UNSET
 
 
 class StoredFollows(msgspec.Struct):
@@ -268,9 +271,9 @@ class FollowService:
 
     async def _target(self, request: FollowRequest, adding: bool) -> tuple[str, str, str]:
         """(hash field, value kept, the request's field) of what the request names."""
-        if (request.author is None) == (request.topic is None):
+        if isinstance(request.author, str) == isinstance(request.topic, str):
             raise InvalidInput("body", 'give one of "author" (a name) or "topic" (an id)')
-        if request.author is not None:
+        if isinstance(request.author, str):
             written = clean_name(request.author)
             name = author_name(written)
             if name is None:
