@@ -2,7 +2,7 @@
 // any moment: everything it knows lives in chrome.storage.local.
 import * as api from "./lib/api.js";
 import { enqueue, flush, newEvent, pending } from "./lib/queue.js";
-import { newCount } from "./lib/render.js";
+import { followsNote, newCount } from "./lib/render.js";
 import { read, tracking, withInstallLock } from "./lib/settings.js";
 
 const storage = chrome.storage.local;
@@ -112,6 +112,9 @@ async function updateBadge() {
     const feed = await api.getFeed(settings.backendUrl, settings.token, 20);
     const count = newCount(feed.items, settings.seenFeedIds, settings.openedAt);
     await chrome.action.setBadgeText({ text: count ? String(count) : "" });
+    // The badge's tooltip: "3 new papers from authors you follow", when some are.
+    const note = followsNote(feed.items, settings.seenFeedIds, settings.openedAt);
+    await chrome.action.setTitle({ title: note ? `paperfeed: ${note}` : "paperfeed" });
     // When the badge last reflected the feed (the options page and tests read it).
     await storage.set({ badgeCheckedAt: Date.now() });
   } catch {
@@ -137,6 +140,7 @@ const handlers = {
   "feed-seen": async (message) => {
     await storage.set({ seenFeedIds: message.ids ?? [], openedAt: Date.now() / 1000 });
     await chrome.action.setBadgeText({ text: "" });
+    await chrome.action.setTitle({ title: "paperfeed" });
     return { ok: true };
   },
   "for-you": () => forYou(),
@@ -155,8 +159,13 @@ chrome.alarms.onAlarm.addListener((alarm) => {
   if (alarm.name === BADGE_ALARM) updateBadge();
 });
 
-chrome.runtime.onInstalled.addListener(() => {
+chrome.runtime.onInstalled.addListener((details) => {
   ensureInstall().catch(() => {});
+  // First run: a page offers to import a library, paste arXiv ids or pick topics
+  // (skipping is one click), so that the popup's first feed is already the reader's.
+  if (details?.reason === "install") {
+    chrome.tabs.create({ url: chrome.runtime.getURL("welcome/welcome.html") }).catch(() => {});
+  }
 });
 chrome.runtime.onStartup.addListener(() => deliver(true));
 self.addEventListener("online", () => deliver(true));

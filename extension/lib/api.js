@@ -104,3 +104,11 @@ export const createPairingCode = (base, token) =>
 export const linkInstall = (base, token, code) =>
   call(base, "/v1/me/link", { method: "POST", token, body: { code } });
 export const unlinkInstall = (base, token) => call(base, "/v1/me/link", { method: "DELETE", token });
+// Follows (issue 26): the catalog's topics with example titles, and the reader's
+// followed authors ({author: name}) and topics ({topic: id}).
+export const getTopics = (base) => call(base, "/v1/topics", {});
+export const getFollows = (base, token) => call(base, "/v1/me/follows", { token });
+export const follow = (base, token, what) =>
+  call(base, "/v1/me/follows", { method: "PUT", token, body: what });
+export const unfollow = (base, token, what) =>
+  call(base, "/v1/me/follows", { method: "DELETE", token, body: what });

@@ -111,3 +111,13 @@ export function newCount(items, seen, since) {
   const known = new Set(seen);
   return items.filter((i) => !known.has(i.paper.id) && (i.paper.added_at ?? 0) > since).length;
 }
+
+// The badge's words for the new papers of followed authors among the new ones (the
+// service's reason for such a paper starts "new from"; the digest says the same).
+export function followsNote(items, seen, since) {
+  const known = new Set(seen);
+  const n = items.filter(
+    (i) => !known.has(i.paper.id) && (i.paper.added_at ?? 0) > since && (i.reasons?.[0] ?? "").startsWith("new from "),
+  ).length;
+  return n ? `${n} new paper${n === 1 ? "" : "s"} from authors you follow` : "";
+}

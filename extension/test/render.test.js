@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { keyAction, newCount, openUrl, paperLinks, shortAbstract, viewModel } from "../lib/render.js";
+import { followsNote, keyAction, newCount, openUrl, paperLinks, shortAbstract, viewModel } from "../lib/render.js";
 import { tracking } from "../lib/settings.js";
 import { firefoxManifest } from "../tools/firefox-manifest.mjs";
 import { readFileSync } from "node:fs";
@@ -100,4 +100,18 @@ test("trending says each paper's place; a next page shows no paper twice", async
   assert.deepEqual(trendingReasons({}, "day"), []);
   const page = ["a", "b", "b", "c"].map((id) => ({ paper: { id } }));
   assert.deepEqual(unseen(page, ["a"]).map((i) => i.paper.id), ["b", "c"]);
+});
+
+test("the badge's note counts the new papers of followed authors only", () => {
+  const item = (id, reason, addedAt = 200) => ({ paper: { id, added_at: addedAt }, reasons: [reason] });
+  const items = [
+    item("a", "new from Yann LeCun"),
+    item("b", "new from Y. Bengio"),
+    item("c", "new in diffusion · video"),
+    item("d", "new from Yann LeCun", 50), // added before the popup was last opened
+    item("e", "new from Yann LeCun"), // seen already
+  ];
+  assert.equal(followsNote(items, ["e"], 100), "2 new papers from authors you follow");
+  assert.equal(followsNote(items.slice(2), [], 100), "1 new paper from authors you follow");
+  assert.equal(followsNote([item("c", "trending today")], [], 100), "");
 });

@@ -8,6 +8,7 @@ from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
 from paperfeed.digest.service import Digests
 from paperfeed.events import Ingestor
+from paperfeed.follows import FollowService
 from paperfeed.pairing import Pairing
 from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
@@ -52,6 +53,7 @@ class Core:
             self.offload,
             trend_s=settings.trending_snapshot_s,
         )
+        self.follows = FollowService(redis, self.feeds.index, self.offload)
         self.digests = Digests(redis, settings, self.feeds)
 
     @classmethod

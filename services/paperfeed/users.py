@@ -15,6 +15,7 @@ import msgspec
 
 from paperfeed.catalog.repository import Catalog
 from paperfeed.events import SHARED, LoggedEvent, UserPaper, decode_user_paper, parse_log
+from paperfeed.follows import StoredFollows, decode_follows, no_follows
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.trending import Contribution, Trending
@@ -93,6 +94,8 @@ class UserExport(msgspec.Struct):
     requested: dict[str, float] = msgspec.field(default_factory=dict)
     """The arXiv ids the caller asked the catalog for (``POST /v1/catalog/requests``)
     in the last 30 days, with when."""
+    follows: StoredFollows = msgspec.field(default_factory=no_follows)
+    """The authors (as the caller wrote them) and topics (id -> name) they follow."""
 
 
 def hash_token(token: str) -> str:
@@ -177,8 +180,11 @@ class Users:
             pipe.get(keys.user_digest(user_id))
             pipe.get(keys.user_feed(user_id))
             pipe.zrange(keys.user_requests(user_id), 0, -1, withscores=True)
+            pipe.hgetall(keys.user_follows(user_id))
             answers = await pipe.execute()
-        profile, papers, log, legacy_log, titles, vector, digest, feed, requested = answers
+        (profile, papers, log, legacy_log, titles, vector, digest, feed, requested, follows) = (
+            answers
+        )
         return UserExport(
             user_id=user_id,
             created_at=float(profile.get("created_at", 0)),
@@ -191,6 +197,7 @@ class Users:
             digest=msgspec.json.decode(digest) if digest else None,
             feed=_feed_export(feed),
             requested={str(pid): float(at) for pid, at in requested},
+            follows=decode_follows(follows),
         )
 
     async def erase(self, user_id: str, now: float | None = None) -> None:

@@ -25,6 +25,7 @@ from paperfeed.api.digest import DigestLinkController, MyDigestController
 from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS, WatchDisconnects
 from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
+from paperfeed.api.follows import FollowsController, TopicsController
 from paperfeed.api.health import HealthController
 from paperfeed.api.installs import InstallController
 from paperfeed.api.limits import RequestBudgets, bearer_from_scope
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             TrendingController,
             CatalogController,
             MeController,
+            FollowsController,
+            TopicsController,
             LinkStateController,
             MyDigestController,
             DigestLinkController,

@@ -118,6 +118,9 @@ class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
         schema = self._structs.to_openapi_schema(field_definition, schema_creator)
         if field_definition.type_.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
+        if getattr(field_definition.type_, "__exactly_one_field__", False):
+            # A body naming one of its fields (``{"author"}`` or ``{"topic"}``).
+            schema.min_properties = schema.max_properties = 1
         return schema
 
 

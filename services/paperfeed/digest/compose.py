@@ -57,6 +57,17 @@ def items_of(feed_items: list[FeedItem]) -> list[DigestItem]:
     ]
 
 
+FOLLOWED_AUTHOR_REASON = "new from "
+"""How the feed's reason for a followed author's paper starts (``paperfeed.follows``)."""
+
+
+def follows_note(items: list[DigestItem]) -> str:
+    """ "3 new papers from authors you follow" (the extension's badge says the same), or
+    "" when no paper of the digest is by one."""
+    n = sum(item.reason.startswith(FOLLOWED_AUTHOR_REASON) for item in items)
+    return f"{n} new paper{'s' if n != 1 else ''} from authors you follow" if n else ""
+
+
 def domain_of(url: str) -> str:
     return urlsplit(url).hostname or "paperfeed.local"
 
@@ -109,6 +120,8 @@ def digest_message(
 
 def render_text(items: list[DigestItem], period: str, unsubscribe_link: str) -> str:
     lines = [f"Trending papers for you ({period})", ""]
+    if note := follows_note(items):
+        lines += [note, ""]
     for n, item in enumerate(items, start=1):
         lines += [f"{n}. {item.title}", f"   {item.link}"]
         if item.summary:
@@ -123,6 +136,8 @@ def render_text(items: list[DigestItem], period: str, unsubscribe_link: str) -> 
 
 def render_html(items: list[DigestItem], period: str, unsubscribe_link: str) -> str:
     e = html.escape
+    note = follows_note(items)
+    note_html = f'<p style="margin:0 0 16px;font-weight:600">{e(note)}</p>' if note else ""
     rows = "".join(
         f"""
       <li style="margin:0 0 18px">
@@ -139,6 +154,7 @@ def render_html(items: list[DigestItem], period: str, unsubscribe_link: str) -> 
   margin:0 auto;padding:24px;background:#fff;color:#111">
   <h1 style="font-size:20px;margin:0 0 4px">Trending papers for you</h1>
   <div style="color:#777;margin:0 0 20px">{e(period)}</div>
+  {note_html}
   <ol style="padding-left:20px">{rows}
   </ol>
   <p style="color:#777;font-size:12px;border-top:1px solid #ddd;padding-top:12px">

@@ -21,7 +21,13 @@ api's bounded thread pool):
    for the reader's vector), trending today or this week, and "new in
    <topic>" for a paper of the last ``FRESH_DAYS`` in a topic of the reader's own papers
    (topics learned from the catalog's text, ``recsys.topics``), else new today or this
-   week.
+   week. A paper a reader's follows brought (``paperfeed.follows``) says "new from
+   <author>" or "new in <topic>" first.
+
+Follows: the followed authors' and topics' papers of the last ``FRESH_DAYS`` join the
+candidates and are lifted by ``FOLLOW_WEIGHT`` (in units of the blended scores' spread,
+like the rules of stage 3): a prior weight, not learned (the trainer has no follows in
+its validation; ``docs/follows.md``).
 
 Only the returned papers are read from Redis.
 """
@@ -53,6 +59,14 @@ from paperfeed.events import (
     UserPaper,
     confidence,
     record_table,
+)
+from paperfeed.follows import (
+    NOTHING_FOLLOWED,
+    Followed,
+    StoredFollows,
+    decode_follows,
+    followed_papers,
+    no_follows,
 )
 from paperfeed.recsys import kernels
 from paperfeed.recsys.content import (
@@ -98,6 +112,9 @@ PERSONAL_CANDIDATES = 200
 IMPRESSION_PENALTY = 0.25
 FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
+FOLLOW_WEIGHT = 2.0
+"""How far a paper of a followed author or topic is lifted, in spreads of the blended
+scores: a prior (``docs/follows.md`` says why it is not learned yet)."""
 ANCHOR_SIMILARITY = 0.3
 ANCHORS = 100
 CACHE_DEPTH = 50
@@ -367,6 +384,7 @@ def candidates(
     text_profile: ReaderProfile,
     hidden: IntArray,
     ops: Ops = COMPILED,
+    followed: Followed = NOTHING_FOLLOWED,
 ) -> IntArray:
     """Positions worth ranking for the reader (the module doc says which), but the
     ``hidden`` ones (``Reader.hidden``: what they opened or flagged), ascending."""
@@ -374,6 +392,7 @@ def candidates(
         trend.week_top[:TRENDING_CANDIDATES],
         trend.today_top[:TODAY_CANDIDATES],
         index.newest[:RECENT_CANDIDATES],
+        followed.positions,
     ]
     pool = index.pool
     if vector is not None and index.pool_factors is not None and len(pool):
@@ -418,6 +437,7 @@ def scores(
     table: Table,
     reader: Reader,
     now: float,
+    followed: Followed = NOTHING_FOLLOWED,
 ) -> tuple[FloatArray, Signals, FloatArray]:
     """(final scores, the blend's signals, ages in days) of the candidates."""
     model = index.model
@@ -446,6 +466,8 @@ def scores(
     spread = float(blended[0].std()) if n > 1 else 1.0
     spread = spread if spread > 1e-6 else 1.0
     boost = np.where(fresh, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
+    # The reader asked for these papers by following their author or topic.
+    boost = boost + FOLLOW_WEIGHT * np.isin(positions, followed.positions)
     final = (blended[0] + spread * (boost - IMPRESSION_PENALTY * shown)).astype(np.float32)
     return final, signals, ages
 
@@ -469,6 +491,7 @@ def reasons(
     signals: Signals,
     ages: FloatArray,
     ops: Ops = COMPILED,
+    followed: Followed = NOTHING_FOLLOWED,
 ) -> list[list[str]]:
     """Why each chosen candidate (indexes into ``table``) is in the feed."""
     positions = table.positions
@@ -501,9 +524,13 @@ def reasons(
         topics.of_paper[positions[chosen]].tolist() if len(topics.of_paper) else [-1] * len(chosen)
     )
     anchor_list = anchors.tolist()
+    chosen_followed = [followed.reasons.get(p) for p in positions[chosen].tolist()]
     out = []
     for row in range(len(chosen)):
         why: list[str] = []
+        follow_reason = chosen_followed[row]
+        if follow_reason is not None:
+            why.append(follow_reason)  # what the reader asked for, first
         if similarity.shape[1]:
             nearest_anchor = nearest_list[row]
             if nearest_similarity[row] >= ANCHOR_SIMILARITY:
@@ -517,7 +544,9 @@ def reasons(
             why.append("trending this week")
         topic = chosen_topics[row]
         age = chosen_ages[row]
-        if age <= FRESH_DAYS and topic in own_topics:
+        if follow_reason is not None:
+            pass  # a follow's reason says new already (it brings only new papers)
+        elif age <= FRESH_DAYS and topic in own_topics:
             # New in a topic of the reader's own papers: says more than "new".
             why.append(f"new in {topics.names[topic]}")
         elif age < 1:
@@ -539,12 +568,15 @@ def rank_stored(
     limit: int,
     now: float,
     ops: Ops = COMPILED,
+    follows: StoredFollows | None = None,
 ) -> Ranked:
     """``rank`` from the reader's records as read from Redis (decoding a long history
     is CPU work too: it runs in the pool with the rest); ``events``: their event count,
-    read before the records."""
+    read before the records; ``follows``: theirs."""
     vector = cached_vector(index, raw_vector, events)
-    return rank(index, trend, reader_of_stored(index, raw_records), vector, limit, now, ops)
+    followed = followed_papers(index, follows or no_follows(), now, FRESH_DAYS)
+    reader = reader_of_stored(index, raw_records)
+    return rank(index, trend, reader, vector, limit, now, ops, followed)
 
 
 def rank(
@@ -555,17 +587,18 @@ def rank(
     limit: int,
     now: float,
     ops: Ops = COMPILED,
+    followed: Followed = NOTHING_FOLLOWED,
 ) -> Ranked:
     """The whole pipeline for one reader (CPU only: run it off the event loop)."""
     folded = None
     if index.model is not None and vector is None and reader.positives:
         vector = folded = fold_in(index.model, index, reader)
     text_profile = profile(index, reader, ops)
-    found = candidates(index, trend, vector, text_profile, reader.hidden, ops)
+    found = candidates(index, trend, vector, text_profile, reader.hidden, ops, followed)
     if len(found) == 0:
         return Ranked(found, np.zeros(0, np.float32), [], folded)
     table = signals_of(index, trend, found, vector, text_profile, ops)
-    return finish(index, reader, table, limit, now, ops, folded)
+    return finish(index, reader, table, limit, now, ops, folded, followed)
 
 
 def finish(
@@ -576,12 +609,13 @@ def finish(
     now: float,
     ops: Ops = COMPILED,
     folded: FloatArray | None = None,
+    followed: Followed = NOTHING_FOLLOWED,
 ) -> Ranked:
     """Scores, order and reasons of the candidates in ``table``: the end of ``rank``,
     and all of a re-sort after impressions."""
-    final, signals, ages = scores(index, table, reader, now)
+    final, signals, ages = scores(index, table, reader, now, followed)
     chosen = np.argsort(-final, kind="stable")[:limit]
-    why = reasons(index, reader, table, chosen, signals, ages, ops)
+    why = reasons(index, reader, table, chosen, signals, ages, ops, followed)
     return Ranked(table.positions[chosen], final[chosen], why, folded, table)
 
 
@@ -724,8 +758,10 @@ class FeedService:
         )
         if counts is None:  # no profile: the reader was erased (their token may be cached)
             raise Unauthorized("unknown or revoked token")
-        events, impressions = counts
-        stamp = self.stamp(user_id, model_version, catalog_version, now, events - impressions)
+        events, impressions, follows = counts
+        stamp = self.stamp(
+            user_id, model_version, catalog_version, now, events - impressions, follows
+        )
         if raw_cached:
             cached = decode_cached(raw_cached)
             if cached.stamp == stamp and max(len(cached.ids), cached.depth) >= limit:
@@ -747,11 +783,15 @@ class FeedService:
         catalog_version: str | None,
         now: float,
         ranked_events: int,
+        follows: int = 0,
     ) -> str:
         """What a cached feed must have been computed from to be served: the model, the
-        catalog, the reader's trending epoch and their events other than impressions."""
+        catalog, the reader's trending epoch, their events other than impressions and
+        the changes of their follows (left out while there were none: the stamps of
+        readers who never followed anything are what they were)."""
         epoch = reader_epoch(user_id, now, self.trend_s)
-        return f"{model_version}|{catalog_version}|{epoch}|{ranked_events}"
+        followed = f"|f{follows}" if follows else ""
+        return f"{model_version}|{catalog_version}|{epoch}|{ranked_events}{followed}"
 
     async def resort(
         self, user_id: str, cached: CachedFeed, now: float, counts: tuple[int, int]
@@ -774,13 +814,15 @@ class FeedService:
             pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
             pipe.hgetall(keys.user_papers(user_id))
             pipe.execute_command("GET", keys.user_candidates(user_id), **{NEVER_DECODE: True})
-            now_counts, raw_records, raw_table = await pipe.execute()
+            pipe.hgetall(keys.user_follows(user_id))
+            now_counts, raw_records, raw_table, raw_follows = await pipe.execute()
         if (int(now_counts[0] or 0), int(now_counts[1] or 0)) != counts or not raw_table:
             return None
         table = decode_table(raw_table, table_key(index, cached.stamp))
         if table is None:
             return None
-        ranked = await self.offload(resort_stored, index, raw_records, table, cached, now)
+        follows = decode_follows(raw_follows)
+        ranked = await self.offload(resort_stored, index, raw_records, table, cached, now, follows)
         resorted = CachedFeed(
             stamp=cached.stamp,
             model_version=cached.model_version,
@@ -795,9 +837,9 @@ class FeedService:
 
     async def _read_cached(
         self, user_id: str, now: float, budget: ReaderBudget | None
-    ) -> tuple[tuple[int, int] | None, Any, Any, Any]:
-        """((events, impressions among them) or None for no reader, cached feed, catalog
-        version, model version) of the reader, their
+    ) -> tuple[tuple[int, int, int] | None, Any, Any, Any]:
+        """((events, impressions among them, changes of follows) or None for no reader,
+        cached feed, catalog version, model version) of the reader, their
         budget spent first (``OverBudget`` past it). Redis refusing the budget's write at
         ``maxmemory``: this process's own budget is spent, and the reads go on."""
         install, limit, window_ms = (
@@ -814,18 +856,20 @@ class FeedService:
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
                 read, catalog_version, model = await pipe.execute()
-                count, ms_left, events, raw_cached, impressions = read
+                count, ms_left, events, raw_cached, impressions, follows = read
         except ResponseError as exc:
             if not refused_for_memory(exc):
                 raise
             note_refused("budget", exc)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(keys.user_profile(user_id), ["events", "impressions", "erasing"])
+                pipe.hmget(
+                    keys.user_profile(user_id), ["events", "impressions", "erasing", "follows"]
+                )
                 pipe.get(keys.user_feed(user_id))
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
                 (
-                    (events, impressions, erasing),
+                    (events, impressions, erasing, follows),
                     raw_cached,
                     catalog_version,
                     model,
@@ -834,13 +878,19 @@ class FeedService:
             count, ms_left = self._local.spend(names[0] + install, window_ms // 1000, now)
         if budget is not None and int(count) > budget.limit:
             raise OverBudget(budget, int(ms_left))
-        counts = (int(events), int(impressions or 0)) if events else None
+        counts = (int(events), int(impressions or 0), int(follows or 0)) if events else None
         return counts, raw_cached or None, catalog_version, model
 
     async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
         """Rank the reader's feed (off the event loop) and keep it for them."""
         model_version, catalog_version = stamp.split("|")[:2]
-        read_at, (events, impressions), raw_records, raw_vector = await self._read_reader(user_id)
+        (
+            read_at,
+            (events, impressions),
+            raw_records,
+            raw_vector,
+            raw_follows,
+        ) = await self._read_reader(user_id)
         # A reader's vector is stamped with their events but impressions (which change
         # none): a feed after impressions needs no fold-in.
         ranked_events = events - impressions
@@ -852,7 +902,16 @@ class FeedService:
         trend = await self.holder.refresh_trend(now)
         depth = max(limit, CACHE_DEPTH)
         ranked = await self.offload(
-            rank_stored, index, trend, raw_records, raw_vector, ranked_events, depth, now
+            rank_stored,
+            index,
+            trend,
+            raw_records,
+            raw_vector,
+            ranked_events,
+            depth,
+            now,
+            COMPILED,
+            decode_follows(raw_follows),
         )
         computed = CachedFeed(
             stamp=stamp,
@@ -894,17 +953,19 @@ class FeedService:
 
     async def _read_reader(
         self, user_id: str
-    ) -> tuple[float, tuple[int, int], dict[str, str], str | None]:
-        """(when, (events, impressions among them), records, stored vector) of the reader,
-        in one round trip; the counts are read before the records, so that they are never
-        ahead of them."""
+    ) -> tuple[float, tuple[int, int], dict[str, str], str | None, dict[str, str]]:
+        """(when, (events, impressions among them), records, stored vector, follows) of
+        the reader, in one round trip; the counts are read before the records, so that
+        they are never ahead of them."""
         read_at = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
             pipe.hgetall(keys.user_papers(user_id))
             pipe.get(keys.user_vector(user_id))
-            (events, impressions), raw_records, raw_vector = await pipe.execute()
-        return read_at, (int(events or 0), int(impressions or 0)), raw_records, raw_vector
+            pipe.hgetall(keys.user_follows(user_id))
+            (events, impressions), raw_records, raw_vector, raw_follows = await pipe.execute()
+        counts = (int(events or 0), int(impressions or 0))
+        return read_at, counts, raw_records, raw_vector, raw_follows
 
     async def _answer(self, cached: CachedFeed, limit: int) -> Feed:
         """The feed a reader sees: the first ``limit`` of the ranked ids, with the
@@ -926,7 +987,7 @@ class FeedService:
         raw_vector: str | None = None
         events = 0
         if user_id is not None:
-            _, (events, impressions), raw_records, raw_vector = await self._read_reader(user_id)
+            _, (events, impressions), raw_records, raw_vector, _ = await self._read_reader(user_id)
             events -= impressions
         index = await self.index()
         trend = await self.holder.refresh_trend(time.time())
@@ -973,9 +1034,12 @@ def resort_stored(
     table: Table,
     cached: CachedFeed,
     now: float,
+    follows: StoredFollows | None = None,
 ) -> Ranked:
     """``finish`` on a kept table, for the reader as read from Redis now."""
-    return finish(index, reader_of_stored(index, raw_records), table, cached.depth, now)
+    reader = reader_of_stored(index, raw_records)
+    followed = followed_papers(index, follows or no_follows(), now, FRESH_DAYS)
+    return finish(index, reader, table, cached.depth, now, followed=followed)
 
 
 def search_stored(

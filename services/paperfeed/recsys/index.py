@@ -24,6 +24,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper, published_ts
+from paperfeed.recsys.authors import NO_AUTHORS, AuthorIndex
 from paperfeed.recsys.content import (
     FloatArray,
     TextFeatures,
@@ -35,7 +36,14 @@ from paperfeed.recsys.content import (
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import BoolArray, IntArray
 from paperfeed.recsys.search import BUCKETS, SearchIndex, build_search, search_counts
-from paperfeed.recsys.topics import NO_TOPICS, REFIT_GROWTH, Topics, assign, learn_topics
+from paperfeed.recsys.topics import (
+    NO_TOPICS,
+    REFIT_GROWTH,
+    Topics,
+    assign,
+    learn_topics,
+    topic_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,7 @@ class CatalogIndex:
         aliases: dict[str, str] | None = None,
         topics: Topics = NO_TOPICS,
         search: SearchIndex | None = None,
+        authors: AuthorIndex = NO_AUTHORS,
     ) -> None:
         self.ids = ids
         self.pos = {pid: i for i, pid in enumerate(ids)}
@@ -113,6 +122,9 @@ class CatalogIndex:
             sparse.csr_matrix((len(ids), BUCKETS), dtype=np.float32), titles, [[]] * len(ids)
         )
         """The search index (``recsys.search``)."""
+        self.authors = authors
+        """The ``POOL`` newest papers by normalised author (``recsys.authors``): where a
+        followed author's new papers are found (``dates`` says how new)."""
         self._unit: FloatArray | None = None
 
     @functools.cached_property
@@ -122,6 +134,11 @@ class CatalogIndex:
         checks; a catalog version alone could name two reads of a catalog in change)."""
         digest = hashlib.blake2b("\n".join(self.ids).encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little")
+
+    @functools.cached_property
+    def topic_of_id(self) -> dict[str, int]:
+        """Each topic's id (``topics.topic_ids``) and its number."""
+        return {tid: i for i, tid in enumerate(topic_ids(self.topics.names))}
 
     def unit_factors(self) -> FloatArray:
         """(n, k) factors scaled to unit length (cosine similarity), computed once."""
@@ -155,6 +172,7 @@ class CatalogIndex:
         total += self.search.nbytes()
         centres = self.topics.centres
         total += centres.data.nbytes + centres.indices.nbytes + self.topics.of_paper.nbytes
+        total += self.authors.nbytes()
         total += sum(len(t) + len(i) + 100 for t, i in zip(self.titles, self.ids, strict=True))
         return int(total)
 
@@ -199,6 +217,8 @@ def build_index(
         [published_ts(_as_paper(p)) or p.added_at or 0.0 for p in papers], dtype=np.float64
     )
     ids = [p.id for p in papers]
+    pool = np.argsort(-dates, kind="stable")[:POOL].tolist()
+    authors = AuthorIndex((i, papers[i].authors) for i in pool)
     position_of = {pid: i for i, pid in enumerate(ids)}
     factors: FloatArray | None = None
     cold = np.ones(len(papers), dtype=bool)
@@ -242,6 +262,7 @@ def build_index(
         aliases=aliases,
         topics=topics,
         search=search,
+        authors=authors,
     )
     log.info(
         "catalog index built",

@@ -11,6 +11,7 @@ when the catalog has grown by ``REFIT_GROWTH`` since.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -73,6 +74,22 @@ def assign(topics: Topics, text: sparse.csr_matrix) -> IntArray:
     best: IntArray = scores.argmax(axis=1).astype(np.int64)
     best[scores.max(axis=1) <= 0] = -1
     return best
+
+
+def topic_ids(names: Sequence[str]) -> list[str]:
+    """Each topic's id: its name as a slug ("reinforcement learning · robot" is
+    "reinforcement-learning-robot"), "-2", "-3"... after a name met before. Named by
+    what it is, so that an id a reader followed still names the topic after the
+    centres are fitted again with the same names (``paperfeed.follows``)."""
+    ids: list[str] = []
+    for name in names:
+        slug = re.sub(r"[^0-9a-z]+", "-", name.casefold()).strip("-") or "topic"
+        unique, n = slug, 1
+        while unique in ids:
+            n += 1
+            unique = f"{slug}-{n}"
+        ids.append(unique)
+    return ids
 
 
 def _name(centre: npt.NDArray[np.float32], vocabulary: Sequence[str]) -> str:

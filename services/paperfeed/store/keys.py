@@ -57,7 +57,8 @@ Installs
   data must forget — removed once the cache holds none of it.
 
 Per user (tag ``{u:<id>}``)
-- ``pf:{u:<id>}:profile`` (HASH) created_at, token_hash, last_event_at, events.
+- ``pf:{u:<id>}:profile`` (HASH) created_at, token_hash, last_event_at, events, follows
+  (changes of the reader's follows: the cached feed's stamp carries it).
 - ``pf:{u:<id>}:papers`` (HASH) paper id -> packed interaction record, a JSON array of
   numbers (see ``paperfeed.events``) — at most ``user_papers_cap`` fields.
 - ``pf:{u:<id>}:events`` (STRING) the accepted events as short lines, oldest first —
@@ -67,6 +68,10 @@ Per user (tag ``{u:<id>}``)
 - ``pf:{u:<id>}:requests`` (ZSET) arXiv id -> when the reader asked for the paper (what
   erasure takes them out of) — the last 30 days (``CANDIDATE_REPORTER_TTL_S``), at most
   ``reports_per_day`` a day.
+- ``pf:{u:<id>}:follows`` (HASH) ``a:<16 hex digits of a hash of the normalised name>``
+  -> an author's name as the reader wrote it, ``t:<topic id>`` -> the topic's name when
+  followed (``paperfeed.follows``) — at most ``FOLLOWS_CAP`` (100) fields, names at most
+  200 characters; each change counts in the profile's ``follows``.
 - ``pf:{u:<id>}:titles`` (HASH) paper id -> the title its page showed, for papers the
   catalog lacked (a hint for the reader's library) — at most ``page_titles_cap`` fields.
 - ``pf:{u:<id>}:touched`` (ZSET), ``pf:{u:<id>}:log`` (LIST), ``pf:{u:<id>}:dedupe`` (ZSET):
@@ -228,6 +233,11 @@ def user_imports(user_id: str) -> str:
     return _user(user_id, "imports")
 
 
+def user_follows(user_id: str) -> str:
+    """The authors and topics the reader follows (``paperfeed.follows``)."""
+    return _user(user_id, "follows")
+
+
 def user_candidates(user_id: str) -> str:
     """The candidates of the reader's cached feed and their signals (binary, with the
     feed's time to live): what a feed after impressions re-sorts."""
@@ -318,6 +328,7 @@ def user_keys(user_id: str) -> list[str]:
         user_pairing(user_id),
         user_imports(user_id),
         user_requests(user_id),
+        user_follows(user_id),
         user_budget(user_id),
         legacy_user_touched(user_id),
         legacy_user_log(user_id),
