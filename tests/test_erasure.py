@@ -71,7 +71,7 @@ def test_an_erasure_cut_short_is_finished_by_a_retry_with_the_same_token(
     assert r.zscore(day, "2411.00001") != alone
 
     # The step after the trending weight is taken back fails: a 503, nothing confirmed.
-    calls = fail_once(core_of(live).catalog, "forget_reporter")
+    calls = fail_once(core_of(live).catalog.reports, "forget_reporter")
     first = http.delete("/v1/me", headers=auth)
     assert first.status_code == 503, first.text
     assert calls == [1]

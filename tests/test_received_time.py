@@ -224,7 +224,7 @@ async def test_two_records_of_a_merged_paper_keep_the_first_receive_time(
     await core.ingestor.ingest(
         user, [Event(**event("2411.00009", "view", ts=first + 50))], now=first + 50
     )
-    await core.catalog.merge("a-demo-slug", "2411.00009", time.time())
+    await core.catalog.identity.merge("a-demo-slug", "2411.00009", time.time())
     raw = r.hgetall(keys.user_papers(user))
     records = {pid: decode_user_paper(value) for pid, value in raw.items()}
     joined = resolved_records(records, {"a-demo-slug": "2411.00009"})["2411.00009"]

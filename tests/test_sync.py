@@ -737,7 +737,7 @@ async def report(settings: Any, paper_id: str, *users: str, now: float = NOW) ->
     core = Core.connect(settings)
     try:
         for user in users:
-            await core.catalog.report(user, paper_id, now)
+            await core.catalog.reports.report(user, paper_id, now)
     finally:
         await core.close()
 

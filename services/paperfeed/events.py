@@ -543,9 +543,11 @@ class Ingestor:
         if not events:
             return IngestResult(accepted=0, duplicates=0)
         # A paper merged into another (a demo slug into its arXiv id) is recorded as it.
-        paper_ids = await self.catalog.resolve([normalize_paper_id(e.paper_id) for e in events])
+        paper_ids = await self.catalog.identity.resolve(
+            [normalize_paper_id(e.paper_id) for e in events]
+        )
         known = await self.catalog.known_ids(paper_ids)
-        merged_into = await self.catalog.merged_into()
+        merged_into = await self.catalog.identity.merged_into()
         args: list[str | float | int] = [
             now,
             self.settings.dedupe_cap,
@@ -608,4 +610,4 @@ class Ingestor:
         reader's page text is never the catalog's)."""
         for pid in first_met:
             if arxiv_id(pid) == pid:
-                await self.catalog.report(user_id, pid, now)
+                await self.catalog.reports.report(user_id, pid, now)

@@ -114,7 +114,7 @@ async def library(
 ) -> LibraryPage:
     after = decode_cursor(cursor) if cursor else None
     raw = await redis.hgetall(keys.user_papers(user_id))
-    aliases = await catalog.aliases()
+    aliases = await catalog.identity.aliases()
     if offload is not None and len(raw) > INLINE_RECORDS:
         listed: list[tuple[str, float]] = await offload(listed_of, raw, kind, aliases)
     else:
@@ -124,7 +124,7 @@ async def library(
         start = bisect_right([(-at, pid) for pid, at in listed], (-after[0], after[1]))
     page = listed[start : start + limit]
     # Papers merged since (a demo slug, now its arXiv id) are shown as they are now.
-    resolved = await catalog.resolve([pid for pid, _ in page])
+    resolved = await catalog.identity.resolve([pid for pid, _ in page])
     papers = await catalog.get_many(resolved)
     missing = [pid for pid in resolved if pid not in papers]
     if missing:
@@ -132,7 +132,7 @@ async def library(
         titles = await redis.hmget(keys.user_page_titles(user_id), missing)
         for pid, title in zip(missing, titles, strict=True):
             papers[pid] = unlisted_paper(pid, str(title) if title else None)
-    merged_into = await catalog.merged_into()
+    merged_into = await catalog.identity.merged_into()
     states = states_of(raw, resolved, {pid: merged_into.get(pid, []) for pid in resolved})
     items = [
         LibraryItem(paper=papers[pid], at=at, state=states[pid])

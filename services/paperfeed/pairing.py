@@ -239,14 +239,14 @@ class Pairing:
             return None
         joined, doubled = int(result[0]), [str(pid) for pid in result[1:] if str(pid) in mine]
         # A paper merged since holds its weight under the id it has now.
-        now_ids = await self.users.catalog.resolve(doubled)
+        now_ids = await self.users.catalog.identity.resolve(doubled)
         taken_back = [
             Contribution(c.paper_id, -c.weight, c.at)
             for pid, now_id in zip(doubled, now_ids, strict=True)
             for c in decode_user_paper(mine[pid]).trending_contributions(now_id)
         ]
         await self.trending.add(taken_back, now, once=f"link:{old}")
-        await self.users.catalog.move_requests(old, reader)
+        await self.users.catalog.reports.move_requests(old, reader)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(keys.user_profile(old), "token_hash")
             pipe.delete(*keys.user_keys(old))

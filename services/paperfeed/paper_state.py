@@ -72,7 +72,7 @@ async def paper_states(
     """The reader's state of each of ``paper_ids`` (one ``HMGET``)."""
     if not paper_ids:
         return {}
-    merged_into = await catalog.merged_into()
+    merged_into = await catalog.identity.merged_into()
     merged = {pid: merged_into.get(pid, []) for pid in paper_ids}
     wanted = list(dict.fromkeys([*paper_ids, *(old for olds in merged.values() for old in olds)]))
     values = await redis.hmget(keys.user_papers(user_id), wanted)

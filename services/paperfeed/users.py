@@ -221,7 +221,7 @@ class Users:
             token_hash, linked, raw_records, requested = await pipe.execute()
         records = {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()}
         # A paper merged since the reader met it holds its weight under its new id.
-        resolved = await self.catalog.resolve(list(records))
+        resolved = await self.catalog.identity.resolve(list(records))
         contributions = [
             Contribution(c.paper_id, -c.weight, c.at)
             for new_id, record in zip(resolved, records.values(), strict=True)
@@ -230,7 +230,7 @@ class Users:
         await self.trending.add(contributions, now, once=f"erase:{user_id}")
         # Out of the reporters of the papers they met and the requesters of those they
         # asked for (a paper nobody else asked for waits for reporters again).
-        await self.catalog.forget_reporter(user_id, [*records, *map(str, requested)])
+        await self.catalog.reports.forget_reporter(user_id, [*records, *map(str, requested)])
         kept = {keys.user_profile(user_id), keys.user_installs(user_id)}
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(*[k for k in keys.user_keys(user_id) if k not in kept])

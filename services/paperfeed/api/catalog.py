@@ -172,7 +172,7 @@ class CatalogController(Controller):
         paper = await core.catalog.get(paper_id)
         if paper is not None:
             return PaperRequestState(paper_id=paper.id, state="catalogued", paper=paper)
-        outcome = await core.catalog.request(user_id, paper_id, now)
+        outcome = await core.catalog.reports.request(user_id, paper_id, now)
         return PaperRequestState(
             paper_id=paper_id, state="waiting", reports_left=outcome.reports_left
         )

@@ -1,7 +1,7 @@
 """Papers readers reported, looked up at the sources: only a source admits a paper.
 
 An install that meets an arXiv paper the catalog lacks reports its id
-(``Catalog.report``: the id and the install, nothing the page said). Until a source
+(``Reports.report``: the id and the install, nothing the page said). Until a source
 confirms the id, the paper is in no listing, feed, search or digest. The worker's sync
 job looks reported ids up every ``candidate_lookup_interval_s``:
 
@@ -118,7 +118,7 @@ def lookup_due(state: dict[str, str], settings: Settings, now: float) -> bool:
 
 async def lookup_wanted(redis: RedisClient, state: dict[str, str]) -> bool:
     """Some reported id waits (or the papers once admitted from page text were never
-    requeued, ``Catalog.requeue_reported``)."""
+    requeued, ``Reports.requeue_reported``)."""
     return not state.get(f"{UNIT}:requeued_at") or bool(await redis.zcard(keys.CANDIDATE_SCORE))
 
 
@@ -183,9 +183,11 @@ class ReportedLookup:
         settings = self.settings
         if not await self.redis.hget(keys.SYNC_STATE, f"{UNIT}:requeued_at"):
             # Once: papers admitted from page text before lookups wait for a source.
-            requeued = await self.catalog.requeue_reported(now, settings.candidate_min_users)
+            requeued = await self.catalog.reports.requeue_reported(
+                now, settings.candidate_min_users
+            )
             await write_state(self.redis, UNIT, {"requeued_at": now}, {"requeued": requeued})
-        ids = await self.catalog.candidates_due(
+        ids = await self.catalog.reports.candidates_due(
             now, settings.candidate_lookup_batch, settings.candidate_min_users
         )
         known = await self.catalog.get_stored(ids)
@@ -193,14 +195,14 @@ class ReportedLookup:
         asked = [pid for pid in ids if pid not in known and pid not in impossible]
         answers = await self.ask(fetcher, pacer, asked, now)
         papers = [dated(paper) for paper in answers.found.values()]
-        merged = await self.catalog.merge_slugs(papers, now)
+        merged = await self.catalog.identity.merge_slugs(papers, now)
         result = await self.catalog.upsert(papers, now, merge=True)
-        await self.catalog.forget_candidates([*known, *answers.found])
-        await self.catalog.forget_candidates(impossible)
-        dropped = impossible + await self.catalog.candidates_missed(
+        await self.catalog.reports.forget_candidates([*known, *answers.found])
+        await self.catalog.reports.forget_candidates(impossible)
+        dropped = impossible + await self.catalog.reports.candidates_missed(
             answers.unknown, settings.candidate_lookup_tries, now + MISS_RETRY_S
         )
-        waiting = await self.catalog.candidate_count()
+        waiting = await self.catalog.reports.candidate_count()
         outcome = SourceResult(
             source=UNIT,
             ok=answers.failure is None,

@@ -15,7 +15,7 @@ One paper, one entry: an arXiv id is a paper's identity (``2411.01234``,
 paper). A source refreshes what it knows and keeps what the other brought (the larger
 upvote count, a non-empty abstract). A paper catalogued under its title's slug (the
 demo page's papers) is merged into its arXiv entry when a source brings a paper whose
-title has the same slug (``Catalog.merge``: trending follows at once; readers' records,
+title has the same slug (``Identities.merge``: trending follows at once; readers' records,
 the model's rows and the old id resolve through the alias).
 
 A unit's run is all or nothing: Hugging Face's, and each arXiv category's. Its papers
@@ -238,7 +238,7 @@ class CatalogSync:
                 retry_at=retry_at,
                 seconds=round(time.perf_counter() - started, 3),
             )
-        merged = await self.catalog.merge_slugs(papers, now)
+        merged = await self.catalog.identity.merge_slugs(papers, now)
         result = await self.catalog.upsert(papers, now, merge=True)
         await record_success(self.redis, "hf", now, result.new)
         outcome = SourceResult(
@@ -288,7 +288,7 @@ class CatalogSync:
                     await refuse_arxiv(self.redis, now, exc)
                     break
                 continue
-            merged = await self.catalog.merge_slugs(papers, now)
+            merged = await self.catalog.identity.merge_slugs(papers, now)
             result = await self.catalog.upsert(papers, now, merge=True)
             await record_success(self.redis, unit, now, result.new)
             outcome.fetched += len(papers)

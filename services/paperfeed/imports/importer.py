@@ -184,7 +184,7 @@ class LibraryImporter:
         """Each entry's paper: its arXiv id when catalogued, else its title's; an arXiv id
         the catalog lacks waits for a source; the rest are problems saying why."""
         arxiv = [e.arxiv for e in entries if e.arxiv]
-        resolved = dict(zip(arxiv, await self.catalog.resolve(arxiv), strict=True))
+        resolved = dict(zip(arxiv, await self.catalog.identity.resolve(arxiv), strict=True))
         known = await self.catalog.known_ids(list(resolved.values()))
         version = await self.redis.get(keys.PAPERS_VERSION)
         index = await self.feeds.index(str(version) if version is not None else None)
@@ -218,7 +218,7 @@ class LibraryImporter:
             raw_records, reports_before = await pipe.execute()
         records = resolved_records(
             {str(pid): decode_user_paper(raw) for pid, raw in raw_records.items()},
-            await self.catalog.aliases(),
+            await self.catalog.identity.aliases(),
         )
         room = math.floor(self.settings.user_papers_cap * 0.95) - sum(
             1 for r in records.values() if r.f & KEPT_FLAGS
