@@ -431,9 +431,9 @@ def footprint_bound(settings: Settings) -> int:
     )
 
 
-CANDIDATE_TABLE_BYTES = 20_480
-"""The most a reader's cached feed's candidate table takes (``recsys.feed.Table``: 17
-bytes a candidate, at most 1,000 candidates, with the key; a test holds the feed to it)."""
+CANDIDATE_TABLE_BYTES = 26_624
+"""The most a reader's cached feed's candidate table takes (``recsys.feed.Table``: 21
+bytes a candidate, at most 1,200 candidates, with the key; a test holds the feed to it)."""
 
 
 def reader_keys(user_id: str) -> list[str]:
