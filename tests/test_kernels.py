@@ -2,13 +2,16 @@
 decoded in one pass, the fold-in without a sparse row) returns what the reference
 pipeline (scipy, one object a record, ``feed.REFERENCE``) returns: the same papers in
 the same order, the same scores to float rounding and the same reasons; on real data
-(a citeulike-t sample) and on the recommender bench's synthetic catalog."""
+(a citeulike-t sample) and on the recommender bench's synthetic catalog. The model
+carries item-kNN lists and its blend weighs them: the signal's candidates, scores and
+reasons are compared too."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import random
+import struct
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +23,7 @@ import pytest
 from scipy import sparse
 
 from paperfeed.events import DISMISSED, SAVED, UPVOTED, decode_user_paper
-from paperfeed.recsys import feed, kernels
+from paperfeed.recsys import feed, itemknn, kernels
 from paperfeed.recsys.content import TextFeatures, tokenize
 from paperfeed.recsys.index import (
     HOT_TODAY,
@@ -37,7 +40,9 @@ from paperfeed.recsys.ranker import BlendParams
 SAMPLE = Path(__file__).parent / "fixtures" / "citeulike-t-sample"
 NOW = 1_800_000_000.0
 BLEND = BlendParams(content=0.6, content_slope=-0.2, trending=0.3, trending_slope=-0.5,
-                    cold_cf=0.7, median_history=8.0)  # fmt: skip
+                    itemknn=0.8, itemknn_slope=0.25, cold_cf=0.7,
+                    median_history=8.0)  # fmt: skip
+NEIGHBOURS = 50
 
 
 def citeulike() -> tuple[list[CatalogPaper], dict[str, list[str]]]:
@@ -90,8 +95,11 @@ def synthetic(
     return papers, libraries
 
 
-def model_and_index(papers: list[CatalogPaper], libraries: dict[str, list[str]]) -> CatalogIndex:
-    """A model trained on most of the papers (the rest stay cold, as new papers are)."""
+def model_and_index(
+    papers: list[CatalogPaper], libraries: dict[str, list[str]], blend: BlendParams = BLEND
+) -> CatalogIndex:
+    """A model trained on most of the papers (the rest stay cold, as new papers are),
+    with item-kNN lists."""
     column = {p.id: n for n, p in enumerate(papers[: len(papers) * 9 // 10])}
     rows, cols = [], []
     for u, library in enumerate(libraries.values()):
@@ -105,9 +113,11 @@ def model_and_index(papers: list[CatalogPaper], libraries: dict[str, list[str]])
     _, items = fit_als(scale(weights), params)
     known = [p for p in papers if p.id in column]
     features = TextFeatures.fit(tokenize([p.abstract for p in known]), kinds=["words"])["words"]
-    meta = ModelMeta(version="k", trained_at=NOW, als=params, blend=BLEND)
+    meta = ModelMeta(version="k", trained_at=NOW, als=params, blend=blend, format=2,
+                     neighbours=NEIGHBOURS)  # fmt: skip
     counts = np.bincount(weights.indices, minlength=len(column)).astype(np.float64)
-    model = RecModel(meta, list(column), items, counts, features, scale)
+    lists = itemknn.build(weights, NEIGHBOURS)
+    model = RecModel(meta, list(column), items, counts, features, scale, lists)
     return build_index(papers, model, "1")
 
 
@@ -152,7 +162,7 @@ def test_the_compiled_ranking_is_the_reference_ranking(data: str) -> None:
     trend = trend_snapshot(index, week, week[:50], NOW)
     kernels.warm_up()
     readers = list(libraries.values())[:300]
-    compared = with_vector = 0
+    compared = with_vector = with_knn = 0
     for library in readers:
         raws = records_of(library, rng)
         ours = feed.rank_stored(index, trend, raws, None, 0, feed.CACHE_DEPTH, NOW)
@@ -160,12 +170,16 @@ def test_the_compiled_ranking_is_the_reference_ranking(data: str) -> None:
         assert ours.positions.tolist() == theirs.positions.tolist()
         np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-5, atol=1e-6)
         assert ours.reasons == theirs.reasons
+        if theirs.table is not None and ours.table is not None:
+            assert np.array_equal(ours.table.itemknn, theirs.table.itemknn)
+            with_knn += bool(theirs.table.itemknn.any())
         if their_vector is not None:
             assert ours.vector is not None
             np.testing.assert_allclose(ours.vector, their_vector, rtol=1e-5, atol=1e-6)
             with_vector += 1
         compared += len(theirs.positions)
     assert with_vector > 100  # most readers were folded in, not only trending
+    assert with_knn > 100  # and the item-kNN signal was there for most of them
     assert compared > 100 * feed.CACHE_DEPTH
 
 
@@ -179,14 +193,15 @@ def test_each_kernel_is_its_scipy_expression() -> None:
     rows = rng.choice(300, 80, replace=False).astype(np.int64)
     anchors = rng.choice(300, 20, replace=False).astype(np.int64)
     weights = rng.random(80).astype(np.float32) * 3
+    history = np.unique(anchors)
     # Candidate lists overlap, repeat positions and hide some that are not among them.
     parts = rng.choice(300, 200).astype(np.int64)
     hidden = np.concatenate([parts[:30], [299, 5]]).astype(np.int64)
-    for name in ("similarity", "scores", "pairs", "terms", "union"):
+    for name in ("similarity", "scores", "pairs", "terms", "union", "rows_sum"):
         compiled, reference = getattr(feed.COMPILED, name), getattr(feed.REFERENCE, name)
         args = {"similarity": (by_term, profile), "scores": (text, rows, profile),
                 "pairs": (text, rows, anchors), "terms": (text, rows, weights),
-                "union": (parts, hidden, 300)}[name]  # fmt: skip
+                "union": (parts, hidden, 300), "rows_sum": (text, history)}[name]  # fmt: skip
         ours, theirs = compiled(*args), reference(*args)
         pairs = zip(ours, theirs, strict=True) if name == "terms" else [(ours, theirs)]
         for a, b in pairs:
@@ -284,11 +299,11 @@ def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
         feed.TRENDING_CANDIDATES
         + feed.TODAY_CANDIDATES
         + feed.RECENT_CANDIDATES
-        + 2 * feed.PERSONAL_CANDIDATES
+        + 3 * feed.PERSONAL_CANDIDATES  # by vector, by text and by item-kNN
     )
     n = np.arange(most, dtype=np.int64)
     f = n.astype(np.float32)
-    table = feed.Table(n, f, f + 1, True, f + 2, (n % 4).astype(np.uint8))
+    table = feed.Table(n, f, f + 1, True, f + 2, (n % 4).astype(np.uint8), f + 3)
     encoded = feed.encode_table(table, (7, 9))
     assert len(encoded) + 200 <= CANDIDATE_TABLE_BYTES  # with the key and Redis's overhead
     decoded = feed.decode_table(encoded, (7, 9))
@@ -297,6 +312,11 @@ def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
         assert np.array_equal(kept, made)
     assert feed.decode_table(encoded, (6, 9)) is None  # another index's positions
     assert feed.decode_table(encoded, (7, 4)) is None  # another feed's candidates
+    # A table of the layout before the item-kNN signal (17 bytes a candidate, no format
+    # byte) is a miss, even when its length would divide into the new layout's.
+    old = struct.pack("<BQI", 1, 7, 9) + b"\0" * (17 * 5)
+    assert (len(old) - struct.calcsize(feed.TABLE_HEAD)) % feed.TABLE_BYTES_EACH == 0
+    assert feed.decode_table(old, (7, 9)) is None
 
 
 def test_every_reason_is_true_of_the_data_that_produced_it() -> None:
@@ -304,12 +324,21 @@ def test_every_reason_is_true_of_the_data_that_produced_it() -> None:
     against the data: "because you <verb> “<title>”" names one of the reader's papers
     with that action, close in text; "popular with readers like you" only a paper
     readers interacted with; trending and "new" reasons by the snapshot and the dates;
-    "new in <topic>" a topic of the reader's own papers (issue 28, item 5)."""
+    "new in <topic>" a topic of the reader's own papers (issue 28, item 5); "readers of
+    “<title>” also read it" names one of the reader's liked papers that another reader
+    in the model's data liked with this one (issue 25)."""
     papers, libraries = synthetic()
     index = model_and_index(papers, libraries)
     rng = random.Random(5)
     week = [(p.id, float(rng.paretovariate(1.2))) for p in rng.sample(papers, 300)]
     trend = trend_snapshot(index, week, week[:40], NOW)
+    model = index.model
+    assert model is not None
+    known = set(model.item_ids)
+    libraries_of: dict[str, set[int]] = defaultdict(set)  # paper -> the readers who had it
+    for number, library in enumerate(libraries.values()):
+        for pid in library:
+            libraries_of[pid].add(number)
     seen: set[str] = set()
     for library in list(libraries.values())[:80]:
         raws = records_of(library, rng)
@@ -332,6 +361,17 @@ def test_every_reason_is_true_of_the_data_that_produced_it() -> None:
                     cosine = max(float((index.text[position] @ index.text[p].T).sum())
                                  for p in anchors)  # fmt: skip
                     assert cosine >= feed.ANCHOR_SIMILARITY - 1e-6, reason
+                elif reason.startswith("readers of “"):
+                    title = reason[len("readers of “") : -len("” also read it")]
+                    anchors = [p for p in liked if index.titles[p] == title]
+                    assert anchors, reason
+                    assert not index.cold[position], index.ids[position]
+                    paper = index.ids[position]
+                    assert any(
+                        index.ids[p] in known and libraries_of[index.ids[p]] & libraries_of[paper]
+                        for p in anchors
+                    ), reason
+                    seen.add("readers of")
                 elif reason == "popular with readers like you":
                     assert not index.cold[position], index.ids[position]
                 elif reason == "trending today":
@@ -351,5 +391,6 @@ def test_every_reason_is_true_of_the_data_that_produced_it() -> None:
                     assert reason in ("matches your interests", "trending"), reason
     # The check saw the reasons that matter, not only the fallbacks.
     assert "popular with readers like you" in seen
+    assert "readers of" in seen
     assert any(k.startswith("because you ") for k in seen)
     assert seen & {"new", "new today", "new this week"}

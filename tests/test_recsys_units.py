@@ -270,7 +270,7 @@ def noise_pools(
     rng: np.random.Generator, relevant: npt.NDArray[np.bool_], **signals: npt.NDArray[np.float32]
 ) -> learn.Pools:
     """Validation pools of one relevant paper per reader: the signals given, the others
-    (of cf, content, trending) noise; histories of 1 to 29 papers."""
+    (of cf, content, trending, itemknn) noise; histories of 1 to 29 papers."""
     n, width = relevant.shape
 
     def signal(name: str) -> npt.NDArray[np.float32]:
@@ -281,6 +281,7 @@ def noise_pools(
         cf=signal("cf"),
         content=signal("content"),
         trending=signal("trending"),
+        itemknn=signal("itemknn"),
         cold=np.zeros((n, width), dtype=bool),
         relevant=relevant,
         valid=np.ones((n, width), dtype=bool),
@@ -305,9 +306,9 @@ def test_the_learned_blend_finds_the_signal_that_predicts() -> None:
 
 
 def test_a_blend_weight_that_only_noise_supports_is_not_learned() -> None:
-    """Validation pools where the collaborative signal predicts and content and trending
-    are noise: the climb tries a hundred-odd weights, and none is taken by chance (with
-    a bare "it helped on both halves", 8 of these 20 draws learned a weight)."""
+    """Validation pools where the collaborative signal predicts and content, trending and
+    item-kNN are noise: the climb tries a hundred-odd weights, and none is taken by chance
+    (with a bare "it helped on both halves", 8 of these 20 draws learned a weight)."""
     moved = []
     for seed in range(20):
         rng = np.random.default_rng(seed)
@@ -318,8 +319,9 @@ def test_a_blend_weight_that_only_noise_supports_is_not_learned() -> None:
         cf[relevant] += 1.5
         pools = noise_pools(rng, relevant, cf=cf)
         fitted = learn.fit_blend(pools, None, BlendParams())
-        weights = (fitted.content, fitted.content_slope, fitted.trending, fitted.trending_slope)
-        if weights != (0.0, 0.0, 0.0, 0.0):
+        weights = (fitted.content, fitted.content_slope, fitted.trending, fitted.trending_slope,
+                   fitted.itemknn, fitted.itemknn_slope)  # fmt: skip
+        if weights != (0.0,) * 6:
             moved.append((seed, weights))
     assert moved == []
 
@@ -408,12 +410,16 @@ def test_eval_cli_writes_every_model_and_a_plot(tmp_path: Path) -> None:
         assert report["split"] == split
         assert report["k"] == 10
         assert set(report["models"]) == {
-            "popularity", "content-lsa", "content-words", "content-bigrams", "als", "production",
+            "popularity", "content-lsa", "content-words", "content-bigrams", "als", "itemknn",
+            "production",
         }  # fmt: skip
         for metrics in report["models"].values():
             assert 0 <= metrics["recall"] <= 1
             assert 0 <= metrics["ndcg"] <= 1
         assert report["models"]["production"]["ndcg"] > report["models"]["popularity"]["ndcg"]
+        if split == "warm":  # papers nobody read have no neighbours: 0 on the cold split
+            assert report["models"]["itemknn"]["ndcg"] > report["models"]["popularity"]["ndcg"]
+        assert report["params"]["blend"]["itemknn"] >= 0
         assert len(report["params"]["choices"]["search"]["trials"]) == 3
         assert report["params"]["choices"]["text"] in ("words", "bigrams")
         assert "production" in done.stdout

@@ -166,6 +166,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     als_scaling: Literal["log", "bm25"] = "log"
     """Confidence form: ``log`` or ``bm25`` (log1p re-weighted by BM25; where the search
     starts)."""
+    itemknn_neighbours: Annotated[int, Meta(ge=0, le=1000)] = 200
+    """Item-kNN neighbours the trainer keeps per paper (0: no item-kNN signal). The blend
+    weighs the signal only where it clearly helps on the deployment's validation
+    readers; models then carry the lists (about 8 bytes a neighbour)."""
     gate_tolerance: Fraction = 0.02
     """A new model may be this much (relative nDCG) worse than the current one."""
 

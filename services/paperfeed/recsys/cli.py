@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from paperfeed.recsys import evaluate, learn
+from paperfeed.recsys import evaluate, itemknn, learn
 from paperfeed.recsys.content import TextFeatures, tokenize
 from paperfeed.recsys.matrix import ConfidenceScale
 from paperfeed.recsys.model import fit_als
@@ -99,6 +99,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         learned = learn.learn(
             train, data.item_ids, tokens, start, search_trials=trials, seed=args.seed,
             progress=lambda stage, done, total: progress(f"production {stage}", done, total),
+            neighbours=settings.itemknn_neighbours,
         )  # fmt: skip
         model = learned.model
         chosen = model.meta.als
@@ -116,6 +117,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
             "content-words": evaluate.content_scorer(text["words"]),
             "content-bigrams": evaluate.content_scorer(text["bigrams"]),
             "als": evaluate.factor_scorer(plain_users, plain_items),
+            # Item-kNN alone: the training part's neighbour lists (the blend's signal).
+            "itemknn": evaluate.itemknn_scorer(
+                itemknn.build(train, settings.itemknn_neighbours or itemknn.NEIGHBOURS)
+            ),
             "production": learn.production_scorer(view, popularity),
         }
         results: dict[str, dict[str, float]] = {}
@@ -141,6 +146,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         "params": {
             "als": msgspec.to_builtins(chosen),
             "blend": msgspec.to_builtins(model.meta.blend),
+            "itemknn_neighbours": model.meta.neighbours,
             "choices": msgspec.to_builtins(model.meta.choices),
         },
     }

@@ -241,3 +241,14 @@ def factor_scorer(user_factors: FloatArray, item_factors: FloatArray) -> Scorer:
         return (user_factors[users] @ item_factors.T).astype(np.float32)
 
     return score
+
+
+def itemknn_scorer(neighbours: sparse.csr_matrix) -> Scorer:
+    """Item-kNN alone: each paper's summed similarity to the reader's liked papers
+    (``recsys.itemknn``)."""
+    from paperfeed.recsys import itemknn
+
+    def score(users: npt.NDArray[np.int64], rows: sparse.csr_matrix) -> FloatArray:
+        return itemknn.scores(rows, neighbours)
+
+    return score

@@ -5,8 +5,9 @@ api's bounded thread pool):
 
 1. ``candidates``: positions of the week's ``TRENDING_CANDIDATES`` and the day's
    ``TODAY_CANDIDATES`` hottest papers, the ``RECENT_CANDIDATES`` newest, and among the
-   ``POOL`` newest the reader's best ``PERSONAL_CANDIDATES`` by their vector and by their
-   text profile (a trending feed looks for what is new).
+   ``POOL`` newest the reader's best ``PERSONAL_CANDIDATES`` by their vector, by their
+   text profile and (when the model's blend weighs it) by item-kNN: papers read with
+   theirs (a trending feed looks for what is new).
 2. ``visible``: dismissed papers never appear; papers the reader opened, upvoted, saved
    or shared are dropped (they have them).
 3. ``scores``: ``ranker.blend`` (the code ``paperfeed eval`` measures as
@@ -17,7 +18,9 @@ api's bounded thread pool):
    only shown sink by ``IMPRESSION_PENALTY`` a showing (both in units of the spread of
    the blended scores, whose scale the learned weights set).
 4. ``reasons``: for the returned papers only: the reader's paper it is closest to in
-   text, "popular with readers like you" (a paper readers interacted with, scoring high
+   text, "readers of <title> also read it" (the reader's paper whose neighbour list
+   gave it its item-kNN score, when that signal put it high), "popular with readers
+   like you" (a paper readers interacted with, scoring high
    for the reader's vector), trending today or this week, and "new in
    <topic>" for a paper of the last ``FRESH_DAYS`` in a topic of the reader's own papers
    (topics learned from the catalog's text, ``recsys.topics``), else new today or this
@@ -68,7 +71,7 @@ from paperfeed.follows import (
     followed_papers,
     no_follows,
 )
-from paperfeed.recsys import kernels
+from paperfeed.recsys import itemknn, kernels
 from paperfeed.recsys.content import (
     FloatArray,
     ReaderProfile,
@@ -197,6 +200,9 @@ class Table(NamedTuple):
     """... and whether it was among that snapshot's hottest (``HOT_TODAY_BIT``,
     ``HOT_WEEK_BIT``): a re-sort ranks with the snapshot the candidates came from, as
     the ranking did (each process takes its own snapshot, every ten minutes)."""
+    itemknn: FloatArray
+    """The sum of each candidate's similarities to the reader's liked papers in the
+    model's item-kNN lists (zeros when the model's blend does not use them)."""
 
 
 class Ranked(NamedTuple):
@@ -259,6 +265,9 @@ class Ops(NamedTuple):
     union: Callable[[IntArray, IntArray, int], IntArray]
     """The distinct positions of the candidate lists (concatenated), but the hidden
     ones, ascending (positions within the catalog's size)."""
+    rows_sum: Callable[[sparse.csr_matrix, IntArray], FloatArray]
+    """The sum of some rows (distinct, ascending) of a CSR matrix, dense: a reader's
+    item-kNN scores from their liked papers' neighbour lists."""
 
 
 def best(scores: FloatArray, n: int) -> IntArray:
@@ -284,8 +293,21 @@ def _union_reference(parts: IntArray, hidden: IntArray, size: int) -> IntArray:
     return found[~np.isin(found, hidden)]
 
 
+def _rows_sum_reference(matrix: sparse.csr_matrix, rows: IntArray) -> FloatArray:
+    ones = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (np.zeros(len(rows), dtype=np.int64), rows)),
+        shape=(1, matrix.shape[0]),
+    )
+    return np.asarray((ones @ matrix).toarray(), dtype=np.float32).ravel()
+
+
 REFERENCE = Ops(
-    profile_similarity, profile_scores, _pairs_reference, weighted_terms, _union_reference
+    profile_similarity,
+    profile_scores,
+    _pairs_reference,
+    weighted_terms,
+    _union_reference,
+    _rows_sum_reference,
 )
 
 
@@ -316,12 +338,17 @@ def _terms_compiled(
     )
 
 
+def _rows_sum_compiled(matrix: sparse.csr_matrix, rows: IntArray) -> FloatArray:
+    return kernels.rows_sum(matrix.indptr, matrix.indices, matrix.data, rows, matrix.shape[1])
+
+
 COMPILED = Ops(
     _similarity_compiled,
     _scores_compiled,
     _pairs_compiled,
     _terms_compiled,
     kernels.visible_union,
+    _rows_sum_compiled,
 )
 
 
@@ -374,6 +401,26 @@ def profile(index: CatalogIndex, reader: Reader, ops: Ops = COMPILED) -> ReaderP
     return reader_profile(index.text, reader.positions, reader.weights, ops.terms)
 
 
+def neighbour_scores(index: CatalogIndex, reader: Reader, ops: Ops = COMPILED) -> FloatArray | None:
+    """The reader's item-kNN score of every paper of the model (the sum of the
+    neighbour lists of the papers they liked: a sparse gather), or None when the model
+    has no lists in use or the reader liked nothing it knows."""
+    model = index.model
+    if model is None or model.neighbours is None or model.meta.blend.itemknn == 0:
+        return None
+    rows = itemknn.history_rows(index.model_rows[reader.liked])
+    if len(rows) == 0:
+        return None
+    return ops.rows_sum(model.neighbours, rows)
+
+
+def at_positions(index: CatalogIndex, by_model: FloatArray, positions: IntArray) -> FloatArray:
+    """Values over the model's papers at catalog ``positions`` (0 where it has none)."""
+    rows = index.model_rows[positions]
+    values: FloatArray = np.where(rows >= 0, by_model[np.maximum(rows, 0)], 0.0).astype(np.float32)
+    return values
+
+
 # --- 1. candidates ------------------------------------------------------------------
 
 
@@ -385,9 +432,11 @@ def candidates(
     hidden: IntArray,
     ops: Ops = COMPILED,
     followed: Followed = NOTHING_FOLLOWED,
+    knn: FloatArray | None = None,
 ) -> IntArray:
     """Positions worth ranking for the reader (the module doc says which), but the
-    ``hidden`` ones (``Reader.hidden``: what they opened or flagged), ascending."""
+    ``hidden`` ones (``Reader.hidden``: what they opened or flagged), ascending;
+    ``knn``: their ``neighbour_scores``."""
     parts = [
         trend.week_top[:TRENDING_CANDIDATES],
         trend.today_top[:TODAY_CANDIDATES],
@@ -400,6 +449,10 @@ def candidates(
     if len(text_profile.terms) and len(pool):
         by_text = ops.similarity(index.newest_by_term, text_profile)
         parts.append(pool[best(by_text, PERSONAL_CANDIDATES)])
+    if knn is not None and len(pool):
+        by_knn = at_positions(index, knn, pool)
+        picked = best(by_knn, PERSONAL_CANDIDATES)
+        parts.append(pool[picked[by_knn[picked] > 0]])  # read with theirs, not zeros
     return ops.union(
         np.concatenate(parts).astype(np.int64), hidden.astype(np.int64, copy=False), len(index)
     )
@@ -415,8 +468,9 @@ def signals_of(
     vector: FloatArray | None,
     text_profile: ReaderProfile,
     ops: Ops = COMPILED,
+    knn: FloatArray | None = None,
 ) -> Table:
-    """The candidates' raw collaborative, content and trending signals."""
+    """The candidates' raw collaborative, content, trending and item-kNN signals."""
     n = len(positions)
     if vector is not None and index.factors is not None:
         cf = (index.factors[positions] @ vector).astype(np.float32)
@@ -429,7 +483,8 @@ def signals_of(
         else np.zeros(n, np.float32)
     )
     hot = trend.hot[positions] if len(trend.hot) == len(index) else np.zeros(n, np.uint8)
-    return Table(positions, cf, content, vector is not None, trending, hot)
+    by_knn = np.zeros(n, np.float32) if knn is None else at_positions(index, knn, positions)
+    return Table(positions, cf, content, vector is not None, trending, hot, by_knn)
 
 
 def scores(
@@ -460,6 +515,7 @@ def scores(
         np.array([reader.positives], dtype=np.float64),
         index.cold[positions],
         params,
+        table.itemknn[None, :],
     )
     shown = times_shown(reader, positions)
     # The rules are in units of the blend's spread: learned weights set its scale.
@@ -519,6 +575,7 @@ def reasons(
     # (cold) has factors borrowed from its text neighbours, so a high collaborative score
     # there says "like papers you read", which the text reason says when it is true.
     chosen_cf = np.where(index.cold[positions[chosen]], 0.0, signals.cf[0, chosen]).tolist()
+    co_read, co_read_anchor = read_with(index, anchors, positions[chosen], signals, chosen)
     chosen_ages = ages[chosen].tolist()
     chosen_topics = (
         topics.of_paper[positions[chosen]].tolist() if len(topics.of_paper) else [-1] * len(chosen)
@@ -536,6 +593,11 @@ def reasons(
             if nearest_similarity[row] >= ANCHOR_SIMILARITY:
                 title = index.titles[anchor_list[nearest_anchor]]
                 why.append(f"because you {anchor_verbs[nearest_anchor]} “{title}”")
+        if co_read[row]:
+            # Read with one of theirs (and not the paper the text reason names).
+            anchor = anchor_list[co_read_anchor[row]]
+            if not why or index.titles[anchor] not in why[0]:
+                why.append(f"readers of “{index.titles[anchor]}” also read it")
         if personal and chosen_cf[row] > 1.0:
             why.append("popular with readers like you")
         if chosen_hot[row] & HOT_TODAY_BIT:
@@ -557,6 +619,41 @@ def reasons(
             why.append("matches your interests" if reader.positives else "trending")
         out.append(why)
     return out
+
+
+READ_WITH_SIGNAL = 1.0
+"""A paper's standardised item-kNN signal above which its reason names the reader's
+paper it was most read with (as "popular with readers like you" takes the collaborative
+signal above 1)."""
+
+
+def read_with(
+    index: CatalogIndex, anchors: IntArray, chosen_positions: IntArray, signals: Signals,
+    chosen: IntArray,
+) -> tuple[list[bool], list[int]]:  # fmt: skip
+    """For each chosen paper: whether the item-kNN signal put it high (weighed, above
+    ``READ_WITH_SIGNAL``), and the anchor (index into ``anchors``, the reader's liked
+    papers) whose neighbour list holds it with the highest similarity: other readers
+    liked both, in the model's data."""
+    model = index.model
+    none = ([False] * len(chosen), [0] * len(chosen))
+    weight = signals.itemknn_weight
+    if (
+        model is None
+        or model.neighbours is None
+        or signals.itemknn is None
+        or weight is None
+        or float(weight[0]) <= 0
+        or len(anchors) == 0
+    ):
+        return none
+    similarity = itemknn.pair_similarity(
+        model.neighbours, index.model_rows[chosen_positions], index.model_rows[anchors]
+    )
+    nearest = similarity.argmax(axis=1)
+    held = similarity[np.arange(len(chosen)), nearest] > 0
+    high = signals.itemknn[0, chosen] > READ_WITH_SIGNAL
+    return (held & high).tolist(), nearest.tolist()
 
 
 def rank_stored(
@@ -594,10 +691,11 @@ def rank(
     if index.model is not None and vector is None and reader.positives:
         vector = folded = fold_in(index.model, index, reader)
     text_profile = profile(index, reader, ops)
-    found = candidates(index, trend, vector, text_profile, reader.hidden, ops, followed)
+    knn = neighbour_scores(index, reader, ops) if vector is not None else None
+    found = candidates(index, trend, vector, text_profile, reader.hidden, ops, followed, knn)
     if len(found) == 0:
         return Ranked(found, np.zeros(0, np.float32), [], folded)
-    table = signals_of(index, trend, found, vector, text_profile, ops)
+    table = signals_of(index, trend, found, vector, text_profile, ops, knn)
     return finish(index, reader, table, limit, now, ops, folded, followed)
 
 
@@ -619,12 +717,16 @@ def finish(
     return Ranked(table.positions[chosen], final[chosen], why, folded, table)
 
 
-TABLE_HEAD = "<BQI"
-"""A kept table's head: whether the reader had a vector, the catalog index's fingerprint
-(its positions are the index's) and a CRC of the stamp of the feed it was ranked for."""
-TABLE_BYTES_EACH = 17
-"""A kept candidate: position, collaborative, content and trending signals (4 bytes
-each, little-endian) and its hot flags (1 byte)."""
+TABLE_HEAD = "<BBQI"
+"""A kept table's head: its layout (``TABLE_FORMAT``), whether the reader had a vector,
+the catalog index's fingerprint (its positions are the index's) and a CRC of the stamp
+of the feed it was ranked for."""
+TABLE_FORMAT = 2
+"""2: with the item-kNN signal. A table of the layout before (17 bytes a candidate, its
+first byte the reader's 0 or 1) is not this format: a miss, ranked anew."""
+TABLE_BYTES_EACH = 21
+"""A kept candidate: position, collaborative, content, trending and item-kNN signals (4
+bytes each, little-endian) and its hot flags (1 byte)."""
 
 
 def table_key(index: CatalogIndex, stamp: str) -> tuple[int, int]:
@@ -634,25 +736,26 @@ def table_key(index: CatalogIndex, stamp: str) -> tuple[int, int]:
 
 def encode_table(table: Table, made_with: tuple[int, int]) -> bytes:
     """``table`` as kept in Redis: ``TABLE_HEAD``, then its columns."""
-    head = struct.pack(TABLE_HEAD, int(table.personal), *made_with)
+    head = struct.pack(TABLE_HEAD, TABLE_FORMAT, int(table.personal), *made_with)
     return b"".join([
         head,
         table.positions.astype("<i4").tobytes(),
         table.cf.astype("<f4").tobytes(),
         table.content.astype("<f4").tobytes(),
         table.trending.astype("<f4").tobytes(),
+        table.itemknn.astype("<f4").tobytes(),
         table.hot.astype(np.uint8).tobytes(),
     ])  # fmt: skip
 
 
 def decode_table(raw: bytes, made_with: tuple[int, int]) -> Table | None:
     """The kept table, if it was made with ``made_with`` (``table_key``): the same index
-    and feed stamp; else None (the feed is ranked anew)."""
+    and feed stamp, in this layout; else None (the feed is ranked anew)."""
     head = struct.calcsize(TABLE_HEAD)
     if len(raw) < head or (len(raw) - head) % TABLE_BYTES_EACH:
         return None
-    personal, *kept_with = struct.unpack_from(TABLE_HEAD, raw)
-    if tuple(kept_with) != made_with:
+    layout, personal, *kept_with = struct.unpack_from(TABLE_HEAD, raw)
+    if layout != TABLE_FORMAT or tuple(kept_with) != made_with:
         return None
     n = (len(raw) - head) // TABLE_BYTES_EACH
 
@@ -665,7 +768,8 @@ def decode_table(raw: bytes, made_with: tuple[int, int]) -> Table | None:
         column("<f4", 8).astype(np.float32),
         bool(personal),
         column("<f4", 12).astype(np.float32),
-        column("u1", 16).astype(np.uint8),
+        column("u1", 20).astype(np.uint8),
+        column("<f4", 16).astype(np.float32),
     )
 
 

@@ -174,6 +174,22 @@ def weighted_terms(
     return terms, values
 
 
+@jit
+def rows_sum(
+    indptr: Indexes, indices: Indexes, data: FloatArray, rows: IntArray, size: int
+) -> FloatArray:  # pragma: no cover - compiled
+    """``ones(rows) @ matrix`` (dense, ``size``) for a CSR ``matrix``: the sum of its
+    ``rows``, row after row and each row's entries in order (scipy's sparse product adds
+    them so, in float32): a reader's item-kNN scores from their history's neighbour
+    lists."""
+    out = np.zeros(size, dtype=np.float32)
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        for j in range(indptr[row], indptr[row + 1]):
+            out[indices[j]] += data[j]
+    return out
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the types the feed gives them:
     scipy's int32 index arrays, int64 positions, float32 values."""
@@ -186,3 +202,4 @@ def warm_up() -> None:
     row_pairs_dot(indptr, i32, f32[:2], i64, i64, 2)
     visible_union(i64, i64[:1], 2)
     weighted_terms(indptr, i32, f32[:2], i64, f32[:2], 2)
+    rows_sum(indptr, i32, f32[:2], i64, 4)

@@ -17,7 +17,9 @@ features, and the blend of collaborative, content and trending signals.
 4. Text features chosen by their content signal's validation nDCG (warm and cold).
 5. Blend weights by coordinate ascent of the validation nDCG@20 of the full ranking
    (``ranker.blend``) over each reader's best candidates, then the weight of text-borrowed
-   factors on the cold validation.
+   factors on the cold validation. The item-kNN signal (``recsys.itemknn``: neighbour
+   lists built on the validation model's matrix) is one of the weights: 0 (off) unless
+   it clearly helps, and then the published models carry neighbour lists of their own.
 6. The published model learns from every interaction (the validation and judged cells
    included): a fresh fit up to ``FULL_REFIT_MAX_CELLS`` interactions; beyond, the
    validation model's ALS continued for ``REFIT_SWEEPS`` sweeps, a fraction of a fit.
@@ -36,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from paperfeed.recsys import evaluate
+from paperfeed.recsys import evaluate, itemknn
 from paperfeed.recsys.content import (
     TEXT_KINDS,
     FloatArray,
@@ -49,6 +51,7 @@ from paperfeed.recsys.content import (
 )
 from paperfeed.recsys.matrix import ConfidenceScale, Scaling, drop_cells, positives
 from paperfeed.recsys.model import (
+    MODEL_FORMAT,
     AlsParams,
     Choices,
     ModelMeta,
@@ -167,6 +170,12 @@ class ColumnView(NamedTuple):
     text: sparse.csr_matrix
     """(n_columns, terms) text vectors under the model's text features."""
 
+    @property
+    def neighbours(self) -> sparse.csr_matrix | None:
+        """The model's item-kNN lists when its blend uses them (None: the signal is off)."""
+        model = self.model
+        return model.neighbours if model.meta.blend.itemknn != 0 else None
+
 
 def column_view(
     model: RecModel, item_ids: Sequence[str], text: sparse.csr_matrix | None = None, *,
@@ -204,6 +213,8 @@ class Candidates(NamedTuple):
     trending: FloatArray
     cold: BoolArray
     positives: float
+    itemknn: FloatArray | None = None
+    """Raw item-kNN scores (None: the model has no neighbour lists in use)."""
 
 
 def candidates(
@@ -212,15 +223,24 @@ def candidates(
     trending: FloatArray,
     allowed: BoolArray | None = None,
     per_signal: int = CANDIDATES_PER_SIGNAL,
+    neighbours: sparse.csr_matrix | None = None,
 ) -> list[Candidates]:
     """Each reader's candidates, as the feed finds them: the best ``per_signal`` by their
-    vector, by their text profile and by trending, among the columns ``allowed`` that
+    vector, by their text profile, by trending and by item-kNN (with ``neighbours``, the
+    model's lists: ``view.neighbours`` unless given), among the columns ``allowed`` that
     they have no record of."""
     model_rows = remap(rows, view.column_map, len(view.model.item_ids))
     vectors = view.model.fold_in(model_rows)
     cf_all = (vectors @ view.factors.T).astype(np.float32)
     text_profiles = profiles(view.text, rows)
     content_all = similarity(text_profiles, view.text)
+    neighbours = view.neighbours if neighbours is None else neighbours
+    knn_all = None
+    if neighbours is not None:
+        by_model = itemknn.scores(model_rows, neighbours)
+        known = view.column_map >= 0
+        knn_all = np.zeros(cf_all.shape, dtype=np.float32)
+        knn_all[:, known] = by_model[:, view.column_map[known]]
     blocked = np.zeros(cf_all.shape, dtype=bool)
     blocked[rows.nonzero()] = True
     if allowed is not None:
@@ -236,6 +256,10 @@ def candidates(
             _top(np.where(free, content_all[row], -np.inf), per_signal),
             hot[free[hot]][:per_signal],
         ]
+        if knn_all is not None:
+            # Only papers co-read with the reader's own (a score of 0 is no neighbour).
+            knn_row = np.where(free & (knn_all[row] > 0), knn_all[row], -np.inf)
+            picks.append(_top(knn_row, per_signal))
         columns = np.unique(np.concatenate(picks))
         columns = columns[free[columns]]
         out.append(
@@ -246,6 +270,7 @@ def candidates(
                 trending=trending[columns],
                 cold=view.cold[columns],
                 positives=float(liked[row]),
+                itemknn=None if knn_all is None else knn_all[row, columns],
             )
         )
     return out
@@ -278,6 +303,7 @@ def production_scorer(
                 np.array([found.positives]),
                 found.cold,
                 chosen,
+                None if found.itemknn is None else found.itemknn[None, :],
             )
             out[row, found.columns] = blended[0]
         return out
@@ -295,6 +321,8 @@ class Pools(NamedTuple):
     cf: FloatArray
     content: FloatArray
     trending: FloatArray
+    itemknn: FloatArray
+    """Standardised over the candidates with interactions (zeros without lists)."""
     cold: BoolArray
     relevant: BoolArray
     valid: BoolArray
@@ -317,9 +345,13 @@ def collect_pools(
     allowed: BoolArray | None = None,
     readers: int = POOL_READERS,
     batch: int = 256,
+    neighbours: sparse.csr_matrix | None = None,
 ) -> Pools | None:
-    """The readers' candidates (as ``production_scorer`` finds them) with their signals
-    standardised over them, and which are held out: many blends are then scored fast."""
+    """The readers' candidates (as ``production_scorer`` finds them, with item-kNN's
+    when ``neighbours`` are given) with their signals standardised over them, and which
+    are held out: many blends are then scored fast."""
+    from paperfeed.recsys.ranker import standardize_over
+
     test = evaluate.sample_users(test, readers, 0)
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     if len(users) == 0:
@@ -331,14 +363,22 @@ def collect_pools(
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
         truth = test[chunk]
-        found = candidates(view, train[chunk], popularity.astype(np.float32), allowed)
+        found = candidates(
+            view, train[chunk], popularity.astype(np.float32), allowed, neighbours=neighbours
+        )
         for row, reader in enumerate(found):
             relevant = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
+            knn = (
+                np.zeros(len(reader.columns), dtype=np.float32)
+                if reader.itemknn is None
+                else standardize_over(reader.itemknn[None, :], ~reader.cold)[0]
+            )
             rows_out.append(
                 (
                     _z(reader.cf[None, :])[0],
                     _z(reader.content[None, :])[0],
                     _z(trending[reader.columns][None, :])[0],
+                    knn,
                     reader.cold,
                     np.isin(reader.columns, relevant),
                 )
@@ -347,16 +387,18 @@ def collect_pools(
             history.append(reader.positives)
     width = max(len(r[0]) for r in rows_out)
     shape = (len(rows_out), width)
-    arrays = [np.zeros(shape, dtype=np.float32) for _ in range(3)]
+    arrays = [np.zeros(shape, dtype=np.float32) for _ in range(4)]
     flags = [np.zeros(shape, dtype=bool) for _ in range(3)]
-    for i, (cf_row, content_row, trend_row, cold_row, rel_row) in enumerate(rows_out):
+    for i, (cf_row, content_row, trend_row, knn_row, cold_row, rel_row) in enumerate(rows_out):
         n = len(cf_row)
         arrays[0][i, :n], arrays[1][i, :n], arrays[2][i, :n] = cf_row, content_row, trend_row
+        arrays[3][i, :n] = knn_row
         flags[0][i, :n], flags[1][i, :n], flags[2][i, :n] = cold_row, rel_row, True
     return Pools(
         cf=arrays[0],
         content=arrays[1],
         trending=arrays[2],
+        itemknn=arrays[3],
         cold=flags[0],
         relevant=flags[1],
         valid=flags[2],
@@ -380,6 +422,11 @@ def reader_ndcg(pools: Pools, params: BlendParams, k: int = K) -> npt.NDArray[np
     scores = (
         cf + w_content[:, None] * pools.content + (w_trend[:, None] + TIE_BREAK) * pools.trending
     )
+    if params.itemknn != 0:
+        w_knn = history_weight(
+            params.itemknn, params.itemknn_slope, pools.history, params.median_history
+        )
+        scores = scores + w_knn[:, None] * pools.itemknn
     scores = np.where(pools.valid, scores, -np.inf)
     width = scores.shape[1]
     top_k = min(k, width)
@@ -447,8 +494,10 @@ def fit_blend(warm: Pools | None, cold: Pools | None, start: BlendParams) -> Ble
             {
                 "content": WEIGHTS,
                 "trending": WEIGHTS,
+                "itemknn": WEIGHTS,
                 "content_slope": SLOPES,
                 "trending_slope": SLOPES,
+                "itemknn_slope": SLOPES,
             },
         )
     if cold is not None:
@@ -614,6 +663,7 @@ def learn(
     seed: int = 0,
     progress: Progress | None = None,
     blend_start: BlendParams | None = None,
+    neighbours: int = itemknn.NEIGHBOURS,
 ) -> Learned:
     """Everything a model needs, learned on ``weights`` (n_users, n_items) float32 with
     dismissals < 0, whose papers' texts are ``tokens`` (``content.tokenize``).
@@ -622,7 +672,8 @@ def learn(
     otherwise ``params`` are used (``search`` records where they came from). ``judged``
     cells are kept out of everything but the final model. ``blend_start``: the current
     model's blend, where a retraining's blend starts (it moves only where this data says
-    so clearly on its validation readers: consecutive models do not swing)."""
+    so clearly on its validation readers: consecutive models do not swing).
+    ``neighbours``: item-kNN neighbours kept per paper (0: no item-kNN signal)."""
     started = time.perf_counter()
     laps: dict[str, float] = {}
     mark = [started]
@@ -665,6 +716,7 @@ def learn(
             als=trained.params,
             blend=blend_params,
             choices=choices,
+            format=MODEL_FORMAT,
         )
         return RecModel(
             meta, list(item_ids), trained.items, fit_popularity, features[kind], trained.scale
@@ -703,10 +755,15 @@ def learn(
     if progress:
         progress("content", 1, 1)
     lap("text_choice")
+    # Item-kNN lists of the validation model's matrix: a signal the blend may weigh.
+    validation_lists = itemknn.build(validation.fit, neighbours) if neighbours > 0 else None
+    lap("itemknn")
     # Blend.
     content_only = BlendParams(collaborative=False, content=1.0)
     view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
-    warm_pools = collect_pools(view, validation.fit, validation.warm, fit_popularity)
+    warm_pools = collect_pools(
+        view, validation.fit, validation.warm, fit_popularity, neighbours=validation_lists
+    )
     cold_pools = collect_pools(
         view,
         validation.fit,
@@ -714,6 +771,7 @@ def learn(
         fit_popularity,
         allowed=validation.cold_items,
         readers=COLD_POOL_READERS,
+        neighbours=validation_lists,
     )
     if warm_pools is None:
         start = PRIOR
@@ -721,7 +779,11 @@ def learn(
         start = blend_start
     else:
         start = BlendParams()
+    if validation_lists is None:
+        start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
     blend_params = fit_blend(warm_pools, cold_pools, start)
+    # The published models carry lists only when the blend weighs them.
+    uses_lists = blend_params.itemknn != 0 and neighbours > 0
     if warm_pools is not None:
         # Both on the same readers and candidates: what the blend adds to the
         # collaborative signal alone (no extra ranking of every validation reader).
@@ -746,7 +808,10 @@ def learn(
     # the gate compares it fairly with a current model that never saw them) and the one
     # to publish (everything).
     def refit(
-        target: sparse.csr_matrix, start: tuple[FloatArray, FloatArray], stage: str
+        target: sparse.csr_matrix,
+        start: tuple[FloatArray, FloatArray],
+        stage: str,
+        lists: sparse.csr_matrix | None = None,
     ) -> tuple[RecModel, FloatArray]:
         params = trained.params
         scale = ConfidenceScale.fit(target, params.alpha, params.scaling)
@@ -771,6 +836,8 @@ def learn(
             items[cold] = neighbour_factors(
                 text[best_kind][cold], text[best_kind][~cold], items[~cold]
             )
+        if uses_lists and lists is None:
+            lists = itemknn.build(target, neighbours)
         meta = msgspec.structs.replace(
             learned_meta,
             version=new_version(),
@@ -778,16 +845,23 @@ def learn(
             n_items=int(target.shape[1]),
             n_interactions=int(target.nnz),
             train_seconds=time.perf_counter() - started,
+            neighbours=neighbours if uses_lists else 0,
         )
         model = RecModel(
-            meta, list(item_ids), items, counts.astype(np.float64), features[best_kind], scale
-        )
+            meta, list(item_ids), items, counts.astype(np.float64), features[best_kind], scale,
+            lists if uses_lists else None,
+        )  # fmt: skip
         return model, users
 
     factors = (trained.users, trained.items)
     judge_model = None
     if judged is not None and judged.nnz:
-        judge_model, judge_users = refit(drop_cells(weights, judged), factors, "judge")
+        # Large data: the judged model's lists are the validation model's (they never saw
+        # the judged cells, and lack the validation ones: the judged model is, if
+        # anything, a little weaker than the one published), as its ALS continues the
+        # validation model's: the whole costs about one fit.
+        judge_lists = validation_lists if large else None
+        judge_model, judge_users = refit(drop_cells(weights, judged), factors, "judge", judge_lists)
         lap("judge_model")
         factors = (judge_users, judge_model.item_factors)
     final, users = refit(weights, factors, "refit")

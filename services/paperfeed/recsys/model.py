@@ -85,6 +85,15 @@ class ModelMeta(msgspec.Struct, kw_only=True):
     metrics: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     """Held-out metrics by model (``candidate``, ``popularity``, ``current``)."""
     train_seconds: float = 0.0
+    format: int = 1
+    """The blob's layout: 1 (no neighbour lists; every model before item-kNN), 2 (the
+    item-kNN neighbour lists when ``neighbours`` > 0)."""
+    neighbours: int = 0
+    """Item-kNN neighbours kept per paper in the blob (0: none, the signal is off)."""
+
+
+MODEL_FORMAT = 2
+"""What ``RecModel.to_bytes`` writes (``ModelMeta.format``)."""
 
 
 def new_version() -> str:
@@ -177,6 +186,7 @@ class RecModel:
         item_counts: npt.NDArray[np.float64],
         text: TextFeatures,
         scale: ConfidenceScale,
+        neighbours: sparse.csr_matrix | None = None,
     ) -> None:
         self.meta = meta
         self.item_ids = item_ids
@@ -188,6 +198,9 @@ class RecModel:
         """(n_items,) readers who liked each paper in training."""
         self.text = text
         self.scale = scale
+        self.neighbours = neighbours
+        """(n_items, n_items) float32 CSR: each paper's item-kNN neighbours and their
+        cosines (``recsys.itemknn``), or None: the signal is off."""
         self._als = new_als(meta.als)
         self._als.item_factors = item_factors
         # A request folds in one reader: starting a team of OpenMP threads for it costs
@@ -294,6 +307,10 @@ class RecModel:
             **self.text.to_arrays(),
             **self.scale.to_arrays(),
         }
+        if self.neighbours is not None:
+            arrays["knn_indptr"] = self.neighbours.indptr.astype(np.int64)
+            arrays["knn_indices"] = self.neighbours.indices.astype(np.int32)
+            arrays["knn_data"] = self.neighbours.data.astype(np.float32)
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
 
@@ -307,6 +324,17 @@ class RecModel:
         counts = loaded["item_counts"].astype(np.float64)
         if factors.shape != (len(item_ids), meta.als.factors) or counts.shape != (len(item_ids),):
             raise ValueError("model arrays do not match its metadata")
+        neighbours = None
+        if meta.format >= 2 and meta.neighbours > 0:
+            # A model of format 1 (before item-kNN) has no lists: it serves without them.
+            n = len(item_ids)
+            indptr = loaded["knn_indptr"]
+            indices, data = loaded["knn_indices"], loaded["knn_data"]
+            if indptr.shape != (n + 1,) or indices.shape != data.shape or indptr[-1] != len(data):
+                raise ValueError("model neighbour lists do not match its papers")
+            if len(indices) and (indices.min() < 0 or indices.max() >= n):
+                raise ValueError("model neighbour lists name papers it does not have")
+            neighbours = sparse.csr_matrix((data, indices, indptr), shape=(n, n))
         return cls(
             meta,
             item_ids,
@@ -314,4 +342,5 @@ class RecModel:
             counts,
             TextFeatures.from_arrays(loaded),
             ConfidenceScale.from_arrays(meta.als.alpha, meta.als.scaling, loaded),
+            neighbours,
         )

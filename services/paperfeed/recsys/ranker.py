@@ -8,10 +8,16 @@ For a reader and a set of candidate papers, three signals:
 - content: cosine between the candidate's text vector and the reader's text profile
   (the weighted sum of the text vectors of the papers they liked);
 - trending: log(1 + trending score) of the candidate (in evaluation and training:
-  log(1 + interactions in the training data)).
+  log(1 + interactions in the training data));
+- item-kNN (``itemknn``): the sum of the candidate's similarities to the papers the
+  reader liked, by who read them (``recsys.itemknn``); only for models that carry
+  neighbour lists.
 
-Each signal is standardised over the candidates (zero mean, unit variance per reader),
-then ``score = cf' + w_content(n) * content + w_trending(n) * trending`` where ``cf'`` is
+Each signal is standardised over the candidates (zero mean, unit variance per reader;
+item-kNN over the candidates with interactions, the others get 0: a paper nobody read
+has no neighbours, which says nothing of it),
+then ``score = cf' + w_content(n) * content + w_trending(n) * trending
++ w_itemknn(n) * itemknn`` where ``cf'`` is
 ``cf`` times ``cold_cf`` for papers without interactions, and each weight shifts with
 the reader's history length ``n`` (positive papers):
 ``w(n) = w * exp(slope * (log1p(n) - log1p(median_history)))``.
@@ -48,6 +54,9 @@ class BlendParams(msgspec.Struct, frozen=True, kw_only=True):
     """How the content weight grows (> 0) or shrinks per unit of log1p(history)."""
     trending: float = 0.0
     trending_slope: float = 0.0
+    itemknn: float = 0.0
+    """Weight of the item-kNN signal (0: off; models without neighbour lists ignore it)."""
+    itemknn_slope: float = 0.0
     cold_cf: float = 1.0
     """Multiplier of the collaborative signal of papers without interactions (their
     factors come from text neighbours, a weaker estimate)."""
@@ -72,6 +81,10 @@ class Signals(msgspec.Struct):
     content_weight: FloatArray
     trending_weight: FloatArray
     """(n_users,) weights used for each reader."""
+    itemknn: FloatArray | None = None
+    """(n_users, n_candidates) the item-kNN signal, standardised (None: not used) ..."""
+    itemknn_weight: FloatArray | None = None
+    """... and its weight for each reader."""
 
 
 def standardize(values: FloatArray) -> FloatArray:
@@ -80,6 +93,19 @@ def standardize(values: FloatArray) -> FloatArray:
     mean = values.mean(axis=-1, keepdims=True)
     std = values.std(axis=-1, keepdims=True)
     return np.where(std > 1e-9, (values - mean) / np.maximum(std, 1e-9), 0.0).astype(np.float32)
+
+
+def standardize_over(values: FloatArray, over: BoolArray) -> FloatArray:
+    """``standardize`` with the mean and spread of the entries ``over`` (n_candidates,)
+    only; the others are 0 (the mean)."""
+    values = np.asarray(values, dtype=np.float32)
+    count = max(int(over.sum()), 1)
+    kept = np.where(over, values, 0.0).astype(np.float32)
+    mean = (kept.sum(axis=-1, keepdims=True) / count).astype(np.float32)
+    spread = np.where(over, values - mean, 0.0).astype(np.float32)
+    std = np.sqrt((spread * spread).sum(axis=-1, keepdims=True) / count).astype(np.float32)
+    scaled = np.where(std > 1e-9, spread / np.maximum(std, 1e-9), 0.0)
+    return np.where(over, scaled, 0.0).astype(np.float32)
 
 
 def history_weight(
@@ -97,12 +123,14 @@ def blend(
     positives: npt.NDArray[np.float64],
     cold: BoolArray,
     params: BlendParams,
+    itemknn: FloatArray | None = None,
 ) -> tuple[FloatArray, Signals]:
     """Scores (n_users, n_candidates) from the raw signals.
 
     ``cf`` and ``content`` (n_users, n_candidates) raw scores; ``trending``
     (n_candidates,) raw scores >= 0; ``positives`` (n_users,) history lengths; ``cold``
-    (n_candidates,) papers without interactions.
+    (n_candidates,) papers without interactions; ``itemknn`` (n_users, n_candidates)
+    raw item-kNN scores, or None (no neighbour lists: the signal is off).
     """
     cf_z = standardize(cf) if params.collaborative else np.zeros_like(content)
     cf_z = np.where(cold[None, :], params.cold_cf * cf_z, cf_z).astype(np.float32)
@@ -118,12 +146,21 @@ def blend(
     # a whisper of trending breaks the ties of everyone else.
     w_trend = np.where(positives > 0, w_trend, 1.0).astype(np.float32)
     scores = cf_z + w_content[:, None] * content_z + (w_trend[:, None] + TIE_BREAK) * trend_z
+    knn_z = w_knn = None
+    if itemknn is not None and params.itemknn != 0:
+        knn_z = standardize_over(itemknn, ~cold)
+        w_knn = history_weight(
+            params.itemknn, params.itemknn_slope, positives, params.median_history
+        )
+        scores = scores + w_knn[:, None] * knn_z
     signals = Signals(
         cf=cf_z,
         content=content_z,
         trending=trend_z[0],
         content_weight=w_content,
         trending_weight=w_trend,
+        itemknn=knn_z,
+        itemknn_weight=w_knn,
     )
     return scores.astype(np.float32), signals
 

@@ -411,6 +411,7 @@ async def train_and_publish(
         seed=seed,
         progress=progress,
         blend_start=current.meta.blend if current is not None else None,
+        neighbours=settings.itemknn_neighbours,
     )
     stage("learn")
     stages.update({f"learn.{step}": seconds for step, seconds in learned.seconds.items()})
