@@ -506,3 +506,26 @@ def test_cached_feeds_go_stale_spread_over_the_trending_window_not_all_at_once()
         epochs = [reader_epoch(r, boundary + t, trend_s) for t in range(0, 1200, 7)]
         assert epochs[-1] - epochs[0] in (1, 2)
         assert all(b - a in (0, 1) for a, b in itertools.pairwise(epochs))
+
+
+def test_words_are_read_as_scikit_learn_reads_them() -> None:
+    """``words_of`` (no scikit-learn, so that serving need not import it) gives the words
+    of scikit-learn's analyzer, stop words and all, on real titles and abstracts, in
+    accented and other scripts and with odd punctuation."""
+    from sklearn.feature_extraction._stop_words import ENGLISH_STOP_WORDS as THEIR_STOP_WORDS
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from paperfeed.recsys.content import words_of
+    from paperfeed.recsys.stop_words import ENGLISH_STOP_WORDS
+
+    assert frozenset(THEIR_STOP_WORDS) == ENGLISH_STOP_WORDS
+    theirs = CountVectorizer(stop_words="english").build_analyzer()
+    fixture = Path(__file__).parent / "fixtures" / "hf-daily-papers.jsonl"
+    texts = [
+        f"{row['title']}. {row.get('abstract') or ''}"
+        for row in map(json.loads, fixture.read_text().splitlines())
+    ]
+    texts += ["Über-Modelle für Ärzte: naïve état-of-the-art", "x_1 A_B 3D ‘quoted’ — “ΔT” 東京 ok"]
+    assert len(texts) > 700
+    for text in texts:
+        assert words_of(text) == theirs(text)

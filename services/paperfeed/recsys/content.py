@@ -17,16 +17,17 @@ weighted by text similarity), so it can be ranked for a reader on the day it app
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
+
+from paperfeed.recsys.stop_words import ENGLISH_STOP_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +97,21 @@ class Tokens:
         return Tokens(self.words, self.ids[flat], indptr)
 
 
-@functools.cache
-def _words() -> Callable[[str], list[str]]:
-    """scikit-learn's word analyzer: lower case, words of two or more letters or digits,
-    English stop words removed (built once: building it costs more than a short text)."""
-    analyzer: Callable[[str], list[str]] = CountVectorizer(stop_words="english").build_analyzer()
-    return analyzer
+WORD = re.compile(r"(?u)\b\w\w+\b")
+"""A word: two or more letters, digits or underscores (scikit-learn's default token)."""
 
 
 def words_of(text: str) -> list[str]:
-    """One text's words, as ``tokenize`` finds them."""
-    return _words()(text)
+    """One text's words, as scikit-learn's ``CountVectorizer(stop_words="english")``
+    reads them, without scikit-learn: lower case, ``WORD``s, English stop words removed
+    (a test holds it to scikit-learn's analyzer on real abstracts)."""
+    return [word for word in WORD.findall(text.lower()) if word not in ENGLISH_STOP_WORDS]
 
 
 def tokenize(texts: Sequence[str]) -> Tokens:
     """Every text's words as ``Tokens``: the one pass over the text that every kind of
     features counts from."""
-    analyzer = _words()
-    per_text = [analyzer(text) for text in texts]
+    per_text = [words_of(text) for text in texts]
     lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
     vocabulary: dict[str, int] = collections.defaultdict(itertools.count().__next__)
     flat = itertools.chain.from_iterable(per_text)
