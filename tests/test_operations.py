@@ -407,3 +407,23 @@ def test_a_command_stopped_by_ctrl_c_says_so_in_one_line(
     monkeypatch.setattr(cli, "parser", interrupted)
     assert cli.main(["train"]) == cli.INTERRUPTED == 130
     assert capsys.readouterr().err == "paperfeed: interrupted\n"
+
+
+def test_the_api_starts_without_the_training_code_or_scikit_learn() -> None:
+    """Serving stays light: importing the api (the app and everything a request reaches)
+    loads neither the training code nor scikit-learn nor implicit (seconds of start and
+    memory in every api process); they are loaded only by what fits or learns."""
+    probe = (
+        "import json, sys; import paperfeed.api.app; "
+        "print(json.dumps(sorted(m for m in sys.modules)))"
+    )
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    heavy = {"sklearn", "implicit", "matplotlib"}
+    training = {f"paperfeed.recsys.{name}" for name in ("learn", "train", "data", "evaluate")}
+    assert "paperfeed.recsys.feed" in loaded  # the probe did import what serves feeds
+    assert not [m for m in loaded if m.split(".")[0] in heavy]
+    assert not training & set(loaded)

@@ -18,7 +18,6 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.cluster import MiniBatchKMeans
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,10 @@ NO_TOPICS = Topics(np.zeros(0, np.int64), [], sparse.csr_matrix((0, 0), dtype=np
 
 def learn_topics(text: sparse.csr_matrix, vocabulary: Sequence[str], seed: int = 0) -> Topics:
     """Topics of the papers whose text vectors are ``text`` (n, terms)."""
+    # Imported here: fitting topics is the worker's (or a process building its own
+    # index); serving reads them and need not load scikit-learn (seconds at start).
+    from sklearn.cluster import MiniBatchKMeans
+
     text = sparse.csr_matrix(text, dtype=np.float32)
     has_text = np.diff(text.indptr) > 0
     count = min(MAX_TOPICS, int(has_text.sum()) // PAPERS_PER_TOPIC)
