@@ -69,20 +69,24 @@ class Affinity(NamedTuple):
 def affinity_data(authors: Sequence[Sequence[str]], topic_of: IntArray, n_topics: int) -> Affinity:
     """The ``Affinity`` of papers whose author lists are ``authors`` (as the catalog
     writes them) and topics ``topic_of``."""
+    # Each distinct spelling normalised once (a catalog writes an author alike on most
+    # of their papers), then one vectorised pass over the (paper, author) pairs.
     column: dict[AuthorName, int] = {}
-    rows: list[int] = []
-    cols: list[int] = []
-    for row, written in enumerate(authors):
-        seen: set[int] = set()
-        for raw in written:
-            name = author_name(raw)
-            if name is None:
-                continue
-            col = column.setdefault(name, len(column))
-            if col not in seen:
-                seen.add(col)
-                rows.append(row)
-                cols.append(col)
+    col_of: dict[str, int] = {}
+    for raw in dict.fromkeys(raw for written in authors for raw in written):
+        name = author_name(raw)
+        if name is not None:
+            col_of[raw] = column.setdefault(name, len(column))
+    counts = np.fromiter((len(written) for written in authors), np.int64, len(authors))
+    owners = np.repeat(np.arange(len(authors), dtype=np.int64), counts)
+    cols = np.fromiter(
+        (col_of.get(raw, -1) for written in authors for raw in written),
+        np.int64,
+        int(counts.sum()),
+    )
+    known = cols >= 0
+    rows = owners[known]
+    cols = cols[known]
     names = list(column)
     by_key: dict[str, list[int]] = {}
     for col, name in enumerate(names):
@@ -99,6 +103,7 @@ def affinity_data(authors: Sequence[Sequence[str]], topic_of: IntArray, n_topics
     papers = sparse.csr_matrix(
         (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(authors), n)
     )
+    papers.data[:] = 1.0  # a name twice on one paper (two spellings of one) is one author
     same = sparse.csr_matrix((np.ones(len(left), np.float32), (left, right)), shape=(n, n))
     return Affinity(papers, same, names, by_key, np.asarray(topic_of, np.int64), n_topics)
 
