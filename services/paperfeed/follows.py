@@ -146,6 +146,11 @@ class Followed(NamedTuple):
     """Sorted positions of the followed authors' and topics' recent papers."""
     reasons: dict[int, str]
     """Each one's reason: "new from <author>" (an author first), else "new in <topic>"."""
+    authors: tuple[AuthorName, ...] = ()
+    """The followed authors (normalised) ..."""
+    topics: tuple[int, ...] = ()
+    """... and topics (the catalog's numbers): what the follow affinity counts
+    (``recsys.affinity``), whether or not they have new papers."""
 
 
 NOTHING_FOLLOWED = Followed(np.zeros(0, np.int64), {})
@@ -163,10 +168,13 @@ def followed_papers(
     since = now - days * 86_400
     dates = index.dates
     reasons: dict[int, str] = {}
+    authors: list[AuthorName] = []
+    topics: list[int] = []
     for written in follows.authors:
         wanted = author_name(written)
         if wanted is None:
             continue
+        authors.append(wanted)
         found = [p for p in index.authors.papers(wanted) if dates[p] >= since]
         for position in sorted(found, key=lambda p: (-dates[p], p)):
             reasons.setdefault(position, f"new from {written}")
@@ -177,11 +185,12 @@ def followed_papers(
             number = resolve_topic(index, topic_id, topic_name)
             if number is None:
                 continue
+            topics.append(number)
             label = f"new in {index.topics.names[number]}"
             for position in recent[of_recent == number][:TOPIC_CANDIDATES].tolist():
                 reasons.setdefault(position, label)
     kept = dict(list(reasons.items())[:FOLLOWED_CANDIDATES])
-    return Followed(np.array(sorted(kept), dtype=np.int64), kept)
+    return Followed(np.array(sorted(kept), dtype=np.int64), kept, tuple(authors), tuple(topics))
 
 
 def topic_catalog(index: CatalogIndex) -> list[TopicInfo]:

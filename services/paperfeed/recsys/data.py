@@ -69,6 +69,9 @@ class Interactions(msgspec.Struct):
     """When the reading began (the time the readers' vectors are stamped with)."""
     user_events: list[int] = msgspec.field(default_factory=list)
     """Each reader's event count, read before their records (``user_ids`` order)."""
+    item_authors: list[list[str]] = msgspec.field(default_factory=list)
+    """Each paper's authors as the catalog writes them (``item_ids`` order): the
+    trainer learns the follow affinity's weight from them (``recsys.affinity``)."""
 
     @property
     def data_until(self) -> float:
@@ -84,6 +87,7 @@ async def read_interactions(
     """Every reader's per-paper records, over the catalog's papers (through the cache in
     ``cache_dir`` when given)."""
     catalog: dict[str, str] = {}
+    authors_of: dict[str, list[str]] = {}
     cursor = 0
     decode = msgspec.json.Decoder(Paper).decode
     while True:
@@ -92,6 +96,7 @@ async def read_interactions(
         for paper_id, raw in chunk.items():
             paper = decode(raw)
             catalog[str(paper_id)] = paper_text(paper.title, paper.abstract)
+            authors_of[str(paper_id)] = list(paper.authors)
         if cursor == 0:
             break
     # Papers in id order, not in the scan's: the scan follows the Redis server's hash
@@ -166,6 +171,7 @@ async def read_interactions(
         _matrix(rows[keep], cols[keep], arrived[keep], shape, dtype=np.float64),
         read_at=read_at,
         user_events=events,
+        item_authors=[authors_of[paper_id] for paper_id in item_index.ids],
     )
     log.info(
         "training data read",

@@ -28,9 +28,13 @@ api's bounded thread pool):
    <author>" or "new in <topic>" first.
 
 Follows: the followed authors' and topics' papers of the last ``FRESH_DAYS`` join the
-candidates and are lifted by ``FOLLOW_WEIGHT`` (in units of the blended scores' spread,
-like the rules of stage 3): a prior weight, not learned (the trainer has no follows in
-its validation; ``docs/follows.md``).
+candidates. A model whose blend learned the follow affinity's weight
+(``BlendParams.follow``: the reader's liked papers by a candidate's authors and in its
+topic, each follow counting as ``affinity.FOLLOW_PAPERS`` of them) scores every
+candidate with it in the blend; before such a model (None: an older model, data without
+authors) and for a reader ranked without the learned blend (no history yet), the
+followed papers are lifted by the prior ``FOLLOW_WEIGHT`` instead (in units of the
+blended scores' spread, like the rules of stage 3; ``docs/follows.md``).
 
 Only the returned papers are read from Redis.
 """
@@ -71,7 +75,7 @@ from paperfeed.follows import (
     followed_papers,
     no_follows,
 )
-from paperfeed.recsys import itemknn, kernels
+from paperfeed.recsys import affinity, itemknn, kernels
 from paperfeed.recsys.content import (
     FloatArray,
     ReaderProfile,
@@ -117,7 +121,9 @@ FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
 FOLLOW_WEIGHT = 2.0
 """How far a paper of a followed author or topic is lifted, in spreads of the blended
-scores: a prior (``docs/follows.md`` says why it is not learned yet)."""
+scores, when the blend has no learned follow weight (``BlendParams.follow`` None: a
+model from before it, data without authors, or a reader ranked without the learned
+blend): a prior (``docs/follows.md``)."""
 ANCHOR_SIMILARITY = 0.3
 ANCHORS = 100
 CACHE_DEPTH = 50
@@ -516,16 +522,35 @@ def scores(
         index.cold[positions],
         params,
         table.itemknn[None, :],
+        follow_signal(index, reader, followed, positions) if params.follow else None,
     )
     shown = times_shown(reader, positions)
     # The rules are in units of the blend's spread: learned weights set its scale.
     spread = float(blended[0].std()) if n > 1 else 1.0
     spread = spread if spread > 1e-6 else 1.0
     boost = np.where(fresh, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
-    # The reader asked for these papers by following their author or topic.
-    boost = boost + FOLLOW_WEIGHT * np.isin(positions, followed.positions)
+    if params.follow is None:
+        # The reader asked for these papers by following their author or topic; with no
+        # learned weight for that, the prior lifts them (a learned one is in the blend).
+        boost = boost + FOLLOW_WEIGHT * np.isin(positions, followed.positions)
     final = (blended[0] + spread * (boost - IMPRESSION_PENALTY * shown)).astype(np.float32)
     return final, signals, ages
+
+
+def follow_signal(
+    index: CatalogIndex, reader: Reader, followed: Followed, positions: IntArray
+) -> FloatArray:
+    """(1, n) the reader's follow affinity to the papers at ``positions``: their liked
+    papers by each one's authors and in its topic, their follows counting as several
+    (``recsys.affinity``, the signal the trainer learned the weight of)."""
+    liked = reader.liked
+    row = sparse.csr_matrix(
+        (np.ones(len(liked), np.float32), (np.zeros(len(liked), np.int64), liked)),
+        shape=(1, len(index)),
+    )
+    data = index.affinity
+    mine = affinity.readers(data, row, followed.authors, followed.topics)
+    return affinity.scores(data, mine, positions)
 
 
 def times_shown(reader: Reader, positions: IntArray) -> FloatArray:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.catalog.papers import Paper, published_ts
+from paperfeed.recsys.affinity import Affinity, affinity_data
 from paperfeed.recsys.authors import NO_AUTHORS, AuthorIndex
 from paperfeed.recsys.content import (
     FloatArray,
@@ -83,6 +84,7 @@ class CatalogIndex:
         topics: Topics = NO_TOPICS,
         search: SearchIndex | None = None,
         authors: AuthorIndex = NO_AUTHORS,
+        affinity: Affinity | None = None,
     ) -> None:
         self.ids = ids
         self.pos = {pid: i for i, pid in enumerate(ids)}
@@ -125,6 +127,8 @@ class CatalogIndex:
         self.authors = authors
         """The ``POOL`` newest papers by normalised author (``recsys.authors``): where a
         followed author's new papers are found (``dates`` says how new)."""
+        self.affinity = affinity or affinity_data([()] * len(ids), topics.of_paper, 0)
+        """Every paper's authors and topic: the follow affinity (``recsys.affinity``)."""
         self._unit: FloatArray | None = None
 
     @functools.cached_property
@@ -172,7 +176,7 @@ class CatalogIndex:
         total += self.search.nbytes()
         centres = self.topics.centres
         total += centres.data.nbytes + centres.indices.nbytes + self.topics.of_paper.nbytes
-        total += self.authors.nbytes()
+        total += self.authors.nbytes() + self.affinity.nbytes()
         total += sum(len(t) + len(i) + 100 for t, i in zip(self.titles, self.ids, strict=True))
         return int(total)
 
@@ -263,6 +267,7 @@ def build_index(
         topics=topics,
         search=search,
         authors=authors,
+        affinity=affinity_data([p.authors for p in papers], topics.of_paper, len(topics.names)),
     )
     log.info(
         "catalog index built",

@@ -20,6 +20,9 @@ features, and the blend of collaborative, content and trending signals.
    factors on the cold validation. The item-kNN signal (``recsys.itemknn``: neighbour
    lists built on the validation model's matrix) is one of the weights: 0 (off) unless
    it clearly helps, and then the published models carry neighbour lists of their own.
+   So is the follow affinity (``recsys.affinity``: the reader's liked papers by a
+   candidate's authors and in its topic, what follows feed at serving), when the papers
+   have authors (``learn(authors=...)``); without them it is not learned (None).
 6. The published model learns from every interaction (the validation and judged cells
    included): a fresh fit up to ``FULL_REFIT_MAX_CELLS`` interactions; beyond, the
    validation model's ALS continued for ``REFIT_SWEEPS`` sweeps, a fraction of a fit.
@@ -38,7 +41,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
+from paperfeed.recsys import affinity as follow_affinity
 from paperfeed.recsys import evaluate, itemknn
+from paperfeed.recsys.affinity import Affinity
 from paperfeed.recsys.content import (
     TEXT_KINDS,
     FloatArray,
@@ -63,6 +68,7 @@ from paperfeed.recsys.model import (
     new_version,
 )
 from paperfeed.recsys.ranker import BlendParams, BoolArray, IntArray, blend
+from paperfeed.recsys.topics import learn_topics
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +175,8 @@ class ColumnView(NamedTuple):
     cold: BoolArray
     text: sparse.csr_matrix
     """(n_columns, terms) text vectors under the model's text features."""
+    affinity: Affinity | None = None
+    """The columns' authors and topics (None: unknown; the follow signal is off)."""
 
     @property
     def neighbours(self) -> sparse.csr_matrix | None:
@@ -176,12 +184,19 @@ class ColumnView(NamedTuple):
         model = self.model
         return model.neighbours if model.meta.blend.itemknn != 0 else None
 
+    @property
+    def follow_data(self) -> Affinity | None:
+        """The columns' authors and topics when the model's blend weighs the follow
+        affinity (None: the signal is off)."""
+        return self.affinity if self.model.meta.blend.follow else None
+
 
 def column_view(
     model: RecModel, item_ids: Sequence[str], text: sparse.csr_matrix | None = None, *,
-    texts: Sequence[str] = (),
+    texts: Sequence[str] = (), affinity: Affinity | None = None,
 ) -> ColumnView:  # fmt: skip
-    """``model`` over the columns ``item_ids`` (whose ``texts`` give text vectors)."""
+    """``model`` over the columns ``item_ids`` (whose ``texts`` give text vectors;
+    ``affinity``: their authors and topics, for the follow signal)."""
     if text is None:
         text = model.text.transform(texts)
     column_map = np.array([model.index.get(pid, -1) for pid in item_ids], dtype=np.int64)
@@ -190,7 +205,7 @@ def column_view(
     factors = np.zeros((len(item_ids), model.item_factors.shape[1]), dtype=np.float32)
     factors[known] = model.item_factors[column_map[known]]
     factors[~known] = neighbour_factors(text[~known], text[known], factors[known])
-    return ColumnView(model, column_map, factors, ~known, text)
+    return ColumnView(model, column_map, factors, ~known, text, affinity)
 
 
 def remap(rows: sparse.csr_matrix, column_map: IntArray, n_model_items: int) -> sparse.csr_matrix:
@@ -215,6 +230,8 @@ class Candidates(NamedTuple):
     positives: float
     itemknn: FloatArray | None = None
     """Raw item-kNN scores (None: the model has no neighbour lists in use)."""
+    follow: FloatArray | None = None
+    """Raw follow affinities (``recsys.affinity``; None: the signal is off)."""
 
 
 def candidates(
@@ -224,11 +241,14 @@ def candidates(
     allowed: BoolArray | None = None,
     per_signal: int = CANDIDATES_PER_SIGNAL,
     neighbours: sparse.csr_matrix | None = None,
+    affinity: Affinity | None = None,
 ) -> list[Candidates]:
     """Each reader's candidates, as the feed finds them: the best ``per_signal`` by their
     vector, by their text profile, by trending and by item-kNN (with ``neighbours``, the
     model's lists: ``view.neighbours`` unless given), among the columns ``allowed`` that
-    they have no record of."""
+    they have no record of; with their follow affinities (``affinity``:
+    ``view.follow_data`` unless given; it brings no candidate, as a history brings no
+    follow)."""
     model_rows = remap(rows, view.column_map, len(view.model.item_ids))
     vectors = view.model.fold_in(model_rows)
     cf_all = (vectors @ view.factors.T).astype(np.float32)
@@ -241,6 +261,10 @@ def candidates(
         known = view.column_map >= 0
         knn_all = np.zeros(cf_all.shape, dtype=np.float32)
         knn_all[:, known] = by_model[:, view.column_map[known]]
+    affinity = view.follow_data if affinity is None else affinity
+    follow_all = None
+    if affinity is not None:
+        follow_all = follow_affinity.scores(affinity, follow_affinity.readers(affinity, rows))
     blocked = np.zeros(cf_all.shape, dtype=bool)
     blocked[rows.nonzero()] = True
     if allowed is not None:
@@ -271,6 +295,7 @@ def candidates(
                 cold=view.cold[columns],
                 positives=float(liked[row]),
                 itemknn=None if knn_all is None else knn_all[row, columns],
+                follow=None if follow_all is None else follow_all[row, columns],
             )
         )
     return out
@@ -304,6 +329,7 @@ def production_scorer(
                 found.cold,
                 chosen,
                 None if found.itemknn is None else found.itemknn[None, :],
+                None if found.follow is None else found.follow[None, :],
             )
             out[row, found.columns] = blended[0]
         return out
@@ -329,6 +355,9 @@ class Pools(NamedTuple):
     """(n_readers, width) each; ``valid`` marks real entries of the padded rows."""
     n_relevant: IntArray
     history: npt.NDArray[np.float64]
+    follow: FloatArray | None = None
+    """The follow affinity standardised over the candidates (None: not measured, the
+    papers have no authors)."""
 
 
 def _z(values: FloatArray) -> FloatArray:
@@ -346,10 +375,12 @@ def collect_pools(
     readers: int = POOL_READERS,
     batch: int = 256,
     neighbours: sparse.csr_matrix | None = None,
+    affinity: Affinity | None = None,
 ) -> Pools | None:
     """The readers' candidates (as ``production_scorer`` finds them, with item-kNN's
-    when ``neighbours`` are given) with their signals standardised over them, and which
-    are held out: many blends are then scored fast."""
+    when ``neighbours`` are given, the follow affinity when ``affinity`` is) with their
+    signals standardised over them, and which are held out: many blends are then
+    scored fast."""
     from paperfeed.recsys.ranker import standardize_over
 
     test = evaluate.sample_users(test, readers, 0)
@@ -364,8 +395,9 @@ def collect_pools(
         chunk = users[start : start + batch]
         truth = test[chunk]
         found = candidates(
-            view, train[chunk], popularity.astype(np.float32), allowed, neighbours=neighbours
-        )
+            view, train[chunk], popularity.astype(np.float32), allowed, neighbours=neighbours,
+            affinity=affinity,
+        )  # fmt: skip
         for row, reader in enumerate(found):
             relevant = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
             knn = (
@@ -381,18 +413,23 @@ def collect_pools(
                     knn,
                     reader.cold,
                     np.isin(reader.columns, relevant),
+                    np.zeros(len(reader.columns), dtype=np.float32)
+                    if reader.follow is None
+                    else _z(reader.follow[None, :])[0],
                 )
             )
             n_relevant.append(len(relevant))
             history.append(reader.positives)
     width = max(len(r[0]) for r in rows_out)
     shape = (len(rows_out), width)
-    arrays = [np.zeros(shape, dtype=np.float32) for _ in range(4)]
+    arrays = [np.zeros(shape, dtype=np.float32) for _ in range(5)]
     flags = [np.zeros(shape, dtype=bool) for _ in range(3)]
-    for i, (cf_row, content_row, trend_row, knn_row, cold_row, rel_row) in enumerate(rows_out):
+    for i, row_out in enumerate(rows_out):
+        cf_row, content_row, trend_row, knn_row, cold_row, rel_row, follow_row = row_out
         n = len(cf_row)
         arrays[0][i, :n], arrays[1][i, :n], arrays[2][i, :n] = cf_row, content_row, trend_row
         arrays[3][i, :n] = knn_row
+        arrays[4][i, :n] = follow_row
         flags[0][i, :n], flags[1][i, :n], flags[2][i, :n] = cold_row, rel_row, True
     return Pools(
         cf=arrays[0],
@@ -404,6 +441,7 @@ def collect_pools(
         valid=flags[2],
         n_relevant=np.array(n_relevant, dtype=np.int64),
         history=np.array(history, dtype=np.float64),
+        follow=None if affinity is None else arrays[4],
     )
 
 
@@ -427,6 +465,8 @@ def reader_ndcg(pools: Pools, params: BlendParams, k: int = K) -> npt.NDArray[np
             params.itemknn, params.itemknn_slope, pools.history, params.median_history
         )
         scores = scores + w_knn[:, None] * pools.itemknn
+    if params.follow and pools.follow is not None:
+        scores = scores + params.follow * pools.follow
     scores = np.where(pools.valid, scores, -np.inf)
     width = scores.shape[1]
     top_k = min(k, width)
@@ -488,18 +528,19 @@ def fit_blend(warm: Pools | None, cold: Pools | None, start: BlendParams) -> Ble
     if warm is not None:
         median = float(np.median(warm.history)) if len(warm.history) else start.median_history
         params = msgspec.structs.replace(params, median_history=max(median, 1.0))
-        params = climb(
-            warm,
-            params,
-            {
-                "content": WEIGHTS,
-                "trending": WEIGHTS,
-                "itemknn": WEIGHTS,
-                "content_slope": SLOPES,
-                "trending_slope": SLOPES,
-                "itemknn_slope": SLOPES,
-            },
-        )
+        grids = {
+            "content": WEIGHTS,
+            "trending": WEIGHTS,
+            "itemknn": WEIGHTS,
+            "content_slope": SLOPES,
+            "trending_slope": SLOPES,
+            "itemknn_slope": SLOPES,
+        }
+        if warm.follow is not None:
+            # Measured: learned like the others, from where it was (0, off, the first time).
+            params = msgspec.structs.replace(params, follow=params.follow or 0.0)
+            grids["follow"] = WEIGHTS
+        params = climb(warm, params, grids)
     if cold is not None:
         params = climb(cold, params, {"cold_cf": COLD_CF})
     return params
@@ -649,6 +690,26 @@ class Learned(NamedTuple):
     """Seconds spent in each step."""
     text: sparse.csr_matrix
     """(n_items, terms) the papers' text vectors under the models' text features."""
+    affinity: Affinity | None = None
+    """The papers' authors and topics the follow signal was measured with (None: the
+    papers have no authors, the signal is not learned)."""
+
+
+def papers_affinity(
+    authors: Sequence[Sequence[str]] | None,
+    text: sparse.csr_matrix,
+    vocabulary: Sequence[str],
+    seed: int,
+) -> Affinity | None:
+    """The papers' authors and topics (topics learned from ``text`` as the catalog index
+    learns them, ``recsys.topics``), or None when no two papers share an author: then
+    the follow affinity measures nothing of what an author follow says, and is not
+    learned (``paperfeed eval``'s data sets have no authors)."""
+    if not authors or not any(authors):
+        return None
+    topics = learn_topics(text, vocabulary, seed)
+    data = follow_affinity.affinity_data(authors, topics.of_paper, len(topics.names))
+    return data if data.has_authors else None
 
 
 def learn(
@@ -664,6 +725,7 @@ def learn(
     progress: Progress | None = None,
     blend_start: BlendParams | None = None,
     neighbours: int = itemknn.NEIGHBOURS,
+    authors: Sequence[Sequence[str]] | None = None,
 ) -> Learned:
     """Everything a model needs, learned on ``weights`` (n_users, n_items) float32 with
     dismissals < 0, whose papers' texts are ``tokens`` (``content.tokenize``).
@@ -673,7 +735,9 @@ def learn(
     cells are kept out of everything but the final model. ``blend_start``: the current
     model's blend, where a retraining's blend starts (it moves only where this data says
     so clearly on its validation readers: consecutive models do not swing).
-    ``neighbours``: item-kNN neighbours kept per paper (0: no item-kNN signal)."""
+    ``neighbours``: item-kNN neighbours kept per paper (0: no item-kNN signal).
+    ``authors``: each paper's authors (as the catalog writes them), for the follow
+    affinity (None, or no shared author: that signal is not learned)."""
     started = time.perf_counter()
     laps: dict[str, float] = {}
     mark = [started]
@@ -758,12 +822,16 @@ def learn(
     # Item-kNN lists of the validation model's matrix: a signal the blend may weigh.
     validation_lists = itemknn.build(validation.fit, neighbours) if neighbours > 0 else None
     lap("itemknn")
+    # The papers' authors and topics: the follow affinity, a signal the blend may weigh.
+    affinity = papers_affinity(authors, text[best_kind], features[best_kind].vocabulary, seed)
+    lap("affinity")
     # Blend.
     content_only = BlendParams(collaborative=False, content=1.0)
     view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
     warm_pools = collect_pools(
-        view, validation.fit, validation.warm, fit_popularity, neighbours=validation_lists
-    )
+        view, validation.fit, validation.warm, fit_popularity, neighbours=validation_lists,
+        affinity=affinity,
+    )  # fmt: skip
     cold_pools = collect_pools(
         view,
         validation.fit,
@@ -772,6 +840,7 @@ def learn(
         allowed=validation.cold_items,
         readers=COLD_POOL_READERS,
         neighbours=validation_lists,
+        affinity=affinity,
     )
     if warm_pools is None:
         start = PRIOR
@@ -781,6 +850,8 @@ def learn(
         start = BlendParams()
     if validation_lists is None:
         start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
+    if affinity is None:
+        start = msgspec.structs.replace(start, follow=None)  # not measured: not learned
     blend_params = fit_blend(warm_pools, cold_pools, start)
     # The published models carry lists only when the blend weighs them.
     uses_lists = blend_params.itemknn != 0 and neighbours > 0
@@ -866,4 +937,4 @@ def learn(
         factors = (judge_users, judge_model.item_factors)
     final, users = refit(weights, factors, "refit")
     lap("final_model")
-    return Learned(judge_model, final, users, fit_popularity, laps, text[best_kind])
+    return Learned(judge_model, final, users, fit_popularity, laps, text[best_kind], affinity)

@@ -11,13 +11,16 @@ For a reader and a set of candidate papers, three signals:
   log(1 + interactions in the training data));
 - item-kNN (``itemknn``): the sum of the candidate's similarities to the papers the
   reader liked, by who read them (``recsys.itemknn``); only for models that carry
-  neighbour lists.
+  neighbour lists;
+- follow affinity (``follow``): the reader's affinity to the candidate's authors and
+  topic (``recsys.affinity``: their liked papers by its authors and in its topic, a
+  follow counting as several), for models that learned its weight.
 
 Each signal is standardised over the candidates (zero mean, unit variance per reader;
 item-kNN over the candidates with interactions, the others get 0: a paper nobody read
 has no neighbours, which says nothing of it),
 then ``score = cf' + w_content(n) * content + w_trending(n) * trending
-+ w_itemknn(n) * itemknn`` where ``cf'`` is
++ w_itemknn(n) * itemknn + w_follow * follow`` where ``cf'`` is
 ``cf`` times ``cold_cf`` for papers without interactions, and each weight shifts with
 the reader's history length ``n`` (positive papers):
 ``w(n) = w * exp(slope * (log1p(n) - log1p(median_history)))``.
@@ -57,6 +60,11 @@ class BlendParams(msgspec.Struct, frozen=True, kw_only=True):
     itemknn: float = 0.0
     """Weight of the item-kNN signal (0: off; models without neighbour lists ignore it)."""
     itemknn_slope: float = 0.0
+    follow: float | None = None
+    """Weight of the reader's affinity to a candidate's authors and topic
+    (``recsys.affinity``, the signal follows feed), learned like the others (0: off);
+    None: not learned (a model from before it, or data without authors), and the feed
+    lifts followed papers by its prior ``feed.FOLLOW_WEIGHT`` instead."""
     cold_cf: float = 1.0
     """Multiplier of the collaborative signal of papers without interactions (their
     factors come from text neighbours, a weaker estimate)."""
@@ -124,13 +132,15 @@ def blend(
     cold: BoolArray,
     params: BlendParams,
     itemknn: FloatArray | None = None,
+    follow: FloatArray | None = None,
 ) -> tuple[FloatArray, Signals]:
     """Scores (n_users, n_candidates) from the raw signals.
 
     ``cf`` and ``content`` (n_users, n_candidates) raw scores; ``trending``
     (n_candidates,) raw scores >= 0; ``positives`` (n_users,) history lengths; ``cold``
     (n_candidates,) papers without interactions; ``itemknn`` (n_users, n_candidates)
-    raw item-kNN scores, or None (no neighbour lists: the signal is off).
+    raw item-kNN scores, or None (no neighbour lists: the signal is off); ``follow``
+    (n_users, n_candidates) raw follow affinities (``recsys.affinity``), or None (off).
     """
     cf_z = standardize(cf) if params.collaborative else np.zeros_like(content)
     cf_z = np.where(cold[None, :], params.cold_cf * cf_z, cf_z).astype(np.float32)
@@ -153,6 +163,9 @@ def blend(
             params.itemknn, params.itemknn_slope, positives, params.median_history
         )
         scores = scores + w_knn[:, None] * knn_z
+    if follow is not None and params.follow:
+        # One weight whatever the history: a follow speaks as loudly on the first day.
+        scores = scores + np.float32(params.follow) * standardize(follow)
     signals = Signals(
         cf=cf_z,
         content=content_z,

@@ -58,6 +58,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.recsys import evaluate, learn
+from paperfeed.recsys.affinity import Affinity
 from paperfeed.recsys.content import Tokens, tokenize
 from paperfeed.recsys.data import Interactions, read_interactions
 from paperfeed.recsys.matrix import drop_cells, positives
@@ -412,6 +413,7 @@ async def train_and_publish(
         progress=progress,
         blend_start=current.meta.blend if current is not None else None,
         neighbours=settings.itemknn_neighbours,
+        authors=data.item_authors,
     )
     stage("learn")
     stages.update({f"learn.{step}": seconds for step, seconds in learned.seconds.items()})
@@ -498,9 +500,14 @@ class Judgement:
             )
         return self.metrics["popularity"]
 
-    def model(self, name: str, model: RecModel, text: sparse.csr_matrix) -> evaluate.Metrics:
+    def model(
+        self, name: str, model: RecModel, text: sparse.csr_matrix,
+        affinity: Affinity | None = None,
+    ) -> evaluate.Metrics:  # fmt: skip
+        """``model``'s production ranking (``affinity``: the papers' authors and topics,
+        for a blend that weighs the follow affinity)."""
         if name not in self.metrics:
-            view = learn.column_view(model, self.item_ids, text)
+            view = learn.column_view(model, self.item_ids, text, affinity=affinity)
             self.metrics[name] = evaluate.ranking_metrics(
                 learn.production_scorer(view, self.trending), self.history, self.judged, GATE_K
             )
@@ -510,12 +517,14 @@ class Judgement:
         """Candidate, current model (when there is one) and popularity."""
         candidate = learned.judge_model
         assert candidate is not None, "learn() judges when given judged cells"
-        out = {"candidate": self.model("candidate", candidate, learned.text)}
+        # The papers' authors and topics are the data's: the same for both models.
+        affinity = learned.affinity
+        out = {"candidate": self.model("candidate", candidate, learned.text, affinity)}
         if current is not None:
             # A catalog that did not change gives the same features: no need to encode again.
             same = current.text.same_as(candidate.text)
             text = learned.text if same else current.text.vectors(self.tokens)
-            out["current"] = self.model("current", current, text)
+            out["current"] = self.model("current", current, text, affinity)
         out["popularity"] = self.popularity()
         return out
 
