@@ -312,3 +312,46 @@ def test_a_model_without_a_learned_weight_keeps_the_prior() -> None:
     records = saved(history)
     follows = StoredFollows(authors=[FOLLOWED_AS_READER_WRITES], topics={})
     assert_prior_lift(index, trend, records, follows)
+
+
+def test_one_readers_affinity_is_the_batch_computation() -> None:
+    """The feed's one-reader path (``affinity.one_reader``, gathers) gives exactly what
+    the trainer's batch computation gives (``affinity.scores`` of ``affinity.readers``,
+    products), spellings of one person, repeated likes and follows included."""
+    rng = random.Random(3)
+    people = [("Yann", "LeCun"), ("Xiaolong", "Wang"), ("Xin", "Wang"), ("Ada", "Lovelace")]
+    people += [(f"Given{n}", f"Family{n % 40}") for n in range(120)]
+
+    def spelled(given: str, family: str) -> str:
+        return rng.choice([f"{given} {family}", f"{given[0]}. {family}", f"{family}, {given}"])
+
+    authors = [
+        [spelled(*rng.choice(people)) for _ in range(rng.randrange(0, 5))] for _ in range(600)
+    ]
+    topic_of = np.array([rng.randrange(-1, 12) for _ in authors], dtype=np.int64)
+    data = affinity.affinity_data(authors, topic_of, 12)
+    assert data.has_authors
+    columns = np.array(sorted(rng.sample(range(600), 250)), dtype=np.int64)
+    by_authors = 0
+    for n in range(60):
+        liked = np.array([rng.randrange(600) for _ in range(rng.randrange(0, 40))], np.int64)
+        follows = [author_name(spelled(*rng.choice(people))) for _ in range(n % 4)]
+        followed = tuple(name for name in follows if name is not None)
+        topics = tuple(rng.sample(range(-1, 14), n % 3))
+        row = sparse.csr_matrix(
+            (np.ones(len(liked), np.float32), (np.zeros(len(liked), np.int64), liked)),
+            shape=(1, 600),
+        )
+        batch = affinity.scores(data, affinity.readers(data, row, followed, topics), columns)
+        one = affinity.one_reader(data, liked, columns, followed, topics)
+        assert one.dtype == batch.dtype
+        assert np.array_equal(one, batch)
+        by_authors += int((batch > 1.0).any())  # a shared author (a share alone is <= 1)
+    assert by_authors > 20
+    no_authors = affinity.affinity_data([[] for _ in authors], topic_of, 12)
+    liked = np.array([1, 2, 2, 7], np.int64)
+    row = sparse.csr_matrix((np.ones(4, np.float32), ([0, 0, 0, 0], liked)), shape=(1, 600))
+    assert np.array_equal(
+        affinity.one_reader(no_authors, liked, columns),
+        affinity.scores(no_authors, affinity.readers(no_authors, row), columns),
+    )

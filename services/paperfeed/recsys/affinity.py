@@ -170,3 +170,68 @@ def scores(data: Affinity, reader: ReaderAffinity, columns: IntArray | None = No
         share[:, known] = reader.topics[:, topic_of[known]]
     values: FloatArray = (np.log1p(by_authors) + share).astype(np.float32)
     return values
+
+
+def one_reader(
+    data: Affinity,
+    liked: IntArray,
+    columns: IntArray,
+    followed_authors: Iterable[AuthorName] = (),
+    followed_topics: Iterable[int] = (),
+) -> FloatArray:
+    """``scores(data, readers(...), columns)`` for one reader whose liked papers are
+    ``liked`` (papers of ``data``, repeats allowed), as (1, n_columns): the same values
+    (every sum is of whole numbers, so the order of additions cannot change them), from
+    gathers of the few rows concerned instead of products with whole matrices (a feed
+    ranks one reader: 50 microseconds instead of milliseconds)."""
+    liked = np.unique(liked)
+    # Liked papers by name, then by the same person under each of their names.
+    names, counts = np.unique(data.papers.indices[_entries(data.papers, liked)], return_counts=True)
+    same = _entries(data.same, names)
+    owner = np.repeat(np.arange(len(names)), np.diff(data.same.indptr)[names])
+    by_name = np.bincount(
+        data.same.indices[same], weights=counts[owner].astype(np.float64),
+        minlength=0,
+    )  # fmt: skip
+    person, total = np.flatnonzero(by_name), by_name[by_name > 0]
+    extra: dict[int, float] = {}
+    for wanted in followed_authors:
+        for col in data.by_key.get(wanted.key, ()):
+            if same_author(data.names[col], wanted):
+                extra[col] = extra.get(col, 0.0) + FOLLOW_PAPERS
+    if extra:
+        merged = dict(zip(person.tolist(), total.tolist(), strict=True))
+        for col, add in extra.items():
+            merged[col] = merged.get(col, 0.0) + add
+        person = np.fromiter(sorted(merged), np.int64, len(merged))
+        total = np.array([merged[c] for c in person.tolist()], dtype=np.float64)
+    # Each candidate's names looked up among the reader's.
+    entries = _entries(data.papers, columns)
+    owner = np.repeat(np.arange(len(columns)), np.diff(data.papers.indptr)[columns])
+    wanted_names = data.papers.indices[entries]
+    at = np.minimum(np.searchsorted(person, wanted_names), max(len(person) - 1, 0))
+    hit = person[at] == wanted_names if len(person) else np.zeros(len(wanted_names), bool)
+    by_authors = np.bincount(owner[hit], weights=total[at[hit]], minlength=len(columns))
+    share = np.zeros(len(columns), dtype=np.float64)
+    if data.n_topics:
+        topics = data.topic_of[liked]
+        per_topic = np.bincount(topics[topics >= 0], minlength=data.n_topics).astype(np.float64)
+        for topic in followed_topics:
+            if 0 <= topic < data.n_topics:
+                per_topic[topic] += FOLLOW_PAPERS
+        whole = per_topic.sum()
+        if whole > 0:
+            topic_of = data.topic_of[columns]
+            known = topic_of >= 0
+            share[known] = (per_topic / whole)[topic_of[known]]
+    values: FloatArray = (np.log1p(by_authors) + share).astype(np.float32)[None, :]
+    return values
+
+
+def _entries(matrix: sparse.csr_matrix, rows: IntArray) -> IntArray:
+    """Where the entries of ``rows`` of a CSR matrix are in its ``indices``."""
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
+    before = np.cumsum(lengths) - lengths
+    flat: IntArray = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()))
+    return flat

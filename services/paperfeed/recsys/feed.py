@@ -543,14 +543,9 @@ def follow_signal(
     """(1, n) the reader's follow affinity to the papers at ``positions``: their liked
     papers by each one's authors and in its topic, their follows counting as several
     (``recsys.affinity``, the signal the trainer learned the weight of)."""
-    liked = reader.liked
-    row = sparse.csr_matrix(
-        (np.ones(len(liked), np.float32), (np.zeros(len(liked), np.int64), liked)),
-        shape=(1, len(index)),
+    return affinity.one_reader(
+        index.affinity, reader.liked, positions, followed.authors, followed.topics
     )
-    data = index.affinity
-    mine = affinity.readers(data, row, followed.authors, followed.topics)
-    return affinity.scores(data, mine, positions)
 
 
 def times_shown(reader: Reader, positions: IntArray) -> FloatArray:
