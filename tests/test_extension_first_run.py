@@ -25,6 +25,7 @@ from tests.test_extension import (  # noqa: F401 (fixtures)
     storage,
     token,
     wait_for,
+    worker_of,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -134,3 +135,52 @@ def test_pasted_ids_become_saves_and_skipping_is_one_click(
     with skipped.expect_event("close"):
         skipped.click("#welcome-skip")
     assert skipped.is_closed()
+
+
+def test_the_badge_says_how_many_new_papers_are_from_followed_authors(
+    browser: tuple[Any, str],  # noqa: F811
+    service: Service,
+) -> None:
+    """The badge's tooltip counts the new papers of the feed that came from the reader's
+    follows, as the digest does: a followed author's new paper, imported after the reader
+    opened the popup, is "1 new paper from authors you follow"."""
+    context, extension_id = browser
+    open_popup(context, extension_id).close()  # the reader has seen their feed
+    worker = worker_of(context)
+
+    def title_after_tick() -> str:
+        asked = worker.evaluate("Date.now()")
+        worker.evaluate("chrome.alarms.create('badge', {when: Date.now() + 50})")
+
+        def checked() -> bool:
+            stored = worker.evaluate("chrome.storage.local.get('badgeCheckedAt')")
+            return int(stored.get("badgeCheckedAt") or 0) >= asked
+
+        assert wait_for(checked), "the badge alarm did not check the feed"
+        return str(worker.evaluate("chrome.action.getTitle({})"))
+
+    assert "authors you follow" not in title_after_tick()
+    auth = {"Authorization": f"Bearer {token(context)}"}
+    # Only this author followed (a topic followed by an earlier test lifts its papers too,
+    # and the badge reads the feed's first 20).
+    for topic in httpx.get(f"{service.url}/v1/me/follows", headers=auth).json()["topics"]:
+        gone = httpx.request(
+            "DELETE", f"{service.url}/v1/me/follows", json={"topic": topic["id"]}, headers=auth
+        )
+        assert gone.status_code == 200, gone.text
+    followed = httpx.put(
+        f"{service.url}/v1/me/follows", json={"author": "Ada Q. Lovelace"}, headers=auth
+    )
+    assert followed.status_code == 200, followed.text
+    paper = {
+        "id": "2412.00042", "title": "Analytical engines for sparse attention",
+        "abstract": "Notes on a machine that computes attention by cards.",
+        "authors": ["A. Lovelace", "C. Babbage"], "upvotes": 1,
+        "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    admin = {"Authorization": "Bearer embedded-admin"}
+    assert httpx.post(f"{service.url}/v1/admin/papers", json=[paper], headers=admin).is_success
+    assert wait_for(
+        lambda: title_after_tick() == "paperfeed: 1 new paper from authors you follow",
+        timeout=20,
+    )

@@ -286,12 +286,16 @@ def assert_prior_lift(
     assert at in ranked.positions.tolist()
     assert ranked.reasons[ranked.positions.tolist().index(at)][0].startswith("new from")
     assert ranked.table is not None
+    # And it is owed the first page (a followed author's new paper, not shown yet).
+    assert at in ranked.positions[: feed.FOLLOW_PAGE].tolist()
     reader = feed.reader_of_stored(index, records)
     followed = followed_papers(index, follows, NOW, feed.FRESH_DAYS)
-    plain, _, _ = feed.scores(index, ranked.table, reader, NOW)
-    lifted, _, _ = feed.scores(index, ranked.table, reader, NOW, followed)
-    with mock.patch.object(feed, "FOLLOW_WEIGHT", 2 * feed.FOLLOW_WEIGHT):
-        doubled, _, _ = feed.scores(index, ranked.table, reader, NOW, followed)
+    # The prior alone, without the first-page floor.
+    with mock.patch.object(feed, "first_page_for_followed_authors", lambda final, *_: final):
+        plain, _, _ = feed.scores(index, ranked.table, reader, NOW)
+        lifted, _, _ = feed.scores(index, ranked.table, reader, NOW, followed)
+        with mock.patch.object(feed, "FOLLOW_WEIGHT", 2 * feed.FOLLOW_WEIGHT):
+            doubled, _, _ = feed.scores(index, ranked.table, reader, NOW, followed)
     row = ranked.table.positions.tolist().index(at)
     others = np.arange(len(plain)) != row
     assert np.array_equal(lifted[others], plain[others])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
 
@@ -250,3 +251,30 @@ def test_the_note_counts_only_followed_authors_papers() -> None:
     assert compose.follows_note([item("trending today"), item("new in diffusion · video")]) == ""
     many = [item("new from Yann LeCun"), item("new from Y. Bengio"), item("new from X")]
     assert compose.follows_note(many) == "3 new papers from authors you follow"
+
+
+def test_a_followed_authors_new_paper_is_owed_the_first_page_until_shown() -> None:
+    """Unit: of 40 candidates, the followed author's paper scored last is raised just
+    above the tenth best of the others; shown once, it competes as they do; a followed
+    topic's paper is not raised (topics bring many)."""
+    from paperfeed.follows import Followed
+    from paperfeed.recsys.feed import FOLLOW_PAGE, first_page_for_followed_authors
+
+    positions = np.arange(100, 140, dtype=np.int64)
+    final = np.linspace(5.0, -3.0, 40).astype(np.float32)
+    author_paper, topic_paper = 139, 138
+    followed = Followed(
+        np.array([topic_paper, author_paper], np.int64),
+        {author_paper: "new from Ada Lovelace", topic_paper: "new in graphs"},
+        by_author=np.array([author_paper], np.int64),
+    )
+    unseen = np.zeros(40, np.float32)
+    raised = first_page_for_followed_authors(final, positions, followed, unseen)
+    order = positions[np.argsort(-raised, kind="stable")].tolist()
+    assert order.index(author_paper) == FOLLOW_PAGE - 1  # the tenth, above the tenth other
+    assert raised[-1] > final[FOLLOW_PAGE - 1]
+    assert order.index(topic_paper) == 39  # not owed: last but for the raised one
+    assert np.array_equal(np.delete(raised, -1), np.delete(final, -1))
+    seen = unseen.copy()
+    seen[-1] = 1
+    assert np.array_equal(first_page_for_followed_authors(final, positions, followed, seen), final)

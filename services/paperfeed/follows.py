@@ -151,6 +151,9 @@ class Followed(NamedTuple):
     topics: tuple[int, ...] = ()
     """... and topics (the catalog's numbers): what the follow affinity counts
     (``recsys.affinity``), whether or not they have new papers."""
+    by_author: IntArray = np.zeros(0, np.int64)
+    """Sorted positions among ``positions`` that a followed author brought (a reader who
+    follows an author is owed their new papers on the feed's first page)."""
 
 
 NOTHING_FOLLOWED = Followed(np.zeros(0, np.int64), {})
@@ -178,6 +181,7 @@ def followed_papers(
         found = [p for p in index.authors.papers(wanted) if dates[p] >= since]
         for position in sorted(found, key=lambda p: (-dates[p], p)):
             reasons.setdefault(position, f"new from {written}")
+    by_authors = set(reasons)
     if follows.topics and len(index.topics.of_paper):
         recent = index.pool[dates[index.pool] >= since]
         of_recent = index.topics.of_paper[recent]
@@ -190,7 +194,14 @@ def followed_papers(
             for position in recent[of_recent == number][:TOPIC_CANDIDATES].tolist():
                 reasons.setdefault(position, label)
     kept = dict(list(reasons.items())[:FOLLOWED_CANDIDATES])
-    return Followed(np.array(sorted(kept), dtype=np.int64), kept, tuple(authors), tuple(topics))
+    by_author = sorted(p for p in kept if p in by_authors)
+    return Followed(
+        np.array(sorted(kept), dtype=np.int64),
+        kept,
+        tuple(authors),
+        tuple(topics),
+        np.array(by_author, dtype=np.int64),
+    )
 
 
 def topic_catalog(index: CatalogIndex) -> list[TopicInfo]:

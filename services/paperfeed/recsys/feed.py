@@ -119,6 +119,9 @@ PERSONAL_CANDIDATES = 200
 IMPRESSION_PENALTY = 0.25
 FRESH_BOOST = 1.0
 FRESH_DAYS = 7.0
+FOLLOW_PAGE = 10
+"""A followed author's new paper, not yet shown, ranks at least this high (the popup's
+first screen; ``first_page_for_followed_authors``)."""
 FOLLOW_WEIGHT = 2.0
 """How far a paper of a followed author or topic is lifted, in spreads of the blended
 scores, when the blend has no learned follow weight (``BlendParams.follow`` None: a
@@ -529,12 +532,36 @@ def scores(
     spread = float(blended[0].std()) if n > 1 else 1.0
     spread = spread if spread > 1e-6 else 1.0
     boost = np.where(fresh, FRESH_BOOST * 2 ** (-ages / 2), 0.0)
-    if params.follow is None:
+    if not params.follow:
         # The reader asked for these papers by following their author or topic; with no
-        # learned weight for that, the prior lifts them (a learned one is in the blend).
+        # learned weight for that (none, or 0: reading history said author affinity does
+        # not predict reading, but a follow is a request), the prior lifts them (a
+        # positive learned weight is in the blend).
         boost = boost + FOLLOW_WEIGHT * np.isin(positions, followed.positions)
     final = (blended[0] + spread * (boost - IMPRESSION_PENALTY * shown)).astype(np.float32)
-    return final, signals, ages
+    return first_page_for_followed_authors(final, positions, followed, shown), signals, ages
+
+
+def first_page_for_followed_authors(
+    final: FloatArray, positions: IntArray, followed: Followed, shown: FloatArray
+) -> FloatArray:
+    """``final`` with each new paper of a followed author that the reader has not been
+    shown yet raised, if it is lower, just above the ``FOLLOW_PAGE``-th best of the other
+    candidates: an author followed is a request to be told of their papers, which a blend
+    weighing everything else may leave on page four. Once shown, it competes as the
+    others do (its lift, its impressions). Topics bring many papers: they are not owed."""
+    if not len(followed.by_author) or not len(final):
+        return final
+    owed = np.isin(positions, followed.by_author) & (shown == 0)
+    others = final[~owed]
+    if not owed.any() or not len(others):
+        return final
+    nth = min(FOLLOW_PAGE, len(others))
+    nth_best = np.partition(others, len(others) - nth)[len(others) - nth]
+    floor = np.nextafter(nth_best, np.float32(np.inf), dtype=np.float32)
+    raised = final.copy()
+    raised[owed] = np.maximum(final[owed], floor)
+    return raised
 
 
 def follow_signal(
