@@ -84,9 +84,11 @@ def stages(
     lap("fold-in")
     text_profile = feed.profile(index, reader, ops)
     lap("text profile")
-    found = feed.candidates(index, trend, vector, text_profile, reader.hidden, ops)
+    knn = feed.neighbour_scores(index, reader, ops) if vector is not None else None
+    lap("item-kNN (when the model weighs it)")
+    found = feed.candidates(index, trend, vector, text_profile, reader.hidden, ops, knn=knn)
     lap("candidates")
-    table = feed.signals_of(index, trend, found, vector, text_profile, ops)
+    table = feed.signals_of(index, trend, found, vector, text_profile, ops, knn)
     final, signals, ages = feed.scores(index, table, reader, now)
     lap("scores")
     chosen = np.argsort(-final, kind="stable")[:limit]

@@ -853,6 +853,13 @@ def learn(
     if affinity is None:
         start = msgspec.structs.replace(start, follow=None)  # not measured: not learned
     blend_params = fit_blend(warm_pools, cold_pools, start)
+    if validation_lists is not None and blend_params.itemknn == 0 and warm_pools is not None:
+        # Off: the feed will have no candidates by item-kNN either. The blend is learned
+        # again on the candidates it will rank (the cold pools have none by item-kNN:
+        # papers nobody read have no neighbours), exactly as without the signal.
+        warm_pools = collect_pools(view, validation.fit, validation.warm, fit_popularity)
+        start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
+        blend_params = fit_blend(warm_pools, cold_pools, start)
     # The published models carry lists only when the blend weighs them.
     uses_lists = blend_params.itemknn != 0 and neighbours > 0
     if warm_pools is not None:
