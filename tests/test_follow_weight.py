@@ -84,11 +84,18 @@ def authored(
     return weights, ids, texts, authors, libraries
 
 
-def learned(random_authors: bool = False, with_authors: bool = True) -> learn.Learned:
+def learned(
+    random_authors: bool = False, with_authors: bool = True, neighbours: int = 0
+) -> learn.Learned:
     weights, ids, texts, authors, _ = authored(random_authors=random_authors)
     tokens: Tokens = tokenize(texts)
     return learn.learn(
-        weights, ids, tokens, SMALL, neighbours=0, authors=authors if with_authors else None
+        weights,
+        ids,
+        tokens,
+        SMALL,
+        neighbours=neighbours,
+        authors=authors if with_authors else None,
     )
 
 
@@ -100,6 +107,18 @@ def test_the_follow_weight_is_learned_where_authors_predict_reading() -> None:
     # What it adds, on the validation readers: far above the blend without it.
     choices = model.meta.choices
     assert choices.blend_ndcg > choices.cf_ndcg + 0.1, choices
+
+
+def test_the_follow_weight_is_learned_when_item_knn_is_learned_off() -> None:
+    """Item-kNN on (lists built) but worthless here (empty lists): its weight comes out 0
+    and the blend is learned again without its candidates; that second blend learns the
+    follow weight too (it once lost it, and published a model with the prior)."""
+    empty = sparse.csr_matrix((AUTHORS * PER_AUTHOR, AUTHORS * PER_AUTHOR), dtype=np.float32)
+    with mock.patch.object(learn.itemknn, "build", return_value=empty):
+        blend = learned(neighbours=200).model.meta.blend
+    assert blend.itemknn == 0.0
+    assert blend.follow is not None
+    assert blend.follow > 0, blend
 
 
 def test_the_follow_weight_is_off_where_authors_are_random_and_unlearned_without() -> None:

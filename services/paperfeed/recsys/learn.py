@@ -857,7 +857,9 @@ def learn(
         # Off: the feed will have no candidates by item-kNN either. The blend is learned
         # again on the candidates it will rank (the cold pools have none by item-kNN:
         # papers nobody read have no neighbours), exactly as without the signal.
-        warm_pools = collect_pools(view, validation.fit, validation.warm, fit_popularity)
+        warm_pools = collect_pools(
+            view, validation.fit, validation.warm, fit_popularity, affinity=affinity
+        )
         start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
         blend_params = fit_blend(warm_pools, cold_pools, start)
     # The published models carry lists only when the blend weighs them.
