@@ -378,3 +378,49 @@ def test_one_readers_affinity_is_the_batch_computation() -> None:
         affinity.one_reader(no_authors, liked, columns),
         affinity.scores(no_authors, affinity.readers(no_authors, row), columns),
     )
+
+
+def test_a_re_sort_with_follows_is_the_full_ranking_across_the_follow_window() -> None:
+    """A followed author's paper leaves the week's window in the middle of a trending
+    epoch: the kept table (ranked while it was in) re-sorted after impressions is still
+    what a full ranking gives, because both read the follows' window at the epoch's start
+    (``feed.follows_window``); read at ``now``, the full ranking would have dropped it
+    and the re-sort would not."""
+    _, ids, texts, authors, _ = authored()
+    model = learn.learn(
+        authored()[0], ids, tokenize(texts), SMALL, neighbours=0, authors=authors
+    ).model
+    papers = [msgspec.convert(p, CatalogPaper) for p in catalog_records()]
+    index = build_index(papers, model, "1")
+    trend = trend_snapshot(index, [], [], NOW)
+    history = [ids[a * PER_AUTHOR + k] for a in (20, 40, 60) for k in range(3)]
+    records = saved(history)
+    follows = StoredFollows(authors=[FOLLOWED_AS_READER_WRITES], topics={})
+    at = index.pos[FRESH_PAPER]
+    # The epoch began a minute before the paper turned a week old; now it is older.
+    window = float(index.dates[at]) + feed.FRESH_DAYS * 86_400 - 60
+    ranked_then = feed.rank_stored(
+        index, trend, records, None, 0, 50, window + 1, follows=follows, follows_at=window
+    )
+    assert ranked_then.table is not None
+    assert at in ranked_then.table.positions.tolist()
+    later = window + 300
+    # Impressions since: two of the shown papers were shown again.
+    shown = [index.ids[p] for p in ranked_then.positions[:2]]
+    impressed = dict(records)
+    for pid in shown:
+        impressed[pid] = msgspec.json.encode({"i": 2, "t": later}).decode()
+    cached = feed.CachedFeed("s", model.meta.version, [], [], [], depth=50, events=0)
+    resorted = feed.resort_stored(
+        index, impressed, ranked_then.table, cached, later, follows, window
+    )
+    full = feed.rank_stored(
+        index, trend, impressed, None, 0, 50, later, follows=follows, follows_at=window
+    )
+    assert resorted.positions.tolist() == full.positions.tolist()
+    assert np.array_equal(resorted.scores, full.scores)
+    assert resorted.reasons == full.reasons
+    # The window at now instead: the paper is gone from a full ranking's candidates.
+    at_now = feed.rank_stored(index, trend, impressed, None, 0, 50, later, follows=follows)
+    assert at_now.table is not None
+    assert at not in at_now.table.positions.tolist()

@@ -713,12 +713,14 @@ def rank_stored(
     now: float,
     ops: Ops = COMPILED,
     follows: StoredFollows | None = None,
+    follows_at: float | None = None,
 ) -> Ranked:
     """``rank`` from the reader's records as read from Redis (decoding a long history
     is CPU work too: it runs in the pool with the rest); ``events``: their event count,
-    read before the records; ``follows``: theirs."""
+    read before the records; ``follows``: theirs, their papers of the ``FRESH_DAYS``
+    before ``follows_at`` (default ``now``; ``follows_window``)."""
     vector = cached_vector(index, raw_vector, events)
-    followed = followed_papers(index, follows or no_follows(), now, FRESH_DAYS)
+    followed = followed_papers(index, follows or no_follows(), follows_at or now, FRESH_DAYS)
     reader = reader_of_stored(index, raw_records)
     return rank(index, trend, reader, vector, limit, now, ops, followed)
 
@@ -840,6 +842,16 @@ encode_cached = msgspec.json.Encoder().encode
 decode_cached = msgspec.json.Decoder(CachedFeed).decode
 
 
+def follows_window(user_id: str, now: float, trend_s: float) -> float:
+    """When the reader's current trending epoch began: the end of the window of their
+    follows' recent papers (``followed_papers``) for every ranking in the epoch, so that
+    a cached feed's candidates, and a re-sort of them, are what a full ranking now would
+    find (a paper leaving the window mid-epoch would otherwise be in the kept table but
+    not in a new ranking)."""
+    offset = (zlib.crc32(user_id.encode()) % 1024) / 1024 * trend_s
+    return reader_epoch(user_id, now, trend_s) * trend_s - offset
+
+
 def reader_epoch(user_id: str, now: float, trend_s: float) -> int:
     """The reader's trending epoch: which ``trend_s`` window ``now`` falls in, on a clock
     offset by a hash of their id. On the common clock every cached feed would go stale at
@@ -920,7 +932,7 @@ class FeedService:
                     FEED_CACHE.labels(result="hit").inc()
                     return await self._answer(cached, limit)
                 # Only impressions since: the same candidates, their penalties anew.
-                resorted = await self.resort(user_id, cached, now, (events, impressions))
+                resorted = await self.resort(user_id, cached, now, counts)
                 if resorted is not None:
                     FEED_CACHE.labels(result="resort").inc()
                     return await self._answer(resorted, limit)
@@ -945,13 +957,14 @@ class FeedService:
         return f"{model_version}|{catalog_version}|{epoch}|{ranked_events}{followed}"
 
     async def resort(
-        self, user_id: str, cached: CachedFeed, now: float, counts: tuple[int, int]
+        self, user_id: str, cached: CachedFeed, now: float, counts: tuple[int, int, int]
     ) -> CachedFeed | None:
         """``cached`` with its candidates' impression penalties applied anew (``finish``
         on the kept ``Table``): what a full ranking would give, without the fold-in, the
         text profile and the search for candidates. None when it cannot be done exactly
         (the table is gone or of another index, or more than impressions happened since
-        ``counts`` was read): the caller ranks anew."""
+        ``counts`` (events, impressions, follow changes) was read): the caller ranks
+        anew."""
         if cached.events < 0 or cached.depth <= 0:  # kept by an earlier version
             return None
         model_version, catalog_version = cached.stamp.split("|")[:2]
@@ -962,18 +975,21 @@ class FeedService:
         ):
             return None
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
+            pipe.hmget(keys.user_profile(user_id), ["events", "impressions", "follows"])
             pipe.hgetall(keys.user_papers(user_id))
             pipe.execute_command("GET", keys.user_candidates(user_id), **{NEVER_DECODE: True})
             pipe.hgetall(keys.user_follows(user_id))
             now_counts, raw_records, raw_table, raw_follows = await pipe.execute()
-        if (int(now_counts[0] or 0), int(now_counts[1] or 0)) != counts or not raw_table:
+        if tuple(int(count or 0) for count in now_counts) != counts or not raw_table:
             return None
         table = decode_table(raw_table, table_key(index, cached.stamp))
         if table is None:
             return None
         follows = decode_follows(raw_follows)
-        ranked = await self.offload(resort_stored, index, raw_records, table, cached, now, follows)
+        window = follows_window(user_id, now, self.trend_s)
+        ranked = await self.offload(
+            resort_stored, index, raw_records, table, cached, now, follows, window
+        )
         resorted = CachedFeed(
             stamp=cached.stamp,
             model_version=cached.model_version,
@@ -1063,6 +1079,7 @@ class FeedService:
             now,
             COMPILED,
             decode_follows(raw_follows),
+            follows_window(user_id, now, self.trend_s),
         )
         computed = CachedFeed(
             stamp=stamp,
@@ -1186,10 +1203,12 @@ def resort_stored(
     cached: CachedFeed,
     now: float,
     follows: StoredFollows | None = None,
+    follows_at: float | None = None,
 ) -> Ranked:
-    """``finish`` on a kept table, for the reader as read from Redis now."""
+    """``finish`` on a kept table, for the reader as read from Redis now (their follows'
+    papers of the window before ``follows_at``, as ``rank_stored``)."""
     reader = reader_of_stored(index, raw_records)
-    followed = followed_papers(index, follows or no_follows(), now, FRESH_DAYS)
+    followed = followed_papers(index, follows or no_follows(), follows_at or now, FRESH_DAYS)
     return finish(index, reader, table, cached.depth, now, followed=followed)
 
 
