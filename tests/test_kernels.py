@@ -294,12 +294,14 @@ def test_a_re_sort_after_impressions_is_the_full_ranking() -> None:
 
 def test_the_candidate_table_fits_the_footprint_it_is_counted_for() -> None:
     from paperfeed.events import CANDIDATE_TABLE_BYTES
+    from paperfeed.follows import FOLLOWED_CANDIDATES
 
     most = (
         feed.TRENDING_CANDIDATES
         + feed.TODAY_CANDIDATES
         + feed.RECENT_CANDIDATES
         + 3 * feed.PERSONAL_CANDIDATES  # by vector, by text and by item-kNN
+        + FOLLOWED_CANDIDATES
     )
     n = np.arange(most, dtype=np.int64)
     f = n.astype(np.float32)
