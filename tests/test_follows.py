@@ -278,3 +278,16 @@ def test_a_followed_authors_new_paper_is_owed_the_first_page_until_shown() -> No
     seen = unseen.copy()
     seen[-1] = 1
     assert np.array_equal(first_page_for_followed_authors(final, positions, followed, seen), final)
+
+
+def test_a_reader_who_only_follows_is_not_a_silent_install(
+    http: httpx.Client, catalog: list[dict[str, Any]], r: redis.Redis
+) -> None:
+    """Silent installs (registered, never active) are erased after a few days; ticking
+    topics at the first run and then only reading is activity: following takes the
+    reader off that list, as their first event would."""
+    user_id, auth = register(http)
+    assert r.zscore(keys.SILENT_INSTALLS, user_id) is not None
+    assert follow(http, auth, {"author": "Yann LeCun"}).status_code == 200
+    assert r.zscore(keys.SILENT_INSTALLS, user_id) is None
+    assert r.zscore(keys.USERS, user_id) is not None

@@ -17,6 +17,7 @@ days (``followed_papers``) as candidates, lifts them, and says why: "new from
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, NamedTuple
 
@@ -276,6 +277,7 @@ class FollowService:
             raise Unauthorized("unknown or revoked token")
         if done == -2:
             raise InvalidInput(which, f"at most {FOLLOWS_CAP} follows; unfollow one first")
+        await self._active(user_id)
         return await self.read(user_id)
 
     async def unfollow(self, user_id: str, request: FollowRequest) -> FollowList:
@@ -287,7 +289,17 @@ class FollowService:
         )
         if done == -1:
             raise Unauthorized("unknown or revoked token")
+        await self._active(user_id)
         return await self.read(user_id)
+
+    async def _active(self, user_id: str) -> None:
+        """A follow is the reader's activity, as an event is: they are no longer a silent
+        install (``Users.forget_silent`` erases those after a few days), and their last
+        activity is now (the global keys, apart from the reader's own script)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.USERS, {user_id: time.time()}, xx=True)
+            pipe.zrem(keys.SILENT_INSTALLS, user_id)
+            await pipe.execute()
 
     async def _target(self, request: FollowRequest, adding: bool) -> tuple[str, str, str]:
         """(hash field, value kept, the request's field) of what the request names."""
