@@ -189,3 +189,22 @@ def test_another_api_process_that_remembers_the_old_reader_follows_the_link(
         assert b.get("/v1/feed", headers=install).status_code == 200
         a.close()
         b.close()
+
+
+def test_a_linked_installs_follows_become_the_readers(
+    http: httpx.Client, catalog: None, r: redis.Redis
+) -> None:
+    """A new device's first run followed an author; linking it to the reader keeps the
+    follow (it was deleted with the install's keys), and the reader's own stay."""
+    laptop_id, laptop = register(http)
+    _, desktop = register(http)
+    put = http.put("/v1/me/follows", json={"author": "Grace Hopper"}, headers=laptop)
+    assert put.status_code == 200, put.text
+    put = http.put("/v1/me/follows", json={"author": "Ada Lovelace"}, headers=desktop)
+    assert put.status_code == 200, put.text
+    linked = http.post("/v1/me/link", json={"code": new_code(http, laptop)}, headers=desktop)
+    assert linked.status_code == 200, linked.text
+    for auth in (laptop, desktop):
+        follows = http.get("/v1/me/follows", headers=auth).json()
+        assert sorted(follows["authors"]) == ["Ada Lovelace", "Grace Hopper"]
+    assert int(r.hget(keys.user_profile(laptop_id), "follows") or 0) == 2

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from paperfeed.errors import Conflict, NotFound, PaperfeedError, Unauthorized
 from paperfeed.events import decode_user_paper
+from paperfeed.follows import FOLLOWS_CAP
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
@@ -103,6 +104,7 @@ class Pairing:
         self._leave = redis.register_script(lua("pairing_leave"))
         self._join = redis.register_script(lua("pairing_join"))
         self._absorb_script = redis.register_script(lua("pairing_absorb"))
+        self._follow = redis.register_script(lua("follow_set"))
         self._count = redis.register_script(lua("rate_count"))
 
     async def _spend(self, key: str, limit: int, what: str) -> None:
@@ -247,6 +249,7 @@ class Pairing:
         ]
         await self.trending.add(taken_back, now, once=f"link:{old}")
         await self.users.catalog.reports.move_requests(old, reader)
+        await self._move_follows(old, reader)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(keys.user_profile(old), "token_hash")
             pipe.delete(*keys.user_keys(old))
@@ -259,6 +262,18 @@ class Pairing:
             self.trending.queue_forget_once(pipe, f"link:{old}")
             await pipe.execute()
         return joined
+
+    async def _move_follows(self, old: str, reader: str) -> None:
+        """The install's follows become the reader's (``follow_set.lua`` each: within the
+        reader's cap, their own kept first; each counted, so the next feed ranks with
+        them). Can run again: a follow the reader has already changes nothing."""
+        for field, value in (await self.redis.hgetall(keys.user_follows(old))).items():
+            done = await self._follow(
+                keys=[keys.user_profile(reader), keys.user_follows(reader)],
+                args=[field, value, FOLLOWS_CAP],
+            )
+            if int(done) < 0:  # the reader is gone, or at the cap
+                break
 
     async def unlink(self, token: str, user_id: str) -> None:
         """Revoke a linked install's token (the reader's first install cannot be
