@@ -16,6 +16,7 @@ days (``followed_papers``) as candidates, lifts them, and says why: "new from
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -131,13 +132,24 @@ def resolve_topic(index: CatalogIndex, topic_id: str, name: str) -> int | None:
     number = index.topic_of_id.get(topic_id)
     if number is not None:
         return number
-    wanted = set(fold(name).replace("·", " ").split())
+    wanted = _words(name)
     best, shared = None, 0
-    for i, other in enumerate(index.topics.names):
-        overlap = len(wanted & set(fold(other).replace("·", " ").split()))
+    for i, words in enumerate(_names_words(tuple(index.topics.names))):
+        overlap = len(wanted & words)
         if overlap > shared:
             best, shared = i, overlap
     return best
+
+
+def _words(name: str) -> frozenset[str]:
+    return frozenset(fold(name).replace("·", " ").split())
+
+
+@functools.lru_cache(maxsize=4)
+def _names_words(names: tuple[str, ...]) -> list[frozenset[str]]:
+    """The words of each topic name, once per set of topics (a reader following many
+    topics renamed by a refit would fold every name for each, at every request)."""
+    return [_words(name) for name in names]
 
 
 class Followed(NamedTuple):
@@ -259,9 +271,10 @@ class FollowService:
         follows = await self.stored(user_id)
         index = await self._index()
         topics = []
+        ids = list(index.topic_of_id)
         for topic_id, name in follows.topics.items():
             number = resolve_topic(index, topic_id, name)
-            current = None if number is None else list(index.topic_of_id)[number]
+            current = None if number is None else ids[number]
             topics.append(FollowedTopic(id=topic_id, name=name, current=current))
         return FollowList(authors=follows.authors, topics=topics)
 
