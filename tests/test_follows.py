@@ -291,3 +291,22 @@ def test_a_reader_who_only_follows_is_not_a_silent_install(
     assert follow(http, auth, {"author": "Yann LeCun"}).status_code == 200
     assert r.zscore(keys.SILENT_INSTALLS, user_id) is None
     assert r.zscore(keys.USERS, user_id) is not None
+
+
+def test_a_followed_topic_renamed_by_a_refit_resolves_by_its_words() -> None:
+    """Unit: after the topics are learned again (new ids), a followed topic stands for the
+    one whose name shares most words with the name it was followed by (accents and case
+    aside); none shares a word: none."""
+    from types import SimpleNamespace
+
+    from paperfeed.follows import resolve_topic
+
+    names = ["diffusion · video", "graph · molecules", "Vidéo · génération"]
+    index: Any = SimpleNamespace(
+        topic_of_id={"diffusion-video": 0, "graph-molecules": 1, "video-generation": 2},
+        topics=SimpleNamespace(names=names),
+    )
+    assert resolve_topic(index, "graph-molecules", "anything") == 1
+    assert resolve_topic(index, "old-id", "video · generation") == 2
+    assert resolve_topic(index, "old-id", "molecules · proteins") == 1
+    assert resolve_topic(index, "old-id", "quantum · optics") is None
