@@ -1,10 +1,17 @@
 """The model and catalog index an api process serves with, kept current without restarts.
 
 Each process polls ``pf:{model}:current`` and ``pf:papers:version`` every
-``model_poll_s``. A new model version is loaded, and the catalog index rebuilt for it,
+``model_poll_s``. A new model version is loaded, and the catalog index made for it,
 beside the old ones; both are swapped in only when complete, so a broken or missing
 blob leaves the process serving what it had. Loading, decoding and encoding run in the
 process's bounded thread pool (``Offload``), never on the event loop.
+
+The catalog index is **loaded** from the worker's serving artifact (``recsys.artifact``)
+when there is one for the versions wanted; while a worker builds artifacts
+(``pf:{artifact}:builder``) a process waits up to ``artifact_wait_s`` for the one of a
+new model or catalog (the feeds that need it wait, as they waited for a rebuild); with
+no artifact coming (no worker, an older worker, a wait run out) it **builds** the index
+itself, as every process did before. ``paperfeed_index_total{how}`` counts both.
 """
 
 from __future__ import annotations
@@ -17,15 +24,17 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import msgspec
+from prometheus_client import Counter
 from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.recsys import kernels
+from paperfeed.recsys.artifact import ArtifactStore, Header, read_catalog
 from paperfeed.recsys.index import (
     EMPTY_TREND,
     CatalogIndex,
     TrendSnapshot,
     build_index,
-    decode_catalog_paper,
     trend_snapshot,
 )
 from paperfeed.recsys.model import RecModel
@@ -39,6 +48,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SNAPSHOT_SIZE = 5_000
 TODAY_SIZE = 100
+ARTIFACT_POLL_S = 0.1
+"""How often a process waiting for the worker's artifact reads its pointer (one GET)."""
+
+INDEX_TOTAL = Counter(
+    "paperfeed_index_total",
+    "Catalog indexes taken up: loaded from the worker's artifact, or built in-process",
+    ["how"],
+)
 
 
 class Offload:
@@ -56,6 +73,16 @@ class Offload:
             return await asyncio.to_thread(function, *args)
 
 
+def _not_older(have: str, want: str) -> bool:
+    """Catalog version ``have`` is ``want`` or a later one (versions are counters)."""
+    if have == want:
+        return True
+    try:
+        return int(have) > int(want)
+    except ValueError:
+        return False
+
+
 class ModelHolder:
     def __init__(
         self,
@@ -65,8 +92,11 @@ class ModelHolder:
         offload: Offload,
         poll_s: float,
         trend_s: float,
+        artifact_wait_s: float = 0.0,
     ) -> None:
         self.redis = redis
+        self.artifacts = ArtifactStore(redis)
+        self.artifact_wait_s = artifact_wait_s
         self.on_catalog_change: Callable[[], None] = lambda: None
         """Called when this process sees the catalog change (its paper cache empties)."""
         self.repository = repository
@@ -119,12 +149,7 @@ class ModelHolder:
             if stale:
                 if index is not None and index.catalog_version != catalog_version:
                     self.on_catalog_change()
-                papers = await self._catalog()
-                raw_aliases = await self.redis.hgetall(keys.PAPERS_ALIAS)
-                aliases = {str(old): str(new) for old, new in raw_aliases.items()}
-                index = await self.offload(
-                    build_index, papers, model, catalog_version, index, aliases
-                )
+                index = await self._index_for(model, catalog_version, index)
                 # Hashing 50,000 ids takes a millisecond or two: here, not in a feed.
                 await self.offload(lambda built=index: built.fingerprint)
                 self.model, self.index = model, index
@@ -140,19 +165,55 @@ class ModelHolder:
             await self.refresh_trend()
             return changed
 
-    async def _catalog(self) -> list[object]:
-        """Every catalogued paper, decoded in the pool (abstracts make it megabytes)."""
-        raws: list[str] = []
-        cursor = 0
+    async def _index_for(
+        self, model: RecModel | None, catalog_version: str, previous: CatalogIndex | None
+    ) -> CatalogIndex:
+        """The catalog index of ``model`` and ``catalog_version``: the worker's artifact
+        when there is one (or comes within ``artifact_wait_s``), else built here."""
+        header = await self._artifact_for(model.version if model else None, catalog_version)
+        if header is not None:
+            started = time.perf_counter()
+            try:
+                index = await self.artifacts.load(header, model, self.offload)
+            except (LookupError, ValueError, msgspec.DecodeError) as exc:
+                log.warning(
+                    "serving artifact unusable; building the index here",
+                    extra={"artifact": header.id, "error": repr(exc)},
+                )
+            else:
+                INDEX_TOTAL.labels(how="loaded").inc()
+                log.info(
+                    "catalog index loaded",
+                    extra={
+                        "artifact": header.id,
+                        "papers": len(index),
+                        "model": index.model_version,
+                        "catalog": index.catalog_version,
+                        "seconds": round(time.perf_counter() - started, 3),
+                    },
+                )
+                return index
+        papers, aliases = await read_catalog(self.redis, self.offload)
+        index = await self.offload(build_index, papers, model, catalog_version, previous, aliases)
+        INDEX_TOTAL.labels(how="built").inc()
+        return index
+
+    async def _artifact_for(self, model_version: str | None, catalog_version: str) -> Header | None:
+        """The current artifact if it serves ``model_version`` and ``catalog_version`` (or
+        a newer catalog: the worker skips versions a burst of imports passed through);
+        while a worker builds artifacts, waited for up to ``artifact_wait_s``."""
+        deadline = time.monotonic() + self.artifact_wait_s
         while True:
-            cursor, chunk = await self.redis.hscan(keys.PAPERS, cursor, count=2_000)
-            assert isinstance(chunk, dict)
-            raws.extend(str(raw) for raw in chunk.values())
-            if cursor == 0:
-                break
-        papers = await self.offload(lambda: [decode_catalog_paper(raw) for raw in raws])
-        papers.sort(key=lambda p: p.id)
-        return papers  # type: ignore[return-value]
+            header = await self.artifacts.current()
+            if (
+                header is not None
+                and header.model_version == model_version
+                and _not_older(header.catalog_version, catalog_version)
+            ):
+                return header
+            if time.monotonic() >= deadline or not await self.artifacts.builder_alive():
+                return None
+            await asyncio.sleep(ARTIFACT_POLL_S)
 
     async def refresh_trend(self, now: float | None = None) -> TrendSnapshot:
         """The trending snapshot, taken again in each new epoch of ``trend_s`` seconds on
