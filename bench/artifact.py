@@ -232,7 +232,8 @@ def feed_windows(
         await asyncio.to_thread(
             wait, lambda: served_version(url) == version, 600, "the new model", 0.1
         )
-        return await task, time.perf_counter() - started
+        switched = time.perf_counter() - started  # the window may go on after it
+        return await task, switched
 
     during, switch_s = asyncio.run(switching())
     return {

@@ -147,6 +147,9 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Api processes stop waiting for artifacts at once, not when the mark expires.
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await self.redis.delete(keys.ARTIFACT_BUILDER)
         self.write_alive(stopped=True)
 
     async def loop(self, job: Job) -> None:
