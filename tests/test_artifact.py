@@ -207,7 +207,8 @@ def serves_from_artifacts(
         return report.version
 
     newer = asyncio.run(retrain())
-    assert versions() == {newer}
+    # Each process serves the previous index until the worker's artifact is loaded.
+    wait_for(lambda: versions() == {newer}, 120, "both processes on the new model")
     for http in clients:
         assert index_counts(http) == {"loaded": 2.0}
 
@@ -224,11 +225,15 @@ def serves_from_artifacts(
 
     asyncio.run(add_paper())
     wanted = str(r.get(keys.PAPERS_VERSION))
-    assert versions() == {newer}  # each feed checks the catalog version: loaded first
+
+    def found(http: httpx.Client) -> list[str]:
+        answer = http.get("/v1/search", params={"q": "zymurgical"}).json()
+        return [item["paper"]["id"] for item in answer["items"]]
+
     for http in clients:
-        found = http.get("/v1/search", params={"q": "zymurgical"}).json()
-        assert [item["paper"]["id"] for item in found["items"]] == ["2412.99999"]
+        wait_for(lambda http=http: found(http) == ["2412.99999"], 120, "the new paper")
         assert index_counts(http) == {"loaded": 3.0}
+    assert versions() == {newer}
     header = r.get(keys.artifact_header(str(r.get(keys.ARTIFACT_CURRENT))))
     assert header is not None
     assert f'"catalog_version":"{wanted}"' in header

@@ -22,7 +22,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import Counter
@@ -109,6 +109,7 @@ class ModelHolder:
         self.trend: TrendSnapshot = EMPTY_TREND
         self.failed_version: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -121,9 +122,63 @@ class ModelHolder:
     def version(self) -> str | None:
         return self.model.version if self.model else None
 
+    @property
+    def catching_up(self) -> bool:
+        """A newer index is being taken up in the background; ``index`` is the previous
+        one, served meanwhile."""
+        task = self._catching_up
+        return self.index is not None and task is not None and not task.done()
+
+    def serving_versions(self, model_version: Any, catalog_version: Any) -> tuple[Any, Any]:
+        """The (model, catalog) versions a feed ranked now is ranked on: the Redis ones
+        given, or the index's while a newer index is taken up in the background (the
+        feed's cache stamp names what it was ranked on, so a feed ranked on the previous
+        index is ranked again once the new one is in)."""
+        index = self.index
+        if index is None or not self.catching_up:
+            return model_version, catalog_version
+        return index.model_version, index.catalog_version
+
     async def refresh(self) -> bool:
-        """Load a new model and rebuild the index if the model or the catalog changed;
-        True when something changed."""
+        """Take up a new model and catalog index if the model or the catalog changed;
+        True when something changed.
+
+        While a worker builds artifacts and this process has an index, the new one is
+        taken up in the background (waiting for the worker's artifact, then loading
+        it) and the previous one is served meanwhile: False at once. Otherwise (the
+        first index, no worker) the caller waits for it, as every process did before
+        artifacts."""
+        if self.catching_up:
+            return False
+        if self.index is not None and await self.artifacts.builder_alive():
+            if await self._stale():
+                self._catching_up = asyncio.create_task(self._catch_up(), name="catch-up")
+            else:
+                await self.refresh_trend()
+            return False
+        return await self._take_up()
+
+    async def _stale(self) -> bool:
+        """The model or the catalog moved since the index was made."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.MODEL_CURRENT)
+            pipe.get(keys.PAPERS_VERSION)
+            version, catalog = await pipe.execute()
+        index = self.index
+        if index is None or index.catalog_version != str(catalog or "0"):
+            return True
+        wanted = str(version) if version else None
+        return wanted not in (index.model_version, self.failed_version) and wanted is not None
+
+    async def _catch_up(self) -> None:
+        try:
+            await self._take_up()
+        except (RedisError, RedisClusterException, OSError) as exc:
+            log.warning("taking up a new index failed; trying again", extra={"error": repr(exc)})
+        except Exception:
+            log.exception("taking up a new index failed; trying again")
+
+    async def _take_up(self) -> bool:
         async with self._lock:
             changed = False
             version = await self.repository.current_version()
@@ -265,3 +320,7 @@ class ModelHolder:
         if self._task:
             self._stopping.set()
             await self._task
+        if self._catching_up is not None and not self._catching_up.done():
+            self._catching_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await self._catching_up
