@@ -20,13 +20,21 @@ import redis
 from paperfeed.catalog.importers import PaperRecord, paper_from_record
 from paperfeed.core import Core
 from paperfeed.recsys import artifact
+from paperfeed.recsys.feed import decode_cached
 from paperfeed.recsys.index import CatalogIndex, build_index
 from paperfeed.recsys.search import find
 from paperfeed.recsys.train import train_and_publish
 from paperfeed.store import keys
-from tests.conftest import ADMIN_TOKEN, redis_env, register, start_serve
+from tests.conftest import (
+    ADMIN_TOKEN,
+    admin_headers,
+    live_server,
+    redis_env,
+    register,
+    start_serve,
+)
 from tests.recsys_fixtures import feed, populate, train_settings
-from tests.test_recommender import WorkerProcess, wait_for
+from tests.test_recommender import WorkerProcess, history_events, send, wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -237,3 +245,60 @@ def serves_from_artifacts(
     header = r.get(keys.artifact_header(str(r.get(keys.ARTIFACT_CURRENT))))
     assert header is not None
     assert f'"catalog_version":"{wanted}"' in header
+
+
+async def test_a_process_serves_its_previous_index_until_the_artifact_comes_stamped_with_it(
+    core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    """The lag rule: while a worker builds (its mark is set here, and the test publishes
+    the artifacts itself), a process with an index keeps serving it, feeds ranked on it
+    carry its versions in their cache stamp, and the new model is served once its
+    artifact is published."""
+    await populate(core)
+    trained = await trained_model(core, redis_url)
+    store = artifact.ArtifactStore(core.redis)
+
+    async def publish_artifact(model: Any) -> None:
+        papers, aliases = await artifact.read_catalog(core.redis, asyncio.to_thread)
+        catalog = str(r.get(keys.PAPERS_VERSION) or "0")
+        _, header, chunks = artifact.build(papers, model, catalog, None, aliases)
+        await store.publish(header, chunks)
+
+    await publish_artifact(trained)
+    r.set(keys.ARTIFACT_BUILDER, "1", ex=300)
+    settings = train_settings(redis_url, artifact_wait_s=300, trending_snapshot_s=600)
+    with live_server(settings) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        user_id, auth = register(http)
+        send(http, auth, history_events(0, 1) + history_events(0, 2))
+
+        def stamp() -> str:
+            raw = r.get(keys.user_feed(user_id))
+            assert raw is not None
+            return decode_cached(raw).stamp
+
+        assert feed(http, auth)["model_version"] == trained.version
+        newer = await trained_model(core, redis_url)
+        assert newer.version != trained.version
+        # No artifact for the new model yet: the previous index is served, and the
+        # reader's feed is ranked on it and says so (ranked again once the new one is in).
+        await asyncio.to_thread(
+            wait_for, lambda: served_model(http) == trained.version, 30, "a served model"
+        )
+        for _ in range(3):
+            assert feed(http, auth)["model_version"] == trained.version
+            assert stamp().startswith(f"{trained.version}|")
+        await publish_artifact(newer)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: feed(http, auth)["model_version"] == newer.version,
+            60,
+            "the new model's feed",
+        )
+        assert stamp().startswith(f"{newer.version}|")
+        assert index_counts(http).get("built", 0.0) == 0.0
+
+
+def served_model(http: httpx.Client) -> str | None:
+    answer = http.get("/v1/admin/model", headers=admin_headers())
+    assert answer.status_code == 200, answer.text
+    return answer.json()["served_version"]

@@ -135,8 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     wait their turn."""
     artifact_wait_s: Annotated[float, Meta(ge=0)] = 60.0
     """While a worker builds serving artifacts, an api process waits up to this long for
-    the one of a new model or catalog version (the feeds that need it wait too) before
-    it builds the catalog index itself; with no worker it builds at once
+    the one of a new model or catalog version (serving its previous catalog index
+    meanwhile) before it builds the index itself; with no worker it builds at once
     (docs/recommender.md, "Serving")."""
     models_kept: PositiveInt = 3
     """Published model versions kept in Redis (older ones are pruned)."""

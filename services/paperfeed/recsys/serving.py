@@ -7,11 +7,13 @@ blob leaves the process serving what it had. Loading, decoding and encoding run 
 process's bounded thread pool (``Offload``), never on the event loop.
 
 The catalog index is **loaded** from the worker's serving artifact (``recsys.artifact``)
-when there is one for the versions wanted; while a worker builds artifacts
-(``pf:{artifact}:builder``) a process waits up to ``artifact_wait_s`` for the one of a
-new model or catalog (the feeds that need it wait, as they waited for a rebuild); with
-no artifact coming (no worker, an older worker, a wait run out) it **builds** the index
-itself, as every process did before. ``paperfeed_index_total{how}`` counts both.
+when there is one for the versions wanted. While a worker builds artifacts
+(``pf:{artifact}:builder``), a process that has an index takes a new one up in the
+background (waiting up to ``artifact_wait_s`` for its artifact) and serves the previous
+one meanwhile; the feeds ranked on it are stamped with its versions
+(``serving_versions``). With no artifact coming (no worker, an older worker, a wait run
+out) it **builds** the index itself, as every process did before, and without a worker
+the feeds that need it wait for it. ``paperfeed_index_total{how}`` counts both.
 """
 
 from __future__ import annotations
