@@ -67,6 +67,7 @@ def same_index(one: CatalogIndex, two: CatalogIndex, topics: bool = True) -> Non
     assert one.authors.by_key == two.authors.by_key
 
 
+@pytest.mark.cluster
 async def test_an_index_survives_the_artifact_whole_with_and_without_a_model(
     core: Core, redis_url: str, r: redis.Redis
 ) -> None:
