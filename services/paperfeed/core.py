@@ -42,6 +42,7 @@ class Core:
             self.housekeeping,
             poll_s=settings.model_poll_s,
             trend_s=settings.trending_snapshot_s,
+            artifact_wait_s=settings.artifact_wait_s,
         )
         self.holder.on_catalog_change = self.catalog.forget_cached
         self.catalog.indexed = self.holder.has_paper

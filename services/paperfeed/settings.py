@@ -133,6 +133,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     feed_threads: Annotated[int, Meta(ge=1, le=64)] = 2
     """Feeds ranked at once by each api process (in threads, off the event loop); more
     wait their turn."""
+    artifact_wait_s: Annotated[float, Meta(ge=0)] = 60.0
+    """While a worker builds serving artifacts, an api process waits up to this long for
+    the one of a new model or catalog version (serving its previous catalog index
+    meanwhile) before it builds the index itself; with no worker it builds at once
+    (docs/recommender.md, "Serving")."""
     models_kept: PositiveInt = 3
     """Published model versions kept in Redis (older ones are pruned)."""
     train_interval_s: PositiveFloat = 3_600.0

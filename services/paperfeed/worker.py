@@ -12,6 +12,10 @@ Jobs (each its own asyncio task; one failing never stops another):
   events it saw; a failed one leaves both, and is retried after its backoff.
 - ``digests``: every ``digest_check_s`` when SMTP is configured.
 - ``retention``: erase inactive installs, daily.
+- ``artifact``: the serving artifact (``recsys.artifact``): the catalog index of the
+  current model and catalog version, built once here and published in Redis for every
+  api process to load, whenever either version moves (checked every
+  ``artifact.CHECK_S``; a burst of imports during a build is built once, after it).
 - ``sync``: the catalog from Hugging Face and arXiv (``catalog.sync``), each source (each
   arXiv category) every ``sync_interval_s``, a failing one after its own backoff; and
   every ``candidate_lookup_interval_s`` the lookup of the arXiv ids readers reported
@@ -41,7 +45,11 @@ import msgspec
 from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.logs import json_wanted
+from paperfeed.recsys import artifact
 from paperfeed.recsys.cli import TRAINER_BUSY
+from paperfeed.recsys.index import CatalogIndex
+from paperfeed.recsys.model import RecModel
+from paperfeed.recsys.repository import ModelRepository
 from paperfeed.runtime import redis_for
 from paperfeed.settings import Settings, settings_env
 from paperfeed.store import client, keys
@@ -63,6 +71,7 @@ STUCK_AFTER_S = {
     "retention": 3600.0,
     "sync": 3600.0,
     "repairs": 3600.0,
+    "artifact": 3600.0,
 }
 """A job running longer than this is stuck (a hung Redis call, a deadlock): the
 liveness check fails and the orchestrator restarts the worker."""
@@ -89,6 +98,8 @@ class Job:
     runs: int = field(default=0)
     started_at: float = 0.0
     """When the running call of ``run`` started (0: not running)."""
+    every_s: float | None = None
+    """Seconds between checks of ``due`` (None: the worker's ``poll_s``)."""
 
 
 _DELETE_IF_SAME = (
@@ -111,7 +122,12 @@ class Worker:
             Job("retention", self.retention_due, self.retention),
             Job("sync", self.sync_due, self.sync),
             Job("repairs", self.repairs_due, self.repairs),
+            Job("artifact", self.artifact_due, self.artifact, every_s=artifact.CHECK_S),
         ]
+        self.artifacts = artifact.ArtifactStore(redis)
+        self.models = ModelRepository(redis, settings.models_kept)
+        self._artifact_index: CatalogIndex | None = None
+        """The index of the last artifact built here: the next build reuses its rows."""
 
     # --- the loop -------------------------------------------------------------------
 
@@ -131,13 +147,16 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Api processes stop waiting for artifacts at once, not when the mark expires.
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await self.redis.delete(keys.ARTIFACT_BUILDER)
         self.write_alive(stopped=True)
 
     async def loop(self, job: Job) -> None:
         while not self.stopping.is_set():
             await self.step(job)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.poll_s)
+                await asyncio.wait_for(self.stopping.wait(), job.every_s or self.poll_s)
 
     async def step(self, job: Job) -> None:
         """Run ``job`` if it is due, under its guard."""
@@ -297,6 +316,64 @@ class Worker:
             raise JobFailed("the trainer printed no decision") from exc
         verdict = "published" if decision.get("published") else "not published"
         return f"{verdict} {decision.get('version')}: {decision.get('reason')}"
+
+    # --- the serving artifact -------------------------------------------------------------
+
+    async def _wanted(self) -> tuple[str | None, str]:
+        """The (model version, catalog version) api processes serve now."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.MODEL_CURRENT)
+            pipe.get(keys.PAPERS_VERSION)
+            model, catalog = await pipe.execute()
+        return (str(model) if model else None), str(catalog or "0")
+
+    async def artifact_due(self, now: float) -> bool:
+        # Renewed at every check: api processes wait for the artifact only while it is.
+        await self.artifacts.mark_builder()
+        header = await self.artifacts.current()
+        have = (header.model_version, header.catalog_version) if header else None
+        return have != await self._wanted()
+
+    async def artifact(self) -> str:
+        """Build the catalog index of the current versions and publish it. Versions that
+        move during a build are built next (the job is due again at once)."""
+        model_version, catalog_version = await self._wanted()
+        previous = self._artifact_index
+        model: RecModel | None = None
+        if model_version is not None:
+            if previous is not None and previous.model_version == model_version:
+                model = previous.model
+            else:
+                try:
+                    model = await self.models.load(model_version, asyncio.to_thread)
+                except (LookupError, ValueError) as exc:
+                    raise JobFailed(f"model {model_version} cannot be loaded: {exc}") from exc
+        if previous is None:
+            previous = await self._published_index(model)
+        papers, aliases = await artifact.read_catalog(self.redis, asyncio.to_thread)
+        # In a thread: the heartbeat and the other jobs go on while it builds.
+        index, header, chunks = await asyncio.to_thread(
+            artifact.build, papers, model, catalog_version, previous, aliases
+        )
+        await self.artifacts.publish(header, chunks)
+        self._artifact_index = index
+        return (
+            f"artifact {header.id}: {header.papers} papers, "
+            f"{header.size / 2**20:.1f} MiB in {header.chunks} chunks, "
+            f"built in {header.build_seconds:.2f} s"
+        )
+
+    async def _published_index(self, model: RecModel | None) -> CatalogIndex | None:
+        """The published artifact's index, when it is of ``model`` (a restarted worker
+        reuses its rows as it would its own)."""
+        header = await self.artifacts.current()
+        if header is None or header.model_version != (model.version if model else None):
+            return None
+        try:
+            return await self.artifacts.load(header, model, asyncio.to_thread)
+        except (LookupError, ValueError, msgspec.DecodeError) as exc:
+            log.warning("published artifact unusable", extra={"error": repr(exc)})
+            return None
 
     # --- digests and retention ---------------------------------------------------------
 

@@ -93,6 +93,19 @@ class AuthorIndex:
                     by_key.setdefault(name.key, []).append((position, name.given))
         self._by_key = by_key
 
+    @classmethod
+    def from_keys(cls, by_key: dict[str, list[tuple[int, str]]]) -> AuthorIndex:
+        """The index whose ``by_key`` is this (as the serving artifact stores it)."""
+        index = cls(())
+        index._by_key = by_key
+        return index
+
+    @property
+    def by_key(self) -> dict[str, list[tuple[int, str]]]:
+        """Normalised key -> (position, first given name) of each paper with an author
+        of that key."""
+        return self._by_key
+
     def __len__(self) -> int:
         return len(self._by_key)
 

@@ -922,6 +922,9 @@ class FeedService:
         if counts is None:  # no profile: the reader was erased (their token may be cached)
             raise Unauthorized("unknown or revoked token")
         events, impressions, follows = counts
+        model_version, catalog_version = self.holder.serving_versions(
+            model_version, catalog_version
+        )
         stamp = self.stamp(
             user_id, model_version, catalog_version, now, events - impressions, follows
         )
@@ -1066,6 +1069,10 @@ class FeedService:
         index = await self.index(
             None if catalog_version == "None" else catalog_version, model_version or None
         )
+        if self.holder.catching_up:  # ranked on the previous index: stamped with it
+            stamp = "|".join(
+                [str(index.model_version), index.catalog_version, *stamp.split("|")[2:]]
+            )
         trend = await self.holder.refresh_trend(now)
         depth = max(limit, CACHE_DEPTH)
         ranked = await self.offload(

@@ -72,7 +72,7 @@ class CatalogIndex:
         ids: list[str],
         titles: list[str],
         dates: npt.NDArray[np.float64],
-        text_keys: list[int],
+        text_keys: IntArray,
         features: TextFeatures,
         text: sparse.csr_matrix,
         model: RecModel | None,
@@ -85,10 +85,13 @@ class CatalogIndex:
         search: SearchIndex | None = None,
         authors: AuthorIndex = NO_AUTHORS,
         affinity: Affinity | None = None,
+        newest_by_term: sparse.csr_matrix | None = None,
     ) -> None:
         self.ids = ids
         self.pos = {pid: i for i, pid in enumerate(ids)}
-        for old, new in (aliases or {}).items():
+        self.aliases = aliases or {}
+        """Merged papers' old ids -> the ids they were merged into."""
+        for old, new in self.aliases.items():
             # A merged paper's old id (readers' records keep it) finds the paper.
             if new in self.pos and old not in self.pos:
                 self.pos[old] = self.pos[new]
@@ -100,11 +103,16 @@ class CatalogIndex:
         self.pool = self.newest[:POOL]
         """The ``POOL`` newest: where the feed looks for the reader's own best papers."""
         self.text_keys = text_keys
-        """Hash of each paper's text (a changed text is encoded again)."""
+        """(n,) a stable hash of each paper's text (a changed text is encoded again; the
+        same in every process, so an index loaded from the worker's artifact is reused)."""
         self.features = features
         self.text = text
         """(n, terms) float32 CSR, L2-normalised rows."""
-        self.newest_by_term = sparse.csr_matrix(text[self.newest[:POOL]].T)
+        self.newest_by_term = (
+            sparse.csr_matrix(text[self.newest[:POOL]].T)
+            if newest_by_term is None
+            else newest_by_term
+        )
         """The ``POOL`` newest papers' text vectors, transposed: their postings."""
         self.model = model
         self.factors = factors
@@ -168,6 +176,7 @@ class CatalogIndex:
     def nbytes(self) -> int:
         """Memory the arrays take (titles and ids counted roughly)."""
         total = self.dates.nbytes + self.cold.nbytes + self.model_rows.nbytes + self.newest.nbytes
+        total += self.text_keys.nbytes
         total += self.text.data.nbytes + self.text.indices.nbytes + self.text.indptr.nbytes
         by_term = self.newest_by_term
         total += by_term.data.nbytes + by_term.indices.nbytes + by_term.indptr.nbytes
@@ -194,7 +203,7 @@ def build_index(
     with the same text features (the same model, or both without one)."""
     started = time.perf_counter()
     texts = [paper_text(p.title, p.abstract) for p in papers]
-    text_keys = [hash(t) for t in texts]
+    text_keys = text_hashes(texts)
     reuse = (
         previous is not None
         and previous.model_version == (model.version if model else None)
@@ -307,17 +316,35 @@ def catalog_topics(
     return learn_topics(text, features.vocabulary)
 
 
+def text_hashes(texts: Sequence[str]) -> IntArray:
+    """64 bits of BLAKE2b of each text: ``hash(str)`` differs from process to process
+    (hash randomisation), and the worker's artifact carries these keys to the api."""
+    return np.fromiter(
+        (
+            int.from_bytes(
+                hashlib.blake2b(t.encode(), digest_size=8).digest(), "little", signed=True
+            )
+            for t in texts
+        ),
+        dtype=np.int64,
+        count=len(texts),
+    )
+
+
 def unchanged_rows(
-    papers: Sequence[CatalogPaper], text_keys: list[int], previous: CatalogIndex | None
+    papers: Sequence[CatalogPaper], text_keys: IntArray, previous: CatalogIndex | None
 ) -> IntArray:
     """Each paper's row in ``previous`` when its text is unchanged there, else -1."""
     old_rows = np.full(len(papers), -1, dtype=np.int64)
     if previous is not None:
-        for i, (paper, key) in enumerate(zip(papers, text_keys, strict=True)):
+        for i, paper in enumerate(papers):
             old = previous.pos.get(paper.id)
             # ``pos`` also holds merged papers' old ids: only the paper's own row counts.
-            if old is not None and previous.ids[old] == paper.id and previous.text_keys[old] == key:
+            if old is not None and previous.ids[old] == paper.id:
                 old_rows[i] = old
+        same = old_rows >= 0
+        same[same] = previous.text_keys[old_rows[same]] == text_keys[same]
+        old_rows[~same] = -1
     return old_rows
 
 

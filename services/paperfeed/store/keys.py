@@ -120,6 +120,19 @@ Models (one tag: publishing switches versions and current in one transaction)
   error; the events counted at the last training (a restarted worker goes on from it).
 - ``pf:worker:heartbeat`` (STRING) the last time a worker was alive — TTL 60 s.
 
+Serving artifacts (one tag: the pointer and the versions move in one transaction;
+``recsys.artifact``, docs/redis.md "The serving artifact")
+- ``pf:{artifact}:current`` (STRING) id of the artifact api processes load: the catalog
+  index the worker built for one (model version, catalog version).
+- ``pf:{artifact}:versions`` (ZSET) id -> publish time — the current one and those
+  replaced less than ``artifact.GRACE_S`` ago (processes still moving off them).
+- ``pf:{artifact}:<id>:header`` (STRING) msgspec JSON: versions, array names, dtypes,
+  shapes, offsets, chunk count.
+- ``pf:{artifact}:<id>:<n>`` (STRING, binary) the n-th chunk (at most 16 MiB) of the
+  arrays' bytes — deleted with the header.
+- ``pf:{artifact}:builder`` (STRING) a worker builds artifacts (api processes wait for
+  one rather than build the index themselves) — TTL ``artifact.BUILDER_TTL_S``.
+
 Rate limiting
 - ``pf:ratelimit:{<who>}:<window s>`` (STRING) requests in the current window of a
   budget (``t:<token hash>``, ``ip:<address>``, ``installs:<address>``) — expires with the window.
@@ -155,6 +168,9 @@ MODEL_CHANNEL = "pf:model:events"
 TRAIN_REQUESTED = "pf:train:requested"
 TRAIN_LOCK = "pf:train:lock"
 WORKER_STATE = "pf:worker:state"
+ARTIFACT_CURRENT = "pf:{artifact}:current"
+ARTIFACT_VERSIONS = "pf:{artifact}:versions"
+ARTIFACT_BUILDER = "pf:{artifact}:builder"
 SILENT_INSTALLS = "pf:installs:silent"
 ERASURES = "pf:erasures"
 ERASED = "pf:erased"
@@ -342,3 +358,11 @@ def model_meta(version: str) -> str:
 
 def model_blob(version: str) -> str:
     return f"pf:{{model}}:{version}:blob"
+
+
+def artifact_header(artifact_id: str) -> str:
+    return f"pf:{{artifact}}:{artifact_id}:header"
+
+
+def artifact_chunk(artifact_id: str, n: int) -> str:
+    return f"pf:{{artifact}}:{artifact_id}:{n}"
