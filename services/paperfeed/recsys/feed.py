@@ -342,9 +342,15 @@ def _pairs_compiled(
 def _terms_compiled(
     text: sparse.csr_matrix, rows: IntArray, weights: FloatArray
 ) -> tuple[IntArray, npt.NDArray[np.float64]]:
-    return kernels.weighted_terms(
+    touched, sums = kernels.weighted_terms(
         text.indptr, text.indices, text.data, rows, weights, text.shape[1]
     )
+    terms = np.sort(touched)
+    return terms, sums[terms]
+
+
+def _union_compiled(parts: IntArray, hidden: IntArray, size: int) -> IntArray:
+    return np.sort(kernels.visible_union(parts, hidden, size))
 
 
 def _rows_sum_compiled(matrix: sparse.csr_matrix, rows: IntArray) -> FloatArray:
@@ -356,7 +362,7 @@ COMPILED = Ops(
     _scores_compiled,
     _pairs_compiled,
     _terms_compiled,
-    kernels.visible_union,
+    _union_compiled,
     _rows_sum_compiled,
 )
 

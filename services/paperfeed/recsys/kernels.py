@@ -118,9 +118,11 @@ def row_pairs_dot(
 def visible_union(
     parts: IntArray, hidden: IntArray, size: int
 ) -> IntArray:  # pragma: no cover - compiled
-    """``np.unique(parts)`` without the positions in ``hidden`` (all within ``size``),
-    ascending: one mark a position instead of a sort of every part and a second one
-    for the filter."""
+    """The distinct positions of ``parts`` but those in ``hidden`` (all within
+    ``size``), in the order first met (``np.sort`` them for ``np.unique``'s order): one
+    mark a position instead of a sort of every part and a set test. No sort in here:
+    numba's sort, cached on disk in two kernels compiled by different processes, gave
+    wrong orders when both were loaded into one (a full test run caught it)."""
     mark = np.zeros(size, dtype=np.uint8)
     for i in range(parts.shape[0]):
         mark[parts[i]] = 1
@@ -134,7 +136,7 @@ def visible_union(
             mark[position] = 2
             out[n] = position
             n += 1
-    return np.sort(out[:n])
+    return out[:n]
 
 
 @jit
@@ -146,10 +148,11 @@ def weighted_terms(
     weights: FloatArray,
     n_terms: int,
 ) -> tuple[IntArray, npt.NDArray[np.float64]]:  # pragma: no cover - compiled
-    """The distinct terms of ``rows`` of a CSR ``matrix`` (ascending) and, for each, the
-    sum over the rows of their entry times the row's weight: the product in float32,
-    summed in float64 along the rows' entries in order, as ``np.unique`` with
-    ``np.bincount`` sum them (``content.reader_profile``)."""
+    """The distinct terms of ``rows`` of a CSR ``matrix`` (in the order first met) and
+    the dense sums (``n_terms``) of each term over the rows of their entry times the
+    row's weight: the product in float32, summed in float64 along the rows' entries in
+    order, as ``np.unique`` with ``np.bincount`` sum them (``content.reader_profile``;
+    the caller sorts the terms: no sort in a cached kernel, ``visible_union`` says why)."""
     sums = np.zeros(n_terms, dtype=np.float64)
     seen = np.zeros(n_terms, dtype=np.bool_)
     entries = 0
@@ -167,11 +170,7 @@ def weighted_terms(
                 seen[term] = True
                 touched[n] = term
                 n += 1
-    terms = np.sort(touched[:n])
-    values = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        values[i] = sums[terms[i]]
-    return terms, values
+    return touched[:n], sums
 
 
 @jit
