@@ -948,6 +948,32 @@ async def test_papers_once_admitted_from_page_text_wait_for_a_source_again(
     assert r.hget(keys.SYNC_STATE, "reported:requeued") == "2"
 
 
+async def test_with_sync_off_the_lookup_of_reported_ids_brings_no_source_along(
+    redis_url: str, r: redis.Redis, replay: tuple[Replay, str]
+) -> None:
+    """``PAPERFEED_SYNC_INTERVAL_S=0`` turns the sources' sync off: the worker's run for
+    the lookup of reported ids (due at a first start) asks only for those ids."""
+    state, base = replay
+    settings = sync_settings(redis_url, base, sync_interval_s=0, candidate_min_users=1)
+    await report(settings, "1706.03762", "reader-1")
+    core = Core.connect(settings)
+    try:
+        results = await CatalogSync(core.redis, settings, core.catalog).run(
+            ["hf", "arxiv"], now=NOW, lookup=True
+        )
+    finally:
+        await core.close()
+    assert [(result.source, result.skipped) for result in results] == [
+        ("hf", True),
+        ("arxiv", True),
+        ("reported", False),
+    ]
+    with state.lock:
+        paths = [path for _, path, _ in state.log]
+    assert "/api/daily_papers" not in paths
+    assert asked(state) == ["arxiv:1706.03762"]
+
+
 def test_the_worker_looks_reported_ids_up_with_no_command(
     redis_url: str, r: redis.Redis, replay: tuple[Replay, str], tmp_path: Path
 ) -> None:

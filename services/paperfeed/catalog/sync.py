@@ -355,8 +355,11 @@ def retry_time(state: dict[str, str], unit: str) -> float | None:
 def source_due(state: dict[str, str], source: Source, now: float, settings: Settings) -> bool:
     """``hf``: its last success is ``sync_interval_s`` old (or it never ran) and its
     retry time came. ``arxiv``: so is one of its categories, and arXiv does not ask to
-    wait (``Retry-After``)."""
+    wait (``Retry-After``). Never with an interval of 0 (sync off): the lookup of
+    reported ids, which runs the sync, must not bring the sources along."""
     interval = settings.sync_interval_s
+    if interval <= 0:
+        return False
     if source == "hf":
         return unit_due(state, "hf", now, interval)
     return now >= refused_until(state) and any(
@@ -368,7 +371,7 @@ async def sync_due(redis: RedisClient, settings: Settings, now: float) -> bool:
     """Some source of ``sync_sources`` is due (interval 0: never), or the lookup of
     reported ids is (``candidate_lookup_interval_s``) and some wait: the worker asks."""
     state = await read_state(redis)
-    if settings.sync_interval_s > 0 and any(
+    if any(
         source_due(state, source, now, settings) for source in parse_sources(settings.sync_sources)
     ):
         return True
