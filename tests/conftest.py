@@ -233,6 +233,7 @@ class LiveServer:
             log_config=None,
             lifespan="on",
             proxy_headers=True,  # as paperfeed serve runs it
+            timeout_keep_alive=settings.keep_alive_s,
             forwarded_allow_ips=settings.forwarded_allow_ips,
         )
         self.server = uvicorn.Server(config)

@@ -81,6 +81,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                     log_config=None,
                     proxy_headers=True,
                     forwarded_allow_ips=ready.forwarded_allow_ips,
+                    timeout_keep_alive=ready.keep_alive_s,
                 )
             finally:
                 if own_metrics_dir:
@@ -95,6 +96,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 log_config=None,
                 proxy_headers=True,
                 forwarded_allow_ips=ready.forwarded_allow_ips,
+                timeout_keep_alive=ready.keep_alive_s,
             )
     return 0
 

@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     an ingress, its address; otherwise every client shares one rate-limit budget."""
     workers: PositiveInt = 1
     """uvicorn worker processes of ``paperfeed serve``."""
+    keep_alive_s: PositiveInt = 75
+    """How long an idle client connection is kept open. Longer than a proxy's own idle
+    timeout (nginx and cloud load balancers: 60 s): a connection the api closes just as
+    the proxy reuses it fails that request (a 502)."""
     demo_catalog: bool = True
     """Load the shipped Hugging Face trending page when the catalog is empty."""
 
