@@ -122,7 +122,10 @@ def visible_union(
     ``size``), in the order first met (``np.sort`` them for ``np.unique``'s order): one
     mark a position instead of a sort of every part and a set test. No sort in here:
     numba's sort, cached on disk in two kernels compiled by different processes, gave
-    wrong orders when both were loaded into one (a full test run caught it)."""
+    wrong orders when both were loaded into one (a full test run caught it): numba names
+    a kernel's inner functions with a per-process counter, so two cache files can hold
+    different functions under one symbol (numba/numba#10486). Only one cached kernel
+    may sort (``itemknn._top``)."""
     mark = np.zeros(size, dtype=np.uint8)
     for i in range(parts.shape[0]):
         mark[parts[i]] = 1
