@@ -321,3 +321,21 @@ def served_model(http: httpx.Client) -> str | None:
     answer = http.get("/v1/admin/model", headers=admin_headers())
     assert answer.status_code == 200, answer.text
     return answer.json()["served_version"]
+
+
+async def test_a_new_services_first_feed_shows_its_demo_catalog_while_a_worker_builds(
+    core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    """``make run`` on an empty Redis: the api loads the demo catalog while the worker
+    starts building artifacts (its mark is set here; no artifact comes). The first
+    reader's feed shows the demo catalog's papers: an index of an empty catalog is not
+    served in the background while the real one is awaited (it showed an empty feed)."""
+    r.set(keys.ARTIFACT_BUILDER, "1", ex=300)
+    settings = train_settings(redis_url, demo_catalog=True, artifact_wait_s=2)
+    with live_server(settings) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        _, auth = register(http)
+        items = feed(http, auth)["items"]
+    catalog = set(r.hkeys(keys.PAPERS))
+    assert len(catalog) == 136  # the demo catalog
+    assert len(items) >= 10, items
+    assert {item["paper"]["id"] for item in items} <= catalog

@@ -76,11 +76,13 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
         # each (a threaded BLAS would oversubscribe the cores and spin).
         threadpool_limits(limits=1, user_api="blas")
         try:
-            await core.holder.refresh()
+            # The demo catalog first: the first index is then made of it, not of an
+            # empty catalog replaced a moment later.
             if settings.demo_catalog:
                 loaded = await core.load_demo_catalog_if_empty()
                 if loaded:
                     log.info("loaded the demo catalog", extra={"papers": loaded.papers})
+            await core.holder.refresh()
         except (RedisError, RedisClusterException) as exc:
             # Start anyway: /readyz says not ready until Redis answers.
             log.error("redis unavailable at start-up", extra={"error": repr(exc)})

@@ -149,10 +149,11 @@ class ModelHolder:
         taken up in the background (waiting for the worker's artifact, then loading
         it) and the previous one is served meanwhile: False at once. Otherwise (the
         first index, no worker) the caller waits for it, as every process did before
-        artifacts."""
+        artifacts. An index of an empty catalog is no index: serving it meanwhile would
+        show a new service's first readers an empty feed."""
         if self.catching_up:
             return False
-        if self.index is not None and await self.artifacts.builder_alive():
+        if self.index is not None and len(self.index) and await self.artifacts.builder_alive():
             if await self._stale():
                 self._catching_up = asyncio.create_task(self._catch_up(), name="catch-up")
             else:
