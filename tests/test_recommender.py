@@ -479,6 +479,16 @@ def test_admin_train_requests_queue_one_training_and_never_a_traceback(
     assert status["params"]["choices"]["text"] in ("words", "bigrams")
     assert status["params"]["blend"]["collaborative"] is True
     assert status["decisions"][0]["version"] == trained
+    # The training's seconds by stage: its own, then learn's under the names of
+    # learn's stages (the gate judged a hold-out: the judged model was learned too).
+    assert status["decisions"][0]["judged_on"] == "random"
+    stages = list(status["decisions"][0]["stages"])
+    assert [name for name in stages if name.startswith("learn.")] == [
+        f"learn.{name}" for name in learn.STAGES
+    ]
+    assert [name for name in stages if not name.startswith("learn.")] == [
+        "read", "prepare", "learn", "gate", "publish"
+    ]  # fmt: skip
     first = http.post("/v1/admin/train", headers=admin_headers())
     second = http.post("/v1/admin/train", headers=admin_headers())
     assert (first.status_code, second.status_code) == (202, 202)

@@ -3,29 +3,40 @@ data only: the ALS hyperparameters (a small search, run at most daily), the text
 features, and the blend of collaborative, content and trending signals.
 
 ``learn`` is the one code path of ``paperfeed train`` (and the worker) and of
-``paperfeed eval``'s ``production``:
+``paperfeed eval``'s ``production``. It runs nine stages, each a plain function from
+typed inputs to a typed result (tested and timed alone), in this order, and records each
+one's seconds under its name (``STAGES``; ``GET /v1/admin/model`` shows them as
+``learn.<name>``):
 
-1. Text features: TF-IDF of words, and of words and word pairs, fitted on the papers.
-2. Validation carved from the training matrix: ``TUNE_SHARE`` of the positive papers of
-   up to ``TUNE_READERS`` readers (warm), and ``COLD_SHARE`` of the papers held out
-   whole (cold, the way a new paper meets the feed); together at most
-   ``TUNE_MAX_SHARE`` of the interactions. Cells the caller holds out for judging (the
-   gate's hold-out) are left out of everything.
-3. ALS on the rest (the validation model): with the given hyperparameters, or a search
-   (``search_space``) that scores each trial's plain ALS on the warm validation and keeps
-   the best.
-4. Text features chosen by their content signal's validation nDCG (warm and cold).
-5. Blend weights by coordinate ascent of the validation nDCG@20 of the full ranking
-   (``ranker.blend``) over each reader's best candidates, then the weight of text-borrowed
-   factors on the cold validation. The item-kNN signal (``recsys.itemknn``: neighbour
-   lists built on the validation model's matrix) is one of the weights: 0 (off) unless
-   it clearly helps, and then the published models carry neighbour lists of their own.
-   So is the follow affinity (``recsys.affinity``: the reader's liked papers by a
-   candidate's authors and in its topic, what follows feed at serving), when the papers
-   have authors (``learn(authors=...)``); without them it is not learned (None).
-6. The published model learns from every interaction (the validation and judged cells
-   included): a fresh fit up to ``FULL_REFIT_MAX_CELLS`` interactions; beyond, the
-   validation model's ALS continued for ``REFIT_SWEEPS`` sweeps, a fraction of a fit.
+1. ``fit_text``: TF-IDF of words, and of words and word pairs, fitted on the papers (a
+   retraining that reuses the last search fits the kind chosen with it, alone).
+2. ``carve_validation``: validation carved from the training matrix: ``TUNE_SHARE`` of
+   the positive papers of up to ``TUNE_READERS`` readers (warm), and ``COLD_SHARE`` of
+   the papers held out whole (cold, the way a new paper meets the feed); together at
+   most ``TUNE_MAX_SHARE`` of the interactions. Cells the caller holds out for judging
+   (the gate's hold-out) are left out of everything.
+3. ``validation_als``: ALS on the rest (the validation model): with the given
+   hyperparameters, or a search (``search_space``) that scores each trial's plain ALS on
+   the warm validation and keeps the best.
+4. ``choose_text``: the text features chosen by their content signal's validation nDCG
+   (warm and cold).
+5. ``knn_lists``: the item-kNN lists of the validation model's matrix
+   (``recsys.itemknn``), a signal the blend may weigh.
+6. ``papers_affinity``: the papers' authors and topics, for the follow affinity
+   (``recsys.affinity``: the reader's liked papers by a candidate's authors and in its
+   topic, what follows feed at serving), when the papers have authors
+   (``learn(authors=...)``); without them the signal is not learned (None).
+7. ``choose_blend``: blend weights by coordinate ascent of the validation nDCG@20 of the
+   full ranking (``ranker.blend``) over each reader's best candidates, then the weight
+   of text-borrowed factors on the cold validation. The item-kNN and the follow
+   affinity's weights are among them: 0 (off) unless they clearly help; the published
+   models carry item-kNN lists of their own only when the blend weighs them.
+8. ``judged_model`` (with judged cells only): the model the gate judges learns from
+   everything but the judged cells.
+9. ``final_model``: the model to publish learns from every interaction (the validation
+   and judged cells included). Each of the two is a fresh fit up to
+   ``FULL_REFIT_MAX_CELLS`` interactions; beyond, the validation model's ALS continued
+   for ``REFIT_SWEEPS`` sweeps, a fraction of a fit.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 import numpy as np
@@ -98,69 +109,19 @@ PRIOR = BlendParams(content=0.5, trending=0.5, trending_slope=-0.5, median_histo
 
 Progress = Callable[[str, int, int], None]
 
-
-class Validation(NamedTuple):
-    fit: sparse.csr_matrix
-    """The training weights without the validation and judged cells."""
-    warm: sparse.csr_matrix
-    """Held-out positive cells of the tuning readers."""
-    cold: sparse.csr_matrix
-    """Positive cells of the papers held out whole."""
-    cold_items: BoolArray
-
-
-def carve_validation(
-    weights: sparse.csr_matrix, seed: int, judged: sparse.csr_matrix | None = None
-) -> Validation:
-    """Validation cells from ``weights`` (see the module doc), never from ``judged``."""
-    rng = np.random.default_rng(seed)
-    weights = sparse.csr_matrix(weights, dtype=np.float32)
-    weights.sort_indices()
-    available = drop_cells(weights, judged) if judged is not None and judged.nnz else weights
-    liked = positives(available)
-    n_items = weights.shape[1]
-    budget = max(1, int(TUNE_MAX_SHARE * liked.nnz))
-    # Cold: papers held out whole, among those with interactions.
-    counts = np.bincount(liked.indices, minlength=n_items)
-    with_data = np.flatnonzero(counts > 0)
-    n_cold = min(COLD_MAX, round(COLD_SHARE * len(with_data)))
-    cold_items = np.zeros(n_items, dtype=bool)
-    if n_cold >= COLD_MIN:
-        order = rng.permutation(with_data)
-        spent = 0
-        for item in order[:n_cold]:
-            if spent + counts[item] > budget // 2:
-                continue
-            cold_items[item] = True
-            spent += int(counts[item])
-        if cold_items.sum() < COLD_MIN:
-            cold_items[:] = False
-    cold_mask = cold_items[liked.indices]
-    rows = np.repeat(np.arange(liked.shape[0]), np.diff(liked.indptr))
-    # Warm: a share of the other positive papers of readers with at least 3 of them.
-    warm_mask = np.zeros(liked.nnz, dtype=bool)
-    remaining = budget - int(cold_mask.sum())
-    lengths = np.bincount(rows[~cold_mask], minlength=liked.shape[0])
-    readers = rng.permutation(np.flatnonzero(lengths >= 3))[:TUNE_READERS]
-    for reader in readers:
-        start, end = liked.indptr[reader], liked.indptr[reader + 1]
-        own = np.arange(start, end)[~cold_mask[start:end]]
-        take = max(1, round(TUNE_SHARE * len(own)))
-        if take > remaining:
-            break
-        warm_mask[rng.choice(own, size=take, replace=False)] = True
-        remaining -= take
-
-    def cells(mask: npt.NDArray[np.bool_]) -> sparse.csr_matrix:
-        return sparse.csr_matrix(
-            (liked.data[mask], (rows[mask], liked.indices[mask])), shape=weights.shape
-        )
-
-    warm, cold = cells(warm_mask), cells(cold_mask)
-    fit = drop_cells(available, warm + cold)
-    # Dismissals of held-out papers go too: a cold paper must be unknown to the fit.
-    fit = drop_cells(fit, sparse.csr_matrix(fit.multiply(cold_items[None, :])))
-    return Validation(fit=fit, warm=warm, cold=cold, cold_items=cold_items)
+STAGES: tuple[str, ...] = (
+    "fit_text",
+    "carve_validation",
+    "validation_als",
+    "choose_text",
+    "knn_lists",
+    "papers_affinity",
+    "choose_blend",
+    "judged_model",
+    "final_model",
+)
+"""``learn``'s stages, in order: the names of their functions, and of their seconds in
+``Learned.seconds`` (``GET /v1/admin/model`` shows them as ``learn.<name>``)."""
 
 
 class ColumnView(NamedTuple):
@@ -608,23 +569,139 @@ def clearly_better(trial: npt.NDArray[np.float64], best: npt.NDArray[np.float64]
     return float(difference.mean()) > SIGNIFICANCE * max(error, 1e-9)
 
 
+# --- the stages ----------------------------------------------------------------------
+# Each a plain function from typed inputs to a typed result, run by ``learn`` in this
+# order and timed under its name (``STAGES``).
+
+
+# 1. fit_text
+
+
+class Texts(NamedTuple):
+    """The papers' text features, fitted (``fit_text``)."""
+
+    kinds: tuple[TextKind, ...]
+    """The kinds fitted, in the order ``choose_text`` tries them."""
+    features: dict[TextKind, TextFeatures]
+    vectors: dict[TextKind, sparse.csr_matrix]
+    """(n_items, terms) each paper's text vector, by kind."""
+
+
+def fit_text(tokens: Tokens, seed: int, reuse: SearchReport | None = None) -> Texts:
+    """TF-IDF of the papers' ``tokens`` of every kind (``content.TEXT_KINDS``): the kind
+    is chosen with a search (``choose_text``). A retraining that reuses the last search
+    (``reuse``) fits the kind chosen then, alone: a search runs at most daily, and the
+    text features are half of its cost."""
+    kinds: tuple[TextKind, ...] = (reuse.text,) if reuse is not None else TEXT_KINDS
+    fitted = TextFeatures.fit_vectors(tokens, seed=seed, kinds=kinds)
+    return Texts(
+        kinds=kinds,
+        features={kind: features for kind, (features, _) in fitted.items()},
+        vectors={kind: vectors for kind, (_, vectors) in fitted.items()},
+    )
+
+
+# 2. carve_validation
+
+
+class Validation(NamedTuple):
+    """Validation carved from the training data (``carve_validation``)."""
+
+    fit: sparse.csr_matrix
+    """The training weights without the validation and judged cells."""
+    warm: sparse.csr_matrix
+    """Held-out positive cells of the tuning readers."""
+    cold: sparse.csr_matrix
+    """Positive cells of the papers held out whole."""
+    cold_items: BoolArray
+    popularity: npt.NDArray[np.float64]
+    """(n_items,) readers who liked each paper in ``fit``: the trending signal the
+    validation readers are ranked with (``Learned.fit_popularity``)."""
+
+
+def carve_validation(
+    weights: sparse.csr_matrix, seed: int, judged: sparse.csr_matrix | None = None
+) -> Validation:
+    """Validation cells from ``weights`` (see the module doc), never from ``judged``."""
+    rng = np.random.default_rng(seed)
+    weights = sparse.csr_matrix(weights, dtype=np.float32)
+    weights.sort_indices()
+    available = drop_cells(weights, judged) if judged is not None and judged.nnz else weights
+    liked = positives(available)
+    n_items = weights.shape[1]
+    budget = max(1, int(TUNE_MAX_SHARE * liked.nnz))
+    # Cold: papers held out whole, among those with interactions.
+    counts = np.bincount(liked.indices, minlength=n_items)
+    with_data = np.flatnonzero(counts > 0)
+    n_cold = min(COLD_MAX, round(COLD_SHARE * len(with_data)))
+    cold_items = np.zeros(n_items, dtype=bool)
+    if n_cold >= COLD_MIN:
+        order = rng.permutation(with_data)
+        spent = 0
+        for item in order[:n_cold]:
+            if spent + counts[item] > budget // 2:
+                continue
+            cold_items[item] = True
+            spent += int(counts[item])
+        if cold_items.sum() < COLD_MIN:
+            cold_items[:] = False
+    cold_mask = cold_items[liked.indices]
+    rows = np.repeat(np.arange(liked.shape[0]), np.diff(liked.indptr))
+    # Warm: a share of the other positive papers of readers with at least 3 of them.
+    warm_mask = np.zeros(liked.nnz, dtype=bool)
+    remaining = budget - int(cold_mask.sum())
+    lengths = np.bincount(rows[~cold_mask], minlength=liked.shape[0])
+    readers = rng.permutation(np.flatnonzero(lengths >= 3))[:TUNE_READERS]
+    for reader in readers:
+        start, end = liked.indptr[reader], liked.indptr[reader + 1]
+        own = np.arange(start, end)[~cold_mask[start:end]]
+        take = max(1, round(TUNE_SHARE * len(own)))
+        if take > remaining:
+            break
+        warm_mask[rng.choice(own, size=take, replace=False)] = True
+        remaining -= take
+
+    def cells(mask: npt.NDArray[np.bool_]) -> sparse.csr_matrix:
+        return sparse.csr_matrix(
+            (liked.data[mask], (rows[mask], liked.indices[mask])), shape=weights.shape
+        )
+
+    warm, cold = cells(warm_mask), cells(cold_mask)
+    fit = drop_cells(available, warm + cold)
+    # Dismissals of held-out papers go too: a cold paper must be unknown to the fit.
+    fit = drop_cells(fit, sparse.csr_matrix(fit.multiply(cold_items[None, :])))
+    popularity = np.bincount(positives(fit).indices, minlength=n_items).astype(np.float64)
+    return Validation(fit=fit, warm=warm, cold=cold, cold_items=cold_items, popularity=popularity)
+
+
+# 3. validation_als
+
+
 class Trained(NamedTuple):
+    """The validation model's ALS (``validation_als``)."""
+
     scale: ConfidenceScale
     users: FloatArray
     items: FloatArray
     params: AlsParams
+    """The hyperparameters used (the search's best, or the ones given)."""
     search: SearchReport | None
+    """The search made now (None: no search). ``learned_choices`` adds the text
+    features chosen with it."""
 
 
-def train_validation_als(
+def validation_als(
     validation: Validation,
     params: AlsParams,
-    search_trials: int,
-    seed: int,
-    progress: Progress | None,
+    search_trials: int = 0,
+    seed: int = 0,
+    progress: Progress | None = None,
     reserve: int = 0,
 ) -> Trained:
-    """The validation model's ALS (``reserve`` sweeps fewer than a full fit)."""
+    """ALS on ``validation.fit``: with ``params``, or (``search_trials`` > 1) the best of
+    a search from them (``search_space``), each trial scored by its plain ALS nDCG on the
+    warm validation. ``reserve``: sweeps fewer than a full fit (large data: the later
+    models continue this ALS for them)."""
     fit = validation.fit
     sweeps = max(1, params.iterations - reserve)
     if search_trials <= 1:
@@ -674,25 +751,65 @@ def train_validation_als(
     return Trained(chosen.scale, users, items, chosen.params, report)
 
 
-# --- the whole ----------------------------------------------------------------------
+# 4. choose_text
 
 
-class Learned(NamedTuple):
-    judge_model: RecModel | None
-    """Trained on everything but the judged cells: the one the gate judges."""
-    model: RecModel
-    """Trained on everything: the one to publish."""
-    user_factors: FloatArray
-    """(n_users, k) readers' vectors under ``model`` (exact for its item factors)."""
-    fit_popularity: npt.NDArray[np.float64]
-    """Interactions each paper had in the validation model's training data."""
-    seconds: dict[str, float]
-    """Seconds spent in each step."""
-    text: sparse.csr_matrix
-    """(n_items, terms) the papers' text vectors under the models' text features."""
-    affinity: Affinity | None = None
-    """The papers' authors and topics the follow signal was measured with (None: the
-    papers have no authors, the signal is not learned)."""
+class ChosenText(NamedTuple):
+    """The text features the models use (``choose_text``)."""
+
+    kind: TextKind
+    features: TextFeatures
+    vectors: sparse.csr_matrix
+    """(n_items, terms) each paper's text vector under ``features``."""
+    ndcg: dict[str, float]
+    """Validation nDCG@K of the content signal alone, by kind (a reused search's; empty
+    with one kind fitted and no search)."""
+
+
+def choose_text(
+    texts: Texts, validation: Validation, seed: int = 0, reuse: SearchReport | None = None
+) -> ChosenText:
+    """The kind whose content signal alone ranks the validation best (warm and cold
+    together; the first kind fitted on a tie): content is what ranks papers nobody read
+    yet. With one kind fitted there is nothing to choose: it is ``reuse``'s (the search
+    it was chosen with), with the nDCG measured then."""
+    best_kind = texts.kinds[0]
+    best_score = -1.0
+    ndcg: dict[str, float] = {}
+    for kind in texts.kinds if len(texts.kinds) > 1 else ():
+        scores = []
+        for cells, allowed in ((validation.warm, None), (validation.cold, validation.cold_items)):
+            if cells.nnz:
+                sample = evaluate.sample_users(cells, CHOICE_READERS, seed)
+                scores.append(
+                    evaluate.ranking_metrics(
+                        evaluate.content_scorer(texts.vectors[kind]),
+                        validation.fit,
+                        sample,
+                        K,
+                        candidates=allowed,
+                    ).ndcg
+                )
+        score = float(np.mean(scores)) if scores else 0.0
+        ndcg[kind] = round(score, 5)
+        if score > best_score:
+            best_kind, best_score = kind, score
+    if len(texts.kinds) == 1 and reuse is not None:
+        ndcg = dict(reuse.text_ndcg)
+    return ChosenText(best_kind, texts.features[best_kind], texts.vectors[best_kind], ndcg)
+
+
+# 5. knn_lists
+
+
+def knn_lists(validation: Validation, neighbours: int) -> sparse.csr_matrix | None:
+    """Item-kNN lists (``neighbours`` a paper) of the validation model's matrix: they
+    score the validation readers' candidates with the signal the blend may weigh (None:
+    ``neighbours`` is 0, no item-kNN signal)."""
+    return itemknn.build(validation.fit, neighbours) if neighbours > 0 else None
+
+
+# 6. papers_affinity
 
 
 def papers_affinity(
@@ -712,6 +829,281 @@ def papers_affinity(
     return data if data.has_authors else None
 
 
+# 7. choose_blend
+
+
+class BlendChoice(NamedTuple):
+    """The blend learned on the validation readers (``choose_blend``), and how it ranks
+    them (``Choices``)."""
+
+    params: BlendParams
+    blend_ndcg: float
+    """Validation nDCG@K of the blend on the warm readers' candidates (0: no warm
+    validation) ..."""
+    cf_ndcg: float
+    """... and of the collaborative signal alone, on the same readers and candidates."""
+    cold_ndcg: dict[str, float]
+    """nDCG@K among the papers held out whole: content alone, the blend (empty: no cold
+    validation)."""
+
+
+def choose_blend(
+    validation: Validation,
+    trained: Trained,
+    text: ChosenText,
+    item_ids: Sequence[str],
+    lists: sparse.csr_matrix | None = None,
+    affinity: Affinity | None = None,
+    blend_start: BlendParams | None = None,
+) -> BlendChoice:
+    """The blend's weights (``fit_blend``) on the validation readers' candidates, as the
+    validation model (``trained``, over ``text``) ranks them, with the item-kNN signal of
+    ``lists`` and the follow affinity of ``affinity`` (None: not measured, not learned).
+
+    It starts from ``blend_start`` (the current model's blend: consecutive models do not
+    swing), else the default (``PRIOR`` with no warm validation). An item-kNN weight
+    learned 0 leaves the feed without candidates by item-kNN: the blend is then learned
+    again on the candidates it will rank."""
+    content_only = BlendParams(collaborative=False, content=1.0)
+    meta = ModelMeta(
+        version=new_version(),
+        trained_at=time.time(),
+        als=trained.params,
+        blend=content_only,
+        format=MODEL_FORMAT,
+    )
+    model = RecModel(
+        meta, list(item_ids), trained.items, validation.popularity, text.features, trained.scale
+    )
+    view = column_view(model, item_ids, text.vectors)
+    fit, popularity = validation.fit, validation.popularity
+    warm_pools = collect_pools(
+        view, fit, validation.warm, popularity, neighbours=lists, affinity=affinity
+    )
+    cold_pools = collect_pools(
+        view,
+        fit,
+        validation.cold,
+        popularity,
+        allowed=validation.cold_items,
+        readers=COLD_POOL_READERS,
+        neighbours=lists,
+        affinity=affinity,
+    )
+    if warm_pools is None:
+        start = PRIOR
+    elif blend_start is not None and blend_start.collaborative:
+        start = blend_start
+    else:
+        start = BlendParams()
+    if lists is None:
+        start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
+    if affinity is None:
+        start = msgspec.structs.replace(start, follow=None)  # not measured: not learned
+    params = fit_blend(warm_pools, cold_pools, start)
+    if lists is not None and params.itemknn == 0 and warm_pools is not None:
+        # Off: the feed will have no candidates by item-kNN either. The blend is learned
+        # again on the candidates it will rank (the cold pools have none by item-kNN:
+        # papers nobody read have no neighbours), exactly as without the signal.
+        warm_pools = collect_pools(view, fit, validation.warm, popularity, affinity=affinity)
+        start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
+        params = fit_blend(warm_pools, cold_pools, start)
+    blend_ndcg = cf_ndcg = 0.0
+    cold_ndcg: dict[str, float] = {}
+    if warm_pools is not None:
+        # Both on the same readers and candidates: what the blend adds to the
+        # collaborative signal alone (no extra ranking of every validation reader).
+        blend_ndcg = round(pool_ndcg(warm_pools, params), 5)
+        collaborative = BlendParams(median_history=params.median_history)
+        cf_ndcg = round(pool_ndcg(warm_pools, collaborative), 5)
+    if cold_pools is not None:
+        cold_ndcg = {
+            "content": round(pool_ndcg(cold_pools, content_only), 5),
+            "blend": round(pool_ndcg(cold_pools, params), 5),
+        }
+    return BlendChoice(params, blend_ndcg, cf_ndcg, cold_ndcg)
+
+
+# 8. judged_model, 9. final_model
+
+
+class Refit(NamedTuple):
+    """What the judged and the final model share: learned on the validation, passed to
+    each (``refit``)."""
+
+    meta: ModelMeta
+    """The models' metadata: the ALS hyperparameters, the blend, the choices (each model
+    adds its own version and sizes)."""
+    item_ids: Sequence[str]
+    text: ChosenText
+    neighbours: int
+    """Item-kNN neighbours kept a paper when the blend weighs the signal (0: the models
+    carry no lists)."""
+    large: bool
+    """More than ``FULL_REFIT_MAX_CELLS`` interactions: the models continue the
+    validation model's ALS for ``REFIT_SWEEPS`` rather than fit afresh."""
+    started: float
+    """``time.perf_counter()`` when learning began (the models' ``train_seconds``)."""
+
+
+class Refitted(NamedTuple):
+    model: RecModel
+    users: FloatArray
+    """(n_users, k) the readers' vectors under ``model`` (exact for its item factors)."""
+
+
+def refit(
+    target: sparse.csr_matrix,
+    start: tuple[FloatArray, FloatArray],
+    shared: Refit,
+    stage: str,
+    lists: sparse.csr_matrix | None = None,
+    progress: Progress | None = None,
+) -> Refitted:
+    """A model of ``target`` (all of it: no validation) with the learned ``shared``.
+    Small data: a fresh fit. Large: the ALS of the factors ``start`` continued (the
+    validation model's, or the judged model's). Papers without interactions in
+    ``target`` get their text neighbours' factors; the item-kNN lists are ``lists``, or
+    built on ``target``, when the blend weighs them. ``stage`` names its progress."""
+    params = shared.meta.als
+    scale = ConfidenceScale.fit(target, params.alpha, params.scaling)
+    confidences = scale(target)
+    if shared.large:
+        users, items = continue_als(
+            confidences, *start, params, REFIT_SWEEPS,
+            (lambda it: progress(stage, it, REFIT_SWEEPS)) if progress else None,
+        )  # fmt: skip
+    else:
+        # The last sweep solves items, then readers: their vectors are exact.
+        users, items = fit_als(
+            confidences, params,
+            (lambda it: progress(stage, it, params.iterations)) if progress else None,
+            iterations=params.iterations - 1,
+        )  # fmt: skip
+        users, items = continue_als(confidences, users, items, params, 1)
+    counts = np.bincount(positives(target).indices, minlength=target.shape[1])
+    cold = counts <= 0
+    if cold.any():
+        text = shared.text.vectors
+        items = items.copy()
+        items[cold] = neighbour_factors(text[cold], text[~cold], items[~cold])
+    uses_lists = shared.neighbours > 0
+    if uses_lists and lists is None:
+        lists = itemknn.build(target, shared.neighbours)
+    meta = msgspec.structs.replace(
+        shared.meta,
+        version=new_version(),
+        n_users=int(target.shape[0]),
+        n_items=int(target.shape[1]),
+        n_interactions=int(target.nnz),
+        train_seconds=time.perf_counter() - shared.started,
+        neighbours=shared.neighbours,
+    )
+    model = RecModel(
+        meta, list(shared.item_ids), items, counts.astype(np.float64), shared.text.features,
+        scale, lists if uses_lists else None,
+    )  # fmt: skip
+    return Refitted(model, users)
+
+
+def judged_model(
+    weights: sparse.csr_matrix,
+    judged: sparse.csr_matrix,
+    start: tuple[FloatArray, FloatArray],
+    shared: Refit,
+    lists: sparse.csr_matrix | None = None,
+    progress: Progress | None = None,
+) -> Refitted:
+    """The model the gate judges: everything but the ``judged`` cells, so that it
+    compares fairly with a current model that never saw them. Large data: its item-kNN
+    lists are the validation model's (``lists``: they never saw the judged cells, and
+    lack the validation ones: the judged model is, if anything, a little weaker than the
+    one published), as its ALS continues the validation model's (``start``): the whole
+    costs about one fit."""
+    own_lists = lists if shared.large else None
+    return refit(drop_cells(weights, judged), start, shared, "judge", own_lists, progress)
+
+
+def final_model(
+    weights: sparse.csr_matrix,
+    start: tuple[FloatArray, FloatArray],
+    shared: Refit,
+    progress: Progress | None = None,
+) -> Refitted:
+    """The model to publish: every interaction, the validation and judged cells
+    included (large data: the ALS of ``start``, the judged model's when there is one,
+    continued)."""
+    return refit(weights, start, shared, "refit", progress=progress)
+
+
+# --- the whole ----------------------------------------------------------------------
+
+
+StageArgs = ParamSpec("StageArgs")
+StageResult = TypeVar("StageResult")
+
+
+def timed(
+    seconds: dict[str, float],
+    stage: Callable[StageArgs, StageResult],
+    *args: StageArgs.args,
+    **kwargs: StageArgs.kwargs,
+) -> StageResult:
+    """``stage(*args, **kwargs)``, its seconds recorded in ``seconds`` under its name,
+    one of ``STAGES`` (the names ``GET /v1/admin/model`` shows, as ``learn.<name>``)."""
+    name = stage.__name__
+    if name not in STAGES:
+        raise ValueError(f"{name!r} is not a stage of learn (STAGES)")
+    begun = time.perf_counter()
+    result = stage(*args, **kwargs)
+    seconds[name] = round(time.perf_counter() - begun, 3)
+    return result
+
+
+def learned_choices(
+    validation: Validation,
+    trained: Trained,
+    text: ChosenText,
+    blend: BlendChoice,
+    search: SearchReport | None = None,
+) -> Choices:
+    """What the stages chose and measured, as the models record it. A search made now
+    records the text features chosen with it: retrainings reuse both (``search``, the
+    one reused, is recorded as it is)."""
+    searched = trained.search
+    if searched is not None:
+        searched = msgspec.structs.replace(searched, text=text.kind, text_ndcg=dict(text.ndcg))
+    return Choices(
+        text=text.kind,
+        text_ndcg=dict(text.ndcg),
+        blend_ndcg=blend.blend_ndcg,
+        cf_ndcg=blend.cf_ndcg,
+        cold_ndcg=blend.cold_ndcg,
+        tune_readers=int((np.diff(validation.warm.indptr) > 0).sum()),
+        tune_cold_papers=int(validation.cold_items.sum()),
+        search=searched or search,
+    )
+
+
+class Learned(NamedTuple):
+    judge_model: RecModel | None
+    """Trained on everything but the judged cells: the one the gate judges."""
+    model: RecModel
+    """Trained on everything: the one to publish."""
+    user_factors: FloatArray
+    """(n_users, k) readers' vectors under ``model`` (exact for its item factors)."""
+    fit_popularity: npt.NDArray[np.float64]
+    """Interactions each paper had in the validation model's training data."""
+    seconds: dict[str, float]
+    """Seconds spent in each stage, by its name (``STAGES``, in order; ``judged_model``
+    only with judged cells)."""
+    text: sparse.csr_matrix
+    """(n_items, terms) the papers' text vectors under the models' text features."""
+    affinity: Affinity | None = None
+    """The papers' authors and topics the follow signal was measured with (None: the
+    papers have no authors, the signal is not learned)."""
+
+
 def learn(
     weights: sparse.csr_matrix,
     item_ids: Sequence[str],
@@ -728,7 +1120,8 @@ def learn(
     authors: Sequence[Sequence[str]] | None = None,
 ) -> Learned:
     """Everything a model needs, learned on ``weights`` (n_users, n_items) float32 with
-    dismissals < 0, whose papers' texts are ``tokens`` (``content.tokenize``).
+    dismissals < 0, whose papers' texts are ``tokens`` (``content.tokenize``): the
+    stages (``STAGES``), in order, each timed.
 
     ``search_trials`` > 1 searches the ALS hyperparameters (starting from ``params``);
     otherwise ``params`` are used (``search`` records where they came from). ``judged``
@@ -739,211 +1132,58 @@ def learn(
     ``authors``: each paper's authors (as the catalog writes them), for the follow
     affinity (None, or no shared author: that signal is not learned)."""
     started = time.perf_counter()
-    laps: dict[str, float] = {}
-    mark = [started]
-
-    def lap(name: str) -> None:
-        now = time.perf_counter()
-        laps[name] = round(now - mark[0], 3)
-        mark[0] = now
-
+    seconds: dict[str, float] = {}
     weights = sparse.csr_matrix(weights, dtype=np.float32)
     # The text features are chosen with the search; retrainings fit the chosen kind.
-    reuse_text = search_trials <= 1 and search is not None
-    kinds: tuple[TextKind, ...] = (search.text,) if reuse_text and search else TEXT_KINDS
-    fitted = TextFeatures.fit_vectors(tokens, seed=seed, kinds=kinds)
-    features = {kind: f for kind, (f, _) in fitted.items()}
-    text = {kind: vectors for kind, (_, vectors) in fitted.items()}
+    reuse = search if search_trials <= 1 else None
+    texts = timed(seconds, fit_text, tokens, seed, reuse)
     if progress:
         progress("text", 1, 1)
-    lap("text")
-    validation = carve_validation(weights, seed, judged)
+    validation = timed(seconds, carve_validation, weights, seed, judged)
     # Large data: the later models continue this ALS, and the sweeps they take are
     # saved here, so that the whole costs about one fit. Small data: fresh fits.
     large = weights.nnz > FULL_REFIT_MAX_CELLS
-    stages = 2 if judged is not None and judged.nnz else 1
-    reserve = REFIT_SWEEPS * stages if large else 0
-    trained = train_validation_als(validation, params, search_trials, seed, progress, reserve)
-    lap("search" if trained.search else "als")
-    fit_counts = np.bincount(positives(validation.fit).indices, minlength=weights.shape[1])
-    fit_popularity = fit_counts.astype(np.float64)
-    choices = Choices(
-        search=trained.search or search,
-        tune_readers=int((np.diff(validation.warm.indptr) > 0).sum()),
-        tune_cold_papers=int(validation.cold_items.sum()),
+    refits = 2 if judged is not None and judged.nnz else 1
+    reserve = REFIT_SWEEPS * refits if large else 0
+    trained = timed(
+        seconds, validation_als, validation, params, search_trials, seed, progress, reserve
     )
-
-    def model_for(kind: TextKind, blend_params: BlendParams) -> RecModel:
-        meta = ModelMeta(
-            version=new_version(),
-            trained_at=time.time(),
-            als=trained.params,
-            blend=blend_params,
-            choices=choices,
-            format=MODEL_FORMAT,
-        )
-        return RecModel(
-            meta, list(item_ids), trained.items, fit_popularity, features[kind], trained.scale
-        )
-
-    # Text features: the content signal alone, warm and cold.
-    best_kind: TextKind = kinds[0]
-    best_score = -1.0
-    for kind in kinds if len(kinds) > 1 else ():
-        scores = []
-        for cells, candidates in (
-            (validation.warm, None),
-            (validation.cold, validation.cold_items),
-        ):
-            if cells.nnz:
-                sample = evaluate.sample_users(cells, CHOICE_READERS, seed)
-                scores.append(
-                    evaluate.ranking_metrics(
-                        evaluate.content_scorer(text[kind]),
-                        validation.fit,
-                        sample,
-                        K,
-                        candidates=candidates,
-                    ).ndcg
-                )
-        score = float(np.mean(scores)) if scores else 0.0
-        choices.text_ndcg[kind] = round(score, 5)
-        if score > best_score:
-            best_kind, best_score = kind, score
-    choices.text = best_kind
-    if trained.search is not None:
-        trained.search.text = best_kind
-        trained.search.text_ndcg = dict(choices.text_ndcg)
-    elif search is not None and reuse_text:
-        choices.text_ndcg = dict(search.text_ndcg)
+    text = timed(seconds, choose_text, texts, validation, seed, reuse)
     if progress:
         progress("content", 1, 1)
-    lap("text_choice")
-    # Item-kNN lists of the validation model's matrix: a signal the blend may weigh.
-    validation_lists = itemknn.build(validation.fit, neighbours) if neighbours > 0 else None
-    lap("itemknn")
-    # The papers' authors and topics: the follow affinity, a signal the blend may weigh.
-    affinity = papers_affinity(authors, text[best_kind], features[best_kind].vocabulary, seed)
-    lap("affinity")
-    # Blend.
-    content_only = BlendParams(collaborative=False, content=1.0)
-    view = column_view(model_for(best_kind, content_only), item_ids, text[best_kind])
-    warm_pools = collect_pools(
-        view, validation.fit, validation.warm, fit_popularity, neighbours=validation_lists,
-        affinity=affinity,
-    )  # fmt: skip
-    cold_pools = collect_pools(
-        view,
-        validation.fit,
-        validation.cold,
-        fit_popularity,
-        allowed=validation.cold_items,
-        readers=COLD_POOL_READERS,
-        neighbours=validation_lists,
-        affinity=affinity,
+    lists = timed(seconds, knn_lists, validation, neighbours)
+    affinity = timed(
+        seconds, papers_affinity, authors, text.vectors, text.features.vocabulary, seed
     )
-    if warm_pools is None:
-        start = PRIOR
-    elif blend_start is not None and blend_start.collaborative:
-        start = blend_start
-    else:
-        start = BlendParams()
-    if validation_lists is None:
-        start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
-    if affinity is None:
-        start = msgspec.structs.replace(start, follow=None)  # not measured: not learned
-    blend_params = fit_blend(warm_pools, cold_pools, start)
-    if validation_lists is not None and blend_params.itemknn == 0 and warm_pools is not None:
-        # Off: the feed will have no candidates by item-kNN either. The blend is learned
-        # again on the candidates it will rank (the cold pools have none by item-kNN:
-        # papers nobody read have no neighbours), exactly as without the signal.
-        warm_pools = collect_pools(
-            view, validation.fit, validation.warm, fit_popularity, affinity=affinity
-        )
-        start = msgspec.structs.replace(start, itemknn=0.0, itemknn_slope=0.0)
-        blend_params = fit_blend(warm_pools, cold_pools, start)
-    # The published models carry lists only when the blend weighs them.
-    uses_lists = blend_params.itemknn != 0 and neighbours > 0
-    if warm_pools is not None:
-        # Both on the same readers and candidates: what the blend adds to the
-        # collaborative signal alone (no extra ranking of every validation reader).
-        choices.blend_ndcg = round(pool_ndcg(warm_pools, blend_params), 5)
-        collaborative = BlendParams(median_history=blend_params.median_history)
-        choices.cf_ndcg = round(pool_ndcg(warm_pools, collaborative), 5)
-    if cold_pools is not None:
-        choices.cold_ndcg = {
-            "content": round(pool_ndcg(cold_pools, content_only), 5),
-            "blend": round(pool_ndcg(cold_pools, blend_params), 5),
-        }
+    blend = timed(
+        seconds, choose_blend, validation, trained, text, item_ids, lists, affinity, blend_start
+    )
     if progress:
         progress("blend", 1, 1)
-    lap("blend")
-    log.info(
-        "learned",
-        extra={"text": best_kind, "blend": msgspec.to_builtins(blend_params)},
+    log.info("learned", extra={"text": text.kind, "blend": msgspec.to_builtins(blend.params)})
+    meta = ModelMeta(
+        version=new_version(),
+        trained_at=time.time(),
+        als=trained.params,
+        blend=blend.params,
+        choices=learned_choices(validation, trained, text, blend, search),
+        format=MODEL_FORMAT,
     )
-    learned_meta = model_for(best_kind, blend_params).meta
-
-    # Models that learn from more: the judged one (everything but the judged cells, so
-    # the gate compares it fairly with a current model that never saw them) and the one
-    # to publish (everything).
-    def refit(
-        target: sparse.csr_matrix,
-        start: tuple[FloatArray, FloatArray],
-        stage: str,
-        lists: sparse.csr_matrix | None = None,
-    ) -> tuple[RecModel, FloatArray]:
-        params = trained.params
-        scale = ConfidenceScale.fit(target, params.alpha, params.scaling)
-        confidences = scale(target)
-        if large:
-            users, items = continue_als(
-                confidences, *start, params, REFIT_SWEEPS,
-                (lambda it: progress(stage, it, REFIT_SWEEPS)) if progress else None,
-            )  # fmt: skip
-        else:
-            # The last sweep solves items, then readers: their vectors are exact.
-            users, items = fit_als(
-                confidences, params,
-                (lambda it: progress(stage, it, params.iterations)) if progress else None,
-                iterations=params.iterations - 1,
-            )  # fmt: skip
-            users, items = continue_als(confidences, users, items, params, 1)
-        counts = np.bincount(positives(target).indices, minlength=target.shape[1])
-        cold = counts <= 0
-        if cold.any():
-            items = items.copy()
-            items[cold] = neighbour_factors(
-                text[best_kind][cold], text[best_kind][~cold], items[~cold]
-            )
-        if uses_lists and lists is None:
-            lists = itemknn.build(target, neighbours)
-        meta = msgspec.structs.replace(
-            learned_meta,
-            version=new_version(),
-            n_users=int(target.shape[0]),
-            n_items=int(target.shape[1]),
-            n_interactions=int(target.nnz),
-            train_seconds=time.perf_counter() - started,
-            neighbours=neighbours if uses_lists else 0,
-        )
-        model = RecModel(
-            meta, list(item_ids), items, counts.astype(np.float64), features[best_kind], scale,
-            lists if uses_lists else None,
-        )  # fmt: skip
-        return model, users
-
-    factors = (trained.users, trained.items)
-    judge_model = None
+    # The published models carry item-kNN lists only when the blend weighs them.
+    kept = neighbours if blend.params.itemknn != 0 else 0
+    shared = Refit(meta, item_ids, text, kept, large, started)
+    start = (trained.users, trained.items)
+    judge = None
     if judged is not None and judged.nnz:
-        # Large data: the judged model's lists are the validation model's (they never saw
-        # the judged cells, and lack the validation ones: the judged model is, if
-        # anything, a little weaker than the one published), as its ALS continues the
-        # validation model's: the whole costs about one fit.
-        judge_lists = validation_lists if large else None
-        judge_model, judge_users = refit(drop_cells(weights, judged), factors, "judge", judge_lists)
-        lap("judge_model")
-        factors = (judge_users, judge_model.item_factors)
-    final, users = refit(weights, factors, "refit")
-    lap("final_model")
-    return Learned(judge_model, final, users, fit_popularity, laps, text[best_kind], affinity)
+        judge = timed(seconds, judged_model, weights, judged, start, shared, lists, progress)
+        start = (judge.users, judge.model.item_factors)
+    final = timed(seconds, final_model, weights, start, shared, progress)
+    return Learned(
+        judge.model if judge is not None else None,
+        final.model,
+        final.users,
+        validation.popularity,
+        seconds,
+        text.vectors,
+        affinity,
+    )

@@ -138,7 +138,8 @@ class Decision(msgspec.Struct, kw_only=True):
     interactions: int = 0
     seconds: float = 0.0
     stages: dict[str, float] = msgspec.field(default_factory=dict)
-    """Seconds spent in each stage (read, learn, gate, publish)."""
+    """Seconds spent in each stage (read, prepare, learn, gate, publish), and within
+    learn in each of its own (``learn.<name>``, the names of ``learn.STAGES``)."""
     searched: bool = False
     """Whether this run searched the ALS hyperparameters."""
     choices: Choices | None = None
