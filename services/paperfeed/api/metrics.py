@@ -66,11 +66,13 @@ GATE_REFUSALS = Gauge(
 GATE_DECISIONS_READ = 20
 TRAINING_SECONDS = Gauge(
     "paperfeed_model_training_seconds",
-    "Seconds the last training run spent in each stage (read, prepare, learn, gate, publish)",
+    "Seconds the last training run spent in each stage (read, prepare, learn, gate, publish;"
+    " learn's own stages as learn.<stage>, docs/recommender.md)",
     ["stage"],
     multiprocess_mode=SHARED,
 )
 TRAINING_STAGES = ("read", "prepare", "learn", "gate", "publish")
+_stages_seen: set[str] = set()
 GATE_AT = Gauge(
     "paperfeed_model_gate_decision_timestamp_seconds",
     "When the last gate decision was made",
@@ -186,7 +188,10 @@ def observe_model(holder: ModelHolder) -> None:
 def mirror_decision(decision: dict[str, Any]) -> None:
     GATE_PUBLISHED.set(1.0 if decision.get("published") else 0.0)
     stages = decision.get("stages") or {}
-    for stage in {*TRAINING_STAGES, *stages}:
+    # A stage the newest run skipped (learn.judged_model without judged cells) reads 0,
+    # not the seconds of the run that had it.
+    _stages_seen.update(stages)
+    for stage in {*TRAINING_STAGES, *_stages_seen}:
         TRAINING_SECONDS.labels(stage=stage).set(float(stages.get(stage, 0.0)))
     GATE_AT.set(float(decision.get("at", 0.0)))
     for name, values in (decision.get("metrics") or {}).items():
@@ -200,7 +205,7 @@ def mirror_decisions(decisions: list[dict[str, Any]]) -> None:
         # Values set are what other processes' scrapes see (an unset one is absent).
         GATE_REFUSALS.set(0.0)
         GATE_PUBLISHED.set(0.0)
-        for stage in TRAINING_STAGES:
+        for stage in {*TRAINING_STAGES, *_stages_seen}:
             TRAINING_SECONDS.labels(stage=stage).set(0.0)
         return
     mirror_decision(gate[0])
