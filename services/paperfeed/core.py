@@ -6,7 +6,7 @@ import time
 
 from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
-from paperfeed.digest.service import Digests
+from paperfeed.digest.service import Digests, RunReport
 from paperfeed.events import Ingestor
 from paperfeed.follows import FollowService
 from paperfeed.pairing import Pairing
@@ -16,6 +16,7 @@ from paperfeed.recsys.serving import ModelHolder, Offload
 from paperfeed.settings import Settings
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
+from paperfeed.store.lease import Lease
 from paperfeed.trending import Trending
 from paperfeed.users import Users
 
@@ -85,6 +86,26 @@ async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
         return silent + await core.users.forget_inactive(days)
     finally:
         await core.close()
+
+
+class DigestsBusy(RuntimeError):
+    """Another process holds the digest lock."""
+
+
+async def run_digests(settings: Settings, dry_run: bool = False) -> RunReport:
+    """One run over every subscriber, under the digest lock (never two runs at once): the
+    worker's ``digests`` job and ``paperfeed digest``."""
+    with Lease(settings, keys.DIGEST_LOCK, settings.lock_ttl_s) as lease:
+        if not dry_run and not lease.acquire():
+            raise DigestsBusy("another process is sending digests (pf:digest:lock)")
+        core = Core.connect(settings)
+        try:
+            await core.holder.refresh()  # the feed's model, as the api serves it
+            return await core.digests.run(
+                dry_run=dry_run, show=lambda text: print(text, flush=True)
+            )
+        finally:
+            await core.close()
 
 
 async def finish_erasures(settings: Settings, now: float | None = None) -> str:

@@ -383,7 +383,7 @@ class Worker:
         return now - await self.state("digests:last_run") >= self.settings.digest_check_s
 
     async def digests(self) -> str:
-        from paperfeed.digest.cli import DigestsBusy, run_digests
+        from paperfeed.core import DigestsBusy, run_digests
 
         try:
             report = await run_digests(self.settings)
