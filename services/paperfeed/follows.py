@@ -27,10 +27,10 @@ import numpy as np
 from msgspec import UNSET, Meta, UnsetType
 
 from paperfeed.errors import InvalidInput, NotFound, Unauthorized
+from paperfeed.offload import Offload
 from paperfeed.recsys.authors import MAX_NAME, AuthorName, author_name, fold
 from paperfeed.recsys.index import CatalogIndex
 from paperfeed.recsys.ranker import IntArray
-from paperfeed.recsys.serving import Offload
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
