@@ -261,9 +261,9 @@ def parser() -> argparse.ArgumentParser:
         "forget-inactive", help="erase installs inactive for PAPERFEED_FORGET_INACTIVE_DAYS"
     )
     forget.add_argument("--dry-run", action="store_true", help="count them, erase nothing")
-    from paperfeed.recsys import cli as recsys_cli
+    from paperfeed.training import cli as training_cli
 
-    recsys_cli.add_commands(sub, COMMANDS)
+    training_cli.add_commands(sub, COMMANDS)
     digest = sub.add_parser("digest", help="send every due e-mail digest now")
     digest.add_argument("--dry-run", action="store_true", help="print them, send nothing")
     from paperfeed import worker

@@ -11,9 +11,9 @@ from paperfeed.events import Ingestor
 from paperfeed.follows import FollowService
 from paperfeed.offload import Offload
 from paperfeed.pairing import Pairing
-from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
-from paperfeed.recsys.serving import ModelHolder
+from paperfeed.serving.feed import FeedService
+from paperfeed.serving.holder import ModelHolder
 from paperfeed.settings import Settings
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient

@@ -9,7 +9,7 @@ them, names at most ``MAX_NAME`` characters. Every change counts in the reader's
 profile (``follows``), which the cached feed's stamp carries: the next feed is ranked
 with the change.
 
-The feed (``recsys.feed``) takes the followed authors' and topics' papers of the last
+The feed (``serving.feed``) takes the followed authors' and topics' papers of the last
 days (``followed_papers``) as candidates, lifts them, and says why: "new from
 <author>", "new in <topic>". The digest and the extension's badge count them.
 """

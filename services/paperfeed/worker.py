@@ -46,7 +46,6 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.logs import json_wanted
 from paperfeed.recsys import artifact
-from paperfeed.recsys.cli import TRAINER_BUSY
 from paperfeed.recsys.index import CatalogIndex
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.repository import ModelRepository
@@ -54,6 +53,7 @@ from paperfeed.runtime import redis_for
 from paperfeed.settings import Settings, settings_env
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
+from paperfeed.training.cli import TRAINER_BUSY
 
 if TYPE_CHECKING:
     from paperfeed.catalog.sources import SourceResult
@@ -429,7 +429,7 @@ async def finish_erasures(settings: Settings, now: float | None = None) -> str:
     """The worker's ``repairs`` job: finish every erasure and every link left unfinished,
     and take erased readers out of the trainer's cache of training data."""
     from paperfeed.core import Core
-    from paperfeed.recsys.data import CACHE_FILE, deployment_id, forget_cached_readers
+    from paperfeed.training.data import CACHE_FILE, deployment_id, forget_cached_readers
 
     now = time.time() if now is None else now
     core = Core.connect(settings)
