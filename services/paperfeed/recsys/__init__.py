@@ -15,6 +15,6 @@ The recommender lives in three packages (docs/recommender.md, "Two rooms"):
   ``search``), the model repository in Redis (``repository``) and the serving artifact
   the worker builds and the api processes load (``artifact``).
 
-``recsys`` imports neither ``serving`` nor ``training``, and ``serving`` does not import
-``training``.
+``recsys`` imports neither ``serving`` nor ``training``, and neither room imports the
+other (the import contracts of ``make lint``, ``[tool.importlinter]`` in pyproject.toml).
 """
