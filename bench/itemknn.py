@@ -35,10 +35,11 @@ from scipy import sparse
 
 from bench.recommender import TOPICS, bare_fit_seconds
 from paperfeed.events import SAVED, UPVOTED, confidence
-from paperfeed.recsys import feed, itemknn
+from paperfeed.recsys import itemknn
 from paperfeed.recsys.index import POOL
 from paperfeed.recsys.matrix import build_matrix
 from paperfeed.recsys.model import AlsParams
+from paperfeed.serving import feed
 
 
 def bench_matrix(users: int, papers: int, per_user: int, seed: int = 0) -> sparse.csr_matrix:

@@ -3,7 +3,7 @@
 Against a Redis holding the recommender bench's data (``python -m bench.recommender``'s
 loader and a published model; ``--load`` loads and trains first), this builds the
 catalog index as an api process does, then ranks ``--readers`` readers: each stage of
-the reference pipeline (``recsys.feed``, numpy and scipy) timed alone, then the
+the reference pipeline (``serving.feed``, numpy and scipy) timed alone, then the
 compiled one (``recsys.kernels``) on the same readers, and checks that both return the
 same papers in the same order with the same scores.
 
@@ -24,8 +24,8 @@ from scipy import sparse
 
 from paperfeed.core import Core
 from paperfeed.events import decode_user_paper
-from paperfeed.recsys import feed
 from paperfeed.recsys.index import CatalogIndex, TrendSnapshot
+from paperfeed.serving import feed
 from paperfeed.settings import load_settings
 from paperfeed.store import keys
 

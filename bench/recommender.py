@@ -41,9 +41,9 @@ from paperfeed.core import Core
 from paperfeed.events import SAVED, UPVOTED, confidence
 from paperfeed.recsys.matrix import ConfidenceScale, build_matrix
 from paperfeed.recsys.model import AlsParams, fit_als
-from paperfeed.recsys.train import train_and_publish
 from paperfeed.settings import load_settings
 from paperfeed.store import keys
+from paperfeed.training.train import train_and_publish
 
 WORDS_PER_TOPIC = 40
 OPEN_LOOP_SHARE = 0.5
@@ -391,7 +391,7 @@ def across_boundary(
 def arrays_bytes(redis_url: str) -> dict[str, float]:
     """Memory the in-process ranking arrays take (the catalog index and its model), as
     one api process builds them."""
-    from paperfeed.recsys.serving import ModelHolder
+    from paperfeed.serving.holder import ModelHolder
 
     async def measure() -> dict[str, float]:
         core = Core.connect(load_settings({}, redis_url=redis_url))

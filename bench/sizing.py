@@ -35,9 +35,9 @@ from bench.common import redis_server
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
 from paperfeed.events import Event
-from paperfeed.recsys.train import train_and_publish
 from paperfeed.settings import load_settings
 from paperfeed.store import keys
+from paperfeed.training.train import train_and_publish
 
 WORDS = [
     *("graph", "language", "model", "diffusion", "retrieval", "agent", "vision"),

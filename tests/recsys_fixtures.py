@@ -17,8 +17,8 @@ import pytest
 from paperfeed.catalog.importers import PaperRecord, paper_from_record
 from paperfeed.core import Core
 from paperfeed.events import Event
-from paperfeed.recsys.train import train_and_publish
 from paperfeed.settings import Settings
+from paperfeed.training.train import train_and_publish
 from tests.conftest import LiveServer, live_server, make_settings
 from tests.personas import event, history, papers
 

@@ -21,11 +21,11 @@ import redis
 from paperfeed.catalog.importers import PaperRecord, paper_from_record
 from paperfeed.core import Core
 from paperfeed.recsys import artifact
-from paperfeed.recsys.feed import decode_cached
 from paperfeed.recsys.index import CatalogIndex, build_index
 from paperfeed.recsys.search import find
-from paperfeed.recsys.train import train_and_publish
+from paperfeed.serving.feed import decode_cached
 from paperfeed.store import keys
+from paperfeed.training.train import train_and_publish
 from tests.conftest import (
     ADMIN_TOKEN,
     admin_headers,

@@ -29,7 +29,7 @@ import redis
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
 from paperfeed.digest import compose
-from paperfeed.recsys.feed import FeedItem
+from paperfeed.serving.feed import FeedItem
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from tests.conftest import (

@@ -14,9 +14,10 @@ import httpx
 import pytest
 import redis
 
-from paperfeed.core import Core, finish_erasures
-from paperfeed.recsys.data import deployment_id, load_cache, read_interactions
+from paperfeed.core import Core
 from paperfeed.store import keys
+from paperfeed.training.data import deployment_id, load_cache, read_interactions
+from paperfeed.worker import finish_erasures
 from tests.conftest import LiveServer, admin_headers, live_server, make_settings, register
 from tests.personas import event
 

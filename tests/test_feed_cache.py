@@ -17,12 +17,12 @@ import redis
 
 from paperfeed.core import Core
 from paperfeed.events import Event
-from paperfeed.recsys import learn
 from paperfeed.recsys.content import FloatArray
-from paperfeed.recsys.feed import fold_in, rank_stored, reader_of
 from paperfeed.recsys.repository import decode_vector
-from paperfeed.recsys.train import train_and_publish
+from paperfeed.serving.feed import fold_in, rank_stored, reader_of
 from paperfeed.store import keys
+from paperfeed.training import learn
+from paperfeed.training.train import train_and_publish
 from tests.conftest import LiveServer, admin_headers, live_server, live_servers, register
 from tests.personas import event, paper_id
 from tests.recsys_fixtures import feed, train_settings

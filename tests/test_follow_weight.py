@@ -24,7 +24,7 @@ from paperfeed.catalog.importers import PaperRecord, paper_from_record
 from paperfeed.core import Core
 from paperfeed.events import SAVED, Event
 from paperfeed.follows import StoredFollows, followed_papers
-from paperfeed.recsys import affinity, feed, learn
+from paperfeed.recsys import affinity
 from paperfeed.recsys.authors import author_name
 from paperfeed.recsys.content import Tokens, tokenize
 from paperfeed.recsys.index import (
@@ -36,8 +36,10 @@ from paperfeed.recsys.index import (
 )
 from paperfeed.recsys.model import AlsParams, RecModel
 from paperfeed.recsys.repository import ModelRepository
-from paperfeed.recsys.train import train_and_publish
+from paperfeed.serving import feed
 from paperfeed.store import keys
+from paperfeed.training import learn
+from paperfeed.training.train import train_and_publish
 from tests.conftest import live_server
 from tests.personas import event
 from tests.recsys_fixtures import train_settings

@@ -258,7 +258,7 @@ def test_a_followed_authors_new_paper_is_owed_the_first_page_until_shown() -> No
     above the tenth best of the others; shown once, it competes as they do; a followed
     topic's paper is not raised (topics bring many)."""
     from paperfeed.follows import Followed
-    from paperfeed.recsys.feed import FOLLOW_PAGE, first_page_for_followed_authors
+    from paperfeed.serving.feed import FOLLOW_PAGE, first_page_for_followed_authors
 
     positions = np.arange(100, 140, dtype=np.int64)
     final = np.linspace(5.0, -3.0, 40).astype(np.float32)

@@ -19,9 +19,10 @@ import pytest
 import redis
 
 from paperfeed.core import Core
-from paperfeed.recsys import evaluate, learn
 from paperfeed.recsys.ranker import BlendParams
-from paperfeed.recsys.train import (
+from paperfeed.store import keys
+from paperfeed.training import evaluate, learn
+from paperfeed.training.train import (
     GATE_GROWTH,
     GATE_MIN_INFORMATIVE,
     GATE_MIN_READERS,
@@ -29,7 +30,6 @@ from paperfeed.recsys.train import (
     gate,
     train_and_publish,
 )
-from paperfeed.store import keys
 from tests.conftest import LiveServer, admin_headers, live_server, register
 from tests.recsys_fixtures import MANY_TOPICS, many_events, many_papers, train_settings
 from tests.test_recommender import WorkerProcess, wait_for

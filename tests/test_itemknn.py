@@ -13,12 +13,14 @@ import pytest
 from scipy import sparse
 
 from paperfeed.core import Core
-from paperfeed.recsys import feed, itemknn, learn
+from paperfeed.recsys import itemknn
 from paperfeed.recsys.index import build_index, trend_snapshot
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import BlendParams
 from paperfeed.recsys.repository import ModelRepository
+from paperfeed.serving import feed
 from paperfeed.store import keys
+from paperfeed.training import learn
 from tests.test_kernels import NOW, model_and_index, records_of, synthetic
 from tests.test_recsys_units import SMALL, noise_pools, persona_data
 

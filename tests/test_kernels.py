@@ -23,7 +23,7 @@ import pytest
 from scipy import sparse
 
 from paperfeed.events import DISMISSED, SAVED, UPVOTED, decode_user_paper
-from paperfeed.recsys import feed, itemknn, kernels
+from paperfeed.recsys import itemknn, kernels
 from paperfeed.recsys.content import TextFeatures, tokenize
 from paperfeed.recsys.index import (
     HOT_TODAY,
@@ -36,6 +36,7 @@ from paperfeed.recsys.index import (
 from paperfeed.recsys.matrix import ConfidenceScale, build_matrix
 from paperfeed.recsys.model import AlsParams, ModelMeta, RecModel, fit_als
 from paperfeed.recsys.ranker import BlendParams
+from paperfeed.serving import feed
 
 SAMPLE = Path(__file__).parent / "fixtures" / "citeulike-t-sample"
 NOW = 1_800_000_000.0

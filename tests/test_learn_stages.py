@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from paperfeed.recsys import itemknn, learn
+from paperfeed.recsys import itemknn
 from paperfeed.recsys.affinity import Affinity
 from paperfeed.recsys.content import TEXT_KINDS, Tokens, tokenize
 from paperfeed.recsys.matrix import drop_cells, positives
 from paperfeed.recsys.model import ModelMeta, SearchReport
+from paperfeed.training import learn
 from tests.test_follow_weight import authored
 from tests.test_recsys_units import SMALL, persona_data
 

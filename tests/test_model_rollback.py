@@ -13,8 +13,8 @@ import redis
 from paperfeed.catalog.importers import PaperRecord, paper_from_record
 from paperfeed.core import Core
 from paperfeed.events import Event
-from paperfeed.recsys.train import train_and_publish
 from paperfeed.store import keys
+from paperfeed.training.train import train_and_publish
 from tests.conftest import admin_headers, live_server
 from tests.personas import event, paper_id, papers
 from tests.recsys_fixtures import train_settings

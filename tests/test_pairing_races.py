@@ -15,8 +15,9 @@ import httpx
 import pytest
 import redis
 
-from paperfeed.core import Core, finish_erasures
+from paperfeed.core import Core
 from paperfeed.store import keys
+from paperfeed.worker import finish_erasures
 from tests.conftest import LiveServer, admin_headers, live_server, make_settings, register
 from tests.personas import event
 from tests.test_erasure import core_of, fail_once

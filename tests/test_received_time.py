@@ -23,8 +23,8 @@ from paperfeed.events import (
     footprint_bound,
     resolved_records,
 )
-from paperfeed.recsys.data import Interactions, read_interactions
 from paperfeed.store import keys
+from paperfeed.training.data import Interactions, read_interactions
 from tests.conftest import admin_headers, make_settings, register
 from tests.personas import event
 from tests.test_footprint import PER_REQUEST, bounded, hostile

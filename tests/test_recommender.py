@@ -23,10 +23,10 @@ import redis
 from paperfeed.catalog.importers import PaperRecord, paper_from_record
 from paperfeed.core import Core
 from paperfeed.events import Event
-from paperfeed.recsys import learn
 from paperfeed.recsys.ranker import BlendParams
-from paperfeed.recsys.train import GATE_MIN_READERS, train_and_publish
 from paperfeed.store import keys
+from paperfeed.training import learn
+from paperfeed.training.train import GATE_MIN_READERS, train_and_publish
 from tests.conftest import (
     LiveServer,
     admin_headers,

@@ -15,7 +15,6 @@ import numpy.typing as npt
 import pytest
 from scipy import sparse
 
-from paperfeed.recsys import evaluate, learn
 from paperfeed.recsys.content import (
     TextFeatures,
     neighbour_factors,
@@ -29,6 +28,7 @@ from paperfeed.recsys.content import (
 from paperfeed.recsys.matrix import ConfidenceScale, confidence
 from paperfeed.recsys.model import AlsParams, RecModel, continue_als, fit_als, new_als
 from paperfeed.recsys.ranker import BlendParams, blend
+from paperfeed.training import evaluate, learn
 from tests.conftest import paperfeed_cli
 from tests.personas import papers
 
@@ -492,7 +492,7 @@ def test_cached_feeds_go_stale_spread_over_the_trending_window_not_all_at_once()
     boundary of the common clock makes only the readers whose own boundary falls there
     stale (a share proportional to the time crossed), and each reader's epoch still
     moves exactly once every ``trend_s``."""
-    from paperfeed.recsys.feed import reader_epoch
+    from paperfeed.serving.feed import reader_epoch
 
     trend_s, boundary = 600.0, 600.0 * 2_000_000
     readers = [f"reader-{n}" for n in range(5_000)]

@@ -25,8 +25,8 @@ import pytest
 import redis
 
 from paperfeed.core import Core
-from paperfeed.recsys.train import train_and_publish
 from paperfeed.store import embedded, keys
+from paperfeed.training.train import train_and_publish
 from tests.conftest import (
     ADMIN_TOKEN,
     LiveServer,

@@ -25,8 +25,8 @@ from paperfeed.catalog.importers import parse_page
 from paperfeed.catalog.papers import slugify
 from paperfeed.catalog.sync import CatalogSync, SourceResult, retry_after_s, run_sync
 from paperfeed.core import Core
-from paperfeed.recsys.data import read_interactions
 from paperfeed.store import keys
+from paperfeed.training.data import read_interactions
 from tests.conftest import (
     FIXTURES,
     live_server,

@@ -14,8 +14,8 @@ import redis
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
 from paperfeed.events import Event
-from paperfeed.recsys.data import CACHE_FILE, Interactions, read_interactions
 from paperfeed.store import keys
+from paperfeed.training.data import CACHE_FILE, Interactions, read_interactions
 from tests.personas import event
 from tests.recsys_fixtures import many_events, many_id, populate_many
 
@@ -47,7 +47,7 @@ async def test_the_cached_read_equals_a_full_read_after_changes(
     await core.catalog.upsert([Paper(id="2412.00001", title="A new paper")], time.time())
     await core.ingestor.ingest(users[12], [Event(**event("2412.00001", "save"))])
     r.hdel(keys.PAPERS, many_id(0, 0))
-    with caplog.at_level(logging.INFO, logger="paperfeed.recsys.data"):
+    with caplog.at_level(logging.INFO, logger="paperfeed.training.data"):
         again = await read_interactions(core.redis, cache_dir=tmp_path)
     read = next(rec for rec in caplog.records if rec.getMessage() == "training data read")
     # Only the readers active since were read again.

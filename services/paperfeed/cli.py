@@ -216,12 +216,27 @@ def cmd_forget_inactive(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
+    """``paperfeed digest``: send every due digest now (``--dry-run``: print them)."""
+    from paperfeed.core import run_digests
+
+    if not settings.smtp_host and not args.dry_run:
+        # Not an error: a scheduled run on a service without e-mail has nothing to do.
+        print("paperfeed: digests are off (PAPERFEED_SMTP_HOST is not set)", file=sys.stderr)
+        return 0
+    with redis_for(settings) as ready:
+        report = asyncio.run(run_digests(ready, dry_run=args.dry_run))
+    print(msgspec.json.encode(report).decode())
+    return 1 if report.failed else 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "run": cmd_run,
     "import": cmd_import,
     "settings": cmd_settings,
     "forget-inactive": cmd_forget_inactive,
+    "digest": cmd_digest,
 }
 
 
@@ -246,12 +261,11 @@ def parser() -> argparse.ArgumentParser:
         "forget-inactive", help="erase installs inactive for PAPERFEED_FORGET_INACTIVE_DAYS"
     )
     forget.add_argument("--dry-run", action="store_true", help="count them, erase nothing")
-    from paperfeed.recsys import cli as recsys_cli
+    from paperfeed.training import cli as training_cli
 
-    recsys_cli.add_commands(sub, COMMANDS)
-    from paperfeed.digest import cli as digest_cli
-
-    digest_cli.add_commands(sub, COMMANDS)
+    training_cli.add_commands(sub, COMMANDS)
+    digest = sub.add_parser("digest", help="send every due e-mail digest now")
+    digest.add_argument("--dry-run", action="store_true", help="print them, send nothing")
     from paperfeed import worker
 
     worker.add_commands(sub, COMMANDS)

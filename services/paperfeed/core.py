@@ -6,16 +6,18 @@ import time
 
 from paperfeed.catalog import importers
 from paperfeed.catalog.repository import Catalog, ImportResult
-from paperfeed.digest.service import Digests
+from paperfeed.digest.service import Digests, RunReport
 from paperfeed.events import Ingestor
 from paperfeed.follows import FollowService
+from paperfeed.offload import Offload
 from paperfeed.pairing import Pairing
-from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.repository import ModelRepository
-from paperfeed.recsys.serving import ModelHolder, Offload
+from paperfeed.serving.feed import FeedService
+from paperfeed.serving.holder import ModelHolder
 from paperfeed.settings import Settings
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
+from paperfeed.store.lease import Lease
 from paperfeed.trending import Trending
 from paperfeed.users import Users
 
@@ -87,43 +89,21 @@ async def forget_inactive(settings: Settings, dry_run: bool = False) -> int:
         await core.close()
 
 
-async def finish_erasures(settings: Settings, now: float | None = None) -> str:
-    """The worker's ``repairs`` job: finish every erasure and every link left unfinished,
-    and take erased readers out of the trainer's cache of training data."""
-    from paperfeed.recsys.data import CACHE_FILE, deployment_id, forget_cached_readers
+class DigestsBusy(RuntimeError):
+    """Another process holds the digest lock."""
 
-    now = time.time() if now is None else now
-    core = Core.connect(settings)
-    try:
-        finished = await core.users.finish_erasures(now=now)
-        linked = await core.pairing.finish_links(now=now)
-        scored = await core.redis.zrange(keys.ERASED, 0, -1, withscores=True)
-        erased = [(str(user), float(at)) for user, at in scored]  # type: ignore[str-unpack]
-        if not erased:
-            return f"finished {finished} erasures, {linked} links"
-        cache_dir = settings.data_path / "trainer"
-        last = float(await core.redis.hget(keys.WORKER_STATE, "erasures:cache_pass") or 0)
+
+async def run_digests(settings: Settings, dry_run: bool = False) -> RunReport:
+    """One run over every subscriber, under the digest lock (never two runs at once): the
+    worker's ``digests`` job and ``paperfeed digest``."""
+    with Lease(settings, keys.DIGEST_LOCK, settings.lock_ttl_s) as lease:
+        if not dry_run and not lease.acquire():
+            raise DigestsBusy("another process is sending digests (pf:digest:lock)")
+        core = Core.connect(settings)
         try:
-            written = (cache_dir / CACHE_FILE).stat().st_mtime
-        except OSError:
-            written = 0.0
-        # The cache is read (it can be large) only when a reader was erased, or a
-        # training wrote it (perhaps with readers it read before their erasure), since
-        # the last pass.
-        if max(at for _, at in erased) < last and written < last:
-            return f"finished {finished} erasures, {linked} links"
-        gone = {user for user, _ in erased}
-        read_at = forget_cached_readers(cache_dir, await deployment_id(core.redis), gone)
-        await core.redis.hset(keys.WORKER_STATE, "erasures:cache_pass", f"{now:.3f}")
-        # A cache read after an erasure never held that reader (erased readers are no
-        # longer listed): those are done with. The others stay until then, in case a
-        # training that read them before their erasure writes its cache.
-        done = [user for user, at in erased if read_at is None or at < read_at]
-        if done:
-            await core.redis.zrem(keys.ERASED, *done)
-        return (
-            f"finished {finished} erasures, {linked} links; "
-            f"{len(gone)} erased readers out of the cache"
-        )
-    finally:
-        await core.close()
+            await core.holder.refresh()  # the feed's model, as the api serves it
+            return await core.digests.run(
+                dry_run=dry_run, show=lambda text: print(text, flush=True)
+            )
+        finally:
+            await core.close()

@@ -436,7 +436,7 @@ FOLLOWS_BYTES = 100 * (2 + 16 + 200 * 4 + 80)
 """The most a reader's follows take (``paperfeed.follows``: ``FOLLOWS_CAP`` fields of a
 hashed name or a topic id, each a name of up to 200 characters of 4 bytes)."""
 CANDIDATE_TABLE_BYTES = 30_720
-"""The most a reader's cached feed's candidate table takes (``recsys.feed.Table``: 21
+"""The most a reader's cached feed's candidate table takes (``serving.feed.Table``: 21
 bytes a candidate, at most 1,400 candidates (trending 400, the newest 200, by vector,
 text and item-kNN 600, the follows' 200), with the key; a test holds the feed to it)."""
 

@@ -9,7 +9,7 @@ them, names at most ``MAX_NAME`` characters. Every change counts in the reader's
 profile (``follows``), which the cached feed's stamp carries: the next feed is ranked
 with the change.
 
-The feed (``recsys.feed``) takes the followed authors' and topics' papers of the last
+The feed (``serving.feed``) takes the followed authors' and topics' papers of the last
 days (``followed_papers``) as candidates, lifts them, and says why: "new from
 <author>", "new in <topic>". The digest and the extension's badge count them.
 """
@@ -27,10 +27,10 @@ import numpy as np
 from msgspec import UNSET, Meta, UnsetType
 
 from paperfeed.errors import InvalidInput, NotFound, Unauthorized
+from paperfeed.offload import Offload
 from paperfeed.recsys.authors import MAX_NAME, AuthorName, author_name, fold
 from paperfeed.recsys.index import CatalogIndex
 from paperfeed.recsys.ranker import IntArray
-from paperfeed.recsys.serving import Offload
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua

@@ -7,7 +7,7 @@ current) with one ``HMGET`` of the listed papers and of the ids merged into them
 record kept under an id since merged counts for the paper it became, as in the library).
 
 The personal feed carries no state: it never lists a paper the reader opened, upvoted,
-saved, shared or dismissed (``Reader.hidden``, left out of ``recsys.feed.candidates``),
+saved, shared or dismissed (``Reader.hidden``, left out of ``serving.feed.candidates``),
 and a cached feed is ranked again after each of the reader's events, so every feed
 paper's state would be "none".
 """

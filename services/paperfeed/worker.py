@@ -46,7 +46,6 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.logs import json_wanted
 from paperfeed.recsys import artifact
-from paperfeed.recsys.cli import TRAINER_BUSY
 from paperfeed.recsys.index import CatalogIndex
 from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.repository import ModelRepository
@@ -54,6 +53,7 @@ from paperfeed.runtime import redis_for
 from paperfeed.settings import Settings, settings_env
 from paperfeed.store import client, keys
 from paperfeed.store.client import RedisClient
+from paperfeed.training.cli import TRAINER_BUSY
 
 if TYPE_CHECKING:
     from paperfeed.catalog.sources import SourceResult
@@ -383,7 +383,7 @@ class Worker:
         return now - await self.state("digests:last_run") >= self.settings.digest_check_s
 
     async def digests(self) -> str:
-        from paperfeed.digest.cli import DigestsBusy, run_digests
+        from paperfeed.core import DigestsBusy, run_digests
 
         try:
             report = await run_digests(self.settings)
@@ -406,8 +406,6 @@ class Worker:
         return now - await self.state("repairs:last_run") >= REPAIRS_EVERY_S
 
     async def repairs(self) -> str:
-        from paperfeed.core import finish_erasures
-
         return await finish_erasures(self.settings)
 
     async def sync_due(self, now: float) -> bool:
@@ -425,6 +423,49 @@ class Worker:
         except SyncBusy:
             return "another process is syncing the catalog; skipped"
         return "; ".join(sync_summary(r) for r in results)
+
+
+async def finish_erasures(settings: Settings, now: float | None = None) -> str:
+    """The worker's ``repairs`` job: finish every erasure and every link left unfinished,
+    and take erased readers out of the trainer's cache of training data."""
+    from paperfeed.core import Core
+    from paperfeed.training.data import CACHE_FILE, deployment_id, forget_cached_readers
+
+    now = time.time() if now is None else now
+    core = Core.connect(settings)
+    try:
+        finished = await core.users.finish_erasures(now=now)
+        linked = await core.pairing.finish_links(now=now)
+        scored = await core.redis.zrange(keys.ERASED, 0, -1, withscores=True)
+        erased = [(str(user), float(at)) for user, at in scored]  # type: ignore[str-unpack]
+        if not erased:
+            return f"finished {finished} erasures, {linked} links"
+        cache_dir = settings.data_path / "trainer"
+        last = float(await core.redis.hget(keys.WORKER_STATE, "erasures:cache_pass") or 0)
+        try:
+            written = (cache_dir / CACHE_FILE).stat().st_mtime
+        except OSError:
+            written = 0.0
+        # The cache is read (it can be large) only when a reader was erased, or a
+        # training wrote it (perhaps with readers it read before their erasure), since
+        # the last pass.
+        if max(at for _, at in erased) < last and written < last:
+            return f"finished {finished} erasures, {linked} links"
+        gone = {user for user, _ in erased}
+        read_at = forget_cached_readers(cache_dir, await deployment_id(core.redis), gone)
+        await core.redis.hset(keys.WORKER_STATE, "erasures:cache_pass", f"{now:.3f}")
+        # A cache read after an erasure never held that reader (erased readers are no
+        # longer listed): those are done with. The others stay until then, in case a
+        # training that read them before their erasure writes its cache.
+        done = [user for user, at in erased if read_at is None or at < read_at]
+        if done:
+            await core.redis.zrem(keys.ERASED, *done)
+        return (
+            f"finished {finished} erasures, {linked} links; "
+            f"{len(gone)} erased readers out of the cache"
+        )
+    finally:
+        await core.close()
 
 
 def sync_summary(result: SourceResult) -> str:

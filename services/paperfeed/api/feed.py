@@ -14,7 +14,7 @@ from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Limit
 from paperfeed.core import Core
 from paperfeed.errors import Unauthorized
-from paperfeed.recsys.feed import Feed, FeedItem
+from paperfeed.serving.feed import Feed, FeedItem
 
 FEED_DEPTH = 400
 """How far a reader may page into their feed (``cursor`` + ``limit``): past the papers

@@ -14,7 +14,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.catalog.sync import read_state
 from paperfeed.recsys.repository import is_gate_decision
-from paperfeed.recsys.serving import ModelHolder
+from paperfeed.serving.holder import ModelHolder
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient, is_cluster
 

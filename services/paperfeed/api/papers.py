@@ -15,7 +15,7 @@ from paperfeed.catalog.papers import Paper, normalize_paper_id
 from paperfeed.core import Core
 from paperfeed.errors import NotFound
 from paperfeed.paper_state import PaperState, paper_states
-from paperfeed.recsys.feed import Similar
+from paperfeed.serving.feed import Similar
 from paperfeed.trending import Window
 
 

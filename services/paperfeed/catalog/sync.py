@@ -77,7 +77,8 @@ from paperfeed.catalog.sources import (
 )
 from paperfeed.settings import Settings
 from paperfeed.store import keys
-from paperfeed.store.client import RedisClient
+from paperfeed.store.client import RedisClient, connect, resolve_redis_url
+from paperfeed.trending import Trending
 
 __all__ = [
     "RETRY_BASE_S",
@@ -391,19 +392,20 @@ async def run_sync(
 ) -> list[SourceResult]:
     """One sync under the lease ``pf:sync:lock`` (one sync at a time in a deployment:
     two would fetch the same pages twice, or pace arXiv apart); ``lookup``: the lookup of
-    reported ids too."""
-    from paperfeed.core import Core
+    reported ids too. It needs a Redis client and the catalog, nothing else of ``Core``
+    (whose catalog, in a process that serves no feed, is this one: no catalog index)."""
     from paperfeed.store.lease import Lease
 
-    core = Core.connect(settings)
+    redis = connect(settings, resolve_redis_url(settings))
     try:
         with Lease(settings, keys.SYNC_LOCK, settings.lock_ttl_s) as lease:
             if not lease.acquire():
                 raise SyncBusy("another catalog sync is running")
-            sync = CatalogSync(core.redis, settings, core.catalog)
+            catalog = Catalog(redis, settings, Trending(redis, settings))
+            sync = CatalogSync(redis, settings, catalog)
             return await sync.run(sources, force=force, transport=transport, lookup=lookup)
     finally:
-        await core.close()
+        await redis.aclose()
 
 
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import msgspec
 
 from paperfeed.catalog.importers import web_url
 from paperfeed.catalog.papers import Paper, arxiv_id
-from paperfeed.recsys.feed import FeedItem
+from paperfeed.serving.feed import FeedItem
 
 
 class DigestItem(msgspec.Struct):

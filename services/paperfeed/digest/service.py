@@ -24,7 +24,7 @@ from paperfeed.digest.subscriptions import (
     period_of,
 )
 from paperfeed.errors import NotOffered, Unauthorized
-from paperfeed.recsys.feed import FeedService
+from paperfeed.serving.feed import FeedService
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient

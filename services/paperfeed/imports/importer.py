@@ -40,8 +40,8 @@ from paperfeed.events import (
     resolved_records,
 )
 from paperfeed.imports.parse import Entry, Format, Problem, parse
-from paperfeed.recsys.feed import FeedService
 from paperfeed.recsys.search import title_key
+from paperfeed.serving.feed import FeedService
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient

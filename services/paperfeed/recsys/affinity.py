@@ -2,7 +2,7 @@
 
 A follow is an interaction with an author or a topic, so the signal is one the trainer
 can measure on any reading history, and learn the weight of like the blend's others
-(``recsys.learn``); at serving, a reader's follows feed the same signal as papers of
+(``training.learn``); at serving, a reader's follows feed the same signal as papers of
 theirs would. For a reader and a paper::
 
     affinity = log1p(authors) + topic_share

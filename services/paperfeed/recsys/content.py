@@ -2,7 +2,7 @@
 
 ``TextFeatures``: TF-IDF (sublinear tf, English stop words, L2-normalised rows) over the
 words of title and abstract, or over words and word pairs (``bigrams``); which of the
-two a deployment uses is learned at training time (``recsys.learn``). Stored as plain
+two a deployment uses is learned at training time (``training.learn``). Stored as plain
 arrays (vocabulary, idf), so it reloads without pickles and encodes a new paper with no
 fitting.
 

@@ -25,7 +25,7 @@ then ``score = cf' + w_content(n) * content + w_trending(n) * trending
 the reader's history length ``n`` (positive papers):
 ``w(n) = w * exp(slope * (log1p(n) - log1p(median_history)))``.
 
-The weights are learned by every deployment from its own data (``recsys.learn``); a
+The weights are learned by every deployment from its own data (``training.learn``); a
 reader with no history has constant collaborative and content signals, so trending
 alone orders their feed.
 """

@@ -359,7 +359,7 @@ end
 if accepted > 0 then
   redis.call('HINCRBY', KEYS[4], 'events', accepted)
   -- Impressions change a feed's ranking only by their penalty: counted apart, so that
-  -- the feed re-sorts its cached candidates instead of ranking anew (recsys.feed). A
+  -- the feed re-sorts its cached candidates instead of ranking anew (serving.feed). A
   -- batch that joined or evicted records changed more: its impressions count as events.
   if impressions > 0 and not ranking_changed then
     redis.call('HINCRBY', KEYS[4], 'impressions', impressions)

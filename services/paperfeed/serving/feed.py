@@ -75,6 +75,7 @@ from paperfeed.follows import (
     followed_papers,
     no_follows,
 )
+from paperfeed.offload import Offload
 from paperfeed.recsys import affinity, itemknn, kernels
 from paperfeed.recsys.content import (
     FloatArray,
@@ -96,7 +97,7 @@ from paperfeed.recsys.model import RecModel
 from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
 from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_vector
 from paperfeed.recsys.search import INLINE_WORK, Found, find, query_columns, work
-from paperfeed.recsys.serving import ModelHolder, Offload
+from paperfeed.serving.holder import ModelHolder
 from paperfeed.store import keys
 from paperfeed.store.budgets import LocalWindows, OverBudget, ReaderBudget
 from paperfeed.store.pressure import note_refused, refused_for_memory

@@ -24,12 +24,13 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from prometheus_client import Counter
 from redis.exceptions import RedisClusterException, RedisError
 
+from paperfeed.offload import Offload
 from paperfeed.recsys import kernels
 from paperfeed.recsys.artifact import ArtifactStore, Header, read_catalog
 from paperfeed.recsys.index import (
@@ -47,7 +48,6 @@ from paperfeed.trending import Trending
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 SNAPSHOT_SIZE = 5_000
 TODAY_SIZE = 100
 ARTIFACT_POLL_S = 0.1
@@ -58,21 +58,6 @@ INDEX_TOTAL = Counter(
     "Catalog indexes taken up: loaded from the worker's artifact, or built in-process",
     ["how"],
 )
-
-
-class Offload:
-    """A bounded pool for CPU work of the api (numpy and BLAS release the GIL): at most
-    ``limit`` calls run, the rest wait their turn, so a burst cannot pile up threads."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._semaphore: asyncio.Semaphore | None = None
-
-    async def __call__(self, function: Callable[..., T], *args: object) -> T:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.limit)
-        async with self._semaphore:
-            return await asyncio.to_thread(function, *args)
 
 
 def _not_older(have: str, want: str) -> bool:

@@ -141,7 +141,7 @@ async def read_interactions(
             for user_id in chunk_ids:
                 # The count first: an event landing between the two replies leaves the
                 # count behind the records (the vector is folded again), never ahead.
-                # Impressions are not counted: they change no vector (recsys.feed).
+                # Impressions are not counted: they change no vector (serving.feed).
                 pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
                 pipe.hgetall(keys.user_papers(user_id))
             replies = await pipe.execute()

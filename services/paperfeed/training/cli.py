@@ -14,15 +14,16 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from paperfeed.recsys import evaluate, itemknn, learn
+from paperfeed.recsys import itemknn
 from paperfeed.recsys.content import TextFeatures, tokenize
 from paperfeed.recsys.matrix import ConfidenceScale
 from paperfeed.recsys.model import fit_als
-from paperfeed.recsys.train import Decision, als_params, train_and_publish
 from paperfeed.runtime import Progress, bars, redis_for
 from paperfeed.settings import Settings
 from paperfeed.store import client, keys
 from paperfeed.store.lease import Lease
+from paperfeed.training import evaluate, learn
+from paperfeed.training.train import Decision, als_params, train_and_publish
 
 log = logging.getLogger("paperfeed.train")
 

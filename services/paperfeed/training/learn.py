@@ -53,7 +53,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from paperfeed.recsys import affinity as follow_affinity
-from paperfeed.recsys import evaluate, itemknn
+from paperfeed.recsys import itemknn
 from paperfeed.recsys.affinity import Affinity
 from paperfeed.recsys.content import (
     TEXT_KINDS,
@@ -80,6 +80,7 @@ from paperfeed.recsys.model import (
 )
 from paperfeed.recsys.ranker import BlendParams, BoolArray, IntArray, blend
 from paperfeed.recsys.topics import learn_topics
+from paperfeed.training import evaluate
 
 log = logging.getLogger(__name__)
 

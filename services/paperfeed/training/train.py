@@ -57,15 +57,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from paperfeed.recsys import evaluate, learn
 from paperfeed.recsys.affinity import Affinity
 from paperfeed.recsys.content import Tokens, tokenize
-from paperfeed.recsys.data import Interactions, read_interactions
 from paperfeed.recsys.matrix import drop_cells, positives
 from paperfeed.recsys.model import AlsParams, Choices, RecModel
 from paperfeed.recsys.repository import ModelRepository
 from paperfeed.settings import Settings
 from paperfeed.store.client import RedisClient
+from paperfeed.training import evaluate, learn
+from paperfeed.training.data import Interactions, read_interactions
 
 log = logging.getLogger(__name__)
 
