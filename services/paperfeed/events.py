@@ -36,6 +36,7 @@ from paperfeed.catalog.repository import Catalog
 from paperfeed.errors import InvalidInput, Unauthorized
 from paperfeed.settings import Settings
 from paperfeed.store import keys
+from paperfeed.store.activity import queue_active
 from paperfeed.store.budgets import OverBudget, ReaderBudget
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua, run_replicated
@@ -496,8 +497,7 @@ class AfterIngest:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     active = {user_id: at for user_id, accepted, _, at in batch if accepted}
                     if active:
-                        pipe.zadd(keys.USERS, active, xx=True)
-                        pipe.zrem(keys.SILENT_INSTALLS, *active)
+                        queue_active(pipe, active)
                         pipe.hincrby(keys.STATS, "events", sum(entry[1] for entry in batch))
                     contributions = [c for entry in batch for c in entry[2]]
                     if contributions:

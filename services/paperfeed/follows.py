@@ -32,6 +32,7 @@ from paperfeed.recsys.authors import MAX_NAME, AuthorName, author_name, fold
 from paperfeed.recsys.index import CatalogIndex
 from paperfeed.recsys.ranker import IntArray
 from paperfeed.store import keys
+from paperfeed.store.activity import queue_active
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
 
@@ -306,12 +307,9 @@ class FollowService:
         return await self.read(user_id)
 
     async def _active(self, user_id: str) -> None:
-        """A follow is the reader's activity, as an event is: they are no longer a silent
-        install (``Users.forget_silent`` erases those after a few days), and their last
-        activity is now (the global keys, apart from the reader's own script)."""
+        """A follow is the reader's activity, as an event is (``store.activity``)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.USERS, {user_id: time.time()}, xx=True)
-            pipe.zrem(keys.SILENT_INSTALLS, user_id)
+            queue_active(pipe, {user_id: time.time()})
             await pipe.execute()
 
     async def _target(self, request: FollowRequest, adding: bool) -> tuple[str, str, str]:
