@@ -248,21 +248,26 @@ def test_opening_a_paper_reports_a_click(browser: tuple[Any, str], service: Serv
     page.close()
 
 
+def badge_check(worker: Any) -> None:
+    """The badge's alarm fired now, and its check of the feed landed (the badge and its
+    tooltip are then the feed's of this moment)."""
+    asked = worker.evaluate("Date.now()")
+    worker.evaluate("chrome.alarms.create('badge', {when: Date.now() + 50})")
+
+    def checked() -> bool:
+        stored = worker.evaluate("chrome.storage.local.get('badgeCheckedAt')")
+        return int(stored.get("badgeCheckedAt") or 0) >= asked
+
+    assert wait_for(checked), "the badge alarm did not check the feed"
+
+
 def test_the_badge_counts_new_recommendations(browser: tuple[Any, str], service: Service) -> None:
     context, extension_id = browser
     open_popup(context, extension_id).close()  # the reader has seen their feed
     worker = worker_of(context)
 
     def badge_after_tick() -> str:
-        """The badge once the next alarm's check of the feed has landed."""
-        asked = worker.evaluate("Date.now()")
-        worker.evaluate("chrome.alarms.create('badge', {when: Date.now() + 50})")
-
-        def checked() -> bool:
-            stored = worker.evaluate("chrome.storage.local.get('badgeCheckedAt')")
-            return int(stored.get("badgeCheckedAt") or 0) >= asked
-
-        assert wait_for(checked), "the badge alarm did not check the feed"
+        badge_check(worker)
         return str(worker.evaluate("chrome.action.getBadgeText({})"))
 
     assert badge_after_tick() == ""

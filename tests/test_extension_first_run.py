@@ -19,6 +19,7 @@ from tests.conftest import FIXTURES, Mailbox, smtp_env
 from tests.test_embedded import Service
 from tests.test_extension import (  # noqa: F401 (fixtures)
     SCREENSHOTS,
+    badge_check,
     browser,
     ext_mailbox,
     open_popup,
@@ -149,14 +150,7 @@ def test_the_badge_says_how_many_new_papers_are_from_followed_authors(
     worker = worker_of(context)
 
     def title_after_tick() -> str:
-        asked = worker.evaluate("Date.now()")
-        worker.evaluate("chrome.alarms.create('badge', {when: Date.now() + 50})")
-
-        def checked() -> bool:
-            stored = worker.evaluate("chrome.storage.local.get('badgeCheckedAt')")
-            return int(stored.get("badgeCheckedAt") or 0) >= asked
-
-        assert wait_for(checked), "the badge alarm did not check the feed"
+        badge_check(worker)
         return str(worker.evaluate("chrome.action.getTitle({})"))
 
     assert "authors you follow" not in title_after_tick()
