@@ -315,17 +315,22 @@ def test_the_feed_cache_counts_hits_and_misses(redis_url: str, r: object) -> Non
 def test_a_stage_the_newest_training_skipped_reads_zero_not_an_older_runs_seconds() -> None:
     """``paperfeed_model_training_seconds{stage=...}`` follows the newest decision: a
     training without judged cells has no ``learn.judged_model`` stage, and the gauge
-    says 0 for it, not the seconds of the run before that had one."""
+    says 0 for it, not the seconds of the run before that had one (every process mirrors
+    the same decisions, so each zeroes the same stages)."""
     from prometheus_client import REGISTRY
 
-    from paperfeed.api.metrics import mirror_decision
+    from paperfeed.api.metrics import mirror_decisions
 
     def seconds(stage: str) -> float | None:
         return REGISTRY.get_sample_value("paperfeed_model_training_seconds", {"stage": stage})
 
-    judged = {"learn.judged_model": 4.5, "learn.final_model": 5.0, "learn": 12.0}
-    mirror_decision({"published": True, "stages": judged})
+    older = {
+        "published": True,
+        "stages": {"learn.judged_model": 4.5, "learn.final_model": 5.0, "learn": 12.0},
+    }
+    mirror_decisions([older])
     assert seconds("learn.judged_model") == 4.5
-    mirror_decision({"published": True, "stages": {"learn.final_model": 3.0, "learn": 6.0}})
+    newest = {"published": True, "stages": {"learn.final_model": 3.0, "learn": 6.0}}
+    mirror_decisions([newest, older])
     assert seconds("learn.judged_model") == 0.0
     assert seconds("learn.final_model") == 3.0

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -72,7 +73,6 @@ TRAINING_SECONDS = Gauge(
     multiprocess_mode=SHARED,
 )
 TRAINING_STAGES = ("read", "prepare", "learn", "gate", "publish")
-_stages_seen: set[str] = set()
 GATE_AT = Gauge(
     "paperfeed_model_gate_decision_timestamp_seconds",
     "When the last gate decision was made",
@@ -185,13 +185,13 @@ def observe_model(holder: ModelHolder) -> None:
     MODEL_AGE.set(time.time() - model.meta.trained_at if model is not None else math.nan)
 
 
-def mirror_decision(decision: dict[str, Any]) -> None:
+def mirror_decision(decision: dict[str, Any], known: Iterable[str] = ()) -> None:
+    """Mirror one decision; ``known``: stages of other decisions, which read 0 unless
+    this one has them (learn.judged_model, skipped without judged cells, must not keep
+    the seconds of the run that had it)."""
     GATE_PUBLISHED.set(1.0 if decision.get("published") else 0.0)
     stages = decision.get("stages") or {}
-    # A stage the newest run skipped (learn.judged_model without judged cells) reads 0,
-    # not the seconds of the run that had it.
-    _stages_seen.update(stages)
-    for stage in {*TRAINING_STAGES, *_stages_seen}:
+    for stage in {*TRAINING_STAGES, *known, *stages}:
         TRAINING_SECONDS.labels(stage=stage).set(float(stages.get(stage, 0.0)))
     GATE_AT.set(float(decision.get("at", 0.0)))
     for name, values in (decision.get("metrics") or {}).items():
@@ -205,10 +205,11 @@ def mirror_decisions(decisions: list[dict[str, Any]]) -> None:
         # Values set are what other processes' scrapes see (an unset one is absent).
         GATE_REFUSALS.set(0.0)
         GATE_PUBLISHED.set(0.0)
-        for stage in {*TRAINING_STAGES, *_stages_seen}:
+        for stage in TRAINING_STAGES:
             TRAINING_SECONDS.labels(stage=stage).set(0.0)
         return
-    mirror_decision(gate[0])
+    # Every process reads the same decisions: the same stages are zeroed in each.
+    mirror_decision(gate[0], {stage for d in gate for stage in d.get("stages") or {}})
     refused = 0
     for decision in gate:
         if decision.get("published"):

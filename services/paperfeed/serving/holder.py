@@ -138,13 +138,26 @@ class ModelHolder:
         show a new service's first readers an empty feed."""
         if self.catching_up:
             return False
-        if self.index is not None and len(self.index) and await self.artifacts.builder_alive():
-            if await self._stale():
-                self._catching_up = asyncio.create_task(self._catch_up(), name="catch-up")
-            else:
-                await self.refresh_trend()
+        if await self._in_background():
             return False
-        return await self._take_up()
+        return await self._take_up(foreground=True)
+
+    async def _in_background(self) -> bool:
+        """While a worker builds and this process has an index of papers: a new index is
+        taken up in the background (when one is due) and the present one served; True.
+        Asked again by a caller that waited for the lock behind another's take-up (the
+        index it waited for may be in by then)."""
+        if self.catching_up:
+            return True
+        if not (
+            self.index is not None and len(self.index) and await self.artifacts.builder_alive()
+        ):
+            return False
+        if await self._stale():
+            self._catching_up = asyncio.create_task(self._catch_up(), name="catch-up")
+        else:
+            await self.refresh_trend()
+        return True
 
     async def _stale(self) -> bool:
         """The model or the catalog moved since the index was made."""
@@ -166,8 +179,10 @@ class ModelHolder:
         except Exception:
             log.exception("taking up a new index failed; trying again")
 
-    async def _take_up(self) -> bool:
+    async def _take_up(self, foreground: bool = False) -> bool:
         async with self._lock:
+            if foreground and await self._in_background():
+                return False
             changed = False
             version = await self.repository.current_version()
             model = self.model
