@@ -30,6 +30,7 @@ from tests.conftest import (
     ADMIN_TOKEN,
     admin_headers,
     live_server,
+    make_settings,
     redis_env,
     register,
     start_serve,
@@ -141,6 +142,29 @@ async def test_a_catalog_change_reuses_the_rows_and_a_replaced_artifact_is_prune
     assert await store.prune(now=time.time() + artifact.GRACE_S + 1) == [header.id]
     assert not r.exists(keys.artifact_header(header.id), keys.artifact_chunk(header.id, 0))
     assert r.get(keys.ARTIFACT_CURRENT) == newer.id
+
+
+async def test_the_workers_check_retires_a_replaced_artifact_after_its_grace(
+    core: Core, redis_url: str, r: redis.Redis
+) -> None:
+    """A replaced artifact leaves Redis at the worker's first check after its grace,
+    without waiting for another publication (hours, while it holds its megabytes)."""
+    from paperfeed.worker import Worker
+
+    await populate(core)
+    papers, aliases = await artifact.read_catalog(core.redis, asyncio.to_thread)
+    store = artifact.ArtifactStore(core.redis)
+    _, old, old_chunks = artifact.build(papers[1:], None, "1", None, aliases)
+    await store.publish(old, old_chunks)
+    _, current, chunks = artifact.build(papers, None, "2", None, aliases)
+    await store.publish(current, chunks)
+    worker = Worker(make_settings(redis_url), core.redis, poll_s=0.05)
+    await worker.artifact_due(time.time())
+    assert r.exists(keys.artifact_header(old.id))  # within its grace: processes may load it
+    await worker.artifact_due(time.time() + artifact.GRACE_S + 1)
+    assert not r.exists(keys.artifact_header(old.id), keys.artifact_chunk(old.id, 0))
+    assert r.zrange(keys.ARTIFACT_VERSIONS, 0, -1) == [current.id]
+    assert r.exists(keys.artifact_header(current.id), keys.artifact_chunk(current.id, 0)) == 2
 
 
 # --- api processes and the worker ---------------------------------------------------------

@@ -15,7 +15,8 @@ Jobs (each its own asyncio task; one failing never stops another):
 - ``artifact``: the serving artifact (``recsys.artifact``): the catalog index of the
   current model and catalog version, built once here and published in Redis for every
   api process to load, whenever either version moves (checked every
-  ``artifact.CHECK_S``; a burst of imports during a build is built once, after it).
+  ``artifact.CHECK_S``; a burst of imports during a build is built once, after it); a
+  replaced one is deleted at the first check ``artifact.GRACE_S`` after its replacement.
 - ``sync``: the catalog from Hugging Face and arXiv (``catalog.sync``), each source (each
   arXiv category) every ``sync_interval_s``, a failing one after its own backoff; and
   every ``candidate_lookup_interval_s`` the lookup of the arXiv ids readers reported
@@ -330,6 +331,11 @@ class Worker:
     async def artifact_due(self, now: float) -> bool:
         # Renewed at every check: api processes wait for the artifact only while it is.
         await self.artifacts.mark_builder()
+        # A replaced artifact leaves Redis once its grace is over, not at the next
+        # publication (which may be hours later: an artifact is up to hundreds of MiB).
+        retired = await self.artifacts.prune(now)
+        if retired:
+            log.info("serving artifacts retired", extra={"artifacts": retired})
         header = await self.artifacts.current()
         have = (header.model_version, header.catalog_version) if header else None
         return have != await self._wanted()

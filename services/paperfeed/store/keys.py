@@ -125,8 +125,8 @@ Serving artifacts (one tag: the pointer and the versions move in one transaction
 - ``pf:{artifact}:current`` (STRING) id of the artifact api processes load: the catalog
   index the worker built for one (model version, catalog version).
 - ``pf:{artifact}:versions`` (ZSET) id -> publish time — the current one and those
-  replaced less than ``artifact.GRACE_S`` before the latest publication (processes
-  still moving off them; pruned only when an artifact is published).
+  replaced less than ``artifact.GRACE_S`` ago (processes still moving off them; the
+  worker's artifact check prunes the others).
 - ``pf:{artifact}:<id>:header`` (STRING) msgspec JSON: versions, array names, dtypes,
   shapes, offsets, chunk count.
 - ``pf:{artifact}:<id>:<n>`` (STRING, binary) the n-th chunk (at most 16 MiB) of the
