@@ -29,6 +29,8 @@ class ExtensionQueue:
         self.acknowledged_at: list[float] = []
         self.statuses: Counter[int] = Counter()
         """Answers by status; 0 counts requests that got no answer."""
+        self.transport_errors: list[str] = []
+        """What each request without an answer met, for the failure message."""
         self.retry_after: set[str] = set()
         """The ``Retry-After`` of every refusal ("" when it had none)."""
 
@@ -36,8 +38,9 @@ class ExtensionQueue:
         while time.monotonic() < give_up_at:
             try:
                 response = self.http.post("/v1/events", json={"events": batch})
-            except httpx.TransportError:
+            except httpx.TransportError as error:
                 self.statuses[0] += 1
+                self.transport_errors.append(f"{type(error).__name__}: {error}")
                 time.sleep(0.1)
                 continue
             self.statuses[response.status_code] += 1

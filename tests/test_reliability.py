@@ -7,6 +7,7 @@ middle of training, broken model versions in Redis.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -451,4 +452,44 @@ async def test_a_connection_closed_under_a_command_is_a_503_and_a_bug_is_a_500()
     unavailable = errors.client_fault(request, inside.value)
     assert unavailable.status_code == 503
     assert unavailable.headers["Retry-After"] == "5"
+    assert errors.client_fault(request, ours.value).status_code == 500
+
+
+def test_a_transport_closed_under_a_command_on_uvloop_is_storage_unavailable() -> None:
+    """Under uvloop (as the api runs) the same failover makes redis-py's write raise a
+    RuntimeError ("the handler is closed") from the loop's own code below redis-py: that
+    too is storage unavailable (503), and the reader budget's after-spend, which runs once
+    the answer is sent, counts locally instead of breaking the connection (a run of
+    test_cluster.py dropped a connection on it). A RuntimeError of ours is a 500."""
+    import uvloop
+    from redis.asyncio.connection import Connection
+
+    from paperfeed.api import errors
+    from paperfeed.store.client import storage_failed
+
+    async def write_on_a_closed_transport() -> BaseException:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.abort()
+        for _ in range(3):  # the loop frees the handle on its next turns
+            await asyncio.sleep(0)
+        closed = Connection()
+        closed._writer = writer
+        try:
+            await closed._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+        except BaseException as error:
+            return error
+        finally:
+            server.close()
+        raise AssertionError("writing on a closed uvloop transport raised nothing")
+
+    inside = uvloop.run(write_on_a_closed_transport())
+    assert isinstance(inside, RuntimeError), repr(inside)
+    assert storage_failed(inside)
+    request: Any = type("Request", (), {"url": httpx.URL("http://test/v1/events")})()
+    assert errors.client_fault(request, inside).status_code == 503
+    with pytest.raises(RuntimeError) as ours:
+        raise RuntimeError("a bug of ours")
+    assert not storage_failed(ours.value)
     assert errors.client_fault(request, ours.value).status_code == 500

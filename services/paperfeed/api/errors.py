@@ -38,6 +38,7 @@ from paperfeed.errors import (
 )
 from paperfeed.pairing import TooManyAttempts
 from paperfeed.store.budgets import OverBudget
+from paperfeed.store.client import storage_failed
 from paperfeed.store.pressure import (
     RETRY_AFTER_S,
     WritesRefused,
@@ -118,23 +119,12 @@ def storage_full(request: Request[Any, Any, Any], error: Exception) -> Response[
     )
 
 
-def raised_inside_redis(error: BaseException) -> bool:
-    """The innermost frame of ``error`` is redis-py's own code."""
-    traceback = error.__traceback__
-    if traceback is None:
-        return False
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
-    return module == "redis" or module.startswith("redis.")
-
-
 def client_fault(request: Request[Any, Any, Any], error: Exception) -> Response[object]:
-    """redis-py's asyncio cluster client can fail with an AttributeError or TypeError when
-    a failover closes a connection a command is writing on (its writer is gone mid-call):
-    the storage is unavailable, and the client retries (its events are idempotent). The
-    same errors anywhere else are bugs: 500."""
-    if raised_inside_redis(error):
+    """redis-py's asyncio cluster client can fail with an AttributeError, TypeError or
+    RuntimeError when a failover closes a connection a command is writing on
+    (``store.client.storage_failed``): the storage is unavailable, and the client retries
+    (its events are idempotent). The same errors anywhere else are bugs: 500."""
+    if storage_failed(error):
         return redis_error(request, error)
     log.error("unhandled error", exc_info=error, extra={"path": request.url.path})
     body = {"status_code": HTTP_500_INTERNAL_SERVER_ERROR, "detail": "Internal Server Error"}
@@ -289,6 +279,7 @@ EXCEPTION_HANDLERS = {
     ValidationException: invalid_request,
     AttributeError: client_fault,
     TypeError: client_fault,
+    RuntimeError: client_fault,
 }
 
 __all__ = ["EXCEPTION_HANDLERS", "HTTPException"]

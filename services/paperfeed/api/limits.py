@@ -32,12 +32,13 @@ from typing import Any, Final
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from paperfeed.api.errors import over_budget
 from paperfeed.core import Core
 from paperfeed.store import keys
 from paperfeed.store.budgets import LocalWindows, OverBudget, ReaderBudget
+from paperfeed.store.client import storage_failed
 from paperfeed.store.pressure import WritesRefused, note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
 from paperfeed.users import hash_token
@@ -178,9 +179,12 @@ class RequestBudgets(ASGIMiddleware):
                 keys=[keys.user_budget(user_id), keys.user_profile(user_id)],
                 args=[budget.install, budget.window_ms, budget.limit],
             )
-        except (RedisError, RedisClusterException, OSError) as exc:
-            # The answer is sent already: Redis refusing or unreachable must not break
-            # the connection; this process's own count stands in.
+        except Exception as exc:
+            # The answer is sent already: Redis refusing or unreachable (redis-py's slips
+            # in a failover too) must not break the connection; this process's own count
+            # stands in.
+            if not storage_failed(exc):
+                raise
             if isinstance(exc, ResponseError) and refused_for_memory(exc):
                 note_refused("budget", exc)
             count, ms_left = self._local.spend(budget.install, budget.window_ms // 1000)

@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.settings import Settings
 from paperfeed.store import embedded
@@ -21,6 +22,30 @@ Redis and on a Redis Cluster because every multi-key command keeps to one hash s
 
 
 POOL_WAIT_S = 5.0
+
+CLIENT_SLIPS = (AttributeError, TypeError, RuntimeError)
+"""What redis-py's asyncio cluster client can raise instead of a ``ConnectionError`` when
+a failover closes a connection a command is writing on: its writer already gone
+(AttributeError, TypeError) or, under uvloop, the transport closed (RuntimeError)."""
+
+
+def storage_failed(error: BaseException) -> bool:
+    """``error`` says Redis could not be reached or could not answer, not that paperfeed
+    has a bug: a Redis or network error, or one of ``CLIENT_SLIPS`` raised inside
+    redis-py's own calls (the deepest frame of redis-py or paperfeed is redis-py's; the
+    event loop's frames below it do not count)."""
+    if isinstance(error, RedisError | RedisClusterException | OSError):
+        return True
+    if not isinstance(error, CLIENT_SLIPS):
+        return False
+    deepest = ""
+    traceback = error.__traceback__
+    while traceback is not None:
+        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] in ("redis", "paperfeed"):
+            deepest = module.partition(".")[0]
+        traceback = traceback.tb_next
+    return deepest == "redis"
 
 
 def resolve_redis_url(settings: Settings) -> str:
