@@ -114,3 +114,34 @@ def test_refused_bodies_spend_the_budget_too(redis_url: str, r: redis.Redis) -> 
         assert spent() == 6
         assert http.post("/v1/events", content=b"{nope", headers=bad).status_code == 429
         assert http.get("/v1/feed", headers=auth).status_code == 429
+
+
+def test_the_feed_after_an_event_reads_the_reader_in_its_first_round_trip(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """A feed ranked after the reader's event (and one re-sorted after an impression)
+    gets what ranking reads (records, vector, candidates, follows) from its first
+    script, then keeps the result: two round trips, no second read of the reader."""
+    settings = make_settings(redis_url, model_poll_s=3_600.0, trending_snapshot_s=3_600.0)
+    with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).is_success
+        user_id, auth = register(http)
+        assert http.post("/v1/events", json={"events": [event("2411.00001")]}, headers=auth)
+        first = http.get("/v1/feed", headers=auth).json()  # ranked and kept; warms caches
+        assert first["items"]
+        for kind, paper in (("upvote", "2411.00002"), ("impression", "2411.00003")):
+            done = http.post(
+                "/v1/events", json={"events": [event(paper, kind)]}, headers=auth
+            ).json()
+            assert done["accepted"] == 1
+            with round_trips() as sent:
+                again = http.get("/v1/feed", headers=auth)
+            assert again.status_code == 200
+            assert [item["paper"]["id"] for item in again.json()["items"]]
+            assert len(sent) == 2, (kind, [s[:80] for s in sent])
+            assert b"HGETALL" not in sent[1], kind  # the second is the keeping script
+        # What was kept is current: the next feed is a hit of one round trip.
+        with round_trips() as sent:
+            assert http.get("/v1/feed", headers=auth).status_code == 200
+        assert len(sent) == 1
+        assert r.exists(keys.user_candidates(user_id))

@@ -869,6 +869,29 @@ def reader_epoch(user_id: str, now: float, trend_s: float) -> int:
     return int((now + offset) // trend_s)
 
 
+class ReaderState(NamedTuple):
+    """What ranking a reader again reads of them, in one atomic read: when it was read,
+    (events, impressions among them), their records, their stored vector, their last
+    ranking's candidate table and their follows (as ``_read_reader`` returns them)."""
+
+    read_at: float
+    counts: tuple[int, int]
+    records: dict[str, str]
+    vector: str | None
+    table: bytes | None
+    follows: dict[str, str]
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
+
+
+def _hash(flat: list[bytes]) -> dict[str, str]:
+    """A flat HGETALL answer of a script (field, value, ...) as the client's dict."""
+    it = iter(flat)
+    return {field.decode(): value.decode() for field, value in zip(it, it, strict=True)}
+
+
 class FeedService:
     """Feeds, each kept for its reader in Redis (``pf:{u:<id>}:feed``, shared by every
     api process) and served as it is until something that changes it happens: the
@@ -923,7 +946,7 @@ class FeedService:
         request's one round trip: the budget, their event count and cached feed in one
         script, the catalog and model versions beside it in the same pipeline)."""
         now = time.time() if now is None else now
-        counts, raw_cached, catalog_version, model_version = await self._read_cached(
+        counts, raw_cached, catalog_version, model_version, state = await self._read_cached(
             user_id, now, budget
         )
         if counts is None:  # no profile: the reader was erased (their token may be cached)
@@ -942,12 +965,13 @@ class FeedService:
                     FEED_CACHE.labels(result="hit").inc()
                     return await self._answer(cached, limit)
                 # Only impressions since: the same candidates, their penalties anew.
-                resorted = await self.resort(user_id, cached, now, counts)
+                resorted = await self.resort(user_id, cached, now, counts, state)
                 if resorted is not None:
                     FEED_CACHE.labels(result="resort").inc()
                     return await self._answer(resorted, limit)
         FEED_CACHE.labels(result="miss").inc()
-        return await self._answer(await self.compute(user_id, limit, now, stamp), limit)
+        computed = await self.compute(user_id, limit, now, stamp, state)
+        return await self._answer(computed, limit)
 
     def stamp(
         self,
@@ -967,14 +991,19 @@ class FeedService:
         return f"{model_version}|{catalog_version}|{epoch}|{ranked_events}{followed}"
 
     async def resort(
-        self, user_id: str, cached: CachedFeed, now: float, counts: tuple[int, int, int]
+        self,
+        user_id: str,
+        cached: CachedFeed,
+        now: float,
+        counts: tuple[int, int, int],
+        state: ReaderState | None = None,
     ) -> CachedFeed | None:
         """``cached`` with its candidates' impression penalties applied anew (``finish``
         on the kept ``Table``): what a full ranking would give, without the fold-in, the
         text profile and the search for candidates. None when it cannot be done exactly
         (the table is gone or of another index, or more than impressions happened since
         ``counts`` (events, impressions, follow changes) was read): the caller ranks
-        anew."""
+        anew. ``state``: the reader as read with ``counts`` (nothing more is read)."""
         if cached.events < 0 or cached.depth <= 0:  # kept by an earlier version
             return None
         model_version, catalog_version = cached.stamp.split("|")[:2]
@@ -984,13 +1013,20 @@ class FeedService:
             str(None if model_version == "None" else model_version),
         ):
             return None
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.user_profile(user_id), ["events", "impressions", "follows"])
-            pipe.hgetall(keys.user_papers(user_id))
-            pipe.execute_command("GET", keys.user_candidates(user_id), **{NEVER_DECODE: True})
-            pipe.hgetall(keys.user_follows(user_id))
-            now_counts, raw_records, raw_table, raw_follows = await pipe.execute()
-        if tuple(int(count or 0) for count in now_counts) != counts or not raw_table:
+        if state is not None:  # read atomically with counts
+            raw_records, raw_table, raw_follows = state.records, state.table, state.follows
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(keys.user_profile(user_id), ["events", "impressions", "follows"])
+                pipe.hgetall(keys.user_papers(user_id))
+                pipe.execute_command(
+                    "GET", keys.user_candidates(user_id), **{NEVER_DECODE: True}
+                )  # fmt: skip
+                pipe.hgetall(keys.user_follows(user_id))
+                now_counts, raw_records, raw_table, raw_follows = await pipe.execute()
+            if tuple(int(count or 0) for count in now_counts) != counts:
+                return None
+        if not raw_table:
             return None
         table = decode_table(raw_table, table_key(index, cached.stamp))
         if table is None:
@@ -1014,26 +1050,49 @@ class FeedService:
 
     async def _read_cached(
         self, user_id: str, now: float, budget: ReaderBudget | None
-    ) -> tuple[tuple[int, int, int] | None, Any, Any, Any]:
+    ) -> tuple[tuple[int, int, int] | None, Any, Any, Any, ReaderState | None]:
         """((events, impressions among them, changes of follows) or None for no reader,
-        cached feed, catalog version, model version) of the reader, their
+        cached feed, catalog version, model version, the reader's ``ReaderState`` when the
+        cached feed was missing or ranked before their last events) of the reader, their
         budget spent first (``OverBudget`` past it). Redis refusing the budget's write at
         ``maxmemory``: this process's own budget is spent, and the reads go on."""
         install, limit, window_ms = (
             (budget.install, budget.limit, budget.window_ms) if budget else ("", 0, 60_000)
         )
-        names = [keys.user_budget(user_id), keys.user_profile(user_id), keys.user_feed(user_id)]
+        names = [
+            keys.user_budget(user_id),
+            keys.user_profile(user_id),
+            keys.user_feed(user_id),
+            keys.user_papers(user_id),
+            keys.user_vector(user_id),
+            keys.user_candidates(user_id),
+            keys.user_follows(user_id),
+        ]
+        state = None
         try:
+            read_at = time.time()
             async with self.redis.pipeline(transaction=False) as pipe:
                 # EVAL with the text (not a registered script, whose pipeline would first ask
-                # Redis whether it has it: a round trip more).
+                # Redis whether it has it: a round trip more); undecoded, as the candidate
+                # table is binary.
                 pipe.execute_command(
-                    "EVAL", self._read_script, 3, *names, install, window_ms, limit
+                    "EVAL", self._read_script, len(names), *names, install, window_ms, limit,
+                    **{NEVER_DECODE: True},
                 )  # fmt: skip
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
                 read, catalog_version, model = await pipe.execute()
-                count, ms_left, events, raw_cached, impressions, follows = read
+            count, ms_left, events, raw_cached, impressions, follows = read[:6]
+            if len(read) > 6:
+                records, vector, table, followed = read[6:]
+                state = ReaderState(
+                    read_at=read_at,
+                    counts=(int(events), int(impressions or 0)),
+                    records=_hash(records),
+                    vector=_text(vector),
+                    table=table,
+                    follows=_hash(followed),
+                )
         except ResponseError as exc:
             if not refused_for_memory(exc):
                 raise
@@ -1056,18 +1115,17 @@ class FeedService:
         if budget is not None and int(count) > budget.limit:
             raise OverBudget(budget, int(ms_left))
         counts = (int(events), int(impressions or 0), int(follows or 0)) if events else None
-        return counts, raw_cached or None, catalog_version, model
+        return counts, raw_cached or None, catalog_version, model, state
 
-    async def compute(self, user_id: str, limit: int, now: float, stamp: str) -> CachedFeed:
-        """Rank the reader's feed (off the event loop) and keep it for them."""
+    async def compute(
+        self, user_id: str, limit: int, now: float, stamp: str, state: ReaderState | None = None
+    ) -> CachedFeed:
+        """Rank the reader's feed (off the event loop) and keep it for them; ``state``:
+        the reader as read already (else read here)."""
         model_version, catalog_version = stamp.split("|")[:2]
-        (
-            read_at,
-            (events, impressions),
-            raw_records,
-            raw_vector,
-            raw_follows,
-        ) = await self._read_reader(user_id)
+        if state is None:
+            state = await self._read_reader(user_id)
+        read_at, (events, impressions), raw_records, raw_vector, _, raw_follows = state
         # A reader's vector is stamped with their events but impressions (which change
         # none): a feed after impressions needs no fold-in.
         ranked_events = events - impressions
@@ -1133,12 +1191,9 @@ class FeedService:
                 raise
             note_refused("cache", exc)
 
-    async def _read_reader(
-        self, user_id: str
-    ) -> tuple[float, tuple[int, int], dict[str, str], str | None, dict[str, str]]:
-        """(when, (events, impressions among them), records, stored vector, follows) of
-        the reader, in one round trip; the counts are read before the records, so that
-        they are never ahead of them."""
+    async def _read_reader(self, user_id: str) -> ReaderState:
+        """The reader (but their candidate table) in one round trip; the counts are read
+        before the records, so that they are never ahead of them."""
         read_at = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.user_profile(user_id), ["events", "impressions"])
@@ -1147,7 +1202,7 @@ class FeedService:
             pipe.hgetall(keys.user_follows(user_id))
             (events, impressions), raw_records, raw_vector, raw_follows = await pipe.execute()
         counts = (int(events or 0), int(impressions or 0))
-        return read_at, counts, raw_records, raw_vector, raw_follows
+        return ReaderState(read_at, counts, raw_records, raw_vector, None, raw_follows)
 
     async def _answer(self, cached: CachedFeed, limit: int) -> Feed:
         """The feed a reader sees: the first ``limit`` of the ranked ids, with the
@@ -1169,7 +1224,9 @@ class FeedService:
         raw_vector: str | None = None
         events = 0
         if user_id is not None:
-            _, (events, impressions), raw_records, raw_vector, _ = await self._read_reader(user_id)
+            _, (events, impressions), raw_records, raw_vector, _, _ = await self._read_reader(
+                user_id
+            )
             events -= impressions
         index = await self.index()
         trend = await self.holder.refresh_trend(time.time())

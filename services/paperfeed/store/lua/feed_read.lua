@@ -1,11 +1,18 @@
 -- A feed request in one call: the install's request budget spent, the reader's event
--- count and their cached feed read (all under the reader's hash tag).
--- KEYS[1] the reader's budget HASH, KEYS[2] profile HASH, KEYS[3] cached feed STRING.
+-- count and their cached feed read (all under the reader's hash tag), and, when that
+-- feed cannot be served as it is, what ranking them again reads.
+-- KEYS[1] the reader's budget HASH, KEYS[2] profile HASH, KEYS[3] cached feed STRING,
+-- KEYS[4] records HASH, KEYS[5] vector STRING, KEYS[6] the feed's candidates STRING,
+-- KEYS[7] follows HASH.
 -- ARGV[1] install (token hash), ARGV[2] window (ms), ARGV[3] limit (0: no budget).
 -- Returns {count, ms left, event count (false: no such reader), cached feed (false),
--- impressions among the events, changes of the reader's follows (false: none)};
--- past the budget nothing is read. A reader erased, or being erased, spends nothing (no
--- key of theirs is made again).
+-- impressions among the events, changes of the reader's follows (false: none)}, and when
+-- there is no cached feed or it was ranked after another number of events (the last
+-- element of its JSON array, serving.feed.CachedFeed.events: the reader acted since) the
+-- reader's records (a flat HGETALL), vector, candidate table and follows (HGETALL) after
+-- them: the re-sort or re-rank that follows needs no second round trip. Past the budget
+-- nothing is read. A reader erased, or being erased, spends nothing (no key of theirs is
+-- made again).
 local counts = redis.call('HMGET', KEYS[2], 'events', 'impressions', 'erasing', 'follows')
 local events = counts[1]
 if not events or counts[3] then return {0, 0, false, false, false, false} end
@@ -13,4 +20,12 @@ local count, left = spend_budget(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(A
 if tonumber(ARGV[3]) > 0 and count > tonumber(ARGV[3]) then
   return {count, left, false, false, false, false}
 end
-return {count, left, events, redis.call('GET', KEYS[3]), counts[2], counts[4]}
+local feed = redis.call('GET', KEYS[3])
+local answer = {count, left, events, feed, counts[2], counts[4]}
+if not feed or string.match(feed, ',(%-?%d+)%]$') ~= events then
+  answer[7] = redis.call('HGETALL', KEYS[4])
+  answer[8] = redis.call('GET', KEYS[5])
+  answer[9] = redis.call('GET', KEYS[6])
+  answer[10] = redis.call('HGETALL', KEYS[7])
+end
+return answer
