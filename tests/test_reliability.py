@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -453,6 +454,33 @@ async def test_a_connection_closed_under_a_command_is_a_503_and_a_bug_is_a_500()
     assert unavailable.status_code == 503
     assert unavailable.headers["Retry-After"] == "5"
     assert errors.client_fault(request, ours.value).status_code == 500
+
+
+async def test_the_store_metrics_mirror_outlives_a_connection_closed_under_it() -> None:
+    """The api's loop copying Redis counters into its gauges meets the same failover
+    slips (inside redis-py): it must go on (its gauges, the worker's heartbeat among
+    them, would freeze for the process's life) and stop cleanly when asked."""
+    from redis.asyncio.connection import Connection
+
+    from paperfeed.api import metrics
+
+    calls = 0
+
+    class Failing:
+        async def hmget(self, *_: Any) -> list[str]:
+            nonlocal calls
+            calls += 1
+            await Connection()._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+            return []
+
+    stopping = asyncio.Event()
+    with mock.patch.object(metrics, "STORE_METRICS_S", 0.01):
+        mirror = asyncio.create_task(metrics.mirror_store_metrics(Failing(), stopping))  # type: ignore[arg-type]
+        while calls < 3:  # it tried again after each slip
+            assert not mirror.done(), mirror
+            await asyncio.sleep(0.01)
+        stopping.set()
+        await asyncio.wait_for(mirror, 5)  # ends without raising
 
 
 def test_a_transport_closed_under_a_command_on_uvloop_is_storage_unavailable() -> None:

@@ -145,3 +145,39 @@ def test_the_feed_after_an_event_reads_the_reader_in_its_first_round_trip(
             assert http.get("/v1/feed", headers=auth).status_code == 200
         assert len(sent) == 1
         assert r.exists(keys.user_candidates(user_id))
+
+
+def test_the_feed_script_sends_the_reader_only_when_their_feed_is_behind(
+    r: redis.Redis,
+) -> None:
+    """``feed_read.lua`` reads the cached feed's event count at the end of its JSON
+    (``CachedFeed.events``, kept last): a current feed, of any length, comes alone (six
+    values); a feed ranked before the reader's last event, or none, comes with what
+    ranking them reads (ten)."""
+    from paperfeed.serving.feed import CachedFeed, encode_cached
+    from paperfeed.store.scripts import lua
+
+    script = lua("reader_budget") + lua("feed_read")
+    user_id = "u-script"
+    names = [keys.user_budget(user_id), keys.user_profile(user_id), keys.user_feed(user_id),
+             keys.user_papers(user_id), keys.user_vector(user_id),
+             keys.user_candidates(user_id), keys.user_follows(user_id)]  # fmt: skip
+    r.hset(keys.user_profile(user_id), mapping={"events": 12, "impressions": 3})
+    r.hset(keys.user_papers(user_id), "2411.00001", "record")
+
+    def read() -> list[Any]:
+        return list(r.eval(script, len(names), *names, "install", 60_000, 0))
+
+    assert len(read()) == 10  # no cached feed
+    for depth in (1, 50, 400):
+        ids = [f"2411.{n:05d}" for n in range(depth)]
+        feed = CachedFeed("m|c|1|9", "m", ids, [0.5] * depth, [["why"]] * depth, depth, 12)
+        encoded = encode_cached(feed)
+        assert encoded.endswith(b",12]"), encoded[-20:]
+        r.set(keys.user_feed(user_id), encoded)
+        assert len(read()) == 6, depth
+        r.hincrby(keys.user_profile(user_id), "events", 1)
+        behind = read()
+        assert len(behind) == 10, depth
+        assert behind[6] == ["2411.00001", "record"]
+        r.hincrby(keys.user_profile(user_id), "events", -1)

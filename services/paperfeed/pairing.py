@@ -22,13 +22,12 @@ import time
 from typing import NamedTuple
 
 import msgspec
-from redis.exceptions import RedisError
 
 from paperfeed.errors import Conflict, NotFound, PaperfeedError, Unauthorized
 from paperfeed.events import decode_user_paper
 from paperfeed.follows import FOLLOWS_CAP
 from paperfeed.store import keys
-from paperfeed.store.client import RedisClient
+from paperfeed.store.client import RedisClient, storage_failed
 from paperfeed.store.scripts import lua
 from paperfeed.trending import Contribution, Trending
 from paperfeed.users import Users, hash_token
@@ -154,10 +153,12 @@ class Pairing:
                 raise NotFound(WRONG_CODE)
             link = PendingLink(token_hash, str(user_id), str(owner), how == "moving")
             await self.redis.zadd(keys.LINKS, {link.member: now})
-        except RedisError:
+        except Exception as exc:
+            if not storage_failed(exc):
+                raise
             # Not recorded: the install stays (its "leaving" lapses by itself if even
             # this fails, LEAVING_HOLDS_S).
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(Exception):
                 await self._stay(user_id, how)
             raise
         merged = await self._finish(link, now)

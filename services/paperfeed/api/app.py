@@ -14,7 +14,6 @@ from litestar.di import NamedDependency, Provide
 from litestar.logging.config import LoggingConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from redis.exceptions import RedisClusterException, RedisError
 from threadpoolctl import threadpool_limits
 
 from paperfeed import __version__
@@ -44,6 +43,7 @@ from paperfeed.api.search import SearchController
 from paperfeed.core import Core
 from paperfeed.logs import json_wanted, logging_config
 from paperfeed.settings import Settings, load_settings
+from paperfeed.store.client import storage_failed
 
 log = logging.getLogger("paperfeed")
 
@@ -83,7 +83,9 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
                 if loaded:
                     log.info("loaded the demo catalog", extra={"papers": loaded.papers})
             await core.holder.refresh()
-        except (RedisError, RedisClusterException) as exc:
+        except Exception as exc:
+            if not storage_failed(exc):
+                raise
             # Start anyway: /readyz says not ready until Redis answers.
             log.error("redis unavailable at start-up", extra={"error": repr(exc)})
         core.holder.start()

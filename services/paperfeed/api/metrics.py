@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -11,13 +12,14 @@ from typing import Any, Final
 
 import msgspec
 from prometheus_client import Counter, Gauge
-from redis.exceptions import RedisClusterException, RedisError
 
 from paperfeed.catalog.sync import read_state
 from paperfeed.recsys.repository import is_gate_decision
 from paperfeed.serving.holder import ModelHolder
 from paperfeed.store import keys
-from paperfeed.store.client import RedisClient, is_cluster
+from paperfeed.store.client import RedisClient, is_cluster, storage_failed
+
+log = logging.getLogger(__name__)
 
 # With several api processes (PAPERFEED_WORKERS > 1) each writes its metrics to
 # PROMETHEUS_MULTIPROC_DIR and a scrape sums them; a gauge shows the value most recently
@@ -262,7 +264,12 @@ async def read_redis_memory(redis: RedisClient) -> None:
         memories = [(float(info["used_memory"]), float(info.get("maxmemory", 0))) for info in infos]
         commands = sum(float(info.get("total_commands_processed", 0)) for info in infos)
         clients = sum(float(info.get("connected_clients", 0)) for info in infos)
-    except (RedisError, RedisClusterException, OSError, TimeoutError, KeyError, ValueError):
+    except (TimeoutError, KeyError, ValueError):
+        REDIS_UP.set(0.0)
+        return
+    except Exception as exc:
+        if not storage_failed(exc):
+            raise
         REDIS_UP.set(0.0)
         return
     REDIS_UP.set(1.0)
@@ -286,7 +293,10 @@ async def mirror_store_metrics(redis: RedisClient, stopping: asyncio.Event) -> N
             mirror_sync(await read_state(redis))
             heartbeat = await redis.get(keys.WORKER_HEARTBEAT)
             WORKER_HEARTBEAT.set(float(heartbeat or 0))
-        except (RedisError, RedisClusterException):
-            pass  # readiness reports Redis; the gauges keep their last values
+        except Exception as exc:
+            # Readiness reports Redis; the gauges keep their last values. A slip of
+            # redis-py's in a failover (storage_failed) must not end this loop either.
+            if not storage_failed(exc):
+                log.exception("mirroring the store's metrics failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), STORE_METRICS_S)

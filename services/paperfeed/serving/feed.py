@@ -842,7 +842,8 @@ class CachedFeed(msgspec.Struct, array_like=True):
     """How many papers were asked of the ranking (fewer ``ids``: there were no more)."""
     events: int = -1
     """The reader's events it was computed after, impressions included (the stamp counts
-    the others: a feed of the same stamp and fewer events is re-sorted, not served)."""
+    the others: a feed of the same stamp and fewer events is re-sorted, not served).
+    Last, and kept last: ``feed_read.lua`` reads it at the end of the JSON array."""
 
 
 encode_cached = msgspec.json.Encoder().encode
