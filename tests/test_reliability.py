@@ -521,3 +521,9 @@ def test_a_transport_closed_under_a_command_on_uvloop_is_storage_unavailable() -
         raise RuntimeError("a bug of ours")
     assert not storage_failed(ours.value)
     assert errors.client_fault(request, ours.value).status_code == 500
+    # redis-py's refusal of a command a cluster lacks is a bug of ours too, not a failover.
+    from redis.asyncio import RedisCluster
+
+    with pytest.raises(NotImplementedError) as lacking:
+        RedisCluster.__new__(RedisCluster).cluster_flushslots()
+    assert not storage_failed(lacking.value)

@@ -36,8 +36,8 @@ def storage_failed(error: BaseException) -> bool:
     event loop's frames below it do not count)."""
     if isinstance(error, RedisError | RedisClusterException | OSError):
         return True
-    if not isinstance(error, CLIENT_SLIPS):
-        return False
+    if not isinstance(error, CLIENT_SLIPS) or isinstance(error, NotImplementedError):
+        return False  # (redis-py's answer to a command a cluster lacks: a bug of ours)
     deepest = ""
     traceback = error.__traceback__
     while traceback is not None:
