@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import redis
 
 from paperfeed.store.embedded import redis_server_binary
@@ -52,9 +53,25 @@ def redis_server(config: Callable[[Path], list[str]] | None = None) -> Iterator[
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+API_PIDS: dict[str, int] = {}
+"""The process id of each running ``api_server``, by its URL."""
+
+
+def cpu_seconds(url: str) -> float:
+    """The CPU time (user and system) of the api process serving ``url`` so far, its
+    worker processes included (``--workers``)."""
+    process = psutil.Process(API_PIDS[url])
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 @contextlib.contextmanager
 def api_server(redis_url: str, **env: str) -> Iterator[str]:
-    """``paperfeed serve`` (one uvicorn process) in a subprocess."""
+    """``paperfeed serve`` (one uvicorn process) in a subprocess (``API_PIDS``)."""
     port = free_port()
     environ = {
         **os.environ,
@@ -78,8 +95,10 @@ def api_server(redis_url: str, **env: str) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
+        API_PIDS[url] = process.pid
         yield url
     finally:
+        API_PIDS.pop(url, None)
         process.terminate()
         process.wait(30)
 

@@ -34,7 +34,7 @@ import httpx
 import msgspec
 import numpy as np
 
-from bench.common import api_server, redis_server, summary
+from bench.common import api_server, cpu_seconds, redis_server, summary
 from bench.loadgen import Request, drive, drive_rate
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
@@ -297,8 +297,11 @@ def feed_load(
             refresh_cached()
         asyncio.run(drive(url, make, 200, concurrency, ok))  # warm-up
         before = cache_counts(url)
+        cpu_before = cpu_seconds(url)
         rate, latencies = asyncio.run(drive(url, make, requests, concurrency, ok))
         out[name] = {"requests_per_s": round(rate), **summary(latencies)}
+        # The api process's own CPU for each (a pair counts once): less noisy than rates.
+        out[name]["api_cpu_ms"] = round((cpu_seconds(url) - cpu_before) / requests * 1000, 3)
         if name != "bare_readyz":
             after = cache_counts(url)
             out[name]["feeds"] = {k: round(after[k] - before[k]) for k in after}
@@ -420,7 +423,11 @@ def main() -> None:
     parser.add_argument("--skip-feed", action="store_true")
     parser.add_argument("--no-search", action="store_true", help="first training without search")
     parser.add_argument("--json", help="write the report here")
-    parser.add_argument("--redis-url", help="a Redis this bench loaded and trained already")
+    parser.add_argument(
+        "--redis-url",
+        help="a Redis this bench loaded and trained already "
+        "(python -m bench.ranking --redis-url URL --load makes one)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="api processes")
     parser.add_argument(
         "--boundary",
