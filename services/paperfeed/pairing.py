@@ -15,7 +15,6 @@ for five minutes, guessing one is hopeless.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 import time
@@ -158,8 +157,11 @@ class Pairing:
                 raise
             # Not recorded: the install stays (its "leaving" lapses by itself if even
             # this fails, LEAVING_HOLDS_S).
-            with contextlib.suppress(Exception):
+            try:
                 await self._stay(user_id, how)
+            except Exception as undo_failed:
+                if not storage_failed(undo_failed):
+                    raise
             raise
         merged = await self._finish(link, now)
         if merged is None:

@@ -264,11 +264,10 @@ async def read_redis_memory(redis: RedisClient) -> None:
         memories = [(float(info["used_memory"]), float(info.get("maxmemory", 0))) for info in infos]
         commands = sum(float(info.get("total_commands_processed", 0)) for info in infos)
         clients = sum(float(info.get("connected_clients", 0)) for info in infos)
-    except (TimeoutError, KeyError, ValueError):
-        REDIS_UP.set(0.0)
-        return
     except Exception as exc:
-        if not storage_failed(exc):
+        # An INFO without the fields (KeyError, ValueError) counts as down too; a timeout
+        # is an OSError, which storage_failed covers.
+        if not (isinstance(exc, KeyError | ValueError) or storage_failed(exc)):
             raise
         REDIS_UP.set(0.0)
         return

@@ -1126,7 +1126,7 @@ class FeedService:
         model_version, catalog_version = stamp.split("|")[:2]
         if state is None:
             state = await self._read_reader(user_id)
-        read_at, (events, impressions), raw_records, raw_vector, _, raw_follows = state
+        events, impressions = state.counts
         # A reader's vector is stamped with their events but impressions (which change
         # none): a feed after impressions needs no fold-in.
         ranked_events = events - impressions
@@ -1145,13 +1145,13 @@ class FeedService:
             rank_stored,
             index,
             trend,
-            raw_records,
-            raw_vector,
+            state.records,
+            state.vector,
             ranked_events,
             depth,
             now,
             COMPILED,
-            decode_follows(raw_follows),
+            decode_follows(state.follows),
             follows_window(user_id, now, self.trend_s),
         )
         computed = CachedFeed(
@@ -1167,7 +1167,7 @@ class FeedService:
         if ranked.vector is not None and index.model is not None:
             # Stamped with what it was folded from (not with now: an event that arrived
             # while it was ranked is not in it, and the next feed must fold again).
-            folded = encode_vector(index.model.version, read_at, ranked.vector, ranked_events)
+            folded = encode_vector(index.model.version, state.read_at, ranked.vector, ranked_events)
         made_with = table_key(index, stamp)
         table = b"-" if ranked.table is None else encode_table(ranked.table, made_with)
         await self._store(user_id, computed, folded, table)
@@ -1225,10 +1225,9 @@ class FeedService:
         raw_vector: str | None = None
         events = 0
         if user_id is not None:
-            _, (events, impressions), raw_records, raw_vector, _, _ = await self._read_reader(
-                user_id
-            )
-            events -= impressions
+            reader = await self._read_reader(user_id)
+            raw_records, raw_vector = reader.records, reader.vector
+            events = reader.counts[0] - reader.counts[1]  # impressions fold nothing in
         index = await self.index()
         trend = await self.holder.refresh_trend(time.time())
         columns = query_columns(query)
