@@ -24,6 +24,7 @@ import uvicorn
 from paperfeed.api.app import create_app
 from paperfeed.core import Core
 from paperfeed.settings import Settings, env_name, load_settings
+from paperfeed.store import keys
 from paperfeed.store.embedded import redis_server_binary
 from tests.redis_cluster import start_cluster
 
@@ -290,6 +291,18 @@ def register(http: httpx.Client) -> tuple[str, dict[str, str]]:
     assert response.status_code == 201, response.text
     body = response.json()
     return body["user_id"], {"Authorization": f"Bearer {body['token']}"}
+
+
+def inside_one_budget_window(r: redis.Redis, needed_s: float = 20.0) -> None:
+    """Return once ``needed_s`` or more are left of the current window of the readers'
+    request budgets, which are aligned to Redis's clock (``reader_budget.lua``): a test
+    counting refusals must not see the count restart halfway. Waits on that clock."""
+    window_s = keys.RATE_WINDOW_S
+    while True:
+        seconds, micros = r.time()
+        if window_s - (seconds % window_s + micros / 1e6) >= needed_s:
+            return
+        time.sleep(0.2)
 
 
 def admin_headers() -> dict[str, str]:

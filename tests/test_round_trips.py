@@ -18,7 +18,13 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from paperfeed.store import keys
-from tests.conftest import admin_headers, live_server, make_settings, register
+from tests.conftest import (
+    admin_headers,
+    inside_one_budget_window,
+    live_server,
+    make_settings,
+    register,
+)
 from tests.test_events import PAPERS, event
 
 
@@ -74,6 +80,7 @@ def test_past_its_budget_a_feed_and_an_event_are_429s_that_say_so(
         assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).is_success
         user_id, auth = register(http)
         _, other = register(http)
+        inside_one_budget_window(r)
         statuses = [http.get("/v1/feed", headers=auth).status_code for _ in range(4)]
         statuses += [
             http.post(
@@ -99,6 +106,7 @@ def test_refused_bodies_spend_the_budget_too(redis_url: str, r: redis.Redis) -> 
     with live_server(settings) as server, httpx.Client(base_url=server.url) as http:
         user_id, auth = register(http)
         bad = {**auth, "Content-Type": "application/json"}
+        inside_one_budget_window(r)
 
         def spent() -> int:
             budget = r.hgetall(keys.user_budget(user_id))
