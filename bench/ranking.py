@@ -90,7 +90,7 @@ def stages(
     found = feed.candidates(index, trend, vector, text_profile, reader.hidden, ops, knn=knn)
     lap("candidates")
     table = feed.signals_of(index, trend, found, vector, text_profile, ops, knn)
-    final, signals, ages = feed.scores(index, table, reader, now)
+    final, signals, ages = feed.scores(index, table, reader, now, ops=ops)
     lap("scores")
     chosen = np.argsort(-final, kind="stable")[:limit]
     lap("top-k")

@@ -192,6 +192,232 @@ def rows_sum(
     return out
 
 
+@jit
+def _block_sum(values: FloatArray, start: int, n: int) -> np.float32:  # pragma: no cover
+    """numpy's float32 sum of at most 128 values: eight accumulators, then the rest."""
+    if n < 8:
+        total = np.float32(0.0)
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
+    r4, r5, r6, r7 = values[start + 4], values[start + 5], values[start + 6], values[start + 7]
+    i = 8
+    while i < n - (n % 8):
+        at = start + i
+        r0 += values[at]
+        r1 += values[at + 1]
+        r2 += values[at + 2]
+        r3 += values[at + 3]
+        r4 += values[at + 4]
+        r5 += values[at + 5]
+        r6 += values[at + 6]
+        r7 += values[at + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += values[start + i]
+        i += 1
+    return np.float32(total)
+
+
+@jit
+def _sum(values: FloatArray) -> np.float32:  # pragma: no cover - compiled
+    """numpy's float32 sum of ``values``: pairwise, halves (rounded down to a multiple
+    of 8) until a block of at most 128 (``pairwise_sum`` in numpy's ``loops_utils.h``),
+    so that a mean or a spread computed here is numpy's to the last bit. numpy recurses;
+    this walks the same tree with a stack (a recursive kernel read back from numba's
+    disk cache crashed the process)."""
+    depth = 64
+    starts = np.empty(depth, dtype=np.int64)
+    sizes = np.empty(depth, dtype=np.int64)
+    visits = np.zeros(depth, dtype=np.int64)
+    sums = np.empty(depth, dtype=np.float32)
+    top = 0
+    starts[0], sizes[0], visits[0] = 0, values.shape[0], 0
+    kept = 0  # values on the ``sums`` stack
+    while top >= 0:
+        start, n = starts[top], sizes[top]
+        if n <= 128:
+            sums[kept] = _block_sum(values, start, n)
+            kept += 1
+            top -= 1
+            continue
+        half = n // 2
+        half -= half % 8
+        if visits[top] == 0:  # the left half first
+            visits[top] = 1
+            top += 1
+            starts[top], sizes[top], visits[top] = start, half, 0
+        elif visits[top] == 1:  # then the right half
+            visits[top] = 2
+            top += 1
+            starts[top], sizes[top], visits[top] = start + half, n - half, 0
+        else:  # both done: left + right
+            kept -= 1
+            sums[kept - 1] = sums[kept - 1] + sums[kept]
+            top -= 1
+    return np.float32(sums[0])
+
+
+@jit
+def _spread(
+    values: FloatArray, over: npt.NDArray[np.bool_], out: FloatArray
+) -> np.float32:  # pragma: no cover - compiled
+    """``out`` = ``values`` less their mean over the entries ``over`` (0 elsewhere);
+    returns their standard deviation: numpy's ``mean`` and ``std`` in float32, the
+    entries not ``over`` counted as 0 in the sums and not at all in the count
+    (``ranker.standardize_over``; all ``over``: ``ranker.standardize``)."""
+    n = values.shape[0]
+    count = 0
+    for i in range(n):
+        if over[i]:
+            count += 1
+            out[i] = values[i]
+        else:
+            out[i] = 0
+    count = max(count, 1)
+    mean = _sum(out) / np.float32(count)
+    squares = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        centred = values[i] - mean if over[i] else np.float32(0.0)
+        out[i] = centred
+        squares[i] = centred * centred
+    return np.float32(np.sqrt(_sum(squares) / np.float32(count)))
+
+
+@jit
+def _standardized(
+    values: FloatArray, over: npt.NDArray[np.bool_], out: FloatArray
+) -> FloatArray:  # pragma: no cover - compiled
+    """``ranker.standardize_over`` (``ranker.standardize`` when all are ``over``)."""
+    std = _spread(values, over, out)
+    floor = np.float32(1e-9)
+    for i in range(values.shape[0]):
+        out[i] = out[i] / max(std, floor) if over[i] and std > floor else np.float32(0.0)
+    return out
+
+
+@jit
+def candidate_ages(
+    dates: npt.NDArray[np.float64],
+    positions: IntArray,
+    trending: FloatArray,
+    median: np.float32,
+    now: float,
+    fresh_days: np.float32,
+) -> tuple[FloatArray, npt.NDArray[np.bool_], FloatArray, FloatArray]:  # pragma: no cover
+    """For the candidates at ``positions``: their age in days, whether it is at most
+    ``fresh_days``, their ``trending`` raised to ``median`` when fresh, and minus half
+    their age (the exponent of the fresh boost) — ``feed.scores``' numpy, bit for bit."""
+    n = positions.shape[0]
+    ages = np.empty(n, dtype=np.float32)
+    fresh = np.empty(n, dtype=np.bool_)
+    raised = np.empty(n, dtype=np.float32)
+    halved = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        age = np.float32(max(0.0, (now - dates[positions[i]]) / 86_400.0))
+        ages[i] = age
+        fresh[i] = age <= fresh_days
+        raised[i] = max(trending[i], median) if fresh[i] else trending[i]
+        halved[i] = -age / np.float32(2.0)
+    return ages, fresh, raised, halved
+
+
+@jit
+def blend_scores(
+    cf: FloatArray,
+    content: FloatArray,
+    trend_log: FloatArray,
+    itemknn: FloatArray,
+    follow: FloatArray,
+    cold: npt.NDArray[np.bool_],
+    fresh: npt.NDArray[np.bool_],
+    powers: FloatArray,
+    lift: npt.NDArray[np.float64],
+    shown: FloatArray,
+    collaborative: bool,
+    weights: FloatArray,
+    penalty: np.float32,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:  # pragma: no cover
+    """One reader's ``ranker.blend`` over their candidates and then ``feed.scores``'
+    rules, in one pass of numpy's float32 arithmetic (bit for bit: the same operations
+    in the same order and precision, numpy's pairwise sums): returns the final scores
+    and the standardised collaborative, content, trending and item-kNN signals.
+
+    ``weights``: cold_cf, content, trending (with the tie break), item-kNN (0: off) and
+    follow (0: off) weights and the fresh boost, as float32; ``powers``: 2 to the minus
+    half age of each (the fresh boost's decay, for the ``fresh`` ones); ``lift``: the
+    prior lift of followed papers when the blend has no follow weight (then the rules
+    are in float64, as numpy promotes them), else empty; ``shown``: times only shown."""
+    n = cf.shape[0]
+    everywhere = np.ones(n, dtype=np.bool_)
+    cf_z = np.zeros(n, dtype=np.float32)
+    if collaborative:
+        _standardized(cf, everywhere, cf_z)
+    cold_cf = weights[0]
+    for i in range(n):
+        if cold[i]:
+            cf_z[i] = cold_cf * cf_z[i]
+    content_z = _standardized(content, everywhere, np.empty(n, dtype=np.float32))
+    trend_z = _standardized(trend_log, everywhere, np.empty(n, dtype=np.float32))
+    w_content, w_trend, w_knn, w_follow = weights[1], weights[2], weights[3], weights[4]
+    blended = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        blended[i] = (cf_z[i] + w_content * content_z[i]) + w_trend * trend_z[i]
+    knn_z = np.zeros(n, dtype=np.float32)
+    if w_knn != 0:
+        _standardized(itemknn, ~cold, knn_z)
+        for i in range(n):
+            blended[i] = blended[i] + w_knn * knn_z[i]
+    if w_follow != 0:
+        follow_z = _standardized(follow, everywhere, np.empty(n, dtype=np.float32))
+        for i in range(n):
+            blended[i] = blended[i] + w_follow * follow_z[i]
+    # The rules are in units of the blend's spread (numpy's std, then a Python float).
+    spread = 1.0
+    if n > 1:
+        spread = float(_spread(blended, everywhere, np.empty(n, dtype=np.float32)))
+        spread = spread if spread > 1e-6 else 1.0
+    boost = np.zeros(n, dtype=np.float32)
+    for i in range(n):
+        if fresh[i]:
+            boost[i] = weights[5] * powers[i]
+    final = np.empty(n, dtype=np.float32)
+    if lift.shape[0]:
+        for i in range(n):
+            rule = (np.float64(boost[i]) + lift[i]) - np.float64(penalty * shown[i])
+            final[i] = np.float32(np.float64(blended[i]) + spread * rule)
+    else:
+        spread32 = np.float32(spread)
+        for i in range(n):
+            final[i] = blended[i] + spread32 * (boost[i] - penalty * shown[i])
+    return final, cf_z, content_z, trend_z, knn_z
+
+
+@jit
+def shown_times(
+    shown: IntArray, times: FloatArray, positions: IntArray
+) -> FloatArray:  # pragma: no cover - compiled
+    """How many times each of ``positions`` is in ``shown`` (sorted) with its ``times``
+    (``feed.times_shown``: a binary search each)."""
+    out = np.zeros(positions.shape[0], dtype=np.float32)
+    if shown.shape[0] == 0:
+        return out
+    for i in range(positions.shape[0]):
+        low, high = 0, shown.shape[0]
+        while low < high:
+            middle = (low + high) // 2
+            if shown[middle] < positions[i]:
+                low = middle + 1
+            else:
+                high = middle
+        at = min(low, shown.shape[0] - 1)
+        if shown[at] == positions[i]:
+            out[i] = times[at]
+    return out
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the types the feed gives them:
     scipy's int32 index arrays, int64 positions, float32 values."""
@@ -205,3 +431,13 @@ def warm_up() -> None:
     visible_union(i64, i64[:1], 2)
     weighted_terms(indptr, i32, f32[:2], i64, f32[:2], 2)
     rows_sum(indptr, i32, f32[:2], i64, 4)
+    flags = np.zeros(2, dtype=np.bool_)
+    _, fresh, _, halved = candidate_ages(
+        np.zeros(4), i64, f32[:2], np.float32(0.0), 0.0, np.float32(7.0)
+    )
+    for lift in (np.zeros(0), np.zeros(2)):
+        blend_scores(
+            f32[:2], f32[:2], f32[:2], f32[:2], f32[:2], flags, fresh, halved, lift, f32[:2],
+            True, np.zeros(6, dtype=np.float32), np.float32(0.25),
+        )  # fmt: skip
+    shown_times(i64, f32[:2], i64)

@@ -41,6 +41,7 @@ Only the returned papers are read from Redis.
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 import zlib
@@ -94,7 +95,15 @@ from paperfeed.recsys.index import (
 )
 from paperfeed.recsys.matrix import DISMISS_WEIGHT, cell_weight
 from paperfeed.recsys.model import RecModel
-from paperfeed.recsys.ranker import CONTENT_ONLY, IntArray, Signals, blend
+from paperfeed.recsys.ranker import (
+    CONTENT_ONLY,
+    TIE_BREAK,
+    BlendParams,
+    IntArray,
+    Signals,
+    blend,
+    history_weight,
+)
 from paperfeed.recsys.repository import ModelRepository, decode_vector, encode_vector
 from paperfeed.recsys.search import INLINE_WORK, Found, find, query_columns, work
 from paperfeed.serving.holder import ModelHolder
@@ -278,6 +287,10 @@ class Ops(NamedTuple):
     rows_sum: Callable[[sparse.csr_matrix, IntArray], FloatArray]
     """The sum of some rows (distinct, ascending) of a CSR matrix, dense: a reader's
     item-kNN scores from their liked papers' neighbour lists."""
+    final: Callable[
+        [CatalogIndex, Table, Reader, float, Followed], tuple[FloatArray, Signals, FloatArray]
+    ]
+    """Stage 3, ``scores``: the blend and the rules over a candidate table."""
 
 
 def best(scores: FloatArray, n: int) -> IntArray:
@@ -311,6 +324,12 @@ def _rows_sum_reference(matrix: sparse.csr_matrix, rows: IntArray) -> FloatArray
     return np.asarray((ones @ matrix).toarray(), dtype=np.float32).ravel()
 
 
+def _final_reference(
+    index: CatalogIndex, table: Table, reader: Reader, now: float, followed: Followed
+) -> tuple[FloatArray, Signals, FloatArray]:
+    return scores_reference(index, table, reader, now, followed)
+
+
 REFERENCE = Ops(
     profile_similarity,
     profile_scores,
@@ -318,6 +337,7 @@ REFERENCE = Ops(
     weighted_terms,
     _union_reference,
     _rows_sum_reference,
+    _final_reference,
 )
 
 
@@ -358,6 +378,12 @@ def _rows_sum_compiled(matrix: sparse.csr_matrix, rows: IntArray) -> FloatArray:
     return kernels.rows_sum(matrix.indptr, matrix.indices, matrix.data, rows, matrix.shape[1])
 
 
+def _final_compiled(
+    index: CatalogIndex, table: Table, reader: Reader, now: float, followed: Followed
+) -> tuple[FloatArray, Signals, FloatArray]:
+    return scores_compiled(index, table, reader, now, followed)
+
+
 COMPILED = Ops(
     _similarity_compiled,
     _scores_compiled,
@@ -365,6 +391,7 @@ COMPILED = Ops(
     _terms_compiled,
     _union_compiled,
     _rows_sum_compiled,
+    _final_compiled,
 )
 
 
@@ -509,8 +536,21 @@ def scores(
     reader: Reader,
     now: float,
     followed: Followed = NOTHING_FOLLOWED,
+    ops: Ops = COMPILED,
 ) -> tuple[FloatArray, Signals, FloatArray]:
     """(final scores, the blend's signals, ages in days) of the candidates."""
+    return ops.final(index, table, reader, now, followed)
+
+
+def scores_reference(
+    index: CatalogIndex,
+    table: Table,
+    reader: Reader,
+    now: float,
+    followed: Followed = NOTHING_FOLLOWED,
+) -> tuple[FloatArray, Signals, FloatArray]:
+    """``scores`` in numpy: ``ranker.blend`` (the code ``paperfeed eval`` measures), then
+    the rules. ``scores_compiled`` is held to it bit for bit."""
     model = index.model
     positions = table.positions
     n = len(positions)
@@ -547,6 +587,114 @@ def scores(
         boost = boost + FOLLOW_WEIGHT * np.isin(positions, followed.positions)
     final = (blended[0] + spread * (boost - IMPRESSION_PENALTY * shown)).astype(np.float32)
     return first_page_for_followed_authors(final, positions, followed, shown), signals, ages
+
+
+def scores_compiled(
+    index: CatalogIndex,
+    table: Table,
+    reader: Reader,
+    now: float,
+    followed: Followed = NOTHING_FOLLOWED,
+) -> tuple[FloatArray, Signals, FloatArray]:
+    """``scores_reference`` to the last bit, in two compiled passes (``kernels``:
+    ``candidate_ages``, ``blend_scores``) around numpy's own log1p and power, where the
+    reference makes some forty numpy calls on arrays of a few hundred (each costing more
+    than its arithmetic, and taking the GIL from the event loop)."""
+    model = index.model
+    positions = table.positions
+    params = model.meta.blend if model is not None and table.personal else CONTENT_ONLY
+    ages, fresh, raised, halved = kernels.candidate_ages(
+        index.dates, positions, table.trending, median(table.trending), now,
+        np.float32(FRESH_DAYS),
+    )  # fmt: skip
+    # numpy's transcendental functions, as the reference's (not numba's libm).
+    trend_log = np.log1p(np.maximum(raised, 0)).astype(np.float32)
+    powers = np.float32(2.0) ** halved
+    weights = reader_weights(params, reader.positives)
+    follow = (
+        follow_signal(index, reader, followed, positions)[0].astype(np.float32, copy=False)
+        if params.follow
+        else NO_FLOATS
+    )
+    # Without a learned follow weight the prior lifts followed papers, and numpy's
+    # promotion of that lift puts the rules in float64: the kernel follows it.
+    lift = (
+        NO_DOUBLES
+        if params.follow
+        else FOLLOW_WEIGHT * np.isin(positions, followed.positions).astype(np.float64)
+    )
+    shown = kernels.shown_times(reader.shown, reader.shown_times, positions)
+    final, cf_z, content_z, trend_z, knn_z = kernels.blend_scores(
+        table.cf, table.content, trend_log, table.itemknn, follow, index.cold[positions],
+        fresh, powers, lift, shown, params.collaborative, weights.blend,
+        np.float32(IMPRESSION_PENALTY),
+    )  # fmt: skip
+    knn_used = params.itemknn != 0
+    signals = Signals(
+        cf=cf_z[None, :],
+        content=content_z[None, :],
+        trending=trend_z,
+        content_weight=weights.content,
+        trending_weight=weights.trending,
+        itemknn=knn_z[None, :] if knn_used else None,
+        itemknn_weight=weights.itemknn if knn_used else None,
+    )
+    return first_page_for_followed_authors(final, positions, followed, shown), signals, ages
+
+
+def median(values: FloatArray) -> np.float32:
+    """``np.median`` of float32 ``values`` (0 when empty), without its generality (a
+    fifth of a re-sort's time): the middle order statistic, or the mean of the two in
+    float32 (numpy's mean of two values is their float32 sum halved)."""
+    n = len(values)
+    if n == 0:
+        return np.float32(0.0)
+    middle = n // 2
+    if n % 2:
+        return np.float32(np.partition(values, middle)[middle])
+    part = np.partition(values, (middle - 1, middle))
+    return np.float32((part[middle - 1] + part[middle]) / np.float32(2.0))
+
+
+NO_FLOATS = np.zeros(0, dtype=np.float32)
+NO_DOUBLES = np.zeros(0, dtype=np.float64)
+
+
+class ReaderWeights(NamedTuple):
+    """A reader's blend weights, as ``ranker.blend`` computes them for their history."""
+
+    content: FloatArray
+    trending: FloatArray
+    itemknn: FloatArray
+    blend: FloatArray
+    """``kernels.blend_scores``' weights: cold_cf, content, trending with the tie
+    break, item-kNN (0: off), follow (0: off), the fresh boost; float32."""
+
+
+@functools.lru_cache(maxsize=4096)
+def reader_weights(params: BlendParams, positives: int) -> ReaderWeights:
+    """``ranker.blend``'s weights for a history of ``positives`` (the same numpy calls,
+    once a history length and blend: readers share them)."""
+    history = np.array([positives], dtype=np.float64)
+    median = params.median_history
+    content = history_weight(params.content, params.content_slope, history, median)
+    trending = history_weight(params.trending, params.trending_slope, history, median)
+    trending = np.where(history > 0, trending, 1.0).astype(np.float32)
+    itemknn = history_weight(params.itemknn, params.itemknn_slope, history, median)
+    blend = np.array(
+        [
+            np.float32(params.cold_cf),
+            content[0],
+            (trending + TIE_BREAK)[0],
+            itemknn[0] if params.itemknn != 0 else 0.0,
+            np.float32(params.follow) if params.follow else 0.0,
+            np.float32(FRESH_BOOST),
+        ],
+        dtype=np.float32,
+    )
+    for array in (content, trending, itemknn, blend):
+        array.flags.writeable = False  # shared by every ranking
+    return ReaderWeights(content, trending, itemknn, blend)
 
 
 def first_page_for_followed_authors(
@@ -767,7 +915,7 @@ def finish(
 ) -> Ranked:
     """Scores, order and reasons of the candidates in ``table``: the end of ``rank``,
     and all of a re-sort after impressions."""
-    final, signals, ages = scores(index, table, reader, now, followed)
+    final, signals, ages = scores(index, table, reader, now, followed, ops)
     chosen = np.argsort(-final, kind="stable")[:limit]
     why = reasons(index, reader, table, chosen, signals, ages, ops, followed)
     return Ranked(table.positions[chosen], final[chosen], why, folded, table)
