@@ -267,6 +267,23 @@ def cache_results(http: httpx.Client) -> dict[str, float]:
     }
 
 
+def resorts_on(http: httpx.Client, where: str) -> float:
+    prefix = f'paperfeed_feed_work_total{{on="{where}",work="resort"}}'
+    lines = [line for line in http.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, lines
+    return float(lines[0].rsplit(" ", 1)[1])
+
+
+def test_a_re_sort_runs_on_the_loop_only_while_it_is_small() -> None:
+    """Unit: a re-sort of the bench's reader (50 records, about 700 candidates) is under
+    the bound; a long history or a long candidate table goes to the pool."""
+    from paperfeed.serving.feed import INLINE_RESORT_WORK, resort_work
+
+    assert resort_work(50, 750) <= INLINE_RESORT_WORK
+    assert resort_work(2_000, 700) > INLINE_RESORT_WORK
+    assert resort_work(20, 1_500) > INLINE_RESORT_WORK
+
+
 def test_impressions_re_sort_the_cached_candidates_as_a_full_ranking_would(
     cached_api: LiveServer, r: redis.Redis
 ) -> None:
@@ -283,10 +300,13 @@ def test_impressions_re_sort_the_cached_candidates_as_a_full_ranking_would(
     impressions = {"events": [event(pid, "impression") for pid in shown]}
     assert http.post("/v1/events", json=impressions, headers=auth).json()["accepted"] == 5
     before = cache_results(http)
+    on_loop = resorts_on(http, "loop")
     resorted = feed(http, auth, limit=20)
     after = cache_results(http)
     assert after["resort"] == before["resort"] + 1
     assert after["miss"] == before["miss"]
+    # A short history and a few hundred candidates: re-sorted on the event loop.
+    assert resorts_on(http, "loop") == on_loop + 1
     # The shown papers sank (their penalty), and the order is a full ranking's: the same
     # feed ranked anew once the cache is gone.
     resorted_scores = {item["paper"]["id"]: item["score"] for item in resorted["items"]}

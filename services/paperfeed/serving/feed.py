@@ -122,6 +122,15 @@ FEED_CACHE = Counter(
 for _result in ("hit", "resort", "miss"):
     FEED_CACHE.labels(result=_result)  # every series from the start, at 0
 
+FEED_WORK = Counter(
+    "paperfeed_feed_work_total",
+    "Re-sorts after impressions by where they ran: on the event loop (a small one costs"
+    " less than handing it to a thread) or in the feed pool",
+    ["work", "on"],
+)
+for _on in ("loop", "pool"):
+    FEED_WORK.labels(work="resort", on=_on)
+
 TRENDING_CANDIDATES = 300
 TODAY_CANDIDATES = 100
 RECENT_CANDIDATES = 200
@@ -1182,9 +1191,13 @@ class FeedService:
             return None
         follows = decode_follows(raw_follows)
         window = follows_window(user_id, now, self.trend_s)
-        ranked = await self.offload(
-            resort_stored, index, raw_records, table, cached, now, follows, window
-        )
+        args = (index, raw_records, table, cached, now, follows, window)
+        if resort_work(len(raw_records), len(table.positions)) <= INLINE_RESORT_WORK:
+            FEED_WORK.labels(work="resort", on="loop").inc()
+            ranked = resort_stored(*args)
+        else:
+            FEED_WORK.labels(work="resort", on="pool").inc()
+            ranked = await self.offload(resort_stored, *args)
         resorted = CachedFeed(
             stamp=cached.stamp,
             model_version=cached.model_version,
@@ -1413,6 +1426,20 @@ class FeedService:
             if pid in found
         ]
         return Similar(items=items, model_version=index.model_version)
+
+
+INLINE_RESORT_WORK = 1_000
+"""A re-sort of at most this many records and candidates together (the bench's reader:
+50 records, about 700 candidates; under a millisecond of CPU) runs on the event loop:
+handing it to a thread costs more than the work, in CPU (the ranking thread and the loop
+taking turns at the GIL) and in latency (docs/benchmarks.md). A longer history or more
+candidates: the feed pool, as every ranking."""
+
+
+def resort_work(records: int, candidates: int) -> int:
+    """What a re-sort costs, in the units of ``INLINE_RESORT_WORK``: decoding the
+    reader's records, scoring and sorting the candidates."""
+    return records + candidates
 
 
 def resort_stored(
