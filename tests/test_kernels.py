@@ -234,6 +234,41 @@ def test_the_compiled_scores_are_the_reference_to_the_bit(blend: BlendParams) ->
     assert followed_compared > 40
 
 
+@pytest.mark.parametrize("data", ["citeulike-t", "synthetic", "small"])
+def test_the_compiled_candidates_are_the_reference_candidates(data: str) -> None:
+    """Stage 1 in one compiled pass finds the very positions numpy finds: the best 200
+    of the pool by vector, text and item-kNN (ties by the lower position, item-kNN only
+    above 0), the trending, newest and followed ones, less the hidden, ascending; also
+    with a pool smaller than the picks, and with many tied scores."""
+    papers, libraries = {
+        "citeulike-t": citeulike, "synthetic": synthetic,
+        "small": lambda: synthetic(n_papers=150, n_readers=200),
+    }[data]()  # fmt: skip
+    index = model_and_index(papers, libraries)
+    assert index.model is not None
+    rng = random.Random(7)
+    week = [(p.id, float(rng.paretovariate(1.2))) for p in rng.sample(papers, len(papers) // 10)]
+    trend = trend_snapshot(index, week, week[:50], NOW)
+    compared = 0
+    for n, library in enumerate(list(libraries.values())[:150]):
+        reader = feed.reader_of_stored(index, records_of(library, rng))
+        vector = feed.fold_in(index.model, index, reader) if reader.positives else None
+        text_profile = feed.profile(index, reader)
+        knn = feed.neighbour_scores(index, reader) if vector is not None else None
+        if knn is not None and n % 3 == 0:
+            knn = np.round(knn, 1)  # many ties at the 200th
+        followed = feed.Followed(np.sort(rng.sample(range(len(index)), 5)).astype(np.int64), {})
+        for hidden in (reader.hidden, np.concatenate([reader.hidden, index.newest[:30]])):
+            ours = feed.candidates(index, trend, vector, text_profile, hidden, feed.COMPILED,
+                                   followed, knn)  # fmt: skip
+            theirs = feed.candidates(index, trend, vector, text_profile, hidden,
+                                     feed.REFERENCE, followed, knn)  # fmt: skip
+            assert ours.dtype == theirs.dtype
+            assert ours.tolist() == theirs.tolist()
+            compared += len(theirs)
+    assert compared > 150 * min(len(index.pool), feed.PERSONAL_CANDIDATES)
+
+
 def test_each_kernel_is_its_scipy_expression() -> None:
     """Bit for bit: the same additions in the same order, in float32."""
     rng = np.random.default_rng(0)

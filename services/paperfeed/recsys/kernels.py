@@ -418,6 +418,115 @@ def shown_times(
     return out
 
 
+@jit
+def _nth_largest(scores: FloatArray, n: int) -> np.float32:  # pragma: no cover - compiled
+    """The ``n``-th largest of ``scores`` (repeats counted; ``n`` at most their number):
+    the smallest of a heap of the ``n`` largest met so far."""
+    heap = np.empty(n, dtype=np.float32)
+    size = 0
+    for value in scores:
+        if size < n:  # push, sift up
+            at = size
+            size += 1
+            while at > 0 and heap[(at - 1) // 2] > value:
+                heap[at] = heap[(at - 1) // 2]
+                at = (at - 1) // 2
+            heap[at] = value
+        elif value > heap[0]:  # replace the smallest, sift down
+            at = 0
+            while True:
+                child = 2 * at + 1
+                if child >= n:
+                    break
+                if child + 1 < n and heap[child + 1] < heap[child]:
+                    child += 1
+                if heap[child] >= value:
+                    break
+                heap[at] = heap[child]
+                at = child
+            heap[at] = value
+    return np.float32(heap[0])
+
+
+@jit
+def _mark_best(
+    scores: FloatArray, n: int, pool: IntArray, positive_only: bool, mark: npt.NDArray[np.uint8]
+) -> None:  # pragma: no cover - compiled
+    """Marks (1) the pool positions of the ``n`` highest ``scores`` (``feed.best``: ties
+    broken by the lower index; ``positive_only``: only those above 0 among them)."""
+    if scores.shape[0] <= n:
+        for i in range(scores.shape[0]):
+            if not positive_only or scores[i] > 0:
+                mark[pool[i]] = 1
+        return
+    threshold = _nth_largest(scores, n)
+    above = 0
+    for i in range(scores.shape[0]):
+        if scores[i] > threshold:
+            above += 1
+    ties = n - above
+    for i in range(scores.shape[0]):
+        value = scores[i]
+        take = value > threshold
+        if not take and value == threshold and ties > 0:
+            ties -= 1
+            take = True
+        if take and (not positive_only or value > 0):
+            mark[pool[i]] = 1
+
+
+@jit
+def candidate_union(
+    fixed: IntArray,
+    pool: IntArray,
+    by_vector: FloatArray,
+    indptr: Indexes,
+    indices: Indexes,
+    data: FloatArray,
+    terms: IntArray,
+    weights: FloatArray,
+    knn: FloatArray,
+    model_rows: IntArray,
+    hidden: IntArray,
+    size: int,
+    n_best: int,
+) -> IntArray:  # pragma: no cover - compiled
+    """``feed.candidates`` in one pass: the ``fixed`` positions (trending, newest,
+    followed), and among the ``pool`` the ``n_best`` by the reader's vector
+    (``by_vector``: the pool's scores; empty: none), by their text profile (``terms``
+    and ``weights`` over the pool's postings; empty: none) and by item-kNN (``knn``, by
+    model row, read with theirs only; empty: none), but the ``hidden`` positions; the
+    positions ascending, as a scan of the marks gives them (no sort: see
+    ``visible_union``)."""
+    mark = np.zeros(size, dtype=np.uint8)
+    for i in range(fixed.shape[0]):
+        mark[fixed[i]] = 1
+    if pool.shape[0]:
+        if by_vector.shape[0]:
+            _mark_best(by_vector, n_best, pool, False, mark)
+        if terms.shape[0]:
+            by_text = postings_scores(indptr, indices, data, terms, weights, pool.shape[0])
+            _mark_best(by_text, n_best, pool, False, mark)
+        if knn.shape[0]:
+            by_knn = np.empty(pool.shape[0], dtype=np.float32)
+            for i in range(pool.shape[0]):
+                row = model_rows[pool[i]]
+                by_knn[i] = knn[row] if row >= 0 else np.float32(0.0)
+            _mark_best(by_knn, n_best, pool, True, mark)
+    for i in range(hidden.shape[0]):
+        mark[hidden[i]] = 0
+    count = 0
+    for position in range(size):
+        count += mark[position]
+    out = np.empty(count, dtype=np.int64)
+    n = 0
+    for position in range(size):
+        if mark[position]:
+            out[n] = position
+            n += 1
+    return out
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the types the feed gives them:
     scipy's int32 index arrays, int64 positions, float32 values."""
@@ -441,3 +550,7 @@ def warm_up() -> None:
             True, np.zeros(6, dtype=np.float32), np.float32(0.25),
         )  # fmt: skip
     shown_times(i64, f32[:2], i64)
+    for by_vector in (f32[:2], f32[:0]):
+        candidate_union(
+            i64, i64, by_vector, indptr, i32, f32[:2], i64, f32[:2], f32[:2], i64, i64[:1], 4, 1
+        )

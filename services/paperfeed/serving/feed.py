@@ -300,6 +300,14 @@ class Ops(NamedTuple):
         [CatalogIndex, Table, Reader, float, Followed], tuple[FloatArray, Signals, FloatArray]
     ]
     """Stage 3, ``scores``: the blend and the rules over a candidate table."""
+    choose: Callable[
+        [
+            CatalogIndex, TrendSnapshot, FloatArray | None, ReaderProfile, IntArray, Followed,
+            FloatArray | None,
+        ],
+        IntArray,
+    ]  # fmt: skip
+    """Stage 1, ``candidates``."""
 
 
 def best(scores: FloatArray, n: int) -> IntArray:
@@ -339,6 +347,18 @@ def _final_reference(
     return scores_reference(index, table, reader, now, followed)
 
 
+def _choose_reference(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    vector: FloatArray | None,
+    text_profile: ReaderProfile,
+    hidden: IntArray,
+    followed: Followed,
+    knn: FloatArray | None,
+) -> IntArray:
+    return candidates_numpy(index, trend, vector, text_profile, hidden, REFERENCE, followed, knn)
+
+
 REFERENCE = Ops(
     profile_similarity,
     profile_scores,
@@ -347,6 +367,7 @@ REFERENCE = Ops(
     _union_reference,
     _rows_sum_reference,
     _final_reference,
+    _choose_reference,
 )
 
 
@@ -393,6 +414,18 @@ def _final_compiled(
     return scores_compiled(index, table, reader, now, followed)
 
 
+def _choose_compiled(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    vector: FloatArray | None,
+    text_profile: ReaderProfile,
+    hidden: IntArray,
+    followed: Followed,
+    knn: FloatArray | None,
+) -> IntArray:
+    return candidates_compiled(index, trend, vector, text_profile, hidden, followed, knn)
+
+
 COMPILED = Ops(
     _similarity_compiled,
     _scores_compiled,
@@ -401,6 +434,7 @@ COMPILED = Ops(
     _union_compiled,
     _rows_sum_compiled,
     _final_compiled,
+    _choose_compiled,
 )
 
 
@@ -489,6 +523,51 @@ def candidates(
     """Positions worth ranking for the reader (the module doc says which), but the
     ``hidden`` ones (``Reader.hidden``: what they opened or flagged), ascending;
     ``knn``: their ``neighbour_scores``."""
+    return ops.choose(index, trend, vector, text_profile, hidden, followed, knn)
+
+
+def candidates_compiled(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    vector: FloatArray | None,
+    text_profile: ReaderProfile,
+    hidden: IntArray,
+    followed: Followed = NOTHING_FOLLOWED,
+    knn: FloatArray | None = None,
+) -> IntArray:
+    """``candidates_numpy`` in one compiled pass (``kernels.candidate_union``: the
+    text match, the three best-of-the-pool picks, the union and the hidden filter)
+    after the pool's product with the reader's vector (numpy's, as the reference's:
+    the same BLAS, the same sums)."""
+    pool = index.pool
+    fixed = np.concatenate([
+        trend.week_top[:TRENDING_CANDIDATES], trend.today_top[:TODAY_CANDIDATES],
+        index.newest[:RECENT_CANDIDATES], followed.positions,
+    ]).astype(np.int64, copy=False)  # fmt: skip
+    by_vector = (
+        (index.pool_factors @ vector).astype(np.float32, copy=False)
+        if vector is not None and index.pool_factors is not None and len(pool)
+        else NO_FLOATS
+    )
+    by_term = index.newest_by_term
+    return kernels.candidate_union(
+        fixed, pool, by_vector, by_term.indptr, by_term.indices, by_term.data,
+        text_profile.terms, text_profile.weights, NO_FLOATS if knn is None else knn,
+        index.model_rows, hidden.astype(np.int64, copy=False), len(index), PERSONAL_CANDIDATES,
+    )  # fmt: skip
+
+
+def candidates_numpy(
+    index: CatalogIndex,
+    trend: TrendSnapshot,
+    vector: FloatArray | None,
+    text_profile: ReaderProfile,
+    hidden: IntArray,
+    ops: Ops = REFERENCE,
+    followed: Followed = NOTHING_FOLLOWED,
+    knn: FloatArray | None = None,
+) -> IntArray:
+    """``candidates`` in numpy, with ``ops``' text match and union."""
     parts = [
         trend.week_top[:TRENDING_CANDIDATES],
         trend.today_top[:TODAY_CANDIDATES],
