@@ -1,7 +1,8 @@
 """What the two commonest requests cost in round trips to Redis, counted on the api's
 own redis-py connections (a wrapper that counts, around the real client): a cached feed
-is one (its install's budget, the reader's event count and cached ranking in one
-script, the catalog and model versions in the same pipeline), an event batch about
+is one command (its install's budget, the reader's event count and cached ranking, the
+catalog and model versions, in one script; on a cluster, where the versions live in other
+slots, they are read beside it in the same pipeline), an event batch about
 catalogued papers two (the ingest script spending the budget, then the writes shared
 with every batch arriving meanwhile). Past the budget both are a 429 naming it."""
 
@@ -57,7 +58,12 @@ def test_a_cached_feed_is_one_round_trip_and_an_event_two(redis_url: str, r: red
             cached = http.get("/v1/feed", headers=auth)
         assert cached.status_code == 200
         assert len(sent) == 1, [s[:80] for s in sent]
-        assert sent[0].count(b"EVAL") == 1  # the feed's script, and the versions beside it
+        assert sent[0].count(b"EVAL") == 1
+        # One command: the script reads the versions too (no GET beside it).
+        assert sent[0].startswith(b"*")
+        assert sent[0].count(b"\r\nGET\r\n") == 0
+        assert keys.MODEL_CURRENT.encode() in sent[0]
+        assert keys.PAPERS_VERSION.encode() in sent[0]
         # (Steady state: the catalog's alias map, read again after the catalog changed
         # and every 30 s, was read by this first event.)
         assert http.post("/v1/events", json={"events": [event("2411.00003")]}, headers=auth)
@@ -189,3 +195,13 @@ def test_the_feed_script_sends_the_reader_only_when_their_feed_is_behind(
         assert len(behind) == 10, depth
         assert behind[6] == ["2411.00001", "record"]
         r.hincrby(keys.user_profile(user_id), "events", -1)
+    # On one server the versions come after the six (eight), before the reader (twelve).
+    r.set(keys.PAPERS_VERSION, "c7")
+    names += [keys.PAPERS_VERSION, keys.MODEL_CURRENT]
+    current = read()
+    assert len(current) == 8
+    assert current[6:] == ["c7", None]
+    r.hincrby(keys.user_profile(user_id), "events", 1)
+    behind = read()
+    assert len(behind) == 12
+    assert behind[6:9] == ["c7", None, ["2411.00001", "record"]]

@@ -3,10 +3,12 @@
 -- feed cannot be served as it is, what ranking them again reads.
 -- KEYS[1] the reader's budget HASH, KEYS[2] profile HASH, KEYS[3] cached feed STRING,
 -- KEYS[4] records HASH, KEYS[5] vector STRING, KEYS[6] the feed's candidates STRING,
--- KEYS[7] follows HASH.
+-- KEYS[7] follows HASH; on one Redis server (not a cluster, where they live in other
+-- slots) KEYS[8] the catalog's and KEYS[9] the model's current version STRINGs.
 -- ARGV[1] install (token hash), ARGV[2] window (ms), ARGV[3] limit (0: no budget).
 -- Returns {count, ms left, event count (false: no such reader), cached feed (false),
--- impressions among the events, changes of the reader's follows (false: none)}, and when
+-- impressions among the events, changes of the reader's follows (false: none)}, then the
+-- two versions when KEYS[8] and KEYS[9] are given (false: none), and when
 -- there is no cached feed or it was ranked after another number of events (the last
 -- element of its JSON array, serving.feed.CachedFeed.events: the reader acted since) the
 -- reader's records (a flat HGETALL), vector, candidate table and follows (HGETALL) after
@@ -22,11 +24,16 @@ if tonumber(ARGV[3]) > 0 and count > tonumber(ARGV[3]) then
 end
 local feed = redis.call('GET', KEYS[3])
 local answer = {count, left, events, feed, counts[2], counts[4]}
+if #KEYS >= 9 then
+  answer[7] = redis.call('GET', KEYS[8])
+  answer[8] = redis.call('GET', KEYS[9])
+end
 -- (The match starts near the end: from the start, Lua would try every byte of the feed.)
 if not feed or string.match(feed, ',(%-?%d+)%]$', math.max(1, #feed - 24)) ~= events then
-  answer[7] = redis.call('HGETALL', KEYS[4])
-  answer[8] = redis.call('GET', KEYS[5])
-  answer[9] = redis.call('GET', KEYS[6])
-  answer[10] = redis.call('HGETALL', KEYS[7])
+  local at = #answer
+  answer[at + 1] = redis.call('HGETALL', KEYS[4])
+  answer[at + 2] = redis.call('GET', KEYS[5])
+  answer[at + 3] = redis.call('GET', KEYS[6])
+  answer[at + 4] = redis.call('HGETALL', KEYS[7])
 end
 return answer
