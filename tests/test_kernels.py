@@ -223,7 +223,9 @@ def test_the_compiled_scores_are_the_reference_to_the_bit(blend: BlendParams) ->
                     theirs = feed.scores_reference(index, table, reader, now, follow)
                     assert np.array_equal(ours[0], theirs[0])
                     assert np.array_equal(ours[2], theirs[2])
-                    assert np.array_equal(ours[1].cf, theirs[1].cf)
+                    for name in ("cf", "content", "trending", "content_weight",
+                                 "trending_weight"):  # fmt: skip
+                        assert np.array_equal(getattr(ours[1], name), getattr(theirs[1], name))
                     assert (ours[1].itemknn is None) == (theirs[1].itemknn is None)
                     if theirs[1].itemknn is not None:
                         assert np.array_equal(ours[1].itemknn, theirs[1].itemknn)
@@ -299,6 +301,22 @@ def test_each_kernel_is_its_scipy_expression() -> None:
     terms, sums = feed.COMPILED.terms(text, empty, np.zeros(0, np.float32))
     assert terms.tolist() == []
     assert sums.tolist() == []
+
+
+def test_the_compiled_picks_are_best_s_with_ties_and_nan() -> None:
+    """``kernels._mark_best`` marks what ``feed.best`` picks: ties at the threshold by the
+    lower index, NaN never (numpy's partition puts it last; fewer numbers than picks:
+    nothing, as ``best`` then finds no threshold)."""
+    rng = np.random.default_rng(9)
+    for trial in range(300):
+        n = int(rng.integers(1, 400))
+        scores = np.round(rng.standard_normal(n), int(rng.integers(0, 3))).astype(np.float32)
+        if trial % 3 == 0:
+            scores[rng.choice(n, int(rng.integers(1, n + 1)), replace=False)] = np.nan
+        picks = int(rng.integers(1, 250))
+        mark = np.zeros(n, dtype=np.uint8)
+        kernels._mark_best(scores, picks, np.arange(n, dtype=np.int64), False, mark)
+        assert np.flatnonzero(mark).tolist() == feed.best(scores, picks).tolist(), trial
 
 
 def test_best_takes_the_highest_and_breaks_ties_by_position() -> None:
@@ -493,3 +511,61 @@ def test_the_median_is_numpys() -> None:
         assert feed.median(values) == np.median(values)
         assert feed.median(values).dtype == np.float32
     assert feed.median(np.zeros(0, np.float32)) == 0.0
+
+
+WARM_UP_CHECK = """
+import random, sys
+import msgspec, numba, numpy as np
+from paperfeed.follows import StoredFollows
+from paperfeed.recsys import artifact, kernels
+from paperfeed.recsys.index import trend_snapshot
+from paperfeed.serving import feed
+from tests.test_kernels import NOW, model_and_index, records_of, synthetic
+
+papers, libraries = synthetic(n_papers=1_500, n_readers=200)
+papers = [msgspec.structs.replace(p, authors=[f"Ada Writer{n % 53}"]) for n, p in
+          enumerate(papers)]
+built = model_and_index(papers, libraries)
+_, header, chunks = artifact.build(papers, built.model, "1", None, {})
+index = artifact.decode(header, bytearray(b"".join(chunks)), built.model)  # as the api loads
+kernels.warm_up()
+def compiled():
+    return {name: {str(s) for s in value.signatures} for name, value in vars(kernels).items()
+            if isinstance(value, numba.core.registry.CPUDispatcher)}
+before = compiled()
+rng = random.Random(2)
+week = [(p.id, float(rng.paretovariate(1.2))) for p in rng.sample(papers, 200)]
+trend = trend_snapshot(index, week, week[:30], NOW)
+for n, library in enumerate(list(libraries.values())[:40]):
+    raws = records_of(library, rng)
+    follows = StoredFollows(authors=[f"Ada Writer{n % 53}"] if n % 2 else [], topics={})
+    ranked = feed.rank_stored(index, trend, raws, None, 0, feed.CACHE_DEPTH, NOW,
+                              follows=follows)
+    if ranked.table is not None:
+        kept = feed.decode_table(feed.encode_table(ranked.table, (1, 2)), (1, 2))
+        cached = feed.CachedFeed("s", None, [], [], [], feed.CACHE_DEPTH, 1)
+        feed.resort_stored(index, raws, kept, cached, NOW + 60, follows, NOW)
+new = {name: sorted(sigs - before.get(name, set())) for name, sigs in compiled().items()
+       if sigs - before.get(name, set())}
+print(new)
+sys.exit(1 if new else 0)
+"""
+
+
+def test_warm_up_compiles_every_kernel_signature_that_serving_calls() -> None:
+    """An api process warms its kernels up in the background when it starts; a ranking,
+    a re-sort (on the event loop) or follows afterwards must find every kernel compiled
+    for the very types it passes (numba compiles anew for another dtype, layout or a
+    read-only array), on an index decoded from an artifact as the api loads it. A fresh
+    process: the dispatchers hold only what it asked for."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", WARM_UP_CHECK],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -128,14 +128,16 @@ def visible_union(
     may sort (``itemknn._top``)."""
     mark = np.zeros(size, dtype=np.uint8)
     for i in range(parts.shape[0]):
-        mark[parts[i]] = 1
+        if 0 <= parts[i] < size:  # (never past ``mark``: numba checks no bounds)
+            mark[parts[i]] = 1
     for i in range(hidden.shape[0]):
-        mark[hidden[i]] = 0
+        if 0 <= hidden[i] < size:
+            mark[hidden[i]] = 0
     out = np.empty(parts.shape[0], dtype=np.int64)
     n = 0
     for i in range(parts.shape[0]):
         position = parts[i]
-        if mark[position] == 1:
+        if 0 <= position < size and mark[position] == 1:
             mark[position] = 2
             out[n] = position
             n += 1
@@ -420,11 +422,14 @@ def shown_times(
 
 @jit
 def _nth_largest(scores: FloatArray, n: int) -> np.float32:  # pragma: no cover - compiled
-    """The ``n``-th largest of ``scores`` (repeats counted; ``n`` at most their number):
-    the smallest of a heap of the ``n`` largest met so far."""
+    """The ``n``-th largest of ``scores`` (repeats counted): the smallest of a heap of the
+    ``n`` largest met so far. NaN counts as the smallest of all, as numpy's partition
+    places it (NaN when fewer than ``n`` are numbers: then nothing is above or equal)."""
     heap = np.empty(n, dtype=np.float32)
     size = 0
     for value in scores:
+        if np.isnan(value):
+            continue
         if size < n:  # push, sift up
             at = size
             size += 1
@@ -445,7 +450,7 @@ def _nth_largest(scores: FloatArray, n: int) -> np.float32:  # pragma: no cover 
                 heap[at] = heap[child]
                 at = child
             heap[at] = value
-    return np.float32(heap[0])
+    return np.float32(heap[0]) if size == n else np.float32(np.nan)
 
 
 @jit
@@ -498,9 +503,12 @@ def candidate_union(
     model row, read with theirs only; empty: none), but the ``hidden`` positions; the
     positions ascending, as a scan of the marks gives them (no sort: see
     ``visible_union``)."""
+    # Positions outside the index are dropped, never written (a trending snapshot of
+    # another index, mid-swap, must not write past ``mark``: numba checks no bounds).
     mark = np.zeros(size, dtype=np.uint8)
     for i in range(fixed.shape[0]):
-        mark[fixed[i]] = 1
+        if 0 <= fixed[i] < size:
+            mark[fixed[i]] = 1
     if pool.shape[0]:
         if by_vector.shape[0]:
             _mark_best(by_vector, n_best, pool, False, mark)
@@ -514,7 +522,8 @@ def candidate_union(
                 by_knn[i] = knn[row] if row >= 0 else np.float32(0.0)
             _mark_best(by_knn, n_best, pool, True, mark)
     for i in range(hidden.shape[0]):
-        mark[hidden[i]] = 0
+        if 0 <= hidden[i] < size:
+            mark[hidden[i]] = 0
     count = 0
     for position in range(size):
         count += mark[position]
@@ -544,10 +553,12 @@ def warm_up() -> None:
     _, fresh, _, halved = candidate_ages(
         np.zeros(4), i64, f32[:2], np.float32(0.0), 0.0, np.float32(7.0)
     )
+    weights = np.zeros(6, dtype=np.float32)
+    weights.flags.writeable = False  # as ``feed.reader_weights`` shares them
     for lift in (np.zeros(0), np.zeros(2)):
         blend_scores(
             f32[:2], f32[:2], f32[:2], f32[:2], f32[:2], flags, fresh, halved, lift, f32[:2],
-            True, np.zeros(6, dtype=np.float32), np.float32(0.25),
+            True, weights, np.float32(0.25),
         )  # fmt: skip
     shown_times(i64, f32[:2], i64)
     for by_vector in (f32[:2], f32[:0]):

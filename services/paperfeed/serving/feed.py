@@ -551,6 +551,8 @@ def candidates_compiled(
         else NO_FLOATS
     )
     by_term = index.newest_by_term
+    if by_term.shape[1] != len(pool):  # the kernel writes by these columns: no bounds checks
+        raise ValueError(f"postings of {by_term.shape[1]} papers for a pool of {len(pool)}")
     return kernels.candidate_union(
         fixed, pool, by_vector, by_term.indptr, by_term.indices, by_term.data,
         text_profile.terms, text_profile.weights, NO_FLOATS if knn is None else knn,
