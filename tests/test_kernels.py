@@ -569,3 +569,38 @@ def test_warm_up_compiles_every_kernel_signature_that_serving_calls() -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_records_decode_in_one_pass_as_one_by_one() -> None:
+    """``events.record_table`` (a decoder call a layout) gives each record's fields as
+    ``decode_user_paper`` (one at a time) does: packed, the earlier JSON layout, both
+    mixed, none."""
+    from paperfeed.events import RECORD_EPOCH, RECORD_FIELDS, record_table
+
+    rng = random.Random(11)
+
+    def packed() -> str:
+        t = int((NOW - RECORD_EPOCH) * 1000) - rng.randrange(10**8)
+        cells = [t, rng.choice([0, UPVOTED, SAVED]), rng.randrange(3), rng.randrange(2),
+                 rng.randrange(4), rng.choice([0, 45_000]), rng.choice([-1, 5_000]),
+                 rng.choice([-1, 0]), -1, rng.choice([-1, 7]), -1, rng.randrange(3)]  # fmt: skip
+        return msgspec.json.encode(cells[: rng.randrange(1, len(cells) + 1)]).decode()
+
+    def legacy() -> str:
+        record: dict[str, Any] = {"f": rng.choice([0, UPVOTED]), "v": rng.randrange(3),
+                                  "c": rng.randrange(2), "i": rng.randrange(4),
+                                  "dw": float(rng.choice([0, 45_000])), "t": NOW - 3_600}  # fmt: skip
+        if rng.random() < 0.5:
+            record["vt"] = NOW - 7_200
+        return msgspec.json.encode(record).decode()
+
+    for make in (packed, legacy, lambda: packed() if rng.random() < 0.5 else legacy()):
+        raws = [make() for _ in range(200)]
+        table = record_table(raws)
+        for row, raw in zip(table, raws, strict=True):
+            record = decode_user_paper(raw)
+            for column, name in enumerate(RECORD_FIELDS[:11]):
+                value = getattr(record, name)
+                expected = np.inf if value is None else float(value)
+                assert row[column] == pytest.approx(expected, abs=1e-6), (name, raw)
+    assert record_table([]).shape == (0, len(RECORD_FIELDS))

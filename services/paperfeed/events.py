@@ -272,6 +272,7 @@ RECORD_FIELDS = ("t", "f", "v", "c", "i", "dw", "vt", "ct", "ut", "st", "sh", "r
 _decode_packed = msgspec.json.Decoder(PackedRecord).decode
 _decode_packed_many = msgspec.json.Decoder(list[PackedRecord]).decode
 _decode_legacy = msgspec.json.Decoder(UserPaper).decode
+_decode_legacy_many = msgspec.json.Decoder(list[UserPaper]).decode
 
 
 def decode_user_paper(raw: str | bytes) -> UserPaper:
@@ -300,28 +301,35 @@ def decode_user_paper(raw: str | bytes) -> UserPaper:
 
 def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
     """Records as rows of ``RECORD_FIELDS`` (times absolute, ``inf`` for none), decoded
-    in one pass (training reads millions)."""
-    table = np.zeros((len(raws), len(RECORD_FIELDS)), dtype=np.float64)
-    packed = [n for n, raw in enumerate(raws) if raw[:1] != "{"]
+    in one pass a layout (training reads millions; a feed, a reader's few dozen: one
+    decoder call each way, not one a record)."""
+    n = len(raws)
+    legacy = [at for at, raw in enumerate(raws) if raw[:1] == "{"]
+    packed = [at for at, raw in enumerate(raws) if raw[:1] != "{"] if len(legacy) < n else []
+    table = np.zeros((n, len(RECORD_FIELDS)), dtype=np.float64)
     if packed:
-        cells = _decode_packed_many("[" + ",".join(raws[n] for n in packed) + "]")
-        table[packed] = np.array(
+        cells = _decode_packed_many("[" + ",".join([raws[at] for at in packed]) + "]")
+        block = np.array(
             [msgspec.structs.astuple(c) for c in cells], dtype=np.float64
         ).reshape(-1, len(RECORD_FIELDS))  # PackedRecord's fields are RECORD_FIELDS
-        table[packed, 0] += RECORD_EPOCH * 1000
-        times = table[packed, 6:11]
-        table[np.ix_(packed, range(6, 11))] = np.where(
-            times >= 0, (table[packed, :1] - times) / 1000, math.inf
-        )
-        table[packed, 0] /= 1000
-    for n, raw in enumerate(raws):
-        if raw[:1] == "{":
-            r = _decode_legacy(raw)
-            table[n] = [
+        block[:, 0] += RECORD_EPOCH * 1000
+        times = block[:, 6:11]
+        block[:, 6:11] = np.where(times >= 0, (block[:, :1] - times) / 1000, math.inf)
+        block[:, 0] /= 1000
+        table[packed] = block
+    if legacy:
+        inf = math.inf
+        records = _decode_legacy_many("[" + ",".join([raws[at] for at in legacy]) + "]")
+        rows = [
+            (
                 r.t, r.f, r.v, r.c, r.i, r.dw,
-                *(math.inf if x is None else x for x in (r.vt, r.ct, r.ut, r.st, r.sh)),
-                0,
-            ]  # fmt: skip
+                inf if r.vt is None else r.vt, inf if r.ct is None else r.ct,
+                inf if r.ut is None else r.ut, inf if r.st is None else r.st,
+                inf if r.sh is None else r.sh, 0.0,
+            )
+            for r in records
+        ]  # fmt: skip
+        table[legacy] = np.array(rows, dtype=np.float64).reshape(-1, len(RECORD_FIELDS))
     return table
 
 
