@@ -587,9 +587,10 @@ def test_records_decode_in_one_pass_as_one_by_one() -> None:
         return msgspec.json.encode(cells[: rng.randrange(1, len(cells) + 1)]).decode()
 
     def legacy() -> str:
-        record: dict[str, Any] = {"f": rng.choice([0, UPVOTED]), "v": rng.randrange(3),
-                                  "c": rng.randrange(2), "i": rng.randrange(4),
-                                  "dw": float(rng.choice([0, 45_000])), "t": NOW - 3_600}  # fmt: skip
+        record: dict[str, Any] = {
+            "f": rng.choice([0, UPVOTED]), "v": rng.randrange(3), "c": rng.randrange(2),
+            "i": rng.randrange(4), "dw": float(rng.choice([0, 45_000])), "t": NOW - 3_600,
+        }  # fmt: skip
         if rng.random() < 0.5:
             record["vt"] = NOW - 7_200
         return msgspec.json.encode(record).decode()

@@ -309,9 +309,8 @@ def record_table(raws: Sequence[str]) -> npt.NDArray[np.float64]:
     table = np.zeros((n, len(RECORD_FIELDS)), dtype=np.float64)
     if packed:
         cells = _decode_packed_many("[" + ",".join([raws[at] for at in packed]) + "]")
-        block = np.array(
-            [msgspec.structs.astuple(c) for c in cells], dtype=np.float64
-        ).reshape(-1, len(RECORD_FIELDS))  # PackedRecord's fields are RECORD_FIELDS
+        rows = [msgspec.structs.astuple(c) for c in cells]  # PackedRecord's: RECORD_FIELDS
+        block = np.array(rows, dtype=np.float64).reshape(-1, len(RECORD_FIELDS))
         block[:, 0] += RECORD_EPOCH * 1000
         times = block[:, 6:11]
         block[:, 6:11] = np.where(times >= 0, (block[:, :1] - times) / 1000, math.inf)
