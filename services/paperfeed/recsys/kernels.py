@@ -115,33 +115,45 @@ def row_pairs_dot(
 
 
 @jit
+def _mark(positions: IntArray, mark: npt.NDArray[np.uint8], value: int) -> None:  # pragma: no cover
+    """``mark[positions] = value``, positions outside ``mark`` left out (never written past
+    it: numba checks no bounds; a trending snapshot of another index, mid-swap, holds
+    such positions)."""
+    for i in range(positions.shape[0]):
+        if 0 <= positions[i] < mark.shape[0]:
+            mark[positions[i]] = value
+
+
+@jit
+def _marked(mark: npt.NDArray[np.uint8]) -> IntArray:  # pragma: no cover - compiled
+    """The positions ``mark`` holds (non-zero), ascending: a scan of the marks, no sort."""
+    count = 0
+    for position in range(mark.shape[0]):
+        count += mark[position] != 0
+    out = np.empty(count, dtype=np.int64)
+    n = 0
+    for position in range(mark.shape[0]):
+        if mark[position]:
+            out[n] = position
+            n += 1
+    return out
+
+
+@jit
 def visible_union(
     parts: IntArray, hidden: IntArray, size: int
 ) -> IntArray:  # pragma: no cover - compiled
-    """The distinct positions of ``parts`` but those in ``hidden`` (all within
-    ``size``), in the order first met (``np.sort`` them for ``np.unique``'s order): one
-    mark a position instead of a sort of every part and a set test. No sort in here:
-    numba's sort, cached on disk in two kernels compiled by different processes, gave
-    wrong orders when both were loaded into one (a full test run caught it): numba names
-    a kernel's inner functions with a per-process counter, so two cache files can hold
-    different functions under one symbol (numba/numba#10486). Only one cached kernel
-    may sort (``itemknn._top``)."""
+    """The distinct positions of ``parts`` but those in ``hidden`` (within ``size``),
+    ascending (``np.unique``'s order): one mark a position instead of a sort of every
+    part and a set test. No sort in here: numba's sort, cached on disk in two kernels
+    compiled by different processes, gave wrong orders when both were loaded into one (a
+    full test run caught it): numba names a kernel's inner functions with a per-process
+    counter, so two cache files can hold different functions under one symbol
+    (numba/numba#10486). Only one cached kernel may sort (``itemknn._top``)."""
     mark = np.zeros(size, dtype=np.uint8)
-    for i in range(parts.shape[0]):
-        if 0 <= parts[i] < size:  # (never past ``mark``: numba checks no bounds)
-            mark[parts[i]] = 1
-    for i in range(hidden.shape[0]):
-        if 0 <= hidden[i] < size:
-            mark[hidden[i]] = 0
-    out = np.empty(parts.shape[0], dtype=np.int64)
-    n = 0
-    for i in range(parts.shape[0]):
-        position = parts[i]
-        if 0 <= position < size and mark[position] == 1:
-            mark[position] = 2
-            out[n] = position
-            n += 1
-    return out[:n]
+    _mark(parts, mark, 1)
+    _mark(hidden, mark, 0)
+    return _marked(mark)
 
 
 @jit
@@ -500,15 +512,10 @@ def candidate_union(
     followed), and among the ``pool`` the ``n_best`` by the reader's vector
     (``by_vector``: the pool's scores; empty: none), by their text profile (``terms``
     and ``weights`` over the pool's postings; empty: none) and by item-kNN (``knn``, by
-    model row, read with theirs only; empty: none), but the ``hidden`` positions; the
-    positions ascending, as a scan of the marks gives them (no sort: see
-    ``visible_union``)."""
-    # Positions outside the index are dropped, never written (a trending snapshot of
-    # another index, mid-swap, must not write past ``mark``: numba checks no bounds).
+    model row, read with theirs only; empty: none), but the ``hidden`` positions,
+    ascending (``visible_union``, with the pool's picks marked too)."""
     mark = np.zeros(size, dtype=np.uint8)
-    for i in range(fixed.shape[0]):
-        if 0 <= fixed[i] < size:
-            mark[fixed[i]] = 1
+    _mark(fixed, mark, 1)
     if pool.shape[0]:
         if by_vector.shape[0]:
             _mark_best(by_vector, n_best, pool, False, mark)
@@ -521,19 +528,8 @@ def candidate_union(
                 row = model_rows[pool[i]]
                 by_knn[i] = knn[row] if row >= 0 else np.float32(0.0)
             _mark_best(by_knn, n_best, pool, True, mark)
-    for i in range(hidden.shape[0]):
-        if 0 <= hidden[i] < size:
-            mark[hidden[i]] = 0
-    count = 0
-    for position in range(size):
-        count += mark[position]
-    out = np.empty(count, dtype=np.int64)
-    n = 0
-    for position in range(size):
-        if mark[position]:
-            out[n] = position
-            n += 1
-    return out
+    _mark(hidden, mark, 0)
+    return _marked(mark)
 
 
 def warm_up() -> None:

@@ -402,7 +402,7 @@ def _terms_compiled(
 
 
 def _union_compiled(parts: IntArray, hidden: IntArray, size: int) -> IntArray:
-    return np.sort(kernels.visible_union(parts, hidden, size))
+    return kernels.visible_union(parts, hidden, size)
 
 
 def _rows_sum_compiled(matrix: sparse.csr_matrix, rows: IntArray) -> FloatArray:
@@ -1323,18 +1323,16 @@ class FeedService:
             # slots, read beside it in the same pipeline.
             if self._one_server:
                 names += [keys.PAPERS_VERSION, keys.MODEL_CURRENT]
-                read = await self.redis.execute_command(
-                    "EVAL", self._read_script, len(names), *names, install, window_ms, limit,
-                    **{NEVER_DECODE: True},
-                )  # fmt: skip
+            script: tuple[str | int, ...] = (
+                "EVAL", self._read_script, len(names), *names, install, window_ms, limit,
+            )  # fmt: skip
+            if self._one_server:
+                read = await self.redis.execute_command(*script, **{NEVER_DECODE: True})
                 catalog_version, model = (_text(v) for v in (read[6:8] or (None, None)))
                 reader_at = 8
             else:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.execute_command(
-                        "EVAL", self._read_script, len(names), *names, install, window_ms,
-                        limit, **{NEVER_DECODE: True},
-                    )  # fmt: skip
+                    pipe.execute_command(*script, **{NEVER_DECODE: True})
                     pipe.get(keys.PAPERS_VERSION)
                     pipe.get(keys.MODEL_CURRENT)
                     read, catalog_version, model = await pipe.execute()
