@@ -71,6 +71,46 @@ async def test_no_connection_free_within_the_wait_is_a_connection_error(redis_ur
         await client.aclose()
 
 
+async def test_a_cancel_as_the_connection_is_handed_over_is_not_lost(redis_url: str) -> None:
+    pool = WaitingPool.from_url(redis_url, max_connections=1, timeout=5, decode_responses=True)
+    client = aredis.Redis.from_pool(pool)
+    try:
+        held = await pool.get_connection()
+        waiting = asyncio.create_task(client.ping())
+        for _ in range(1_000):
+            if pool._free._waiters:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0)
+        # The connection is handed to the waiter and the waiter is cancelled in the same
+        # turn of the loop: the cancel wins (as with redis-py's blocking pool), and the
+        # connection is free again.
+        await pool.release(held)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await asyncio.wait_for(client.ping(), 5) is True
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_released_twice_frees_one_slot(redis_url: str) -> None:
+    pool = WaitingPool.from_url(redis_url, max_connections=1, timeout=0.2, decode_responses=True)
+    client = aredis.Redis.from_pool(pool)
+    try:
+        connection = await pool.get_connection()
+        await pool.release(connection)
+        with pytest.raises(KeyError):  # redis-py's answer to a connection not in use
+            await pool.release(connection)
+        held = await pool.get_connection()
+        # One connection, in use: the next command waits, and fails with the wait's
+        # error, not with "Too many connections" (a slot too many).
+        with pytest.raises(RedisConnectionError, match="No connection available"):
+            await client.ping()
+        await pool.release(held)
+    finally:
+        await client.aclose()
+
+
 async def test_a_connection_killed_by_the_server_is_replaced(redis_url: str) -> None:
     pool = WaitingPool.from_url(
         redis_url, max_connections=1, timeout=5, decode_responses=True, client_name=NAME
