@@ -54,6 +54,16 @@ def topic_words(rng: random.Random) -> list[list[str]]:
     return [[f"t{t}w{w}" for w in range(WORDS_PER_TOPIC)] for t in range(TOPICS)]
 
 
+def bench_user(u: int) -> str:
+    return f"bench{u:07d}"
+
+
+def bench_token(u: int) -> str:
+    """Reader ``u``'s install token, of the kind ``Users.register`` makes (it names the
+    reader: ``paperfeed.users.claimed_reader``)."""
+    return f"pf_{bench_user(u)}.bench-secret-{u}"
+
+
 async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     words = topic_words(rng)
@@ -94,8 +104,8 @@ async def load(redis_url: str, users: int, papers: int, per_user: int, seed: int
     for start in range(0, users, chunk):
         async with core.redis.pipeline(transaction=False) as pipe:
             for u in range(start, min(start + chunk, users)):
-                user_id = f"bench{u:07d}"
-                token = f"pf_bench_{u}"
+                user_id = bench_user(u)
+                token = bench_token(u)
                 tokens.append(token)
                 token_hash = hashlib.sha256(token.encode()).hexdigest()
                 favourite = rng.sample(range(TOPICS), 2)
@@ -172,7 +182,7 @@ async def add_new_interactions(
             known = await pipe.execute()
         async with core.redis.pipeline(transaction=False) as pipe:
             for u, had in zip(batch, known, strict=True):
-                user_id = f"bench{u:07d}"
+                user_id = bench_user(u)
                 topic = favourites[u]
                 new = {}
                 while len(new) < per_user:
@@ -437,7 +447,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.redis_url:
         report = {"users": args.users, "papers": args.papers, "workers": args.workers}
-        tokens = [f"pf_bench_{u}" for u in range(args.users)]
+        tokens = [bench_token(u) for u in range(args.users)]
         env = {"PAPERFEED_MODEL_POLL_S": "1", "PAPERFEED_WORKERS": str(args.workers)}
         with api_server(args.redis_url, **env) as url:
             report["feed"] = feed_load(url, tokens, args.papers, args.requests, args.concurrency)

@@ -175,12 +175,13 @@ def test_the_feed_script_sends_the_reader_only_when_their_feed_is_behind(
     user_id = "u-script"
     names = [keys.user_budget(user_id), keys.user_profile(user_id), keys.user_feed(user_id),
              keys.user_papers(user_id), keys.user_vector(user_id),
-             keys.user_candidates(user_id), keys.user_follows(user_id)]  # fmt: skip
+             keys.user_candidates(user_id), keys.user_follows(user_id),
+             keys.user_installs(user_id)]  # fmt: skip
     r.hset(keys.user_profile(user_id), mapping={"events": 12, "impressions": 3})
     r.hset(keys.user_papers(user_id), "2411.00001", "record")
 
     def read() -> list[Any]:
-        return list(r.eval(script, len(names), *names, "install", 60_000, 0))
+        return list(r.eval(script, len(names), *names, "install", 60_000, 0, ""))
 
     assert len(read()) == 10  # no cached feed
     for depth in (1, 50, 400):

@@ -461,6 +461,7 @@ def reader_keys(user_id: str) -> list[str]:
         keys.legacy_user_touched(user_id),
         keys.legacy_user_log(user_id),
         keys.user_budget(user_id),
+        keys.user_installs(user_id),
     ]
 
 
@@ -566,6 +567,7 @@ class Ingestor:
             budget.install if budget else "",
             budget.window_ms if budget else 60_000,
             budget.limit if budget else 0,
+            budget.verify if budget else "",
         ]
         for event, paper_id in zip(events, paper_ids, strict=True):
             at_ms = int(min(event.ts, now) * 1000)

@@ -7,6 +7,7 @@ the SHA-256 of the token is stored, so a copy of the database cannot act as a us
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from typing import Any
@@ -110,6 +111,29 @@ MARK_ERASING = (
 TOKEN_CACHE_S = 30.0
 TOKEN_CACHE_SIZE = 100_000
 
+TOKEN_PREFIX = "pf_"
+TOKEN_SEPARATOR = "."
+"""An install's token is ``pf_<reader id>.<secret>``: the reader's id in the clear, so
+that the script serving a feed or an event batch finds the reader's keys without a
+lookup first, and checks there that the token's hash is one of the reader's installs
+(``reader_budget.lua``'s ``installed``). Tokens made before (``pf_<secret>``, no
+separator: token_urlsafe has none) are looked up as before."""
+_READER_ID = re.compile(r"[0-9a-z]{8,40}")
+"""What a reader id in a token may be (``register`` makes 24 hex digits): nothing that
+would change the keys it names (no hash tag braces, no separators)."""
+
+
+def claimed_reader(token: str) -> str | None:
+    """The reader id a token names (``TOKEN_PREFIX``), unchecked; None for a token of the
+    earlier kind or anything else. Only a script that checks the token's hash against
+    the reader's installs may act on it."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    user_id, separator, secret = token[len(TOKEN_PREFIX) :].partition(TOKEN_SEPARATOR)
+    if not separator or not secret or not _READER_ID.fullmatch(user_id):
+        return None
+    return user_id
+
 
 class Users:
     def __init__(self, redis: RedisClient, catalog: Catalog, trending: Trending) -> None:
@@ -125,7 +149,7 @@ class Users:
     async def register(self, now: float | None = None) -> Install:
         now = time.time() if now is None else now
         user_id = secrets.token_hex(12)
-        token = "pf_" + secrets.token_urlsafe(32)
+        token = f"{TOKEN_PREFIX}{user_id}{TOKEN_SEPARATOR}{secrets.token_urlsafe(32)}"
         token_hash = hash_token(token)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(
@@ -156,6 +180,12 @@ class Users:
             self._tokens.clear()
         self._tokens[token_hash] = (now + TOKEN_CACHE_S, str(user_id))
         return str(user_id)
+
+    def cached(self, token: str) -> str | None:
+        """Whom this process saw ``token`` belong to less than ``TOKEN_CACHE_S`` ago, or
+        None: no round trip."""
+        known = self._tokens.get(hash_token(token))
+        return known[1] if known is not None and known[0] > time.monotonic() else None
 
     def forget_cached(self, token_hash: str) -> None:
         """This process forgets whom a token belonged to (it was revoked or relinked)."""

@@ -10,6 +10,11 @@ cannot be raced and costs one.
 
 The caller's user id, once checked, is left in the request's state for
 ``deps.provide_reader_id`` (the feed, event ingest), so their token is looked up once.
+A feed or an event batch whose token names its reader (``users.claimed_reader``) is not
+looked up at all: the script serving it checks the token's hash against the reader's
+installs before anything (``ReaderBudget.verify``). One that names a reader it is not
+one of is refused there, reaches nothing of theirs and spends its client address's
+budget; past that budget, the address's tokens are looked up first again.
 The two commonest requests with a valid token, a feed and a batch of events, spend their
 install's budget inside the one script that serves them (``reader_budget.lua``, under
 the reader's hash tag): the middleware leaves a ``ReaderBudget`` in the request's state
@@ -41,7 +46,7 @@ from paperfeed.store.budgets import LocalWindows, OverBudget, ReaderBudget
 from paperfeed.store.client import storage_failed
 from paperfeed.store.pressure import WritesRefused, note_refused, refused_for_memory
 from paperfeed.store.scripts import lua
-from paperfeed.users import hash_token
+from paperfeed.users import claimed_reader, hash_token
 
 USER_ID_STATE = "paperfeed_user_id"
 BUDGET_STATE = "paperfeed_budget"
@@ -115,6 +120,11 @@ HOUR_S = 3600
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def address_budget(address: str) -> str:
+    """The request budget of a client address (requests without a token of anyone's)."""
+    return keys.rate_limit(f"ip:{address}")
+
+
 class RequestBudgets(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
@@ -126,6 +136,9 @@ class RequestBudgets(ASGIMiddleware):
         self._count = core.redis.register_script(lua("rate_count"))
         self._spend_reader = core.redis.register_script(lua("reader_budget") + lua("budget_spend"))
         self._local = LocalWindows()
+        # Addresses past their budget with tokens that named a reader they were not one
+        # of: their tokens are looked up first (``handle``).
+        self._exhausted_addresses = Exhausted()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         path = scope["path"]
@@ -133,17 +146,32 @@ class RequestBudgets(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         token = bearer_from_scope(scope)
-        user_id = await self.core.users.authenticate(token) if token else None
         client = scope.get("client")
         address = client[0] if client else "unknown"
         read = scope.get("method") in READ_METHODS
+        in_script = (scope.get("method"), path) in SPENT_IN_SCRIPT
+        user_id, claimed = None, False
+        if token and in_script:
+            # The script serving the request checks a token that names its reader: no
+            # lookup first (one round trip instead of two). Not from an address past its
+            # budget (tokens that were no one's): its tokens are looked up, as before.
+            user_id = self.core.users.cached(token)
+            if user_id is None and not self._exhausted_addresses.ms_left(address):
+                user_id = claimed_reader(token)
+                claimed = user_id is not None
+        if token and user_id is None:
+            user_id = await self.core.users.authenticate(token)
         if user_id is not None:
             state = scope.setdefault("state", {})
             state[USER_ID_STATE] = user_id
             assert token is not None
-            if (scope.get("method"), path) in SPENT_IN_SCRIPT:
+            if in_script:
+                token_hash = hash_token(token)
                 budget = ReaderBudget(
-                    hash_token(token)[:32], self.per_minute, keys.RATE_WINDOW_S * 1000
+                    token_hash[:32],
+                    self.per_minute,
+                    keys.RATE_WINDOW_S * 1000,
+                    verify=token_hash if claimed else "",
                 )
                 left = EXHAUSTED.ms_left(budget.install)
                 if left:
@@ -153,7 +181,7 @@ class RequestBudgets(ASGIMiddleware):
                     await next_app(scope, receive, send)
                 finally:
                     if not state.get(BUDGET_SPENT):
-                        await self._spend_after(user_id, budget)
+                        await self._spend_after(user_id, budget, address)
                 return
             else:
                 key = keys.install_rate_limit(hash_token(token))
@@ -161,7 +189,7 @@ class RequestBudgets(ASGIMiddleware):
                     key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute"
                 )
         else:
-            key = keys.rate_limit(f"ip:{address}")
+            key = address_budget(address)
             await self._spend(key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute")
         if path == INSTALLS_PATH and scope.get("method") == "POST":
             key = keys.rate_limit(f"installs:{address}", HOUR_S)
@@ -170,15 +198,26 @@ class RequestBudgets(ASGIMiddleware):
             )
         await next_app(scope, receive, send)
 
-    async def _spend_after(self, user_id: str, budget: ReaderBudget) -> None:
+    async def _spend_after(self, user_id: str, budget: ReaderBudget, address: str) -> None:
         """Spend the budget of a request that ended before the script serving it (a body
-        refused, a batch too large): the same counter, so such requests are bounded too;
-        past it, the install's next requests are refused here."""
+        refused, a batch too large), or that the script refused: the same counter, so
+        such requests are bounded too; past it, the install's next requests are refused
+        here. A token that names a reader it is not one of (``ReaderBudget.verify``,
+        checked by the script) spends the client address's budget instead, as any
+        token that is no one's; past that, the address's tokens are looked up first."""
+        counter = budget.install
         try:
             count, ms_left = await self._spend_reader(
-                keys=[keys.user_budget(user_id), keys.user_profile(user_id)],
-                args=[budget.install, budget.window_ms, budget.limit],
+                keys=[
+                    keys.user_budget(user_id),
+                    keys.user_profile(user_id),
+                    keys.user_installs(user_id),
+                ],
+                args=[budget.install, budget.window_ms, budget.limit, budget.verify],
             )
+            if int(count) < 0:
+                counter = address_budget(address)
+                count, ms_left = await self._count(keys=[counter], args=[budget.window_ms])
         except Exception as exc:
             # The answer is sent already: Redis refusing or unreachable (redis-py's slips
             # in a failover too) must not break the connection; this process's own count
@@ -187,9 +226,12 @@ class RequestBudgets(ASGIMiddleware):
                 raise
             if isinstance(exc, ResponseError) and refused_for_memory(exc):
                 note_refused("budget", exc)
-            count, ms_left = self._local.spend(budget.install, budget.window_ms // 1000)
+            count, ms_left = self._local.spend(counter, budget.window_ms // 1000)
         if int(count) > budget.limit:
-            EXHAUSTED.mark(budget.install, int(ms_left))
+            if counter == budget.install:
+                EXHAUSTED.mark(budget.install, int(ms_left))
+            else:
+                self._exhausted_addresses.mark(address, int(ms_left))
 
     async def _spend(
         self, key: str, window_s: int, limit: int, read: bool, what: str = "requests"

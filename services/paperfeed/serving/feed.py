@@ -1301,8 +1301,10 @@ class FeedService:
         cached feed was missing or ranked before their last events) of the reader, their
         budget spent first (``OverBudget`` past it). Redis refusing the budget's write at
         ``maxmemory``: this process's own budget is spent, and the reads go on."""
-        install, limit, window_ms = (
-            (budget.install, budget.limit, budget.window_ms) if budget else ("", 0, 60_000)
+        install, limit, window_ms, verify = (
+            (budget.install, budget.limit, budget.window_ms, budget.verify)
+            if budget
+            else ("", 0, 60_000, "")
         )
         names = [
             keys.user_budget(user_id),
@@ -1312,6 +1314,7 @@ class FeedService:
             keys.user_vector(user_id),
             keys.user_candidates(user_id),
             keys.user_follows(user_id),
+            keys.user_installs(user_id),
         ]
         state = None
         try:
@@ -1325,6 +1328,7 @@ class FeedService:
                 names += [keys.PAPERS_VERSION, keys.MODEL_CURRENT]
             script: tuple[str | int, ...] = (
                 "EVAL", self._read_script, len(names), *names, install, window_ms, limit,
+                verify,
             )  # fmt: skip
             if self._one_server:
                 read = await self.redis.execute_command(*script, **{NEVER_DECODE: True})

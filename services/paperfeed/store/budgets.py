@@ -15,6 +15,10 @@ class ReaderBudget(NamedTuple):
     limit: int
     window_ms: int
     what: str = "requests a minute"
+    verify: str = ""
+    """The token's whole hash when the reader's id was read from the token itself
+    (``users.claimed_reader``), unchecked: the script serving the request checks it is
+    one of the reader's installs before anything else. '' when the api looked it up."""
 
 
 class OverBudget(Exception):

@@ -3,13 +3,15 @@
 -- compact log), KEYS[4] profile HASH, KEYS[5] titles HASH (page titles of papers the
 -- catalog lacks), KEYS[6..8] the layout before compact records (dedupe ZSET, touched
 -- ZSET, log LIST): converted once, then deleted.
--- KEYS[9] the reader's request budget (reader_budget.lua, prepended to this script).
+-- KEYS[9] the reader's request budget (reader_budget.lua, prepended to this script),
+-- KEYS[10] their installs SET.
 -- ARGV[1] now, ARGV[2] seen cap (ids), ARGV[3] log cap (bytes), ARGV[4] papers cap,
 -- ARGV[5] titles cap, ARGV[6] reports a day, ARGV[7] the install (token hash) whose
 -- budget this request spends, ARGV[8] the budget's window (ms), ARGV[9] its limit (0:
--- none), then 9 values an event: event id, paper id,
--- type, at (unix milliseconds), dwell ms, catalogued (1/0), page title ("" for none),
--- log line, the ids merged into this paper (space-separated: a record kept under one of
+-- none), ARGV[10] the token's whole hash when the reader's id was taken from the token
+-- unchecked (reader_budget.lua's ``installed``), else '', then 9 values an event: event
+-- id, paper id, type, at (unix milliseconds), dwell ms, catalogued (1/0), page title (""
+-- for none), log line, the ids merged into this paper (space-separated: a record kept under one of
 -- them joins this paper's).
 -- Returns {accepted, duplicates, {paper, trending weight, at, ...}, {accepted paper ids},
 -- {papers the catalog lacks, met for the first time, within the reader's reports a day}};
@@ -27,11 +29,12 @@ local ID_BYTES = 8
 local EPOCH = __RECORD_EPOCH__
 local EPOCH_MS = EPOCH * 1000
 local PER_EVENT = 9
-local FIRST_EVENT = 10
+local FIRST_EVENT = 11
 
 -- A reader erased (or being erased) since their token was checked: nothing of theirs is
--- written again.
-if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('HEXISTS', KEYS[4], 'erasing') == 1 then
+-- written again; nor by a token that is not one of their installs'.
+if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('HEXISTS', KEYS[4], 'erasing') == 1
+    or not installed(KEYS[4], KEYS[10], ARGV[10]) then
   return {-1, 0, {}, {}, {}}
 end
 

@@ -18,3 +18,12 @@ local function spend_budget(key, install, window_ms, limit)
   redis.call('PEXPIRE', key, left)
   return count, left
 end
+-- The request's install is one of the reader's, when the api took the reader's id from
+-- the token itself (``users.claimed_reader``) and left the check to the script: the
+-- token's hash is their first install's (the profile's token_hash) or a linked one's
+-- (their installs SET). '' for a token the api looked up itself: nothing to check.
+local function installed(profile, installs, token_hash)
+  if token_hash == '' then return true end
+  if redis.call('HGET', profile, 'token_hash') == token_hash then return true end
+  return redis.call('SISMEMBER', installs, token_hash) == 1
+end
