@@ -96,7 +96,10 @@ def test_a_token_naming_another_reader_reaches_nothing_of_theirs(
         assert http.get("/v1/feed", headers=auth).status_code == 200
 
 
-def test_forged_tokens_are_bounded_by_their_address_budget(redis_url: str, r: redis.Redis) -> None:
+@pytest.mark.parametrize("named", ["a reader", "no reader"])
+def test_forged_tokens_are_bounded_by_their_address_budget(
+    redis_url: str, r: redis.Redis, named: str
+) -> None:
     limit = 5
     with (
         live_server(make_settings(redis_url, rate_limit_per_minute=limit)) as server,
@@ -106,15 +109,28 @@ def test_forged_tokens_are_bounded_by_their_address_budget(redis_url: str, r: re
         assert http.post("/v1/admin/papers", json=PAPERS, headers=admin_headers()).is_success
         victim, auth = register(http)
         spent = address_spent(r)  # the two requests above
-        forged = {"Authorization": f"Bearer pf_{victim}.{secrets.token_urlsafe(32)}"}
+        reader = victim if named == "a reader" else "0" * 24
+        forged = {"Authorization": f"Bearer pf_{reader}.{secrets.token_urlsafe(32)}"}
         statuses = []
         for n in range(1, 9):
-            statuses.append(http.get("/v1/feed", headers=forged).status_code)
+            # Feeds, empty batches and malformed bodies alike.
+            if n % 3 == 0:
+                answer = http.post("/v1/events", json={"events": []}, headers=forged)
+            elif n % 3 == 1:
+                answer = http.get("/v1/feed", headers=forged)
+            else:
+                answer = http.post(
+                    "/v1/events",
+                    content=b"{nope",
+                    headers={**forged, "Content-Type": "application/json"},
+                )
+            statuses.append(answer.status_code)
             address_spent(r, at_least=spent + n)
         # Each refused, counted against the address; past its budget the address's
         # tokens are looked up before anything (a 429 for one that is no one's)...
         refused_first = limit + 1 - spent
-        assert statuses == [401] * refused_first + [429] * (8 - refused_first)
+        expected = [{1: 401, 2: 400, 0: 401}[n % 3] for n in range(1, refused_first + 1)]
+        assert statuses == expected + [429] * (8 - refused_first)
         # ...and an install of its own at that address is still served.
         assert http.get("/v1/feed", headers=auth).status_code == 200
 

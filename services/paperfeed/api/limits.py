@@ -181,7 +181,7 @@ class RequestBudgets(ASGIMiddleware):
                     await next_app(scope, receive, send)
                 finally:
                     if not state.get(BUDGET_SPENT):
-                        await self._spend_after(user_id, budget, address)
+                        await self._spend_after(user_id, budget, address, token)
                 return
             else:
                 key = keys.install_rate_limit(hash_token(token))
@@ -198,13 +198,16 @@ class RequestBudgets(ASGIMiddleware):
             )
         await next_app(scope, receive, send)
 
-    async def _spend_after(self, user_id: str, budget: ReaderBudget, address: str) -> None:
+    async def _spend_after(
+        self, user_id: str, budget: ReaderBudget, address: str, token: str
+    ) -> None:
         """Spend the budget of a request that ended before the script serving it (a body
         refused, a batch too large), or that the script refused: the same counter, so
         such requests are bounded too; past it, the install's next requests are refused
-        here. A token that names a reader it is not one of (``ReaderBudget.verify``,
-        checked by the script) spends the client address's budget instead, as any
-        token that is no one's; past that, the address's tokens are looked up first."""
+        here. A token that named a reader unchecked (``ReaderBudget.verify``) and is not
+        one of their installs is looked up: a linked install's spends its reader's
+        budget, anything else the client address's, as any token that is no one's (past
+        that, the address's tokens are looked up first)."""
         counter = budget.install
         try:
             count, ms_left = await self._spend_reader(
@@ -216,8 +219,19 @@ class RequestBudgets(ASGIMiddleware):
                 args=[budget.install, budget.window_ms, budget.limit, budget.verify],
             )
             if int(count) < 0:
-                counter = address_budget(address)
-                count, ms_left = await self._count(keys=[counter], args=[budget.window_ms])
+                owner = await self.core.users.authenticate(token, cached=False)
+                if owner is not None:
+                    count, ms_left = await self._spend_reader(
+                        keys=[
+                            keys.user_budget(owner),
+                            keys.user_profile(owner),
+                            keys.user_installs(owner),
+                        ],
+                        args=[budget.install, budget.window_ms, budget.limit, ""],
+                    )
+                else:
+                    counter = address_budget(address)
+                    count, ms_left = await self._count(keys=[counter], args=[budget.window_ms])
         except Exception as exc:
             # The answer is sent already: Redis refusing or unreachable (redis-py's slips
             # in a failover too) must not break the connection; this process's own count

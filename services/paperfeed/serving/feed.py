@@ -1358,18 +1358,23 @@ class FeedService:
             note_refused("budget", exc)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hmget(
-                    keys.user_profile(user_id), ["events", "impressions", "erasing", "follows"]
+                    keys.user_profile(user_id),
+                    ["events", "impressions", "erasing", "follows", "token_hash"],
                 )
                 pipe.get(keys.user_feed(user_id))
                 pipe.get(keys.PAPERS_VERSION)
                 pipe.get(keys.MODEL_CURRENT)
+                pipe.sismember(keys.user_installs(user_id), verify or "-")
                 (
-                    (events, impressions, erasing, follows),
+                    (events, impressions, erasing, follows, first_install),
                     raw_cached,
                     catalog_version,
                     model,
+                    linked,
                 ) = await pipe.execute()
-            events = None if erasing else events
+            # The script's own check of a token that named its reader (``installed``).
+            installed = not verify or first_install == verify or bool(linked)
+            events = None if erasing or not installed else events
             count, ms_left = self._local.spend(names[0] + install, window_ms // 1000, now)
         if budget is not None and int(count) > budget.limit:
             raise OverBudget(budget, int(ms_left))
