@@ -25,6 +25,16 @@ async def open_connections(redis_url: str) -> int:
     return sum(1 for client in clients if client.get("name") == NAME)
 
 
+async def until_waiting(pool: WaitingPool) -> None:
+    """Once a command waits for a connection of ``pool`` (each turn of the loop yields
+    to it once)."""
+    for _ in range(1_000):
+        if pool._free._waiters:  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("no command waits for a connection")
+
+
 async def test_a_burst_larger_than_the_pool_waits_and_is_answered(redis_url: str) -> None:
     pool = WaitingPool.from_url(
         redis_url, max_connections=3, timeout=10, decode_responses=True, client_name=NAME
@@ -56,11 +66,7 @@ async def test_no_connection_free_within_the_wait_is_a_connection_error(redis_ur
             await client.ping()
         # A waiter cancelled before its turn takes no connection with it.
         waiting = asyncio.create_task(client.ping())
-        for _ in range(1_000):  # until it waits (each turn yields to it once)
-            if pool._free._waiters:  # type: ignore[attr-defined]
-                break
-            await asyncio.sleep(0)
-        assert pool._free._waiters  # type: ignore[attr-defined]
+        await until_waiting(pool)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -77,10 +83,7 @@ async def test_a_cancel_as_the_connection_is_handed_over_is_not_lost(redis_url: 
     try:
         held = await pool.get_connection()
         waiting = asyncio.create_task(client.ping())
-        for _ in range(1_000):
-            if pool._free._waiters:  # type: ignore[attr-defined]
-                break
-            await asyncio.sleep(0)
+        await until_waiting(pool)
         # The connection is handed to the waiter and the waiter is cancelled in the same
         # turn of the loop: the cancel wins (as with redis-py's blocking pool), and the
         # connection is free again.

@@ -169,22 +169,21 @@ class Users:
         if not token or len(token) > 200:
             return None
         token_hash = hash_token(token)
-        now = time.monotonic()
-        known = self._tokens.get(token_hash)
-        if cached and known is not None and known[0] > now:
-            return known[1]
+        known = self.remembered(token_hash) if cached else None
+        if known is not None:
+            return known
         user_id = await self.redis.get(keys.token(token_hash))
         if not user_id:
             return None
         if len(self._tokens) >= TOKEN_CACHE_SIZE:
             self._tokens.clear()
-        self._tokens[token_hash] = (now + TOKEN_CACHE_S, str(user_id))
+        self._tokens[token_hash] = (time.monotonic() + TOKEN_CACHE_S, str(user_id))
         return str(user_id)
 
-    def cached(self, token: str) -> str | None:
-        """Whom this process saw ``token`` belong to less than ``TOKEN_CACHE_S`` ago, or
-        None: no round trip."""
-        known = self._tokens.get(hash_token(token))
+    def remembered(self, token_hash: str) -> str | None:
+        """Whom this process saw the token of ``token_hash`` belong to less than
+        ``TOKEN_CACHE_S`` ago, or None: no round trip."""
+        known = self._tokens.get(token_hash)
         return known[1] if known is not None and known[0] > time.monotonic() else None
 
     def forget_cached(self, token_hash: str) -> None:

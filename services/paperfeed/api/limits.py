@@ -146,6 +146,7 @@ class RequestBudgets(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         token = bearer_from_scope(scope)
+        token_hash = hash_token(token) if token else ""
         client = scope.get("client")
         address = client[0] if client else "unknown"
         read = scope.get("method") in READ_METHODS
@@ -155,7 +156,7 @@ class RequestBudgets(ASGIMiddleware):
             # The script serving the request checks a token that names its reader: no
             # lookup first (one round trip instead of two). Not from an address past its
             # budget (tokens that were no one's): its tokens are looked up, as before.
-            user_id = self.core.users.cached(token)
+            user_id = self.core.users.remembered(token_hash)
             if user_id is None and not self._exhausted_addresses.ms_left(address):
                 user_id = claimed_reader(token)
                 claimed = user_id is not None
@@ -166,7 +167,6 @@ class RequestBudgets(ASGIMiddleware):
             state[USER_ID_STATE] = user_id
             assert token is not None
             if in_script:
-                token_hash = hash_token(token)
                 budget = ReaderBudget(
                     token_hash[:32],
                     self.per_minute,
@@ -184,7 +184,7 @@ class RequestBudgets(ASGIMiddleware):
                         await self._spend_after(user_id, budget, address, token)
                 return
             else:
-                key = keys.install_rate_limit(hash_token(token))
+                key = keys.install_rate_limit(token_hash)
                 await self._spend(
                     key, keys.RATE_WINDOW_S, self.per_minute, read, "requests a minute"
                 )
@@ -210,25 +210,11 @@ class RequestBudgets(ASGIMiddleware):
         that, the address's tokens are looked up first)."""
         counter = budget.install
         try:
-            count, ms_left = await self._spend_reader(
-                keys=[
-                    keys.user_budget(user_id),
-                    keys.user_profile(user_id),
-                    keys.user_installs(user_id),
-                ],
-                args=[budget.install, budget.window_ms, budget.limit, budget.verify],
-            )
+            count, ms_left = await self._spend_install(user_id, budget, budget.verify)
             if int(count) < 0:
                 owner = await self.core.users.authenticate(token, cached=False)
                 if owner is not None:
-                    count, ms_left = await self._spend_reader(
-                        keys=[
-                            keys.user_budget(owner),
-                            keys.user_profile(owner),
-                            keys.user_installs(owner),
-                        ],
-                        args=[budget.install, budget.window_ms, budget.limit, ""],
-                    )
+                    count, ms_left = await self._spend_install(owner, budget, "")
                 else:
                     counter = address_budget(address)
                     count, ms_left = await self._count(keys=[counter], args=[budget.window_ms])
@@ -246,6 +232,21 @@ class RequestBudgets(ASGIMiddleware):
                 EXHAUSTED.mark(budget.install, int(ms_left))
             else:
                 self._exhausted_addresses.mark(address, int(ms_left))
+
+    async def _spend_install(
+        self, user_id: str, budget: ReaderBudget, verify: str
+    ) -> tuple[int, int]:
+        """``budget_spend.lua`` on the reader's keys: (count, ms left); (-1, 0) when
+        ``verify`` is not one of their installs (or they are no more)."""
+        count, ms_left = await self._spend_reader(
+            keys=[
+                keys.user_budget(user_id),
+                keys.user_profile(user_id),
+                keys.user_installs(user_id),
+            ],
+            args=[budget.install, budget.window_ms, budget.limit, verify],
+        )
+        return int(count), int(ms_left)
 
     async def _spend(
         self, key: str, window_s: int, limit: int, read: bool, what: str = "requests"
