@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -179,3 +181,51 @@ async def test_asking_for_a_training_while_one_runs_queues_another(
     queued, running, _ = await core.models.request_training()
     assert (queued, running) == (True, True)
     assert r.get(keys.TRAIN_REQUESTED) != first
+
+
+# CPython 3.11 counts the AST constructor's depth per interpreter, not per thread: two
+# threads parsing source at once break each other's parse ("AST constructor recursion
+# depth mismatch"). numba parses what it compiles in a worker thread; anyio parses its
+# own source the first time httpx closes a client. The GC callback below hands the GIL
+# over mid-parse, as a finalizer can, so the overlap happens on every run.
+OVERLAPPING_PARSES = """
+import ast, asyncio, gc, inspect, threading, time
+import paperfeed
+import httpx
+
+source = inspect.getsource(asyncio.base_events)
+gc.set_threshold(50, 5, 5)
+gc.callbacks.append(lambda phase, info: [object() for _ in range(300)] and time.sleep(0))
+stop = threading.Event()
+failures = []
+
+def compile_in_a_thread():
+    while not stop.is_set():
+        try:
+            ast.parse(source)
+        except SystemError as error:
+            failures.append(str(error))
+
+async def close_a_client():
+    async with httpx.AsyncClient():
+        pass
+
+thread = threading.Thread(target=compile_in_a_thread)
+thread.start()
+try:
+    asyncio.run(close_a_client())
+finally:
+    stop.set()
+    thread.join()
+print(failures)
+"""
+
+
+def test_the_catalog_client_closes_while_a_thread_compiles() -> None:
+    # The CI failure this guards against: a sync's httpx client closed while the
+    # artifact job's numba compile ran, and one of the two raised SystemError.
+    done = subprocess.run(
+        [sys.executable, "-c", OVERLAPPING_PARSES], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
