@@ -3,7 +3,7 @@
 import * as api from "./lib/api.js";
 import { enqueue, flush, newEvent, pending } from "./lib/queue.js";
 import { followsNote, newCount } from "./lib/render.js";
-import { read, tracking, withInstallLock } from "./lib/settings.js";
+import { keepForReader, read, readerOf, tracking, withInstallLock } from "./lib/settings.js";
 
 const storage = chrome.storage.local;
 const FLUSH_ALARM = "flush";
@@ -127,10 +127,11 @@ async function forYou() {
   const cached = settings.forYou;
   if (cached && Date.now() - cached.at < FOR_YOU_TTL_MS) return cached;
   const { token } = await ensureInstall();
+  const reader = await readerOf(storage, token);
   const feed = await api.getFeed(settings.backendUrl, token, 50);
   const picked = feed.items.slice(0, 15).map((i) => ({ id: i.paper.id, reason: i.reasons[0] ?? "" }));
   const fresh = { at: Date.now(), papers: picked };
-  await storage.set({ forYou: fresh });
+  await keepForReader(storage, reader, { forYou: fresh });
   return fresh;
 }
 

@@ -460,10 +460,11 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
     page = open_popup(context, extension_id)
     cards = page.locator("article.paper")
     saved = [cards.nth(n).get_attribute("data-paper-id") for n in (4, 5)]
-    hidden = cards.nth(6).get_attribute("data-paper-id")
+    hidden, also_hidden = (cards.nth(n).get_attribute("data-paper-id") for n in (6, 7))
     for n in (4, 5):
         cards.nth(n).locator('[data-action="save"]').click()
-    cards.nth(6).locator('[data-action="dismiss"]').click()
+    for paper in (hidden, also_hidden):
+        page.locator(f"article.paper[data-paper-id='{paper}'] [data-action='dismiss']").click()
 
     def library(kind: str) -> list[str]:
         response = httpx.get(
@@ -474,7 +475,7 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
         return [item["paper"]["id"] for item in response.json()["items"]]
 
     assert wait_for(lambda: set(saved) <= set(library("saved")))
-    assert wait_for(lambda: hidden in library("dismissed"))
+    assert wait_for(lambda: {hidden, also_hidden} <= set(library("dismissed")))
     page.get_by_role("tab", name="Saved").click()
     page.wait_for_selector("article.paper")
     listed = page.locator("article.paper").evaluate_all(
@@ -508,10 +509,22 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
     finally:
         worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
     options.reload()
-    row = options.locator(f"#hidden-list li[data-paper-id='{hidden}']")
-    row.get_by_role("button", name="Undo").click()
-    assert wait_for(lambda: hidden not in library("dismissed"))
+    options.wait_for_selector(f"#hidden-list li[data-paper-id='{also_hidden}']")
+    # Both Undos at once: the list kept for offline loses both papers.
+    options.evaluate(
+        """(papers) => papers.forEach((paper) => document
+            .querySelector(`#hidden-list li[data-paper-id='${paper}'] button`).click())""",
+        [hidden, also_hidden],
+    )
+    assert wait_for(lambda: not {hidden, also_hidden} & set(library("dismissed")))
     assert "back in your feed" in options.locator("#hidden-state").inner_text()
+
+    def neither_kept_hidden() -> bool:
+        cached = storage(context, "cachedHidden")
+        kept = {item["paper"]["id"] for item in cached["items"]} if cached else {hidden}
+        return not {hidden, also_hidden} & kept
+
+    assert wait_for(neither_kept_hidden), "an undone paper is still kept as hidden"
     options.close()
 
 
@@ -971,6 +984,44 @@ def test_options_page_exports_and_deletes(browser: tuple[Any, str], service: Ser
     page.wait_for_selector("#settings-state:has-text('Saved')")
     assert storage(context, "paused") is True
     page.close()
+
+
+def test_a_feed_that_arrives_after_the_reader_deleted_their_data_is_not_kept(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """The popup asked for the feed; the service answered, but before the answer reached
+    the popup the reader deleted their data in the options page. The late answer is not
+    kept: offline, the popup never shows a deleted reader's papers as their last feed."""
+    context, extension_id = browser
+    ensure_install(context, extension_id)
+    worker_of(context).evaluate("chrome.storage.local.remove('cachedFeed')")
+    popup = context.new_page()
+    held: list[Any] = []
+    popup.route(re.compile(r".*/v1/feed\?.*"), lambda route: held.append(route))
+    popup.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+    assert wait_for(lambda: popup.locator("#status").count() and held), "the feed waits"
+    answer = held[0].fetch()  # the service answers before the deletion ...
+    assert answer.status == 200
+    options = context.new_page()
+    options.goto(f"chrome-extension://{extension_id}/options/options.html")
+    options.once("dialog", lambda dialog: dialog.accept())
+    options.click("#delete")
+    options.wait_for_selector("#status:has-text('Deleted at the service')")
+    held[0].fulfill(response=answer)  # ... and reaches the popup after it
+    popup.wait_for_selector("article.paper")  # its load went on past keeping the answer
+    assert storage(context, "token") is None
+    assert storage(context, "cachedFeed") is None
+    popup.close()
+    options.close()
+    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
+    try:
+        offline = context.new_page()
+        offline.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+        offline.wait_for_selector(".first-run")
+        assert offline.locator("article.paper").count() == 0
+        offline.close()
+    finally:
+        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
 
 
 def test_options_page_subscribes_to_the_digest_and_shows_its_state(

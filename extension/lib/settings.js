@@ -41,3 +41,23 @@ export function withInstallLock(change) {
   installTurn = mine.catch(() => {});
   return mine;
 }
+
+// A reader's cached answers (the feed, the library, the hidden papers, the for-you marks)
+// belong to the reader they were fetched for. One that arrives after that reader was
+// forgotten here (deleted, unlinked, linked to another, a new service URL: each a change
+// of token or reader id, under the install lock) is dropped, never written back over the
+// forgetting, where offline it would show a deleted reader's papers. The check and the
+// write are one step under the install lock.
+export async function readerOf(storage, token) {
+  const { userId } = await read(storage, ["userId"]);
+  return { token, userId };
+}
+
+export function keepForReader(storage, reader, changes) {
+  return withInstallLock(async () => {
+    const now = await read(storage, ["token", "userId"]);
+    if (now.token !== reader.token || now.userId !== reader.userId) return false;
+    await storage.set(changes);
+    return true;
+  });
+}

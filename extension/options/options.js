@@ -1,7 +1,7 @@
 // Options: the service URL, tracking switches, and the reader's data.
 import * as api from "../lib/api.js";
 import { QUEUE_KEY, STATE_KEY, withQueueLock } from "../lib/queue.js";
-import { DEFAULT_BACKEND, read, withInstallLock } from "../lib/settings.js";
+import { DEFAULT_BACKEND, keepForReader, read, withInstallLock } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
 const status = document.getElementById("status");
@@ -240,11 +240,14 @@ function hiddenRows(items) {
         kind: "track", site: "options", events: [{ type: "undismiss", paper_id: item.paper.id }],
       });
       row.remove();
-      const s = await read(storage, ["cachedHidden"]);
-      if (s.cachedHidden) {
-        const items = s.cachedHidden.items.filter((i) => i.paper.id !== item.paper.id);
-        await storage.set({ cachedHidden: { ...s.cachedHidden, items } });
-      }
+      // In turn: two quick Undos would each write back the list the other read.
+      await withInstallLock(async () => {
+        const s = await read(storage, ["cachedHidden"]);
+        if (s.cachedHidden) {
+          const items = s.cachedHidden.items.filter((i) => i.paper.id !== item.paper.id);
+          await storage.set({ cachedHidden: { ...s.cachedHidden, items } });
+        }
+      });
       hiddenState.textContent = `“${item.paper.title || item.paper.id}” is back in your feed.`;
     });
     row.append(`${item.paper.title || item.paper.id} `, undo);
@@ -275,14 +278,14 @@ hiddenMore.addEventListener("click", async () => {
 });
 
 async function loadHidden() {
-  const s = await read(storage, ["backendUrl", "token", "cachedHidden"]);
+  const s = await read(storage, ["backendUrl", "token", "userId", "cachedHidden"]);
   if (!s.token) {
     hiddenState.textContent = "Nothing hidden.";
     return;
   }
   try {
     const dismissed = await api.getLibrary(s.backendUrl, s.token, "dismissed", HIDDEN_PAGE);
-    await storage.set({ cachedHidden: dismissed });
+    await keepForReader(storage, { token: s.token, userId: s.userId }, { cachedHidden: dismissed });
     showHidden(dismissed.items);
     offerMore(dismissed.next);
     hiddenState.textContent = dismissed.items.length ? "" : "Nothing hidden.";
@@ -330,8 +333,11 @@ document.getElementById("pairing-link").addEventListener("submit", async (event)
   try {
     const s = await installed();
     const linked = await api.linkInstall(s.backendUrl, s.token, code);
-    await storage.remove(LOCAL_READER);
-    await storage.set({ userId: linked.user_id });
+    // One step: a cached answer of the reader this browser was is never kept after.
+    await withInstallLock(async () => {
+      await storage.remove(LOCAL_READER);
+      await storage.set({ userId: linked.user_id });
+    });
     pairingState.dataset.ok = "true";
     pairingState.textContent = "Linked: this browser now shares that reader's feed and library.";
     unlinkButton.hidden = false;

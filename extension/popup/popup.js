@@ -5,7 +5,7 @@ import * as api from "../lib/api.js";
 import {
   applyAction, keyAction, openUrl, paperState, toggle, trendingReasons, unseen, viewModel,
 } from "../lib/render.js";
-import { read } from "../lib/settings.js";
+import { keepForReader, read, readerOf, withInstallLock } from "../lib/settings.js";
 import { QUEUE_KEY } from "../lib/queue.js";
 
 const storage = chrome.storage.local;
@@ -99,8 +99,9 @@ async function load() {
     if (tab in LIBRARY) {
       const kind = LIBRARY[tab];
       const install = await installed(settings);
+      const reader = await readerOf(storage, install.token);
       const page = await api.getLibrary(base, install.token, kind, LIBRARY_PAGE);
-      await storage.set({ [tab === "saved" ? "cachedSaved" : "cachedUpvoted"]: page });
+      await keepForReader(storage, reader, { [tab === "saved" ? "cachedSaved" : "cachedUpvoted"]: page });
       if (left()) return;
       say(page.items.length ? "" : {
         saved: "Nothing saved yet: ★ Save keeps a paper here.",
@@ -119,17 +120,21 @@ async function load() {
     let fetchMore;
     if (tab === "feed") {
       const install = await installed(settings);
+      const reader = await readerOf(storage, install.token);
       page = await api.getFeed(base, install.token, PAGE);
-      await storage.set({ cachedFeed: page });
+      await keepForReader(storage, reader, { cachedFeed: page });
       if (left()) return; // not seen: the badge keeps counting these papers as new
       chrome.runtime.sendMessage({ kind: "feed-seen", ids: page.items.map((i) => i.paper.id) });
       toItems = (items) => items;
       fetchMore = (cursor) => api.getFeed(base, install.token, PAGE, cursor);
     } else {
       page = await trending(base, windowName, settings.token);
-      // Read again: the cache of another window may have been written meanwhile.
-      const { cachedTrending } = await read(storage, ["cachedTrending"]);
-      await storage.set({ cachedTrending: { ...cachedTrending, [windowName]: page } });
+      // Read again, in turn with other writers: the cache of another window (or another
+      // popup) may have been written meanwhile.
+      await withInstallLock(async () => {
+        const { cachedTrending } = await read(storage, ["cachedTrending"]);
+        await storage.set({ cachedTrending: { ...cachedTrending, [windowName]: page } });
+      });
       if (left()) return;
       toItems = trendingItems(windowName);
       fetchMore = (cursor) => trending(base, windowName, settings.token, cursor);
