@@ -22,6 +22,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from redis import exceptions as redis_errors
 from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
 from paperfeed.errors import (
@@ -249,7 +250,33 @@ class WatchDisconnects(ASGIMiddleware):
         await next_app(scope, watched, send)
 
 
+def with_subclasses(*kinds: type[Exception]) -> set[type[Exception]]:
+    found: set[type[Exception]] = set()
+    pending = list(kinds)
+    while pending:
+        kind = pending.pop()
+        if kind not in found:
+            found.add(kind)
+            pending.extend(kind.__subclasses__())
+    return found
+
+
+STORAGE_UNAVAILABLE = with_subclasses(
+    # Redis out of reach for a while (a restart, a failover, a full pool, a cluster slot
+    # moving): each request is answered 503 with Retry-After and logged in one line by
+    # redis_error. A traceback apiece would bury an incident's log under one stack
+    # repeated thousands of times. A script's own error (ResponseError) is a fault of
+    # ours and keeps its traceback.
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.SlotNotCoveredError,
+)
+
 EXPECTED_ERRORS: set[type[Exception]] = {
+    *STORAGE_UNAVAILABLE,
     # Litestar's log of an exception matches these by exact class (no subclasses).
     TooManyAttempts,
     InvalidInput,
