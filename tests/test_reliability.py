@@ -439,6 +439,47 @@ def test_no_secret_reaches_logs_or_error_responses(tmp_path: Path) -> None:
     assert user_id  # the install existed
 
 
+def test_litestar_logs_a_traceback_only_for_what_no_handler_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outage answered 503 is its handler's one line, not a stack a request; wrong
+    credentials (no retry cures them) and any other fault keep their traceback."""
+    from redis.exceptions import AuthenticationError, ClusterDownError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from paperfeed.api.errors import log_uncaught
+
+    logger = logging.getLogger("litestar-test")
+    scope: Any = {"type": "http", "path": "/v1/feed"}
+    logged = {}
+    for error in (
+        RedisConnectionError("Connection refused"),
+        RedisTimeoutError("Timeout reading from socket"),
+        ClusterDownError("CLUSTERDOWN"),
+        AttributeError("'NoneType' object has no attribute 'write'"),  # client_fault's
+        AuthenticationError("invalid password"),
+        ResponseError("ERR Error running script"),
+        KeyError("a bug"),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="litestar-test"):
+            try:
+                raise error
+            except Exception:
+                log_uncaught(logger, scope, [])
+        logged[type(error).__name__] = [r.exc_info is not None for r in caplog.records]
+    assert logged == {
+        "ConnectionError": [],
+        "TimeoutError": [],
+        "ClusterDownError": [],
+        "AttributeError": [],
+        "AuthenticationError": [True],
+        "ResponseError": [True],
+        "KeyError": [True],
+    }
+
+
 async def test_a_connection_closed_under_a_command_is_a_503_and_a_bug_is_a_500() -> None:
     """redis-py's cluster client, when a failover closes a connection a command is
     writing on, fails with an AttributeError inside redis-py (seen in test_cluster.py):

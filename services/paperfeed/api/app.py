@@ -21,7 +21,7 @@ from paperfeed.api.admin import AdminController
 from paperfeed.api.catalog import CatalogController
 from paperfeed.api.deps import provide_core
 from paperfeed.api.digest import DigestLinkController, MyDigestController
-from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS, WatchDisconnects
+from paperfeed.api.errors import EXCEPTION_HANDLERS, EXPECTED_ERRORS, WatchDisconnects, log_uncaught
 from paperfeed.api.events import EventController
 from paperfeed.api.feed import FeedController
 from paperfeed.api.follows import FollowsController, TopicsController
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
             root=logging_dict["root"],
             loggers=logging_dict["loggers"],
             log_exceptions="always",
+            exception_logging_handler=log_uncaught,
             # Expected answers, not faults: no traceback in the logs (status codes match
             # Litestar's own exceptions, classes match paperfeed's by exact type).
             # 405: a GET of a POST-only path (curl /v1/installs) is the client's mistake.

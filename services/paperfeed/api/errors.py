@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -22,6 +23,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types.protocols import Logger
 from redis import exceptions as redis_errors
 from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
@@ -39,7 +41,7 @@ from paperfeed.errors import (
 )
 from paperfeed.pairing import TooManyAttempts
 from paperfeed.store.budgets import OverBudget
-from paperfeed.store.client import storage_failed
+from paperfeed.store.client import CLIENT_SLIPS, storage_failed
 from paperfeed.store.pressure import (
     RETRY_AFTER_S,
     WritesRefused,
@@ -250,23 +252,9 @@ class WatchDisconnects(ASGIMiddleware):
         await next_app(scope, watched, send)
 
 
-def with_subclasses(*kinds: type[Exception]) -> set[type[Exception]]:
-    found: set[type[Exception]] = set()
-    pending = list(kinds)
-    while pending:
-        kind = pending.pop()
-        if kind not in found:
-            found.add(kind)
-            pending.extend(kind.__subclasses__())
-    return found
-
-
-STORAGE_UNAVAILABLE = with_subclasses(
+STORAGE_UNAVAILABLE = (
     # Redis out of reach for a while (a restart, a failover, a full pool, a cluster slot
-    # moving): each request is answered 503 with Retry-After and logged in one line by
-    # redis_error. A traceback apiece would bury an incident's log under one stack
-    # repeated thousands of times. A script's own error (ResponseError) is a fault of
-    # ours and keeps its traceback.
+    # moving): answered 503 with Retry-After and logged in one line by redis_error.
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.ClusterError,
@@ -274,9 +262,36 @@ STORAGE_UNAVAILABLE = with_subclasses(
     redis_errors.ReadOnlyError,
     redis_errors.SlotNotCoveredError,
 )
+MISCONFIGURED = (
+    # ConnectionErrors that no retry cures: our credentials or ACL are wrong.
+    redis_errors.AuthenticationError,
+    redis_errors.AuthorizationError,
+    redis_errors.ExternalAuthProviderError,
+)
+
+
+def logged_by_its_handler(error: BaseException) -> bool:
+    """Whether ``error``'s handler logs it itself: a storage outage in one line
+    (``redis_error``), the client slips of a failover likewise, or with their traceback
+    when they are a bug (``client_fault``)."""
+    if isinstance(error, MISCONFIGURED):
+        return False
+    return isinstance(error, STORAGE_UNAVAILABLE + CLIENT_SLIPS)
+
+
+def log_uncaught(logger: Logger, scope: Scope, _: list[str]) -> None:
+    """Litestar's log of an exception, with its traceback, unless its handler logged it:
+    an outage's stack repeated for every request would bury an incident's log, and a
+    bug's would be there twice. (Litestar calls this inside its ``except``.)"""
+    error = sys.exc_info()[1]
+    if error is not None and logged_by_its_handler(error):
+        return
+    logger.exception(
+        "Uncaught exception (connection_type=%s, path=%r):", scope["type"], scope["path"]
+    )
+
 
 EXPECTED_ERRORS: set[type[Exception]] = {
-    *STORAGE_UNAVAILABLE,
     # Litestar's log of an exception matches these by exact class (no subclasses).
     TooManyAttempts,
     InvalidInput,
