@@ -3,7 +3,9 @@
 import * as api from "./lib/api.js";
 import { enqueue, flush, newEvent, pending } from "./lib/queue.js";
 import { followsNote, newCount } from "./lib/render.js";
-import { keepForReader, read, readerOf, tracking, withInstallLock } from "./lib/settings.js";
+import {
+  keepForReader, READER_CACHES, read, readerOf, tracking, withInstallLock,
+} from "./lib/settings.js";
 
 const storage = chrome.storage.local;
 const FLUSH_ALARM = "flush";
@@ -32,12 +34,13 @@ function ensureInstall() {
   return installing;
 }
 
-// The service no longer knows this token (data deleted elsewhere): forget it, unless a
-// new one replaced it meanwhile, so that the next use registers anew.
+// The service no longer knows this token (data deleted elsewhere): forget it and what was
+// kept of its reader, unless a new one replaced it meanwhile, so that the next use
+// registers anew.
 function forgetToken(token) {
   return withInstallLock(async () => {
     const { token: current } = await read(storage, ["token"]);
-    if (current === token) await storage.remove(["token", "userId"]);
+    if (current === token) await storage.remove(["token", "userId", ...READER_CACHES]);
   });
 }
 

@@ -994,6 +994,7 @@ def test_a_feed_that_arrives_after_the_reader_deleted_their_data_is_not_kept(
     kept: offline, the popup never shows a deleted reader's papers as their last feed."""
     context, extension_id = browser
     ensure_install(context, extension_id)
+    deleted = token(context)
     worker_of(context).evaluate("chrome.storage.local.remove('cachedFeed')")
     popup = context.new_page()
     held: list[Any] = []
@@ -1009,7 +1010,7 @@ def test_a_feed_that_arrives_after_the_reader_deleted_their_data_is_not_kept(
     options.wait_for_selector("#status:has-text('Deleted at the service')")
     held[0].fulfill(response=answer)  # ... and reaches the popup after it
     popup.wait_for_selector("article.paper")  # its load went on past keeping the answer
-    assert storage(context, "token") is None
+    assert storage(context, "token") != deleted  # (a retry may have registered anew)
     assert storage(context, "cachedFeed") is None
     popup.close()
     options.close()
@@ -1022,6 +1023,46 @@ def test_a_feed_that_arrives_after_the_reader_deleted_their_data_is_not_kept(
         offline.close()
     finally:
         worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
+
+
+def test_a_reader_deleted_in_another_browser_leaves_nothing_of_theirs_here(
+    browser: tuple[Any, str], service: Service
+) -> None:
+    """The reader's data was deleted from another browser linked to this one: the first
+    answer the extension gets for its token is a 401. It forgets the token and what it
+    kept of that reader (the feed for offline use, the for-you marks ...), and registers
+    anew; the event it was sending reaches the new reader."""
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    deleted = token(context)
+    assert storage(context, "cachedFeed")
+    paper = page.locator("article.paper").first.get_attribute("data-paper-id")
+    page.close()
+    gone = httpx.delete(f"{service.url}/v1/me", headers={"Authorization": f"Bearer {deleted}"})
+    assert gone.status_code in (200, 202, 204), gone.text
+    options = context.new_page()  # an extension page: its messages are the reader's own
+    options.goto(f"chrome-extension://{extension_id}/options/options.html")
+    options.evaluate(
+        """(paper) => chrome.runtime.sendMessage({
+            kind: "track", site: "options", events: [{ type: "save", paper_id: paper }] })""",
+        paper,
+    )
+    assert wait_for(lambda: storage(context, "token") != deleted), "the 401 forgot nothing"
+    assert storage(context, "cachedFeed") is None
+    assert storage(context, "seenFeedIds") is None
+    options.evaluate("chrome.runtime.sendMessage({ kind: 'flush' })")  # the retry, now
+    fresh = token(context)
+
+    def saved_by_the_new_reader() -> bool:
+        answer = httpx.get(
+            f"{service.url}/v1/me/library",
+            params={"kind": "saved"},
+            headers={"Authorization": f"Bearer {fresh}"},
+        )
+        return paper in [item["paper"]["id"] for item in answer.json()["items"]]
+
+    assert wait_for(saved_by_the_new_reader), "the event was not delivered to the new reader"
+    options.close()
 
 
 def test_options_page_subscribes_to_the_digest_and_shows_its_state(

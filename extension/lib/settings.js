@@ -47,7 +47,16 @@ export function withInstallLock(change) {
 // forgotten here (deleted, unlinked, linked to another, a new service URL: each a change
 // of token or reader id, under the install lock) is dropped, never written back over the
 // forgetting, where offline it would show a deleted reader's papers. The check and the
-// write are one step under the install lock.
+// write are one step under the install lock. ``changes`` may be a function that reads
+// what it changes: it runs after the check, in the same step.
+// What the extension keeps of its reader's own (their feed, library, hidden papers, their
+// marks on trending, the for-you marks, what the badge counted as seen): it goes when the
+// install stops reading as that reader.
+export const READER_CACHES = [
+  "cachedFeed", "cachedTrending", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou",
+  "seenFeedIds",
+];
+
 export async function readerOf(storage, token) {
   const { userId } = await read(storage, ["userId"]);
   return { token, userId };
@@ -57,7 +66,7 @@ export function keepForReader(storage, reader, changes) {
   return withInstallLock(async () => {
     const now = await read(storage, ["token", "userId"]);
     if (now.token !== reader.token || now.userId !== reader.userId) return false;
-    await storage.set(changes);
+    await storage.set(typeof changes === "function" ? await changes() : changes);
     return true;
   });
 }

@@ -1,7 +1,9 @@
 // Options: the service URL, tracking switches, and the reader's data.
 import * as api from "../lib/api.js";
 import { QUEUE_KEY, STATE_KEY, withQueueLock } from "../lib/queue.js";
-import { DEFAULT_BACKEND, keepForReader, read, withInstallLock } from "../lib/settings.js";
+import {
+  DEFAULT_BACKEND, keepForReader, READER_CACHES, read, withInstallLock,
+} from "../lib/settings.js";
 
 const storage = chrome.storage.local;
 const status = document.getElementById("status");
@@ -40,9 +42,7 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
     await storage.set(changes);
     // Another service knows nothing of this install: register there on next use.
     if (previous.backendUrl !== backend.origin) {
-      await storage.remove([
-        "token", "userId", "cachedFeed", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou",
-      ]);
+      await storage.remove(["token", "userId", ...READER_CACHES]);
     }
   });
   saved("Saved.", true);
@@ -114,10 +114,7 @@ document.getElementById("delete").addEventListener("click", async () => {
     already = true;
   }
   await withInstallLock(() => withQueueLock(() =>
-    storage.remove([
-      "token", "userId", "cachedFeed", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou",
-      "seenFeedIds", QUEUE_KEY, STATE_KEY,
-    ]),
+    storage.remove(["token", "userId", ...READER_CACHES, QUEUE_KEY, STATE_KEY]),
   ));
   unlinkButton.hidden = true;
   say(
@@ -304,10 +301,6 @@ loadHidden();
 // --- the same reader on other browsers ----------------------------------------------
 
 const pairingState = document.getElementById("pairing-state");
-const LOCAL_READER = [
-  "cachedFeed", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou", "seenFeedIds",
-];
-
 async function installed() {
   const s = await read(storage, ["backendUrl", "token"]);
   if (s.token) return s;
@@ -333,9 +326,11 @@ document.getElementById("pairing-link").addEventListener("submit", async (event)
   try {
     const s = await installed();
     const linked = await api.linkInstall(s.backendUrl, s.token, code);
-    // One step: a cached answer of the reader this browser was is never kept after.
+    // One step: a cached answer of the reader this browser was is never kept after (and
+    // nothing, if this install was forgotten while the link was made).
     await withInstallLock(async () => {
-      await storage.remove(LOCAL_READER);
+      if ((await read(storage, ["token"])).token !== s.token) return;
+      await storage.remove(READER_CACHES);
       await storage.set({ userId: linked.user_id });
     });
     pairingState.dataset.ok = "true";
@@ -365,7 +360,7 @@ document.getElementById("pairing-unlink").addEventListener("click", async () => 
       : (api.KINDS[error.kind] ?? "Unlinking failed.");
     return;
   }
-  await withInstallLock(() => withQueueLock(() => storage.remove(["token", "userId", ...LOCAL_READER])));
+  await withInstallLock(() => withQueueLock(() => storage.remove(["token", "userId", ...READER_CACHES])));
   unlinkButton.hidden = true;
   pairingState.textContent = "Unlinked: this browser starts afresh as a reader of its own.";
 });

@@ -5,7 +5,7 @@ import * as api from "../lib/api.js";
 import {
   applyAction, keyAction, openUrl, paperState, toggle, trendingReasons, unseen, viewModel,
 } from "../lib/render.js";
-import { keepForReader, read, readerOf, withInstallLock } from "../lib/settings.js";
+import { keepForReader, read, readerOf } from "../lib/settings.js";
 import { QUEUE_KEY } from "../lib/queue.js";
 
 const storage = chrome.storage.local;
@@ -122,18 +122,20 @@ async function load() {
       const install = await installed(settings);
       const reader = await readerOf(storage, install.token);
       page = await api.getFeed(base, install.token, PAGE);
-      await keepForReader(storage, reader, { cachedFeed: page });
+      const kept = await keepForReader(storage, reader, { cachedFeed: page });
       if (left()) return; // not seen: the badge keeps counting these papers as new
-      chrome.runtime.sendMessage({ kind: "feed-seen", ids: page.items.map((i) => i.paper.id) });
+      // (Nor when the reader was forgotten meanwhile: they are not this install's.)
+      if (kept) chrome.runtime.sendMessage({ kind: "feed-seen", ids: page.items.map((i) => i.paper.id) });
       toItems = (items) => items;
       fetchMore = (cursor) => api.getFeed(base, install.token, PAGE, cursor);
     } else {
+      const reader = await readerOf(storage, settings.token);
       page = await trending(base, windowName, settings.token);
-      // Read again, in turn with other writers: the cache of another window (or another
-      // popup) may have been written meanwhile.
-      await withInstallLock(async () => {
+      // The reader's own marks are on it. Read again, in turn with other writers: the
+      // cache of another window (or another popup) may have been written meanwhile.
+      await keepForReader(storage, reader, async () => {
         const { cachedTrending } = await read(storage, ["cachedTrending"]);
-        await storage.set({ cachedTrending: { ...cachedTrending, [windowName]: page } });
+        return { cachedTrending: { ...cachedTrending, [windowName]: page } };
       });
       if (left()) return;
       toItems = trendingItems(windowName);
