@@ -136,6 +136,27 @@ def test_cors_admits_extension_origins_only(http: httpx.Client) -> None:
         )
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == origin
+    # Every method of the api's own paths is allowed (PUT, of the follows and the digest,
+    # was refused: "Disallowed CORS method").
+    schema = http.get("/schema/openapi.json").json()
+    methods = {
+        (path, method.upper())
+        for path, operations in schema["paths"].items()
+        if path.startswith("/v1/") and not path.startswith("/v1/admin")
+        for method in operations
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    assert {method for _, method in methods} >= {"GET", "POST", "PUT", "DELETE"}
+    for path, method in sorted(methods):
+        preflight = http.options(
+            path.replace("{", "").replace("}", ""),
+            headers={
+                "Origin": "chrome-extension://abcdefghijklmnop",
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 204, (path, method, preflight.text)
     evil = http.get("/v1/trending", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in evil.headers
     preflight = http.options(

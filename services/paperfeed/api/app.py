@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, core: Core | None = None) -> Li
         cors_config=CORSConfig(
             allow_origins=[],
             allow_origin_regex=settings.cors_origin_regex,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
             max_age=3600,
         ),
