@@ -18,6 +18,20 @@ export const DEFAULTS = {
   forYou: null,
 };
 
+// The service's origin from the address the reader typed: one without a scheme
+// ("localhost:8000", "paperfeed.example.org") is http://; only http(s) addresses are a
+// service's. null when the text is no such address.
+export function serviceOrigin(typed) {
+  const text = (typed || DEFAULT_BACKEND).trim();
+  const address = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  try {
+    const url = new URL(address);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.origin : null;
+  } catch {
+    return null;
+  }
+}
+
 export async function read(storage, keys = Object.keys(DEFAULTS)) {
   const got = await storage.get(keys);
   return Object.fromEntries(keys.map((k) => [k, got[k] ?? DEFAULTS[k]]));

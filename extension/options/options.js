@@ -2,7 +2,7 @@
 import * as api from "../lib/api.js";
 import { QUEUE_KEY, STATE_KEY, withQueueLock } from "../lib/queue.js";
 import {
-  DEFAULT_BACKEND, keepForReader, READER_CACHES, read, withInstallLock,
+  keepForReader, READER_CACHES, read, serviceOrigin, withInstallLock,
 } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
@@ -20,16 +20,21 @@ async function fill() {
 
 document.getElementById("settings").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const backend = new URL(document.getElementById("backend").value || DEFAULT_BACKEND);
-  const origin = `${backend.origin}/*`;
+  const backend = serviceOrigin(document.getElementById("backend").value);
+  if (!backend) {
+    saved(NOT_AN_ADDRESS, false);
+    return;
+  }
+  const origin = `${backend}/*`;
   const granted = await chrome.permissions.contains({ origins: [origin] })
     || await chrome.permissions.request({ origins: [origin] }).catch(() => false);
   if (!granted) {
-    saved(`paperfeed needs permission to reach ${backend.origin}.`, false);
+    saved(`paperfeed needs permission to reach ${backend}.`, false);
     return;
   }
+  document.getElementById("backend").value = backend;
   const changes = {
-    backendUrl: backend.origin,
+    backendUrl: backend,
     paused: document.getElementById("paused").checked,
     sites: {
       arxiv: document.getElementById("site-arxiv").checked,
@@ -41,13 +46,16 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
     const previous = await read(storage, ["backendUrl"]);
     await storage.set(changes);
     // Another service knows nothing of this install: register there on next use.
-    if (previous.backendUrl !== backend.origin) {
+    if (previous.backendUrl !== backend) {
       await storage.remove(["token", "userId", ...READER_CACHES]);
     }
   });
   saved("Saved.", true);
   showPairing();
 });
+
+const NOT_AN_ADDRESS =
+  "That is not a web address (for example http://127.0.0.1:8000 or 127.0.0.1:8000).";
 
 // The settings' answer, beside their Save button (not at the foot of the page).
 function saved(text, ok) {
@@ -59,11 +67,10 @@ function saved(text, ok) {
 // Whether a paperfeed service answers at the address typed (saved or not yet).
 document.getElementById("test-connection").addEventListener("click", async () => {
   const answer = document.getElementById("connection");
-  let base;
-  try {
-    base = new URL(document.getElementById("backend").value || DEFAULT_BACKEND).origin;
-  } catch {
-    answer.textContent = "That is not a URL (for example http://127.0.0.1:8000).";
+  const base = serviceOrigin(document.getElementById("backend").value);
+  if (!base) {
+    answer.textContent = NOT_AN_ADDRESS;
+    answer.dataset.ok = "false";
     return;
   }
   answer.textContent = `Trying ${base}…`;

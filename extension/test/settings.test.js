@@ -1,0 +1,23 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { DEFAULT_BACKEND, serviceOrigin } from "../lib/settings.js";
+
+test("the service's origin from the address a reader types", () => {
+  const cases = {
+    "http://127.0.0.1:8000": "http://127.0.0.1:8000",
+    "http://127.0.0.1:8000/v1/feed?x=1": "http://127.0.0.1:8000",
+    "localhost:8000": "http://localhost:8000",
+    "  127.0.0.1:8000  ": "http://127.0.0.1:8000",
+    "paperfeed.example.org": "http://paperfeed.example.org",
+    "HTTPS://Paperfeed.Example.org/": "https://paperfeed.example.org",
+    "": DEFAULT_BACKEND,
+    "ftp://example.org": null,
+    "javascript:alert(1)": null,
+    "http://": null,
+    "not an address": null,
+  };
+  for (const [typed, origin] of Object.entries(cases)) {
+    assert.equal(serviceOrigin(typed), origin, JSON.stringify(typed));
+  }
+});
