@@ -1167,6 +1167,24 @@ def test_a_long_read_reports_its_reading_time_after_the_checkpoint(
     page.close()
 
 
+def test_no_key_acts_before_a_paper_is_marked_and_the_first_j_marks_the_first(
+    browser: tuple[Any, str],
+) -> None:
+    """A popup just opened marks no paper: u does nothing (it upvoted the first paper,
+    unmarked), and the first j marks the first paper (it marked the second)."""
+    context, extension_id = browser
+    page = open_popup(context, extension_id)
+    first = page.locator("article.paper").first
+    page.keyboard.press("u")
+    page.keyboard.press("j")
+    assert page.locator("article.paper.current").count() == 1
+    assert page.locator("article.paper.current").get_attribute(
+        "data-paper-id"
+    ) == first.get_attribute("data-paper-id")
+    assert first.locator('[data-action="upvote"]').get_attribute("aria-pressed") == "false"
+    page.close()
+
+
 def test_keys_never_act_on_a_paper_the_reader_dismissed(
     browser: tuple[Any, str], service: Service
 ) -> None:
@@ -1461,6 +1479,23 @@ def test_options_save_answers_beside_its_button_and_load_without_errors(
     assert answer is not None
     assert abs(answer["y"] - button["y"]) < 20, (button, answer)
     assert answer["x"] > button["x"]
+    # An address typed without its scheme is the service's at http:// (it was a page
+    # error: "Invalid value for origin pattern null/*", and nothing saved).
+    before = token(context)
+    page.fill("#backend", service.url.removeprefix("http://"))
+    page.get_by_role("button", name="Test connection").click()
+    page.wait_for_selector("#connection[data-ok='true']")
+    assert f"answers at {service.url}" in page.locator("#connection").inner_text()
+    page.evaluate("document.getElementById('settings-state').textContent = ''")
+    page.click("#settings button[type=submit]")
+    page.wait_for_selector("#settings-state:has-text('Saved.')")
+    assert page.locator("#backend").input_value() == service.url
+    assert storage(context, "backendUrl") == service.url
+    assert storage(context, "token") == before  # the same service: the same install
+    page.fill("#backend", "ftp://example.org")
+    page.click("#settings button[type=submit]")
+    page.wait_for_selector("#settings-state[data-ok='false']:has-text('not a web address')")
+    assert storage(context, "backendUrl") == service.url
     page.close()
 
 

@@ -19,6 +19,10 @@ const TABS = ["feed", "trending", "saved", "upvoted", "search"];
 const LIBRARY = { saved: "saved", upvoted: "upvoted" };
 const PAGE = 30;
 const LIBRARY_PAGE = 100;
+// No paper is the current one until the reader picks one (j, k, a click or a tab): the
+// first j marks the first paper, and no key acts on a paper nothing marks.
+const NONE = -1;
+
 const state = {
   tab: "feed",
   previousTab: "feed",
@@ -28,7 +32,7 @@ const state = {
   // list read before an action reached the service).
   acted: new Map(),
   queued: [],
-  current: 0,
+  current: NONE,
   impressed: new Set(),
 };
 // An impression is a card actually seen: at least half of it visible for a second (the
@@ -272,7 +276,7 @@ function firstRun(backendUrl) {
 
 function show(items) {
   state.items = items;
-  state.current = 0;
+  state.current = NONE;
   visibility.disconnect();
   seenTimers.forEach((timer) => clearTimeout(timer));
   seenTimers.clear();
@@ -454,7 +458,7 @@ document.addEventListener("keydown", (event) => {
   event.preventDefault();
   if (action === "next") move(1);
   else if (action === "previous") move(-1);
-  else if (!isDismissed(state.current)) act(state.current, action);
+  else if (state.current !== NONE && !isDismissed(state.current)) act(state.current, action);
 });
 
 // A search is a tab of its own ("Search", shown while there is one); an empty search
