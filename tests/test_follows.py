@@ -162,6 +162,27 @@ def test_a_followed_topics_new_papers_come_with_its_name(
     assert not any(reason in item["reasons"] for item in feed(http, auth, 50))
 
 
+def test_follows_bring_the_newest_papers_of_a_catalog_the_sync_left_behind(
+    http: httpx.Client,
+) -> None:
+    """A catalog whose newest papers are 200 days old (the sync cannot reach its sources,
+    or the demo catalog): a followed topic and a followed author still bring its newest
+    papers, with their reasons (they brought nothing: no paper was of the last days)."""
+    papers = catalog_papers(time.time() - 200 * 86_400)
+    response = http.post("/v1/admin/papers", json=papers, headers=admin_headers())
+    assert response.status_code == 200, response.text
+    chosen = http.get("/v1/topics").json()["topics"][-1]
+    _, auth = register(http)
+    assert follow(http, auth, {"topic": chosen["id"]}).status_code == 200
+    assert follow(http, auth, {"author": AUTHOR_AS_READER_WRITES}).status_code == 200
+    items = feed(http, auth, 20)
+    assert reasons_of(items, FOLLOWED_PAPER) == [f"new from {AUTHOR_AS_READER_WRITES}"]
+    reason = f"new in {chosen['name']}"
+    assert [item for item in items if item["reasons"][0] == reason], [
+        item["reasons"] for item in items
+    ]
+
+
 def test_bad_follows_are_4xx_naming_the_field(
     http: httpx.Client, catalog: list[dict[str, Any]]
 ) -> None:

@@ -179,11 +179,17 @@ def followed_papers(
     """The papers of the last ``days`` by the followed authors (``recsys.authors``:
     among the catalog's newest ``POOL``) and in the followed topics, at most
     ``FOLLOWED_CANDIDATES`` (authors' first, each follow's newest first; at most
-    ``TOPIC_CANDIDATES`` a topic)."""
+    ``TOPIC_CANDIDATES`` a topic).
+
+    The last ``days`` of what the catalog holds: the same as of ``now`` while the sync
+    keeps it current, and still its newest papers when it cannot (offline, the demo
+    catalog, a source down for weeks), where days counted back from the clock would
+    hold none and a follow would bring nothing."""
     if not follows.authors and not follows.topics:
         return NOTHING_FOLLOWED
-    since = now - days * 86_400
     dates = index.dates
+    newest = float(dates[index.pool].max()) if len(index.pool) else now
+    since = min(now, newest) - days * 86_400
     reasons: dict[int, str] = {}
     authors: list[AuthorName] = []
     topics: list[int] = []
