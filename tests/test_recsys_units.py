@@ -529,3 +529,21 @@ def test_words_are_read_as_scikit_learn_reads_them() -> None:
     assert len(texts) > 700
     for text in texts:
         assert words_of(text) == theirs(text)
+
+
+def test_topic_names_are_distinct_and_never_say_a_word_twice() -> None:
+    """Two topics whose heaviest terms are the same two (the first-run page offered
+    "memory · llms" and "llms · memory"), and one whose second term is the first's
+    plural ("image · images"): every name is its own, of different words."""
+    from paperfeed.recsys.topics import topic_names
+
+    vocabulary = ["memory", "llms", "image", "images", "agents", "text"]
+    centres = np.array(
+        [
+            [0.9, 0.8, 0.0, 0.0, 0.3, 0.0],
+            [0.8, 0.9, 0.0, 0.0, 0.0, 0.2],
+            [0.0, 0.0, 0.9, 0.8, 0.0, 0.4],
+        ],
+        dtype=np.float32,
+    )
+    assert topic_names(centres, vocabulary) == ["memory · llms", "llms · text", "image · text"]

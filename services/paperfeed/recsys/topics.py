@@ -62,7 +62,7 @@ def learn_topics(text: sparse.csr_matrix, vocabulary: Sequence[str], seed: int =
         n_clusters=count, random_state=seed, batch_size=2048, n_init=3, max_iter=50
     ).fit(text[rows])
     centres = np.asarray(kmeans.cluster_centers_, dtype=np.float32)
-    names = [_name(centre, vocabulary) for centre in centres]
+    names = topic_names(centres, vocabulary)
     kept = _heaviest(centres, CENTRE_TERMS)
     of_paper = np.full(text.shape[0], -1, dtype=np.int64)
     of_paper[rows] = kmeans.labels_
@@ -95,20 +95,35 @@ def topic_ids(names: Sequence[str]) -> list[str]:
     return ids
 
 
-def _name(centre: npt.NDArray[np.float32], vocabulary: Sequence[str]) -> str:
-    """The centre's heaviest terms, leaving out one that a chosen term already says
-    ("language" after "language models")."""
-    chosen: list[str] = []
-    for index in np.argsort(-centre)[: 10 * NAME_TERMS]:
-        term = vocabulary[int(index)]
-        if centre[index] <= 0:
-            break
-        if any(term in other.split() or other in term.split() for other in chosen):
-            continue
-        chosen.append(term)
-        if len(chosen) == NAME_TERMS:
-            break
-    return " · ".join(chosen)
+def topic_names(centres: npt.NDArray[np.float32], vocabulary: Sequence[str]) -> list[str]:
+    """Each centre's name: its heaviest terms, leaving out one that a chosen term already
+    says ("language" after "language models", "images" after "image"). No two topics
+    share a name, in either order: a name met before takes the next term instead (the
+    first-run page offered both "memory · llms" and "llms · memory")."""
+    names: list[str] = []
+    taken: set[frozenset[str]] = set()
+    for centre in centres:
+        chosen: list[str] = []
+        for index in np.argsort(-centre)[: 20 * NAME_TERMS]:
+            term = vocabulary[int(index)]
+            if centre[index] <= 0:
+                break
+            if any(_says(other, term) for other in chosen):
+                continue
+            if len(chosen) == NAME_TERMS - 1 and frozenset([*chosen, term]) in taken:
+                continue
+            chosen.append(term)
+            if len(chosen) == NAME_TERMS:
+                break
+        taken.add(frozenset(chosen))
+        names.append(" · ".join(chosen))
+    return names
+
+
+def _says(chosen: str, term: str) -> bool:
+    """Whether ``chosen`` already says ``term``: they share a word, but for a plural's s."""
+    words = {word.removesuffix("s") for word in chosen.split()}
+    return any(word.removesuffix("s") in words for word in term.split())
 
 
 def _heaviest(centres: npt.NDArray[np.float32], keep: int) -> sparse.csr_matrix:
