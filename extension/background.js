@@ -154,7 +154,9 @@ const handlers = {
 chrome.runtime.onMessage.addListener((message, sender, respond) => {
   const handler = handlers[message?.kind];
   if (!handler) return false;
-  handler(message, sender).then(respond, (error) => respond({ error: error.kind ?? String(error) }));
+  handler(message, sender).then(respond, (error) => respond({
+    error: error.kind ?? String(error), detail: error.detail ?? "", retryAfterMs: error.retryAfterMs ?? 0,
+  }));
   return true; // the answer comes asynchronously
 });
 

@@ -1065,6 +1065,47 @@ def test_a_reader_deleted_in_another_browser_leaves_nothing_of_theirs_here(
     options.close()
 
 
+def test_a_network_past_its_new_installs_is_told_when_to_try_again(
+    browser: tuple[Any, str],
+) -> None:
+    """The service refuses a new install: the address made its 30 of the hour (a shared
+    or NAT address). The popup says when to try again, and that Trending works; it said
+    "Too many requests; trying again soon." for an hour. (The service worker's fetch of
+    /v1/installs answers that 429 here, with the service's own body and headers.)"""
+    context, extension_id = browser
+    worker = worker_of(context)
+    kept = worker.evaluate("chrome.storage.local.get(['token', 'userId'])")
+    worker.evaluate(
+        """() => {
+        globalThis.realFetch ??= globalThis.fetch;
+        globalThis.fetch = (input, init) => String(input).endsWith("/v1/installs")
+          ? Promise.resolve(new Response(JSON.stringify({
+              status_code: 429,
+              detail: "rate limit reached: at most 30 new installs an hour from an address",
+            }), {
+              status: 429,
+              headers: { "Retry-After": "3491", "Content-Type": "application/json" },
+            }))
+          : globalThis.realFetch(input, init);
+        return chrome.storage.local.remove(["token", "userId", "cachedFeed"]);
+      }"""
+    )
+    try:
+        page = context.new_page()
+        page.goto(f"chrome-extension://{extension_id}/popup/popup.html")
+        page.wait_for_selector("#status:has-text('try again')")
+        assert page.locator("#status").inner_text() == (
+            "Too many requests (at most 30 new installs an hour from an address): "
+            "try again in about 59 minutes. Trending works meanwhile."
+        )
+        page.get_by_role("tab", name="Trending").click()
+        page.wait_for_selector("article.paper")
+        page.close()
+    finally:
+        worker.evaluate("() => { globalThis.fetch = globalThis.realFetch; }")
+        worker.evaluate(f"chrome.storage.local.set({json.dumps(kept)})")
+
+
 def test_options_page_subscribes_to_the_digest_and_shows_its_state(
     browser: tuple[Any, str], service: Service, ext_mailbox: Mailbox
 ) -> None:

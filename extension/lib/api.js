@@ -20,6 +20,19 @@ export class ApiError extends Error {
   }
 }
 
+// What the reader reads of an error: its kind's sentence, and for a limit that lasts
+// (a network past its new installs an hour, a day's budget) when to try again, not a
+// promise of "soon".
+export function describe(error, otherwise = "Something went wrong.") {
+  const minutes = Math.ceil((error?.retryAfterMs ?? 0) / 60_000);
+  if (error?.kind === "rate-limited" && minutes > 1) {
+    const what = (error.detail ?? "").replace(/^rate limit reached: /, "");
+    const when = minutes >= 60 ? "in about an hour" : `in about ${minutes} minutes`;
+    return `Too many requests${what ? ` (${what})` : ""}: try again ${when}.`;
+  }
+  return KINDS[error?.kind] ?? otherwise;
+}
+
 export function retryAfterMs(header) {
   const seconds = Number.parseInt(header ?? "", 10);
   return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 3600) * 1000 : 0;

@@ -58,7 +58,9 @@ function stateOf(item) {
 async function installed(settings) {
   if (settings.token) return settings;
   const install = await chrome.runtime.sendMessage({ kind: "install" });
-  if (install.error) throw new api.ApiError(install.error);
+  if (install.error) {
+    throw new api.ApiError(install.error, 0, install.detail, install.retryAfterMs);
+  }
   return { ...settings, token: install.token };
 }
 
@@ -172,8 +174,11 @@ async function load() {
     } else if (error.kind === "offline") {
       say("");
       firstRun(settings.backendUrl);
+    } else if (tab === "feed" && !settings.token) {
+      // No install yet: For you needs one, Trending does not.
+      say(`${api.describe(error)} Trending works meanwhile.`);
     } else {
-      say(api.KINDS[error.kind] ?? "Something went wrong.");
+      say(api.describe(error));
     }
   }
 }
