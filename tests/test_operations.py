@@ -448,3 +448,36 @@ def test_the_api_starts_without_the_training_code_or_scikit_learn() -> None:
     assert {"paperfeed.serving.feed", "paperfeed.serving.holder"} <= set(loaded)
     assert not [m for m in loaded if m.split(".")[0] in heavy]
     assert not [m for m in loaded if m.split(".")[:2] == ["paperfeed", "training"]]
+
+
+def test_a_400_says_what_a_field_takes_not_its_regex(http: httpx.Client) -> None:
+    """A field of the wrong form is told what the field takes ("a search of spaces was
+    told a 60-character regex"), and still named."""
+    response = http.post("/v1/installs")
+    assert response.status_code == 201, response.text
+    auth = {"Authorization": f"Bearer {response.json()['token']}"}
+    event = {"event_id": "e-1", "type": "view", "paper_id": "2401.00001", "ts": time.time()}
+    cases = [
+        ("GET", "/v1/search", {"q": "   "}, None, "q", "something to look for"),
+        ("GET", "/v1/feed", {"cursor": "abc"}, None, "cursor", "the `next` of the previous"),
+        ("GET", "/v1/me/library", {"cursor": "abc"}, None, "cursor", "the `next` of the previous"),
+        ("GET", "/v1/trending", {"cursor": "abc"}, None, "cursor", "the `next` of the previous"),
+        (
+            "POST", "/v1/catalog/requests", None, {"paper_id": "hello world"}, "paper_id",
+            "an arXiv id (2401.01234) or the paper's arXiv or Hugging Face address",
+        ),
+        (
+            "POST", "/v1/events", None, {"events": [{**event, "paper_id": "not an id"}]},
+            "events[0].paper_id", "a paper id such as 2401.01234",
+        ),
+        (
+            "POST", "/v1/events", None, {"events": [{**event, "event_id": "a b"}]},
+            "events[0].event_id", "letters, digits and _ . : -",
+        ),
+    ]  # fmt: skip
+    for method, path, params, body, field, meaning in cases:
+        answer = http.request(method, path, params=params, json=body, headers=auth)
+        assert answer.status_code == 400, (path, answer.text)
+        assert "regex" not in answer.text, (path, answer.text)
+        assert meaning in answer.text, (path, answer.text)
+        assert field in answer.text, (path, answer.text)

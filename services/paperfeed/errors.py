@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
+PATTERN_MEANINGS: dict[str, str] = {}
+"""What a client is told a field's pattern means, by the pattern's repr (as msgspec's
+message quotes it: "Expected `str` matching regex '^[0-9]{1,3}$'")."""
+PAGE_NEXT = "the `next` of the previous page, as it was"
+OTHER_FORM = "a string of another form (the API schema, /schema, gives it)"
+_MATCHING = re.compile(r"`str` matching regex ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+def described(pattern: str, meaning: str) -> str:
+    """``pattern``, registered with what it means to a person (a 400 says that, not the
+    regex: a search of spaces was told a 60-character regex)."""
+    PATTERN_MEANINGS[repr(pattern)] = meaning
+    return pattern
+
+
+def readable(message: str) -> str:
+    """msgspec's message with each quoted regex replaced by what it means."""
+    return _MATCHING.sub(lambda found: PATTERN_MEANINGS.get(found[1], OTHER_FORM), message)
+
 
 class PaperfeedError(Exception):
     """Base of every error paperfeed raises on purpose."""
@@ -11,6 +32,7 @@ class InvalidInput(PaperfeedError):
     """The client sent something wrong; ``field`` names where (``events[3].ts``)."""
 
     def __init__(self, field: str, message: str) -> None:
+        message = readable(message)
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message

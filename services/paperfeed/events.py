@@ -33,7 +33,7 @@ from msgspec import Meta
 
 from paperfeed.catalog.papers import PAPER_ID_PATTERN, arxiv_id, clean_text, normalize_paper_id
 from paperfeed.catalog.repository import Catalog
-from paperfeed.errors import InvalidInput, Unauthorized
+from paperfeed.errors import InvalidInput, Unauthorized, described
 from paperfeed.settings import Settings
 from paperfeed.store import keys
 from paperfeed.store.activity import queue_active
@@ -77,7 +77,14 @@ RECORD_EPOCH = 1_700_000_000
 PAGE_TITLE_MAX = 200
 """Characters of a page title kept as a hint (cleaned, cut)."""
 
-EventId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+EventId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=described(r"^[A-Za-z0-9_.:-]+$", "letters, digits and _ . : - (a UUID will do)"),
+    ),
+]
 PaperIdField = Annotated[str, Meta(min_length=1, max_length=128, pattern=PAPER_ID_PATTERN)]
 
 
@@ -93,7 +100,16 @@ class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """When it happened, unix seconds (fractions allowed)."""
     dwell_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 0
     """``view``: time the page was visible; ``read``: visible time since the last report."""
-    source: Annotated[str, Meta(max_length=32, pattern=r"^[a-z0-9_-]*$")] | None = None
+    source: (
+        Annotated[
+            str,
+            Meta(
+                max_length=32,
+                pattern=described(r"^[a-z0-9_-]*$", "lowercase letters, digits, _ and -"),
+            ),
+        ]
+        | None
+    ) = None
     """Where it happened: ``popup``, ``arxiv``, ``huggingface``, ..."""
     title: Annotated[str, Meta(max_length=1_000)] | None = None
     """The title the page showed: a hint kept (cut to 200 characters) only for a paper

@@ -18,7 +18,7 @@ import msgspec
 
 from paperfeed.catalog.papers import Paper, arxiv_links
 from paperfeed.catalog.repository import Catalog
-from paperfeed.errors import InvalidInput
+from paperfeed.errors import PAGE_NEXT, InvalidInput, described
 from paperfeed.events import UserPaper, decode_user_paper, resolved_records
 from paperfeed.paper_state import NO_STATE, PaperState, states_of
 from paperfeed.store import keys
@@ -50,7 +50,9 @@ class LibraryPage(msgspec.Struct):
     nothing)."""
 
 
-CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,17})?~[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+CURSOR_PATTERN = described(
+    r"^[0-9]{1,12}(\.[0-9]{1,17})?~[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", PAGE_NEXT
+)
 """``<when>~<paper id>``: every string of this shape is a place in the list (a
 schema-valid cursor is never refused)."""
 

@@ -21,7 +21,7 @@ from paperfeed.catalog.papers import Paper
 from paperfeed.catalog.sources import Source, parse_sources, read_state
 from paperfeed.catalog.sync import arxiv_categories, arxiv_summary
 from paperfeed.core import Core
-from paperfeed.errors import InvalidInput, NotFound
+from paperfeed.errors import InvalidInput, NotFound, described
 from paperfeed.recsys.search import paper_reference
 from paperfeed.settings import Settings
 
@@ -81,10 +81,11 @@ def catalog_status(state: dict[str, str], papers: int, settings: Settings) -> Ca
 
 
 _ID = r"[0-9]{4}\.[0-9]{4,5}(?:v[0-9]+)?"
-PAPER_REFERENCE = (
+PAPER_REFERENCE = described(
     rf"^\s*(?:(?:[aA][rR][xX][iI][vV]:\s*)?{_ID}"
     rf"|(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/{_ID}(?:\.pdf)?/?(?:[?#]\S*)?"
-    rf"|(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/papers/{_ID}/?(?:[?#]\S*)?)\s*$"
+    rf"|(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/papers/{_ID}/?(?:[?#]\S*)?)\s*$",
+    "an arXiv id (2401.01234) or the paper's arXiv or Hugging Face address",
 )
 """What names an arXiv paper: its id (a version, an ``arXiv:`` prefix allowed), or its
 arXiv or Hugging Face page (every text it admits names an id: ``paper_reference``)."""

@@ -21,10 +21,21 @@ from paperfeed.api.deps import provide_user_id
 from paperfeed.api.openapi import INSTALL_AUTH, documented, html_pages
 from paperfeed.core import Core
 from paperfeed.digest.subscriptions import DigestRequest, DigestStatus, status_of
+from paperfeed.errors import described
 
-UserParam = Annotated[str, QueryParameter(pattern=r"^[0-9a-f]{24}$", description="User id")]
+UserParam = Annotated[
+    str,
+    QueryParameter(
+        pattern=described(r"^[0-9a-f]{24}$", "the user id of the e-mail's link, as it was"),
+        description="User id",
+    ),
+]
 SignatureParam = Annotated[
-    str, QueryParameter(pattern=r"^[0-9a-f]{40}$", description="Signature of the link")
+    str,
+    QueryParameter(
+        pattern=described(r"^[0-9a-f]{40}$", "the signature of the e-mail's link, as it was"),
+        description="Signature of the link",
+    ),
 ]
 
 

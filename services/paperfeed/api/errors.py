@@ -38,6 +38,7 @@ from paperfeed.errors import (
     RequestsExhausted,
     Unauthorized,
     Unavailable,
+    readable,
 )
 from paperfeed.pairing import TooManyAttempts
 from paperfeed.store.budgets import OverBudget
@@ -205,6 +206,17 @@ def invalid_request(request: Request[Any, Any, Any], error: ValidationException)
             detail=error.detail,
             extra=[
                 _missing_field(item) or item if isinstance(item, dict) else item for item in extra
+            ],
+        )
+    if any(isinstance(item, dict) and "message" in item for item in error.extra or []):
+        # A pattern's meaning, not its regex ("a search of spaces" got 60 characters of it).
+        error = ValidationException(
+            detail=error.detail,
+            extra=[
+                {**item, "message": readable(str(item["message"]))}
+                if isinstance(item, dict) and "message" in item
+                else item
+                for item in error.extra or []
             ],
         )
     detail = str(error.detail)

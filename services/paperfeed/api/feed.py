@@ -13,7 +13,7 @@ from paperfeed.api.metrics import FEEDS_SERVED
 from paperfeed.api.openapi import INSTALL_AUTH, documented
 from paperfeed.api.papers import Limit
 from paperfeed.core import Core
-from paperfeed.errors import Unauthorized
+from paperfeed.errors import PAGE_NEXT, Unauthorized, described
 from paperfeed.serving.feed import Feed, FeedItem
 
 FEED_DEPTH = 400
@@ -23,7 +23,7 @@ a feed ranks (its candidates are a few hundred) nothing is left to show."""
 FeedCursor = Annotated[
     str | None,
     QueryParameter(
-        pattern=r"^[0-9]{1,3}$",
+        pattern=described(r"^[0-9]{1,3}$", PAGE_NEXT),
         description="The ``next`` of the previous page (the papers ranked before it: skipped)",
     ),
 ]

@@ -13,7 +13,7 @@ from paperfeed.api.deps import bearer_token, provide_optional_reader
 from paperfeed.api.openapi import documented
 from paperfeed.catalog.papers import Paper, normalize_paper_id
 from paperfeed.core import Core
-from paperfeed.errors import NotFound
+from paperfeed.errors import PAGE_NEXT, NotFound, described
 from paperfeed.paper_state import PaperState, paper_states
 from paperfeed.serving.feed import Similar
 from paperfeed.trending import Window
@@ -45,12 +45,15 @@ class TrendingPage(msgspec.Struct, kw_only=True):
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="How many items (1-200)")]
 Cursor = Annotated[
     str | None,
-    QueryParameter(pattern=r"^[0-9]{1,9}$", description="The ``next`` of the previous page"),
+    QueryParameter(
+        pattern=described(r"^[0-9]{1,9}$", PAGE_NEXT),
+        description="The ``next`` of the previous page",
+    ),
 ]
 TrendingCursor = Annotated[
     str | None,
     QueryParameter(
-        pattern=r"^[0-9]{1,6}$",
+        pattern=described(r"^[0-9]{1,6}$", PAGE_NEXT),
         description="The ``next`` of the previous page (papers ranked before it: skipped)",
     ),
 ]

@@ -13,7 +13,7 @@ from paperfeed.api.openapi import documented
 from paperfeed.api.papers import Limit
 from paperfeed.catalog.papers import Paper
 from paperfeed.core import Core
-from paperfeed.errors import InvalidInput
+from paperfeed.errors import InvalidInput, described
 from paperfeed.paper_state import PaperState, paper_states
 from paperfeed.recsys.search import is_url, paper_reference
 
@@ -28,7 +28,10 @@ Query = Annotated[
         min_length=1,
         # Something to look for, and no control characters but white space (a pasted
         # title may hold line breaks). No maximum: a long query is cut, not refused.
-        pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
+        pattern=described(
+            r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
+            "something to look for (not only spaces), without control characters",
+        ),
         description=(
             "Words, an arXiv id, an arXiv or Hugging Face paper URL, a title or an author's "
             f"name (cut to its first {QUERY_CHARS} characters)"

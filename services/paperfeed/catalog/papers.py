@@ -11,11 +11,16 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from paperfeed.errors import described
+
 # New-style arXiv ids (2007+): YYMM.NNNN or YYMM.NNNNN, optional version.
 ARXIV_NEW = re.compile(r"^(\d{4}\.\d{4,5})(v\d+)?$")
 # Everything a paper id may be: an arXiv id, a slug, or a data set's own id. No "/",
 # so that an id is one URL path segment (pre-2007 arXiv ids are not recognised).
-PAPER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+PAPER_ID_PATTERN = described(
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+    "a paper id such as 2401.01234: letters, digits and . _ : - (at most 128)",
+)
 SLUG_MAX = 80
 
 PaperId = Annotated[str, Meta(pattern=PAPER_ID_PATTERN, max_length=128)]

@@ -11,6 +11,7 @@ import msgspec
 from msgspec import Meta
 
 from paperfeed.digest.compose import DigestItem
+from paperfeed.errors import described
 from paperfeed.store import keys
 from paperfeed.store.client import RedisClient
 from paperfeed.store.scripts import lua
@@ -18,7 +19,7 @@ from paperfeed.store.scripts import lua
 Frequency = Literal["daily", "weekly"]
 # Explicit ranges, not \s: the regex dialects of Python and JSON Schema disagree on it.
 _ATOM = r'[^@\x00-\x20\x7f<>()\[\],;:"]+'
-EMAIL_PATTERN = rf"^{_ATOM}@{_ATOM}\.{_ATOM}$"
+EMAIL_PATTERN = described(rf"^{_ATOM}@{_ATOM}\.{_ATOM}$", "an e-mail address (name@example.org)")
 Email = Annotated[str, Meta(min_length=6, max_length=254, pattern=EMAIL_PATTERN)]
 SENT_KEPT = 2_000
 RESEND_CONFIRMATION_S = 3_600
