@@ -1488,6 +1488,7 @@ def test_the_popup_says_when_the_catalog_sync_is_failing(
         text = page.locator("#notice").inner_text()
         assert "catalog sync is failing" in text
         assert "Hugging Face" in text
+        assert ": failing since " in text
         page.close()
     finally:
         state.hdel("pf:sync:state", "hf:failures", "hf:last_success")

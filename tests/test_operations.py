@@ -481,3 +481,7 @@ def test_a_400_says_what_a_field_takes_not_its_regex(http: httpx.Client) -> None
         assert "regex" not in answer.text, (path, answer.text)
         assert meaning in answer.text, (path, answer.text)
         assert field in answer.text, (path, answer.text)
+    # A 404 names the paper asked for, not all 10,000 characters of it.
+    missing = http.get(f"/v1/papers/{'x' * 10_000}", headers=auth)
+    assert missing.status_code == 404
+    assert len(missing.text) < 400, len(missing.text)

@@ -247,8 +247,8 @@ async function showCatalogHealth() {
   const failing = (catalog.sources ?? []).filter((source) => source.failing);
   if (catalog.sync !== "failing" || !failing.length) return;
   const since = failing
-    .map((s) => `${s.name} ${s.last_success ? `since ${when(s.last_success)}` : "from the start"}`)
-    .join(", ");
+    .map((s) => `${s.name}: ${s.last_success ? `failing since ${when(s.last_success)}` : "no successful sync yet"}`)
+    .join("; ");
   notice.textContent =
     `New papers are not arriving: the catalog sync is failing (${since}). ` +
     "These are the papers paperfeed already has.";

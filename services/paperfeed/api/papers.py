@@ -81,7 +81,7 @@ class PaperController(Controller):
     async def get_paper(self, core: NamedDependency[Core], paper_id: FromPath[str]) -> Paper:
         paper = await core.catalog.get(normalize_paper_id(paper_id))
         if paper is None:
-            raise NotFound(f"no paper {paper_id!r}")
+            raise NotFound(f"no paper {paper_id[:128]!r}")  # (ids are at most 128)
         return paper
 
     @get("/{paper_id:str}/similar", summary="Papers like this one", responses=documented(400, 404))

@@ -1513,7 +1513,7 @@ class FeedService:
         position = index.pos.get(paper_id)
         if position is None:
             if await self.catalog.get(paper_id) is None:
-                raise NotFound(f"no paper {paper_id!r}")
+                raise NotFound(f"no paper {paper_id[:128]!r}")  # (ids are at most 128)
             await self.holder.refresh()  # a paper newer than this process's index
             index = await self.index()
             position = index.pos.get(paper_id)

@@ -145,6 +145,11 @@ class Decision(msgspec.Struct, kw_only=True):
     choices: Choices | None = None
 
 
+def counted(n: int, thing: str) -> str:
+    """``n`` things, in words ("1 reader", "2 readers")."""
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
 def new_cells(data: Interactions, since: float, seed: int) -> sparse.csr_matrix:
     """Each reader's liked papers received after ``since`` (for a reader new since then,
     their latest ``GATE_SHARE`` by their own times), at most ``GATE_MAX_READERS``
@@ -359,8 +364,9 @@ async def train_and_publish(
             published=False,
             version=None,
             reason=(
-                f"not enough interactions to train a model ({readers_with_data} readers "
-                f"with a liked paper; {settings.train_min_readers} needed)"
+                "not enough interactions to train a model "
+                f"({counted(readers_with_data, 'reader')} with a liked paper; "
+                f"{settings.train_min_readers} needed)"
             ),
             rule="not_enough_data",
             seconds=round(time.perf_counter() - started, 3),
@@ -568,7 +574,8 @@ def _choose_judged(
                     cells=new, judged_on="new", judgement=judgement, new_readers=new_readers
                 )
             fallback = (
-                f"the new interactions of {new_readers} readers cannot tell models apart: "
+                f"the new interactions of {counted(new_readers, 'reader')} cannot tell models "
+                "apart: "
                 f"the current model and popularity hit {informative} of them in their top "
                 f"{GATE_K} ({GATE_MIN_INFORMATIVE} needed)"
             )
