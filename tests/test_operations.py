@@ -481,6 +481,12 @@ def test_a_400_says_what_a_field_takes_not_its_regex(http: httpx.Client) -> None
         assert "regex" not in answer.text, (path, answer.text)
         assert meaning in answer.text, (path, answer.text)
         assert field in answer.text, (path, answer.text)
+    # A body too large says how large a body may be, and for events what to do.
+    too_large = http.post("/v1/events", content=b"[" + b" " * 2_000_000 + b"]", headers=auth)
+    assert too_large.status_code == 413
+    assert too_large.json()["detail"] == (
+        "body: larger than 1000000 bytes; send the events in smaller batches"
+    )
     # A 404 names the paper asked for, not all 10,000 characters of it.
     missing = http.get(f"/v1/papers/{'x' * 10_000}", headers=auth)
     assert missing.status_code == 404

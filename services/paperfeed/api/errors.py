@@ -10,6 +10,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.exceptions.responses import create_exception_response
 from litestar.middleware import ASGIMiddleware
 from litestar.status_codes import (
@@ -182,6 +183,18 @@ def spent_budget(request: Request[Any, Any, Any], error: OverBudget) -> Response
     return too_many_requests(request, over_budget(budget.limit, error.ms_left, budget.what))
 
 
+def too_large(request: Request[Any, Any, Any], error: RequestEntityTooLarge) -> Response[Any]:
+    """Litestar's 413, saying how large a body may be (it said "Request Entity Too
+    Large"), and for an event batch what to do; a route's own detail is kept."""
+    if error.detail == RequestEntityTooLarge.detail:
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"body: larger than {limit} bytes"
+        if request.url.path == "/v1/events":
+            detail += "; send the events in smaller batches"
+        error = RequestEntityTooLarge(detail=detail)
+    return create_exception_response(request, error)
+
+
 BODY_EXAMPLES = {
     "/v1/events": '{"events": [{"event_id", "type", "paper_id", "ts"}, ...]}',
     "/v1/catalog/requests": '{"paper_id": "<arXiv id or URL>"}',
@@ -331,6 +344,7 @@ EXCEPTION_HANDLERS = {
     TooManyRequestsException: too_many_requests,
     OverBudget: spent_budget,
     ValidationException: invalid_request,
+    RequestEntityTooLarge: too_large,
     AttributeError: client_fault,
     TypeError: client_fault,
     RuntimeError: client_fault,
