@@ -481,6 +481,26 @@ def test_a_400_says_what_a_field_takes_not_its_regex(http: httpx.Client) -> None
         assert "regex" not in answer.text, (path, answer.text)
         assert meaning in answer.text, (path, answer.text)
         assert field in answer.text, (path, answer.text)
+    # A long query that fails its pattern at its end is refused, in linear time: the
+    # pattern's parts overlapped and backtracked in quadratic time (16,000 characters
+    # held the event loop 2.4 s; the million below, hours). Matched in a process of its
+    # own, so that a regression is a timeout, not a test run that never ends.
+    slow = http.get("/v1/search", params={"q": "a" * 60_000 + "\x01"}, headers=auth)
+    assert slow.status_code == 400
+    assert "without control characters" in slow.text
+    schema = http.get("/schema/openapi.json").json()
+    (q,) = [p for p in schema["paths"]["/v1/search"]["get"]["parameters"] if p["name"] == "q"]
+    adversary = "import re, sys; print(re.search(sys.argv[1], 'a' * 10**6 + '\\x01'))"
+    matched = subprocess.run(
+        [sys.executable, "-c", adversary, q["schema"]["pattern"]],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert matched.stdout.strip() == "None", matched.stderr
+    # A field name of 100,000 characters is not sent back whole (twice).
+    unknown = http.post("/v1/events", json={"events": [{**event, "x" * 100_000: 1}]}, headers=auth)
+    assert unknown.status_code == 400
+    assert "unknown field" in unknown.text
+    assert len(unknown.text) < 2_000, len(unknown.text)
     # A body too large says how large a body may be, and for events what to do.
     too_large = http.post("/v1/events", content=b"[" + b" " * 2_000_000 + b"]", headers=auth)
     assert too_large.status_code == 413

@@ -442,8 +442,10 @@ def test_no_secret_reaches_logs_or_error_responses(tmp_path: Path) -> None:
 def test_litestar_logs_a_traceback_only_for_what_no_handler_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An outage answered 503 is its handler's one line, not a stack a request; wrong
-    credentials (no retry cures them) and any other fault keep their traceback."""
+    """An outage answered 503 is its handler's one line, not a stack a request, and a bug
+    client_fault logged is not logged twice; wrong credentials (no retry cures them), a
+    slip inside redis-py (a failover, or our bug handing it a wrong type) and any other
+    fault keep their traceback."""
     from redis.exceptions import AuthenticationError, ClusterDownError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -452,31 +454,39 @@ def test_litestar_logs_a_traceback_only_for_what_no_handler_logged(
 
     logger = logging.getLogger("litestar-test")
     scope: Any = {"type": "http", "path": "/v1/feed"}
+
+    def slip_in_redis_py() -> None:
+        redis.Redis().zadd("k", [("a", 1)])  # type: ignore[arg-type]  # AttributeError there
+
     logged = {}
-    for error in (
-        RedisConnectionError("Connection refused"),
-        RedisTimeoutError("Timeout reading from socket"),
-        ClusterDownError("CLUSTERDOWN"),
-        AttributeError("'NoneType' object has no attribute 'write'"),  # client_fault's
-        AuthenticationError("invalid password"),
-        ResponseError("ERR Error running script"),
-        KeyError("a bug"),
+    for name, error in (
+        ("outage", RedisConnectionError("Connection refused")),
+        ("timeout", RedisTimeoutError("Timeout reading from socket")),
+        ("cluster down", ClusterDownError("CLUSTERDOWN")),
+        ("our AttributeError", AttributeError("'NoneType' object has no attribute 'x'")),
+        ("slip in redis-py", slip_in_redis_py),
+        ("credentials", AuthenticationError("invalid password")),
+        ("script", ResponseError("ERR Error running script")),
+        ("other", KeyError("a bug")),
     ):
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="litestar-test"):
             try:
-                raise error
+                if callable(error):
+                    error()
+                raise error  # type: ignore[misc]
             except Exception:
                 log_uncaught(logger, scope, [])
-        logged[type(error).__name__] = [r.exc_info is not None for r in caplog.records]
+        logged[name] = [r.exc_info is not None for r in caplog.records]
     assert logged == {
-        "ConnectionError": [],
-        "TimeoutError": [],
-        "ClusterDownError": [],
-        "AttributeError": [],
-        "AuthenticationError": [True],
-        "ResponseError": [True],
-        "KeyError": [True],
+        "outage": [],
+        "timeout": [],
+        "cluster down": [],
+        "our AttributeError": [],  # client_fault logged it, with its traceback
+        "slip in redis-py": [True],
+        "credentials": [True],
+        "script": [True],
+        "other": [True],
     }
 
 

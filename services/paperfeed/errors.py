@@ -19,9 +19,16 @@ def described(pattern: str, meaning: str) -> str:
     return pattern
 
 
+MESSAGE_CHARS = 300
+"""A 400's message is cut to this many characters: msgspec's repeat what the client sent
+(an unknown field's whole name), which must not come back a megabyte long."""
+
+
 def readable(message: str) -> str:
-    """msgspec's message with each quoted regex replaced by what it means."""
-    return _MATCHING.sub(lambda found: PATTERN_MEANINGS.get(found[1], OTHER_FORM), message)
+    """msgspec's message with each quoted regex replaced by what it means, cut to
+    ``MESSAGE_CHARS``."""
+    message = _MATCHING.sub(lambda found: PATTERN_MEANINGS.get(found[1], OTHER_FORM), message)
+    return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"
 
 
 class PaperfeedError(Exception):

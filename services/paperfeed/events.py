@@ -85,6 +85,10 @@ EventId = Annotated[
         pattern=described(r"^[A-Za-z0-9_.:-]+$", "letters, digits and _ . : - (a UUID will do)"),
     ),
 ]
+Source = Annotated[
+    str,
+    Meta(max_length=32, pattern=described(r"^[a-z0-9_-]*$", "lowercase letters, digits, _ and -")),
+]
 PaperIdField = Annotated[str, Meta(min_length=1, max_length=128, pattern=PAPER_ID_PATTERN)]
 
 
@@ -100,16 +104,7 @@ class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """When it happened, unix seconds (fractions allowed)."""
     dwell_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 0
     """``view``: time the page was visible; ``read``: visible time since the last report."""
-    source: (
-        Annotated[
-            str,
-            Meta(
-                max_length=32,
-                pattern=described(r"^[a-z0-9_-]*$", "lowercase letters, digits, _ and -"),
-            ),
-        ]
-        | None
-    ) = None
+    source: Source | None = None
     """Where it happened: ``popup``, ``arxiv``, ``huggingface``, ..."""
     title: Annotated[str, Meta(max_length=1_000)] | None = None
     """The title the page showed: a hint kept (cut to 200 characters) only for a paper

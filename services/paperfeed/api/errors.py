@@ -296,12 +296,19 @@ MISCONFIGURED = (
 
 
 def logged_by_its_handler(error: BaseException) -> bool:
-    """Whether ``error``'s handler logs it itself: a storage outage in one line
-    (``redis_error``), the client slips of a failover likewise, or with their traceback
-    when they are a bug (``client_fault``)."""
+    """Whether ``error``'s handler logs what it needs: a storage outage in one line
+    (``redis_error``), or a bug of ours among the client slips with its traceback
+    (``client_fault``). A slip inside redis-py keeps Litestar's traceback: it may be a
+    failover, or a bug of ours that handed redis-py a wrong type."""
     if isinstance(error, MISCONFIGURED):
         return False
-    return isinstance(error, STORAGE_UNAVAILABLE + CLIENT_SLIPS)
+    if isinstance(error, STORAGE_UNAVAILABLE):
+        return True
+    return (
+        isinstance(error, CLIENT_SLIPS)
+        and not isinstance(error, RecursionError)  # (too_deep's: it logs nothing)
+        and not storage_failed(error)
+    )
 
 
 def log_uncaught(logger: Logger, scope: Scope, _: list[str]) -> None:
