@@ -1,7 +1,9 @@
 // The service worker only wires listeners; the work is in lib/. It may be stopped at
 // any moment: everything it knows lives in chrome.storage.local.
 import * as api from "./lib/api.js";
-import { enqueue, flush, newEvent, pending } from "./lib/queue.js";
+import {
+  enqueue, flush, newEvent, pending, QUEUE_KEY, STATE_KEY, withQueueLock,
+} from "./lib/queue.js";
 import { followsNote, newCount } from "./lib/render.js";
 import {
   keepForReader, READER_CACHES, read, readerOf, tracking, withInstallLock,
@@ -34,15 +36,21 @@ function ensureInstall() {
   return installing;
 }
 
-// The service no longer knows this token (data deleted elsewhere): forget it and what was
-// kept of its reader, unless a new one replaced it meanwhile, so that the next use
-// registers anew.
+// The service no longer knows this token (its reader deleted, from another linked browser
+// too): forget it and everything kept of its reader, the events not yet sent included
+// (they are that reader's, whose data was erased: sent again, they would start a new
+// reader with part of it), unless a new token replaced it meanwhile; the next use
+// registers anew. Whatever met the 401 (the queue, the popup, the badge) comes here.
 function forgetToken(token) {
   return withInstallLock(async () => {
     const { token: current } = await read(storage, ["token"]);
-    if (current === token) await storage.remove(["token", "userId", ...READER_CACHES]);
+    if (current !== token) return;
+    await withQueueLock(() =>
+      storage.remove(["token", "userId", ...READER_CACHES, QUEUE_KEY, STATE_KEY]));
   });
 }
+
+const unknownToken = (error) => error?.status === 401;
 
 // One delivery at a time. A request that comes while one is under way (an event queued
 // after its last look at the queue, the network back, a flush asked) runs once more after
@@ -79,7 +87,7 @@ async function deliverOnce(force) {
           return await api.sendEvents(settings.backendUrl, settings.token, batch);
         } catch (error) {
           // Unknown token (data deleted elsewhere): register anew on the next try.
-          if (error.kind === "unauthorized") await forgetToken(settings.token);
+          if (unknownToken(error)) await forgetToken(settings.token);
           throw error;
         }
       },
@@ -120,8 +128,9 @@ async function updateBadge() {
     await chrome.action.setTitle({ title: note ? `paperfeed: ${note}` : "paperfeed" });
     // When the badge last reflected the feed (the options page and tests read it).
     await storage.set({ badgeCheckedAt: Date.now() });
-  } catch {
+  } catch (error) {
     // offline: keep the badge as it is
+    if (unknownToken(error)) await forgetToken(settings.token);
   }
 }
 
@@ -131,7 +140,13 @@ async function forYou() {
   if (cached && Date.now() - cached.at < FOR_YOU_TTL_MS) return cached;
   const { token } = await ensureInstall();
   const reader = await readerOf(storage, token);
-  const feed = await api.getFeed(settings.backendUrl, token, 50);
+  let feed;
+  try {
+    feed = await api.getFeed(settings.backendUrl, token, 50);
+  } catch (error) {
+    if (unknownToken(error)) await forgetToken(token);
+    throw error;
+  }
   const picked = feed.items.slice(0, 15).map((i) => ({ id: i.paper.id, reason: i.reasons[0] ?? "" }));
   const fresh = { at: Date.now(), papers: picked };
   await keepForReader(storage, reader, { forYou: fresh });
@@ -148,6 +163,7 @@ const handlers = {
     return { ok: true };
   },
   "for-you": () => forYou(),
+  forget: (message) => forgetToken(message.token).then(() => ({ ok: true })),
   install: () => ensureInstall().then((s) => ({ token: s.token, backendUrl: s.backendUrl })),
 };
 

@@ -21,12 +21,12 @@ export class ApiError extends Error {
 }
 
 // What the reader reads of an error: its kind's sentence, and for a limit that lasts
-// (a network past its new installs an hour, a day's budget) when to try again, not a
-// promise of "soon".
+// (a network past its new installs an hour) when to try again, not a promise of "soon"
+// (a Retry-After is read up to an hour: a longer wait reads "in about an hour").
 export function describe(error, otherwise = "Something went wrong.") {
   const minutes = Math.ceil((error?.retryAfterMs ?? 0) / 60_000);
   if (error?.kind === "rate-limited" && minutes > 1) {
-    const what = (error.detail ?? "").replace(/^rate limit reached: /, "");
+    const what = String(error.detail ?? "").replace(/^rate limit reached: /, "");
     const when = minutes >= 60 ? "in about an hour" : `in about ${minutes} minutes`;
     return `Too many requests${what ? ` (${what})` : ""}: try again ${when}.`;
   }

@@ -18,18 +18,29 @@ export const DEFAULTS = {
   forYou: null,
 };
 
-// The service's origin from the address the reader typed: one without a scheme
-// ("localhost:8000", "paperfeed.example.org") is http://; only http(s) addresses are a
-// service's. null when the text is no such address.
+// The service's origin from the address the reader typed: one without a scheme is
+// http:// on this machine or a private network ("localhost:8000", "192.168.1.5:8000",
+// "nas.local") and https:// anywhere else ("paperfeed.example.org": the token must not
+// travel in clear); only http(s) addresses are a service's. null when the text is none.
 export function serviceOrigin(typed) {
-  const text = (typed || DEFAULT_BACKEND).trim();
-  const address = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  const text = (typed ?? "").trim() || DEFAULT_BACKEND;
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text);
   try {
-    const url = new URL(address);
-    return url.protocol === "http:" || url.protocol === "https:" ? url.origin : null;
+    const url = new URL(hasScheme ? text : `https://${text}`);
+    if (url.protocol !== "http:" && url.protocol !== "https:") return null;
+    if (!hasScheme && nearby(url.hostname)) url.protocol = "http:";
+    return url.origin;
   } catch {
     return null;
   }
+}
+
+function nearby(host) {
+  return host === "localhost" || host.endsWith(".localhost") || host.endsWith(".local")
+    || !host.includes(".") || host === "[::1]"
+    || /^(127|10)\.\d+\.\d+\.\d+$/.test(host)
+    || /^192\.168\.\d+\.\d+$/.test(host)
+    || /^172\.(1[6-9]|2\d|3[01])\.\d+\.\d+$/.test(host);
 }
 
 export async function read(storage, keys = Object.keys(DEFAULTS)) {

@@ -335,11 +335,17 @@ document.getElementById("pairing-link").addEventListener("submit", async (event)
     const linked = await api.linkInstall(s.backendUrl, s.token, code);
     // One step: a cached answer of the reader this browser was is never kept after (and
     // nothing, if this install was forgotten while the link was made).
-    await withInstallLock(async () => {
-      if ((await read(storage, ["token"])).token !== s.token) return;
+    const kept = await withInstallLock(async () => {
+      if ((await read(storage, ["token"])).token !== s.token) return false;
       await storage.remove(READER_CACHES);
       await storage.set({ userId: linked.user_id });
+      return true;
     });
+    if (!kept) {
+      pairingState.dataset.ok = "false";
+      pairingState.textContent = "This browser was reset while linking: show a new code and try again.";
+      return;
+    }
     pairingState.dataset.ok = "true";
     pairingState.textContent = "Linked: this browser now shares that reader's feed and library.";
     unlinkButton.hidden = false;

@@ -74,6 +74,9 @@ const trendingItems = (windowName) => (items) =>
 // before an answer comes. An answer that comes after a newer load started is kept for
 // offline use, but never shown: it belongs to a tab the reader has left.
 let loads = 0;
+// The tokens this popup had forgotten on a 401 (once each: a service that refuses every
+// new install too is said so, not asked again and again).
+const forgotten = new Set();
 
 async function load() {
   const mine = ++loads;
@@ -152,6 +155,14 @@ async function load() {
     if (page.next) list.append(more("Show more papers", page.next, fetchMore, toItems));
   } catch (error) {
     if (left()) return;
+    if (error.status === 401 && settings.token && !forgotten.has(settings.token)) {
+      // The service no longer knows this install (its reader deleted, perhaps from another
+      // linked browser): forget it and what was kept of its reader, and start afresh.
+      forgotten.add(settings.token);
+      await chrome.runtime.sendMessage({ kind: "forget", token: settings.token });
+      if (!left()) load();
+      return;
+    }
     const cached = {
       feed: settings.cachedFeed,
       trending: settings.cachedTrending[windowName],
@@ -217,7 +228,7 @@ function missing(id, settings, left) {
       }
       say(error.kind === "offline"
         ? `arXiv ${id} is not in the catalog yet. Offline: asking for it needs the service.`
-        : `arXiv ${id} is not in the catalog yet. ${api.KINDS[error.kind] ?? "Something went wrong."}`);
+        : `arXiv ${id} is not in the catalog yet. ${api.describe(error)}`);
       button.disabled = false;
       status.append(" ", button);
     }
@@ -308,7 +319,7 @@ function more(label, cursor, fetchPage, toItems) {
       button.disabled = false;
       say(error.kind === "offline"
         ? "Offline: the rest of the list needs the service."
-        : api.KINDS[error.kind] ?? "Something went wrong.");
+        : api.describe(error));
     }
   });
   return button;
