@@ -331,3 +331,16 @@ def test_a_followed_topic_renamed_by_a_refit_resolves_by_its_words() -> None:
     assert resolve_topic(index, "old-id", "video · generation") == 2
     assert resolve_topic(index, "old-id", "molecules · proteins") == 1
     assert resolve_topic(index, "old-id", "quantum · optics") is None
+
+
+def test_the_catalogs_now_is_its_tenth_newest_dated_paper() -> None:
+    """Where a follow's "last 7 days" end: one fresh paper among old ones (a reader's
+    catalog request while the sync is down) does not move it, nor do unknown dates."""
+    from paperfeed.follows import catalog_now
+
+    now = 1_800_000_000.0
+    old = now - 200 * 86_400
+    dates = np.array([old - n * 3_600 for n in range(30)] + [now - 60, 0.0, 0.0])
+    assert catalog_now(dates, now) == old - 8 * 3_600  # the fresh one is the first
+    assert catalog_now(np.array([0.0, 0.0]), now) == now
+    assert catalog_now(np.array([old, old - 1]), now) == old - 1

@@ -537,13 +537,16 @@ def test_topic_names_are_distinct_and_never_say_a_word_twice() -> None:
     plural ("image · images"): every name is its own, of different words."""
     from paperfeed.recsys.topics import topic_names
 
-    vocabulary = ["memory", "llms", "image", "images", "agents", "text"]
+    vocabulary = ["memory", "llms", "image", "images", "agents", "text", "study", "studies"]
     centres = np.array(
         [
-            [0.9, 0.8, 0.0, 0.0, 0.3, 0.0],
-            [0.8, 0.9, 0.0, 0.0, 0.0, 0.2],
-            [0.0, 0.0, 0.9, 0.8, 0.0, 0.4],
+            [0.9, 0.8, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0],
+            [0.8, 0.9, 0.0, 0.0, 0.0, 0.2, 0.0, 0.0],
+            [0.0, 0.0, 0.9, 0.8, 0.0, 0.4, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.9, 0.8],
         ],
         dtype=np.float32,
     )
-    assert topic_names(centres, vocabulary) == ["memory · llms", "llms · text", "image · text"]
+    assert topic_names(centres, vocabulary) == [
+        "memory · llms", "llms · text", "image · text", "study · agents"
+    ]  # fmt: skip

@@ -24,6 +24,7 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from msgspec import UNSET, Meta, UnsetType
 
 from paperfeed.errors import InvalidInput, NotFound, Unauthorized
@@ -173,6 +174,19 @@ class Followed(NamedTuple):
 NOTHING_FOLLOWED = Followed(np.zeros(0, np.int64), {})
 
 
+ANCHOR_RANK = 10
+
+
+def catalog_now(dates: npt.NDArray[np.float64], now: float) -> float:
+    """The ``ANCHOR_RANK``-th newest of ``dates`` (0: unknown, left out), ``now`` when
+    none is known."""
+    known = dates[dates > 0]
+    if not len(known):
+        return now
+    rank = min(len(known), ANCHOR_RANK)
+    return float(np.partition(known, len(known) - rank)[len(known) - rank])
+
+
 def followed_papers(
     index: CatalogIndex, follows: StoredFollows, now: float, days: float
 ) -> Followed:
@@ -181,15 +195,16 @@ def followed_papers(
     ``FOLLOWED_CANDIDATES`` (authors' first, each follow's newest first; at most
     ``TOPIC_CANDIDATES`` a topic).
 
-    The last ``days`` of what the catalog holds: the same as of ``now`` while the sync
-    keeps it current, and still its newest papers when it cannot (offline, the demo
+    The last ``days`` of what the catalog holds, ending at its ``ANCHOR_RANK``-th newest
+    dated paper (one fresh paper, a reader's catalog request in an outage, does not move
+    it) or ``now`` if that is earlier: about the same as of ``now`` while the sync keeps
+    the catalog current, and still its newest papers when it cannot (offline, the demo
     catalog, a source down for weeks), where days counted back from the clock would
     hold none and a follow would bring nothing."""
     if not follows.authors and not follows.topics:
         return NOTHING_FOLLOWED
     dates = index.dates
-    newest = float(dates[index.pool].max()) if len(index.pool) else now
-    since = min(now, newest) - days * 86_400
+    since = min(now, catalog_now(dates[index.pool], now)) - days * 86_400
     reasons: dict[int, str] = {}
     authors: list[AuthorName] = []
     topics: list[int] = []

@@ -121,9 +121,22 @@ def topic_names(centres: npt.NDArray[np.float32], vocabulary: Sequence[str]) -> 
 
 
 def _says(chosen: str, term: str) -> bool:
-    """Whether ``chosen`` already says ``term``: they share a word, but for a plural's s."""
-    words = {word.removesuffix("s") for word in chosen.split()}
-    return any(word.removesuffix("s") in words for word in term.split())
+    """Whether ``chosen`` already says ``term``: they share a word, but for a plural's
+    ending ("image"/"images", "process"/"processes", "study"/"studies")."""
+    words = set().union(*(_forms(word) for word in chosen.split()))
+    return any(_forms(word) & words for word in term.split())
+
+
+def _forms(word: str) -> set[str]:
+    """The word, and what it is if it is a plural."""
+    forms = {word}
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    return forms
 
 
 def _heaviest(centres: npt.NDArray[np.float32], keep: int) -> sparse.csr_matrix:
