@@ -195,16 +195,17 @@ def followed_papers(
     ``FOLLOWED_CANDIDATES`` (authors' first, each follow's newest first; at most
     ``TOPIC_CANDIDATES`` a topic).
 
-    The last ``days`` of what the catalog holds, ending at its ``ANCHOR_RANK``-th newest
-    dated paper (one fresh paper, a reader's catalog request in an outage, does not move
-    it) or ``now`` if that is earlier: about the same as of ``now`` while the sync keeps
-    the catalog current, and still its newest papers when it cannot (offline, the demo
-    catalog, a source down for weeks), where days counted back from the clock would
-    hold none and a follow would bring nothing."""
+    The last ``days`` as of ``now`` while the catalog has papers of those days (the
+    sync keeps it current); when it has fewer than ``ANCHOR_RANK`` (offline, the demo
+    catalog, a source down for weeks), where those days would hold next to nothing and
+    a follow would bring nothing, the ``days`` ending at its ``ANCHOR_RANK``-th newest
+    dated paper (one fresh paper, a reader's catalog request in an outage, does not
+    count as current)."""
     if not follows.authors and not follows.topics:
         return NOTHING_FOLLOWED
     dates = index.dates
-    since = min(now, catalog_now(dates[index.pool], now)) - days * 86_400
+    anchor = catalog_now(dates[index.pool], now)
+    since = (now if anchor >= now - days * 86_400 else anchor) - days * 86_400
     reasons: dict[int, str] = {}
     authors: list[AuthorName] = []
     topics: list[int] = []
