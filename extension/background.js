@@ -157,7 +157,9 @@ const handlers = {
   track,
   flush: () => deliver(true),
   "feed-seen": async (message) => {
-    await storage.set({ seenFeedIds: message.ids ?? [], openedAt: Date.now() / 1000 });
+    // Only for the reader whose feed was seen (not one forgotten since).
+    const seen = { seenFeedIds: message.ids ?? [], openedAt: Date.now() / 1000 };
+    if (!(await keepForReader(storage, message.reader ?? {}, seen))) return { ok: false };
     await chrome.action.setBadgeText({ text: "" });
     await chrome.action.setTitle({ title: "paperfeed" });
     return { ok: true };

@@ -7,7 +7,7 @@ import {
   describeImportError,
   importLibrary,
 } from "../lib/library-import.js";
-import { read } from "../lib/settings.js";
+import { read, withInstallLock } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
 const form = document.getElementById("import");
@@ -55,7 +55,7 @@ form.addEventListener("submit", async (event) => {
     const result = await importLibrary(backendUrl, token, body, form.elements.format.value);
     if (result.saved) {
       // The popup reads the new feed and library at its next opening.
-      await storage.remove(["cachedFeed", "cachedSaved"]);
+      await withInstallLock(() => storage.remove(["cachedFeed", "cachedSaved"]));
       form.reset();
     }
     const described = describeImport(result);

@@ -232,6 +232,10 @@ function showHidden(items) {
   hiddenList.replaceChildren(...hiddenRows(items));
 }
 
+// When each paper was undone in this page: a list asked for before that (its answer may
+// come after) must not put the paper back in the list kept for offline use.
+const undoneAt = new Map();
+
 function hiddenRows(items) {
   return items.map((item) => {
     const row = document.createElement("li");
@@ -244,6 +248,7 @@ function hiddenRows(items) {
         kind: "track", site: "options", events: [{ type: "undismiss", paper_id: item.paper.id }],
       });
       row.remove();
+      undoneAt.set(item.paper.id, Date.now());
       // In turn: two quick Undos would each write back the list the other read.
       await withInstallLock(async () => {
         const s = await read(storage, ["cachedHidden"]);
@@ -288,8 +293,12 @@ async function loadHidden() {
     return;
   }
   try {
+    const asked = Date.now();
     const dismissed = await api.getLibrary(s.backendUrl, s.token, "dismissed", HIDDEN_PAGE);
-    await keepForReader(storage, { token: s.token, userId: s.userId }, { cachedHidden: dismissed });
+    const kept = dismissed.items.filter((i) => !(undoneAt.get(i.paper.id) >= asked));
+    await keepForReader(
+      storage, { token: s.token, userId: s.userId }, { cachedHidden: { ...dismissed, items: kept } },
+    );
     showHidden(dismissed.items);
     offerMore(dismissed.next);
     hiddenState.textContent = dismissed.items.length ? "" : "Nothing hidden.";

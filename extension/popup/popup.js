@@ -134,7 +134,9 @@ async function load() {
       const kept = await keepForReader(storage, reader, { cachedFeed: page });
       if (left()) return; // not seen: the badge keeps counting these papers as new
       // (Nor when the reader was forgotten meanwhile: they are not this install's.)
-      if (kept) chrome.runtime.sendMessage({ kind: "feed-seen", ids: page.items.map((i) => i.paper.id) });
+      if (kept) {
+        chrome.runtime.sendMessage({ kind: "feed-seen", ids: page.items.map((i) => i.paper.id), reader });
+      }
       toItems = (items) => items;
       fetchMore = (cursor) => api.getFeed(base, install.token, PAGE, cursor);
     } else {

@@ -4,7 +4,7 @@
 // follows. Every request goes through lib/api.js.
 import * as api from "../lib/api.js";
 import { describeImport, describeImportError, importLibrary } from "../lib/library-import.js";
-import { read } from "../lib/settings.js";
+import { read, withInstallLock } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
 const state = document.getElementById("welcome-state");
@@ -25,7 +25,7 @@ async function installed() {
 
 // Done with the first run: the popup reads a fresh feed at its next opening.
 async function done(text) {
-  await storage.remove(["cachedFeed", "cachedSaved"]);
+  await withInstallLock(() => storage.remove(["cachedFeed", "cachedSaved"]));
   await storage.set({ firstRunDone: Date.now() });
   say(text);
 }
