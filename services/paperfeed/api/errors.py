@@ -203,45 +203,38 @@ BODY_EXAMPLES = {
 
 def invalid_request(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
     """Litestar's 400 (in the route's media type), except that a missing body says so
-    (Litestar's message is "'data'") and what the endpoint expects."""
-    extra = error.extra if isinstance(error.extra, list) else []
-    if any(
-        isinstance(item, dict) and item.get("key") == "data" and item.get("message") == "'data'"
-        for item in extra
-    ):
-        expected = BODY_EXAMPLES.get(request.url.path)
-        message = "a JSON body is required" + (f": {expected}" if expected else "")
-        error = ValidationException(
-            detail=f"body: {message}", extra=[{"key": "body", "message": message, "source": "body"}]
-        )
-    elif any(isinstance(item, dict) and _missing_field(item) for item in extra):
-        error = ValidationException(
-            detail=error.detail,
-            extra=[
-                _missing_field(item) or item if isinstance(item, dict) else item for item in extra
-            ],
-        )
-    if any(isinstance(item, dict) and "message" in item for item in error.extra or []):
-        # A pattern's meaning, not its regex ("a search of spaces" got 60 characters of it).
-        error = ValidationException(
-            detail=error.detail,
-            extra=[
-                {**item, "message": readable(str(item["message"]))}
-                if isinstance(item, dict) and "message" in item
-                else item
-                for item in error.extra or []
-            ],
-        )
-    detail = str(error.detail)
+    (Litestar's message is "'data'") and what the endpoint expects, a missing field is
+    named by its own path, and a pattern is told by its meaning, not its regex."""
+    detail, extra = str(error.detail), error.extra
+    if isinstance(extra, list):
+        if any(
+            isinstance(item, dict) and item.get("key") == "data" and item.get("message") == "'data'"
+            for item in extra
+        ):
+            expected = BODY_EXAMPLES.get(request.url.path)
+            message = "a JSON body is required" + (f": {expected}" if expected else "")
+            detail = f"body: {message}"
+            extra = [{"key": "body", "message": message, "source": "body"}]
+        else:
+            extra = [_plain(item) if isinstance(item, dict) else item for item in extra]
     if detail.startswith("Validation failed for ") and len(detail) > ECHO_CHARS:
         # Litestar's detail repeats the whole URL: a 10,000-character query made a 10 kB
         # error. The path, and the start of the query (the extra names the field).
-        error = ValidationException(detail=detail[:ECHO_CHARS] + "…", extra=error.extra)
-    return create_exception_response(request, error)
+        detail = detail[:ECHO_CHARS] + "…"
+    return create_exception_response(request, ValidationException(detail=detail, extra=extra))
 
 
 ECHO_CHARS = 200
 """At most this much of the request's URL is repeated in a 400's detail."""
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """One of Litestar's errors, with a missing field named by its own path and a pattern
+    by its meaning ("a search of spaces" was told 60 characters of regex)."""
+    item = _missing_field(item) or item
+    if "message" in item:
+        item = {**item, "message": readable(str(item["message"]))}
+    return item
 
 
 def _missing_field(item: dict[str, Any]) -> dict[str, Any] | None:
