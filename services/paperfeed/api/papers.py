@@ -11,9 +11,9 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from paperfeed.api.deps import bearer_token, provide_optional_reader
 from paperfeed.api.openapi import documented
-from paperfeed.catalog.papers import Paper, normalize_paper_id
+from paperfeed.catalog.papers import Paper, no_such_paper, normalize_paper_id
 from paperfeed.core import Core
-from paperfeed.errors import PAGE_NEXT, NotFound, described
+from paperfeed.errors import PAGE_NEXT, described
 from paperfeed.paper_state import PaperState, paper_states
 from paperfeed.serving.feed import Similar
 from paperfeed.trending import Window
@@ -81,7 +81,7 @@ class PaperController(Controller):
     async def get_paper(self, core: NamedDependency[Core], paper_id: FromPath[str]) -> Paper:
         paper = await core.catalog.get(normalize_paper_id(paper_id))
         if paper is None:
-            raise NotFound(f"no paper {paper_id[:128]!r}")  # (ids are at most 128)
+            raise no_such_paper(paper_id)
         return paper
 
     @get("/{paper_id:str}/similar", summary="Papers like this one", responses=documented(400, 404))

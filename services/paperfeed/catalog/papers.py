@@ -11,7 +11,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from paperfeed.errors import described
+from paperfeed.errors import NotFound, described
 
 # New-style arXiv ids (2007+): YYMM.NNNN or YYMM.NNNNN, optional version.
 ARXIV_NEW = re.compile(r"^(\d{4}\.\d{4,5})(v\d+)?$")
@@ -24,6 +24,12 @@ PAPER_ID_PATTERN = described(
 SLUG_MAX = 80
 
 PaperId = Annotated[str, Meta(pattern=PAPER_ID_PATTERN, max_length=128)]
+
+
+def no_such_paper(paper_id: str) -> NotFound:
+    """The 404 of a paper the catalog lacks, repeating at most the 128 characters an id
+    may have (a 10,000-character one came back whole)."""
+    return NotFound(f"no paper {paper_id[:128]!r}")
 
 
 class Paper(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -56,9 +56,9 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 from scipy import sparse
 
-from paperfeed.catalog.papers import Paper
+from paperfeed.catalog.papers import Paper, no_such_paper
 from paperfeed.catalog.repository import Catalog
-from paperfeed.errors import NotFound, Unauthorized
+from paperfeed.errors import Unauthorized
 from paperfeed.events import (
     DISMISSED,
     RECORD_FIELDS,
@@ -1513,7 +1513,7 @@ class FeedService:
         position = index.pos.get(paper_id)
         if position is None:
             if await self.catalog.get(paper_id) is None:
-                raise NotFound(f"no paper {paper_id[:128]!r}")  # (ids are at most 128)
+                raise no_such_paper(paper_id)
             await self.holder.refresh()  # a paper newer than this process's index
             index = await self.index()
             position = index.pos.get(paper_id)
