@@ -1,13 +1,9 @@
 // The service worker only wires listeners; the work is in lib/. It may be stopped at
 // any moment: everything it knows lives in chrome.storage.local.
 import * as api from "./lib/api.js";
-import {
-  enqueue, flush, newEvent, pending, QUEUE_KEY, STATE_KEY, withQueueLock,
-} from "./lib/queue.js";
+import { enqueue, eraseInstall, flush, newEvent, pending } from "./lib/queue.js";
 import { followsNote, newCount } from "./lib/render.js";
-import {
-  keepForReader, READER_CACHES, read, readerOf, tracking, withInstallLock,
-} from "./lib/settings.js";
+import { keepForReader, read, readerOf, tracking, withInstallLock } from "./lib/settings.js";
 
 const storage = chrome.storage.local;
 const FLUSH_ALARM = "flush";
@@ -44,9 +40,7 @@ function ensureInstall() {
 function forgetToken(token) {
   return withInstallLock(async () => {
     const { token: current } = await read(storage, ["token"]);
-    if (current !== token) return;
-    await withQueueLock(() =>
-      storage.remove(["token", "userId", ...READER_CACHES, QUEUE_KEY, STATE_KEY]));
+    if (current === token) await eraseInstall(storage);
   });
 }
 

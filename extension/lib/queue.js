@@ -2,6 +2,8 @@
 // nothing. Events carry client-made ids; the api counts a replayed id once, so a batch
 // that may or may not have arrived is simply sent again.
 
+import { INSTALL_KEYS } from "./settings.js";
+
 export const QUEUE_KEY = "queue";
 export const STATE_KEY = "queueState";
 export const MAX_QUEUE = 5000;
@@ -36,6 +38,13 @@ export function withQueueLock(change) {
   const mine = turn.then(change, change);
   turn = mine.catch(() => {});
   return mine;
+}
+
+// Everything this browser keeps of its reader, the events not yet sent too (their data
+// deleted, here or from a linked browser), in turn with the queue's other changes; the
+// caller holds the install lock.
+export function eraseInstall(storage) {
+  return withQueueLock(() => storage.remove([...INSTALL_KEYS, QUEUE_KEY, STATE_KEY]));
 }
 
 export function enqueue(storage, events) {

@@ -67,13 +67,6 @@ export function withInstallLock(change) {
   return mine;
 }
 
-// A reader's cached answers (the feed, the library, the hidden papers, the for-you marks)
-// belong to the reader they were fetched for. One that arrives after that reader was
-// forgotten here (deleted, unlinked, linked to another, a new service URL: each a change
-// of token or reader id, under the install lock) is dropped, never written back over the
-// forgetting, where offline it would show a deleted reader's papers. The check and the
-// write are one step under the install lock. ``changes`` may be a function that reads
-// what it changes: it runs after the check, in the same step.
 // What the extension keeps of its reader's own (their feed, library, hidden papers, their
 // marks on trending, the for-you marks, what the badge counted as seen): it goes when the
 // install stops reading as that reader.
@@ -81,7 +74,15 @@ export const READER_CACHES = [
   "cachedFeed", "cachedTrending", "cachedSaved", "cachedUpvoted", "cachedHidden", "forYou",
   "seenFeedIds",
 ];
+// The install and what is kept of its reader: removed, the next use registers anew.
+export const INSTALL_KEYS = ["token", "userId", ...READER_CACHES];
 
+// A reader's cached answers belong to the reader they were fetched for. One that arrives
+// after that reader was forgotten here (deleted, unlinked, linked to another, a new
+// service URL: each a change of token or reader id, under the install lock) is dropped,
+// never written back over the forgetting, where offline it would show a deleted reader's
+// papers. The check and the write are one step under the install lock. ``changes`` may
+// be a function that reads what it changes: it runs after the check, in the same step.
 export async function readerOf(storage, token) {
   const { userId } = await read(storage, ["userId"]);
   return { token, userId };

@@ -1,8 +1,8 @@
 // Options: the service URL, tracking switches, and the reader's data.
 import * as api from "../lib/api.js";
-import { QUEUE_KEY, STATE_KEY, withQueueLock } from "../lib/queue.js";
+import { eraseInstall, withQueueLock } from "../lib/queue.js";
 import {
-  keepForReader, READER_CACHES, read, serviceOrigin, withInstallLock,
+  INSTALL_KEYS, keepForReader, READER_CACHES, read, serviceOrigin, withInstallLock,
 } from "../lib/settings.js";
 
 const storage = chrome.storage.local;
@@ -47,7 +47,7 @@ document.getElementById("settings").addEventListener("submit", async (event) => 
     await storage.set(changes);
     // Another service knows nothing of this install: register there on next use.
     if (previous.backendUrl !== backend) {
-      await storage.remove(["token", "userId", ...READER_CACHES]);
+      await storage.remove(INSTALL_KEYS);
     }
   });
   saved("Saved.", true);
@@ -120,9 +120,7 @@ document.getElementById("delete").addEventListener("click", async () => {
     }
     already = true;
   }
-  await withInstallLock(() => withQueueLock(() =>
-    storage.remove(["token", "userId", ...READER_CACHES, QUEUE_KEY, STATE_KEY]),
-  ));
+  await withInstallLock(() => eraseInstall(storage));
   unlinkButton.hidden = true;
   say(
     already
@@ -382,7 +380,7 @@ document.getElementById("pairing-unlink").addEventListener("click", async () => 
       : (api.KINDS[error.kind] ?? "Unlinking failed.");
     return;
   }
-  await withInstallLock(() => withQueueLock(() => storage.remove(["token", "userId", ...READER_CACHES])));
+  await withInstallLock(() => withQueueLock(() => storage.remove(INSTALL_KEYS)));
   unlinkButton.hidden = true;
   pairingState.textContent = "Unlinked: this browser starts afresh as a reader of its own.";
 });
