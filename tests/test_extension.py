@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -112,6 +113,17 @@ RUNNING: dict[str, Any] = {}
 
 def fulfill(route: Any, name: str) -> None:
     route.fulfill(status=200, content_type="text/html", body=(PAGES / name).read_text())
+
+
+@contextlib.contextmanager
+def service_unreachable(context: Any, service: Service) -> Iterator[None]:
+    """The extension pointed at an address where nothing answers, then back at the
+    service."""
+    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
+    try:
+        yield
+    finally:
+        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
 
 
 def worker_of(context: Any) -> Any:
@@ -391,8 +403,7 @@ def test_trending_is_kept_for_offline_like_the_feed(
         "(nodes) => nodes.map((n) => n.dataset.paperId)"
     )
     page.close()
-    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
-    try:
+    with service_unreachable(context, service):
         page = open_popup(context, extension_id)  # the For-you tab: its last feed
         assert "Offline" in page.locator("#status").inner_text()
         page.get_by_role("tab", name="Trending").click()
@@ -402,8 +413,6 @@ def test_trending_is_kept_for_offline_like_the_feed(
         )
         assert offline == online
         page.close()
-    finally:
-        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
 
 
 def test_first_run_says_where_it_looks_and_options_test_the_connection(
@@ -494,8 +503,7 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
     options = context.new_page()
     options.goto(f"chrome-extension://{extension_id}/options/options.html")
     options.wait_for_selector(f"#hidden-list li[data-paper-id='{hidden}']")
-    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
-    try:
+    with service_unreachable(context, service):
         offline = open_popup(context, extension_id, tab="Saved")
         assert "Offline" in offline.locator("#status").inner_text()
         kept = offline.locator("article.paper").evaluate_all(
@@ -506,8 +514,6 @@ def test_the_saved_tab_and_the_hidden_list_follow_the_readers_actions(
         options.reload()
         options.wait_for_selector(f"#hidden-list li[data-paper-id='{hidden}']")
         assert "Offline" in options.locator("#hidden-state").inner_text()
-    finally:
-        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
     options.reload()
     options.wait_for_selector(f"#hidden-list li[data-paper-id='{also_hidden}']")
     # Both Undos at once: the list kept for offline loses both papers.
@@ -1014,15 +1020,12 @@ def test_a_feed_that_arrives_after_the_reader_deleted_their_data_is_not_kept(
     assert storage(context, "cachedFeed") is None
     popup.close()
     options.close()
-    worker_of(context).evaluate("chrome.storage.local.set({backendUrl: 'http://127.0.0.1:9'})")
-    try:
+    with service_unreachable(context, service):
         offline = context.new_page()
         offline.goto(f"chrome-extension://{extension_id}/popup/popup.html")
         offline.wait_for_selector(".first-run")
         assert offline.locator("article.paper").count() == 0
         offline.close()
-    finally:
-        worker_of(context).evaluate(f"chrome.storage.local.set({{backendUrl: {service.url!r}}})")
 
 
 def test_a_reader_deleted_in_another_browser_leaves_nothing_of_theirs_here(
